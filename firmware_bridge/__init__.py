@@ -1,0 +1,1 @@
+"""Firmware bridge: Modbus RTU delivery of corrections to heliostat controllers."""

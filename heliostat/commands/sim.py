@@ -1,0 +1,24 @@
+"""``heliostat sim ...``: simulator commands (the simulator is imported lazily)."""
+
+from __future__ import annotations
+
+import argparse
+
+from heliostat.cli import register_all
+
+#: Modules that register ``heliostat sim`` subcommands.
+SIM_COMMANDS: tuple[str, ...] = (
+    "heliostat.commands.sim_campaign",
+    "heliostat.commands.sim_controllers",
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sim",
+        help="simulator: campaigns, emulated controllers",
+        description="Run parts of the simulated plant.",
+    )
+    simsub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
+    register_all(simsub, SIM_COMMANDS)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

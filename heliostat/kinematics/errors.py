@@ -1,0 +1,167 @@
+"""Named kinematic error parameters, switchable in groups.
+
+Every drive type has a fixed, ordered tuple of error-parameter names; an error set is a
+value per name (angles in rad, lengths in m, the unit is in the name). All zeros give the
+nominal model exactly. Groups select what a calibration fits:
+
+========================  ==================================================================
+group                     parameters
+========================  ==================================================================
+``first_axis_tilt``       tilt of the first rotation axis (az-el: about E and N; linear: N, U)
+``nonorthogonality``      second axis not perpendicular to the first (rotation about N)
+``zero_offsets``          additive joint-angle offsets per axis (for linear actuators this is
+                          the deviation of the actuator's *initial angle*)
+``canting``               mirror-normal collimation: tilt of the normal about the in-mirror
+                          axis perpendicular to axis 2 (the other in-mirror component is
+                          indistinguishable from the axis-2 zero offset, so it is not a
+                          separate parameter)
+``joint_translations``    first-joint, second-joint and concentrator translations [m]
+``actuator_stroke``       linear actuators only: deviation of the initial stroke length [m]
+========================  ==================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+DRIVE_TYPES = ("azel", "linear")
+
+_TRANSLATIONS = tuple(
+    f"{part}_offset_{c}_m" for part in ("axis1", "axis2", "mirror") for c in ("e", "n", "u")
+)
+
+_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "azel": {
+        "first_axis_tilt": ("axis1_tilt_e_rad", "axis1_tilt_n_rad"),
+        "nonorthogonality": ("axis_nonorthogonality_rad",),
+        "zero_offsets": ("axis1_zero_rad", "axis2_zero_rad"),
+        "canting": ("mirror_collimation_rad",),
+        "joint_translations": _TRANSLATIONS,
+    },
+    "linear": {
+        "first_axis_tilt": ("axis1_tilt_n_rad", "axis1_tilt_u_rad"),
+        "nonorthogonality": ("axis_nonorthogonality_rad",),
+        "zero_offsets": ("axis1_zero_rad", "axis2_zero_rad"),
+        "canting": ("mirror_collimation_rad",),
+        "joint_translations": _TRANSLATIONS,
+        "actuator_stroke": ("actuator1_stroke_m", "actuator2_stroke_m"),
+    },
+}
+
+#: Groups fitted when the user names none: all angular terms (and strokes for linear).
+DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
+    "azel": ("first_axis_tilt", "nonorthogonality", "zero_offsets", "canting"),
+    "linear": ("first_axis_tilt", "nonorthogonality", "zero_offsets", "canting", "actuator_stroke"),
+}
+
+
+def _check_drive(drive: str) -> None:
+    if drive not in DRIVE_TYPES:
+        raise ValueError(f"drive must be one of {DRIVE_TYPES}, got {drive!r}")
+
+
+def error_names(drive: str) -> tuple[str, ...]:
+    """All error-parameter names of a drive type, in canonical order."""
+    _check_drive(drive)
+    return tuple(n for names in _GROUPS[drive].values() for n in names)
+
+
+def group_names(drive: str) -> tuple[str, ...]:
+    """Names of the parameter groups available for a drive type."""
+    _check_drive(drive)
+    return tuple(_GROUPS[drive])
+
+
+def names_for_groups(drive: str, groups: Iterable[str]) -> tuple[str, ...]:
+    """Parameter names of the given groups, in canonical order.
+
+    Raises
+    ------
+    ValueError
+        For a group the drive type does not have.
+    """
+    _check_drive(drive)
+    groups = tuple(groups)
+    for g in groups:
+        if g not in _GROUPS[drive]:
+            raise ValueError(
+                f"unknown parameter group {g!r} for drive {drive!r}; "
+                f"choose from {', '.join(_GROUPS[drive])}"
+            )
+    wanted = {n for g in groups for n in _GROUPS[drive][g]}
+    return tuple(n for n in error_names(drive) if n in wanted)
+
+
+@dataclass(frozen=True, slots=True)
+class KinematicErrors:
+    """Error-parameter values of one heliostat.
+
+    Attributes
+    ----------
+    drive : str
+        ``"azel"`` or ``"linear"``.
+    values : tuple of float
+        One value per name of :func:`error_names` (rad for ``*_rad``, m for ``*_m``).
+    """
+
+    drive: str
+    values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        _check_drive(self.drive)
+        n = len(error_names(self.drive))
+        if len(self.values) != n:
+            raise ValueError(f"{self.drive} error set needs {n} values, got {len(self.values)}")
+        if not all(np.isfinite(v) for v in self.values):
+            raise ValueError(f"error values must be finite, got {self.values!r}")
+
+    @classmethod
+    def zeros(cls, drive: str) -> KinematicErrors:
+        """The nominal model: every error zero."""
+        return cls(drive, (0.0,) * len(error_names(drive)))
+
+    @classmethod
+    def from_dict(cls, drive: str, values: Mapping[str, float]) -> KinematicErrors:
+        """From a name → value mapping; missing names are zero, unknown names an error."""
+        names = error_names(drive)
+        unknown = set(values) - set(names)
+        if unknown:
+            raise ValueError(f"unknown {drive} error parameter(s): {', '.join(sorted(unknown))}")
+        return cls(drive, tuple(float(values.get(n, 0.0)) for n in names))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return error_names(self.drive)
+
+    def to_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, self.values, strict=True))
+
+    def __getitem__(self, name: str) -> float:
+        try:
+            return self.values[self.names.index(name)]
+        except ValueError:
+            raise KeyError(f"{self.drive} drive has no error parameter {name!r}") from None
+
+    def get(self, name: str, default: float = 0.0) -> float:
+        names = self.names
+        return self.values[names.index(name)] if name in names else default
+
+    def to_vector(self, names: Sequence[str]) -> NDArray[np.float64]:
+        """Values of the named parameters, in the given order (for optimisers)."""
+        return np.array([self[n] for n in names], dtype=float)
+
+    def with_vector(self, names: Sequence[str], vector: ArrayLike) -> KinematicErrors:
+        """A copy with the named parameters replaced by ``vector``."""
+        vec = np.asarray(vector, dtype=float).ravel()
+        if vec.size != len(names):
+            raise ValueError(f"vector has {vec.size} values for {len(names)} names")
+        d = self.to_dict()
+        for n, v in zip(names, vec, strict=True):
+            if n not in d:
+                raise KeyError(f"{self.drive} drive has no error parameter {n!r}")
+            d[n] = float(v)
+        return KinematicErrors.from_dict(self.drive, d)

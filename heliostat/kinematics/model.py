@@ -1,0 +1,303 @@
+"""Two-axis heliostat kinematics with an error model: forward and inverse.
+
+Both drive types are the same rigid-body chain with different axes:
+
+.. math::
+
+    p_{world} = p_0 + A_1 (t_1 + R_1(θ_1) A_2 (t_2 + R_2(θ_2) C (t_m + p_{mirror})))
+
+    n = A_1 R_1(θ_1) A_2 R_2(θ_2) C n_0
+
+with :math:`p_0` the heliostat position (pivot) in site ENU, :math:`A_1` the first-axis
+tilt, :math:`A_2` the non-orthogonality of axis 2, :math:`C` the mirror collimation
+(canting) error, :math:`t_1, t_2, t_m` the first-joint, second-joint and concentrator
+translations, and :math:`n_0` the mirror normal at zero joint angles.
+
+==========  ======================  ========================  =========================
+drive       axis 1 (θ1)             axis 2 (θ2)               n0, A1, A2, C
+==========  ======================  ========================  =========================
+``azel``    vertical: R_z(−azimuth)  horizontal: R_x(elevation)  n0 = +N; A1 = R_x R_y;
+            (azimuth clockwise                                  A2 = R_y; C = R_z
+            from north)
+``linear``  horizontal E–W: R_x(θ1)  local up: R_z(θ2)          n0 = −N; A1 = R_y R_z;
+            (Jülich / ARTIST chain)                             A2 = R_y; C = R_x
+==========  ======================  ========================  =========================
+
+The linear chain follows ARTIST's rigid-body kinematic (east rotation then up rotation,
+normal (0, −1, 0) at zero angles), so PAINT joint angles carry over unchanged.
+The inverse solves n(θ) = (s + d(θ)) / |s + d(θ)|, d the unit vector from the mirror
+centre c(θ) to the aim point, by Gauss–Newton from an analytic nominal start; it
+converges to machine precision in a few iterations for any error set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from heliostat.frames import normalize, reflect, rot_x, rot_y, rot_z
+from heliostat.kinematics.actuators import LinearAxis, RotaryAxis
+from heliostat.kinematics.errors import DRIVE_TYPES, KinematicErrors
+
+
+class KinematicsError(ValueError):
+    """A pose the kinematic model cannot produce (unreachable aim, bad steps)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pose:
+    """Mirror pose in site ENU.
+
+    Attributes
+    ----------
+    u_normal_enu : ndarray of shape (N, 3)
+        Unit mirror normal.
+    centre_enu_m : ndarray of shape (N, 3)
+        Mirror (concentrator) centre. [m]
+    """
+
+    u_normal_enu: NDArray[np.float64]
+    centre_enu_m: NDArray[np.float64]
+
+
+def _vec3(v: ArrayLike, name: str) -> NDArray[np.float64]:
+    a = np.asarray(v, dtype=float)
+    if a.shape != (3,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} must be 3 finite numbers, got {v!r}")
+    return a
+
+
+@dataclass(frozen=True, slots=True)
+class HeliostatKinematics:
+    """Nominal kinematics of one heliostat.
+
+    Attributes
+    ----------
+    drive : str
+        ``"azel"`` (rotary slew drives) or ``"linear"`` (Jülich linear actuators).
+    position_enu_m : tuple of 3 float
+        Pivot (rotation centre) in site ENU. [m]
+    axis1, axis2 : RotaryAxis or LinearAxis
+        Steps ↔ joint-angle models of the two axes.
+    axis1_offset_enu_m, axis2_offset_enu_m, mirror_offset_enu_m : tuple of 3 float
+        Nominal first-joint, second-joint and concentrator translations (PAINT
+        ``first_joint_translation_*``, ``second_joint_translation_*``,
+        ``concentrator_translation_*``). [m]
+    """
+
+    drive: str
+    position_enu_m: tuple[float, float, float]
+    axis1: RotaryAxis | LinearAxis
+    axis2: RotaryAxis | LinearAxis
+    axis1_offset_enu_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    axis2_offset_enu_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    mirror_offset_enu_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    _p0: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.drive not in DRIVE_TYPES:
+            raise ValueError(f"drive must be one of {DRIVE_TYPES}, got {self.drive!r}")
+        kind = RotaryAxis if self.drive == "azel" else LinearAxis
+        for name in ("axis1", "axis2"):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{self.drive} drive needs {kind.__name__} for {name}")
+        object.__setattr__(self, "_p0", _vec3(self.position_enu_m, "position_enu_m"))
+        for name in ("axis1_offset_enu_m", "axis2_offset_enu_m", "mirror_offset_enu_m"):
+            _vec3(getattr(self, name), name)
+
+    # ------------------------------------------------------------------ helpers
+    def _errors(self, errors: KinematicErrors | None) -> KinematicErrors:
+        if errors is None:
+            return KinematicErrors.zeros(self.drive)
+        if errors.drive != self.drive:
+            raise ValueError(
+                f"error set is for drive {errors.drive!r}, heliostat is {self.drive!r}"
+            )
+        return errors
+
+    def _translation(self, part: str, e: KinematicErrors) -> NDArray[np.float64]:
+        nominal = np.asarray(getattr(self, f"{part}_offset_enu_m"), dtype=float)
+        return nominal + np.array([e[f"{part}_offset_{c}_m"] for c in "enu"])
+
+    @property
+    def axes(self) -> tuple[RotaryAxis | LinearAxis, RotaryAxis | LinearAxis]:
+        return (self.axis1, self.axis2)
+
+    # ---------------------------------------------------------- steps ↔ angles
+    def steps_to_angles(
+        self, steps: ArrayLike, errors: KinematicErrors | None = None
+    ) -> NDArray[np.float64]:
+        """Joint angles (θ1, θ2) for motor steps of shape (N, 2) or (2,). [rad]"""
+        e = self._errors(errors)
+        st = np.asarray(steps, dtype=float)
+        if st.shape[-1:] != (2,):
+            raise ValueError(f"steps must have shape (N, 2) or (2,), got {st.shape}")
+        out = np.empty_like(st)
+        for i, axis in enumerate(self.axes):
+            out[..., i] = axis.steps_to_angle(
+                st[..., i], e[f"axis{i + 1}_zero_rad"], e.get(f"actuator{i + 1}_stroke_m")
+            )
+        return out
+
+    def angles_to_steps(
+        self, angles_rad: ArrayLike, errors: KinematicErrors | None = None
+    ) -> NDArray[np.float64]:
+        """Real-valued motor steps for joint angles of shape (N, 2) or (2,). [steps]"""
+        e = self._errors(errors)
+        ang = np.asarray(angles_rad, dtype=float)
+        if ang.shape[-1:] != (2,):
+            raise ValueError(f"angles_rad must have shape (N, 2) or (2,), got {ang.shape}")
+        out = np.empty_like(ang)
+        for i, axis in enumerate(self.axes):
+            out[..., i] = axis.angle_to_steps(
+                ang[..., i], e[f"axis{i + 1}_zero_rad"], e.get(f"actuator{i + 1}_stroke_m")
+            )
+        return out
+
+    # ----------------------------------------------------------------- forward
+    def _frames(self, e: KinematicErrors):
+        """Constant rotations (A1, A2, C) and mirror normal n0 for an error set."""
+        if self.drive == "azel":
+            a1 = rot_x(e["axis1_tilt_e_rad"]) @ rot_y(e["axis1_tilt_n_rad"])
+            c = rot_z(e["mirror_collimation_rad"])
+            n0 = np.array([0.0, 1.0, 0.0])
+        else:
+            a1 = rot_y(e["axis1_tilt_n_rad"]) @ rot_z(e["axis1_tilt_u_rad"])
+            c = rot_x(e["mirror_collimation_rad"])
+            n0 = np.array([0.0, -1.0, 0.0])
+        a2 = rot_y(e["axis_nonorthogonality_rad"])
+        return a1, a2, c, n0
+
+    def _joint_rotations(self, theta: NDArray[np.float64]):
+        if self.drive == "azel":
+            return rot_z(-theta[..., 0]), rot_x(theta[..., 1])
+        return rot_x(theta[..., 0]), rot_z(theta[..., 1])
+
+    def forward_angles(self, angles_rad: ArrayLike, errors: KinematicErrors | None = None) -> Pose:
+        """Mirror pose for joint angles of shape (N, 2) (true joint angles, errors excluded
+        from the angles themselves: zero offsets act in :meth:`steps_to_angles`)."""
+        e = self._errors(errors)
+        theta = np.atleast_2d(np.asarray(angles_rad, dtype=float))
+        if theta.shape[-1] != 2 or theta.ndim != 2:
+            raise ValueError(f"angles_rad must have shape (N, 2), got {np.shape(angles_rad)}")
+        a1, a2, c, n0 = self._frames(e)
+        r1, r2 = self._joint_rotations(theta)
+        t1, t2, tm = (self._translation(p, e) for p in ("axis1", "axis2", "mirror"))
+        m2 = a1 @ r1 @ a2  # (N,3,3) frame after joint 1
+        m3 = m2 @ r2 @ c  # (N,3,3) mirror frame
+        normal = m3 @ n0
+        centre = self._p0 + a1 @ t1 + m2 @ t2 + m3 @ tm
+        return Pose(normal, centre)
+
+    def forward(self, steps: ArrayLike, errors: KinematicErrors | None = None) -> Pose:
+        """Mirror pose (unit normal, centre; ENU) for motor steps of shape (N, 2)."""
+        st = np.atleast_2d(np.asarray(steps, dtype=float))
+        if st.ndim != 2 or st.shape[1] != 2:
+            raise ValueError(f"steps must have shape (N, 2), got {np.shape(steps)}")
+        if not np.all(np.isfinite(st)):
+            raise KinematicsError("steps must be finite")
+        theta = self.steps_to_angles(st, errors)
+        if not np.all(np.isfinite(theta)):
+            bad = np.flatnonzero(~np.all(np.isfinite(theta), axis=1))
+            raise KinematicsError(f"steps outside the actuator geometry at rows {bad.tolist()}")
+        return self.forward_angles(theta, errors)
+
+    def reflected(
+        self, steps: ArrayLike, u_sun_enu: ArrayLike, errors: KinematicErrors | None = None
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Reflected beam direction and its origin (mirror centre) for steps and sun."""
+        pose = self.forward(steps, errors)
+        return reflect(pose.u_normal_enu, np.asarray(u_sun_enu, dtype=float)), pose.centre_enu_m
+
+    # ----------------------------------------------------------------- inverse
+    def _initial_angles(self, u_normal: NDArray[np.float64]) -> NDArray[np.float64]:
+        n = u_normal
+        if self.drive == "azel":
+            az = np.arctan2(n[:, 0], n[:, 1])
+            el = np.arcsin(np.clip(n[:, 2], -1, 1))
+            # Keep azimuth in the branch nearest the axis's zero so the steps stay in range.
+            mid = 0.5 * (self.axis1.min_steps + self.axis1.max_steps)
+            ref = float(self.axis1.steps_to_angle(mid))
+            az = ref + np.mod(az - ref + np.pi, 2 * np.pi) - np.pi
+            return np.stack([az, el], axis=1)
+        # n = (sin θ2, −cos θ2 cos θ1, −cos θ2 sin θ1) for the nominal linear chain.
+        t2 = np.arcsin(np.clip(n[:, 0], -1, 1))
+        t1 = np.arctan2(-n[:, 2], -n[:, 1])
+        return np.stack([t1, t2], axis=1)
+
+    def inverse_angles(
+        self,
+        aim_enu_m: ArrayLike,
+        u_sun_enu: ArrayLike,
+        errors: KinematicErrors | None = None,
+        tol_rad: float = 1e-12,
+        max_iter: int = 30,
+    ) -> NDArray[np.float64]:
+        """Joint angles that reflect the sun onto the aim point(s). Shape (N, 2) [rad].
+
+        Raises
+        ------
+        KinematicsError
+            If the solve does not converge (aim point not reachable by this chain).
+        """
+        e = self._errors(errors)
+        aim = np.atleast_2d(np.asarray(aim_enu_m, dtype=float))
+        sun = np.atleast_2d(np.asarray(u_sun_enu, dtype=float))
+        aim, sun = np.broadcast_arrays(aim, sun)
+        if aim.shape[-1] != 3 or aim.ndim != 2:
+            raise ValueError(f"aim_enu_m and u_sun_enu must have shape (N, 3), got {aim.shape}")
+        if not (np.all(np.isfinite(aim)) and np.all(np.isfinite(sun))):
+            raise KinematicsError("aim point and sun vector must be finite")
+        sun = normalize(sun)
+
+        def residual(theta):
+            pose = self.forward_angles(theta, e)
+            want = normalize(sun + normalize(aim - pose.centre_enu_m))
+            return pose.u_normal_enu - want
+
+        theta = self._initial_angles(normalize(sun + normalize(aim - self._p0)))
+        h = 1e-7
+        for _ in range(max_iter):
+            f = residual(theta)
+            if np.max(np.linalg.norm(f, axis=1)) < tol_rad:
+                break
+            jac = np.empty(f.shape + (2,))
+            for k in range(2):
+                dt = np.zeros(2)
+                dt[k] = h
+                jac[..., k] = (residual(theta + dt) - residual(theta - dt)) / (2 * h)
+            jtj = np.einsum("nik,nil->nkl", jac, jac)
+            jtf = np.einsum("nik,ni->nk", jac, f)
+            theta = theta - np.linalg.solve(jtj, jtf[..., None])[..., 0]
+        err = np.linalg.norm(residual(theta), axis=1)
+        if not np.all(err < 1e-9):
+            bad = np.flatnonzero(~(err < 1e-9))
+            raise KinematicsError(f"inverse kinematics did not converge for rows {bad.tolist()}")
+        return theta
+
+    def inverse(
+        self,
+        aim_enu_m: ArrayLike,
+        u_sun_enu: ArrayLike,
+        errors: KinematicErrors | None = None,
+    ) -> NDArray[np.float64]:
+        """Motor steps (real-valued, shape (N, 2)) that put the beam on the aim point(s).
+
+        Round to integers at the controller; check :meth:`within_limits` before sending.
+        """
+        theta = self.inverse_angles(aim_enu_m, u_sun_enu, errors)
+        steps = self.angles_to_steps(theta, errors)
+        if not np.all(np.isfinite(steps)):
+            bad = np.flatnonzero(~np.all(np.isfinite(steps), axis=1))
+            raise KinematicsError(f"aim unreachable by the actuators at rows {bad.tolist()}")
+        return steps
+
+    def within_limits(self, steps: ArrayLike) -> NDArray[np.bool_]:
+        """True where both axes' steps lie inside their travel limits. Shape (N,)."""
+        st = np.atleast_2d(np.asarray(steps, dtype=float))
+        ok = np.ones(st.shape[0], dtype=bool)
+        for i, axis in enumerate(self.axes):
+            ok &= (st[:, i] >= axis.min_steps) & (st[:, i] <= axis.max_steps)
+        return ok

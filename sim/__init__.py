@@ -1,0 +1,1 @@
+"""Simulator: sky, field, optics, camera and controllers standing in for a plant."""

@@ -1,0 +1,155 @@
+"""Ground truth for pointing: true error parameters and image-free observations.
+
+A heliostat is commanded with the *nominal* model (what the plant believes) to put its
+beam on an aim point; the beam actually leaves along the *true* model (nominal + true
+errors). Where it hits the target is the observation a perfect camera would report.
+Measurement noise is added as a beam-direction error (two independent Gaussian angles
+perpendicular to the beam, σ per axis), which is how a camera's centroid noise looks
+from the heliostat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from heliostat.config import Heliostat, Target
+from heliostat.frames import Site, intersect_plane, normalize
+from heliostat.kinematics import KinematicErrors, error_names
+from heliostat.sun import sun_position
+
+#: Columns of ``observations.csv`` written by the simulator, in order (docs/observations.md).
+OBSERVATION_COLUMNS: tuple[str, ...] = (
+    "heliostat_id",
+    "time_utc",
+    "sun_azimuth_deg",
+    "sun_elevation_deg",
+    "axis1_steps",
+    "axis2_steps",
+    "target_id",
+    "spot_x_m",
+    "spot_y_m",
+    "spot_e_m",
+    "spot_n_m",
+    "spot_u_m",
+    "sigma_m",
+    "quality_flags",
+    "frame",
+    "true_spot_x_m",
+    "true_spot_y_m",
+)
+
+
+def draw_true_errors(
+    drive: str,
+    rng: np.random.Generator,
+    angular_mrad: tuple[float, float] = (1.0, 3.0),
+    translation_m: float = 0.01,
+    stroke_m: float = 0.002,
+) -> KinematicErrors:
+    """Draw a realistic error set: each angular term uniform in magnitude within
+    ``angular_mrad`` with a random sign, translations N(0, ``translation_m``), linear
+    actuator initial-stroke errors N(0, ``stroke_m``).
+
+    Parameters
+    ----------
+    drive : str
+        ``"azel"`` or ``"linear"``.
+    rng : numpy.random.Generator
+        Seeded generator (the caller owns the seed).
+    angular_mrad : (float, float)
+        Range of the magnitude of each angular error term. [mrad]
+    translation_m : float
+        Standard deviation of each translation term. [m]
+    stroke_m : float
+        Standard deviation of each initial-stroke term. [m]
+    """
+    lo, hi = angular_mrad
+    values = []
+    for name in error_names(drive):
+        if name.endswith("_rad"):
+            values.append(rng.choice([-1.0, 1.0]) * rng.uniform(lo, hi) * 1e-3)
+        elif name.startswith("actuator"):
+            values.append(rng.normal(0.0, stroke_m))
+        else:
+            values.append(rng.normal(0.0, translation_m))
+    return KinematicErrors(drive, tuple(values))
+
+
+def perturb_directions(
+    u: ArrayLike, sigma_rad: float, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    """Tilt unit vectors by independent Gaussian angles (σ per perpendicular axis)."""
+    v = normalize(u)
+    if sigma_rad == 0:
+        return v
+    helper = np.where(np.abs(v[:, 2:3]) < 0.9, [[0.0, 0.0, 1.0]], [[1.0, 0.0, 0.0]])
+    a = normalize(np.cross(v, helper))
+    b = np.cross(v, a)
+    d = rng.normal(0.0, sigma_rad, size=(v.shape[0], 2))
+    return normalize(v + d[:, :1] * a + d[:, 1:] * b)
+
+
+def simulate_observations(
+    heliostat: Heliostat,
+    true_errors: KinematicErrors,
+    target: Target,
+    site: Site,
+    times: Sequence | pd.DatetimeIndex,
+    rng: np.random.Generator,
+    noise_mrad: float = 0.2,
+    aim_xy_m: ArrayLike = (0.0, 0.0),
+) -> pd.DataFrame:
+    """Image-free calibration observations of one heliostat.
+
+    At each time the heliostat is commanded (integer steps) by the nominal model to aim
+    at ``aim_xy_m`` on the target; the true model reflects the sun; the spot is where
+    that beam (tilted by ``noise_mrad`` per axis) meets the target plane.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`OBSERVATION_COLUMNS`; ``true_spot_*`` hold the noise-free spot.
+        Times with the sun below 5° elevation are left out.
+    """
+    sp = sun_position(site, times)
+    keep = sp.elevation_rad > np.radians(5.0)
+    sun = sp.u_sun_enu[keep]
+    n = sun.shape[0]
+    kin = heliostat.kinematics
+    aim = np.broadcast_to(target.plane_to_enu(np.asarray(aim_xy_m, dtype=float)), (n, 3))
+    steps = np.rint(kin.inverse(aim, sun))
+    pose = kin.forward(steps, true_errors)
+    s = sun
+    r_true = 2.0 * np.sum(pose.u_normal_enu * s, axis=1, keepdims=True) * pose.u_normal_enu - s
+    hit_true = intersect_plane(pose.centre_enu_m, r_true, target.centre_enu_m, target.u_normal_enu)
+    r_meas = perturb_directions(r_true, noise_mrad * 1e-3, rng)
+    hit = intersect_plane(pose.centre_enu_m, r_meas, target.centre_enu_m, target.u_normal_enu)
+    xy = target.enu_to_plane(hit)
+    xy_true = target.enu_to_plane(hit_true)
+    slant = np.linalg.norm(hit_true - pose.centre_enu_m, axis=1)
+    return pd.DataFrame(
+        {
+            "heliostat_id": heliostat.id,
+            "time_utc": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in sp.times[keep]],
+            "sun_azimuth_deg": np.degrees(sp.azimuth_rad[keep]),
+            "sun_elevation_deg": np.degrees(sp.elevation_rad[keep]),
+            "axis1_steps": steps[:, 0].astype(np.int64),
+            "axis2_steps": steps[:, 1].astype(np.int64),
+            "target_id": target.id,
+            "spot_x_m": xy[:, 0],
+            "spot_y_m": xy[:, 1],
+            "spot_e_m": hit[:, 0],
+            "spot_n_m": hit[:, 1],
+            "spot_u_m": hit[:, 2],
+            "sigma_m": noise_mrad * 1e-3 * slant,
+            "quality_flags": "",
+            "frame": "",
+            "true_spot_x_m": xy_true[:, 0],
+            "true_spot_y_m": xy_true[:, 1],
+        },
+        columns=list(OBSERVATION_COLUMNS),
+    )
