@@ -127,7 +127,7 @@ def sun_position(
         site.latitude_deg,
         site.longitude_deg,
         altitude=site.altitude_m,
-        pressure=pressure_pa / 100.0,  # pvlib's spa_python takes mbar
+        pressure=pressure_pa,
         temperature=temperature_c,
         delta_t=delta_t_s,
     )
