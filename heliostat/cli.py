@@ -19,6 +19,7 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "heliostat.commands.demo",
     "heliostat.commands.sun",
+    "heliostat.commands.config",
     "heliostat.commands.detect",
     "heliostat.commands.calibrate",
     "heliostat.commands.bridge",

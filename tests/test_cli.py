@@ -53,3 +53,14 @@ def test_errors_are_one_line_without_traceback():
         assert "Traceback" not in proc.stderr
         assert proc.stderr.startswith("heliostat: error:")
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_config_check(tmp_path, capsys):
+    assert main(["config", "check", SMALL]) == 0
+    assert "3 heliostats (2 azel, 1 linear)" in capsys.readouterr().out
+    bad = tmp_path / "bad.toml"
+    bad.write_text(open(SMALL).read().replace("address = 2", "address = 0"))
+    assert main(["config", "check", SMALL, str(bad), "--json"]) == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["ok"] and not out[1]["ok"]
+    assert "heliostats[1].address" in out[1]["error"]

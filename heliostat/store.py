@@ -1,0 +1,83 @@
+"""The plant's history database: one SQLite file (WAL journal) shared by all stages.
+
+Each part of the system owns its tables and a schema version, registered through
+:func:`ensure_schema`; a file written by a newer version is refused rather than
+misread. Connections use WAL so a reader (``heliostat history``) never blocks the
+campaign writing observations, and ``synchronous=FULL`` so a committed row survives a
+power cut — the bridge's journal depends on that.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from heliostat.errors import InputError
+
+_META_DDL = """
+CREATE TABLE IF NOT EXISTS schema_versions (
+    component TEXT PRIMARY KEY,
+    version INTEGER NOT NULL
+)
+"""
+
+
+def open_db(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open (or create) a history database with WAL journaling.
+
+    Parameters
+    ----------
+    path : str or Path
+        Database file; ``":memory:"`` for a throw-away database.
+    readonly : bool
+        Open an existing file read-only (``heliostat history``); a missing file is an error.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be opened or is not an SQLite database.
+    """
+    p = str(path)
+    try:
+        if readonly:
+            if p != ":memory:" and not Path(p).exists():
+                raise InputError(f"{p}: history database not found")
+            conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10.0)
+        else:
+            if p != ":memory:":
+                Path(p).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(p, timeout=10.0)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise InputError(f"{p}: not a usable SQLite database: {exc}") from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def ensure_schema(conn: sqlite3.Connection, component: str, version: int, ddl: str) -> None:
+    """Create a component's tables if absent and record its schema version.
+
+    Raises
+    ------
+    InputError
+        If the file holds a newer schema version of the component than this code knows.
+    """
+    with conn:
+        conn.execute(_META_DDL)
+        row = conn.execute(
+            "SELECT version FROM schema_versions WHERE component = ?", (component,)
+        ).fetchone()
+        if row is not None and row[0] > version:
+            raise InputError(
+                f"history database has {component} schema v{row[0]}, this program knows "
+                f"v{version}: upgrade the program before using this file"
+            )
+        conn.executescript(ddl)
+        conn.execute(
+            "INSERT INTO schema_versions(component, version) VALUES (?, ?) "
+            "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
+            (component, version),
+        )
