@@ -1,0 +1,348 @@
+"""``heliostat ledger``: compute energy and CO2 against the gain of better pointing.
+
+Subcommands: ``summary`` (the book under each grid preset), ``gain`` (the modelled gain of
+a pointing improvement), ``add`` (enter a compute figure by hand), ``export`` (CSV with
+CodeCarbon's columns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from heliostat.commands._common import print_json, print_table
+
+DEFAULT_DB = "heliostat-history.sqlite"
+
+
+def _default_db() -> str:
+    return os.environ.get("HELIOSTAT_DB", DEFAULT_DB)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ledger",
+        help="energy ledger: compute CO2 against the CO2 better pointing displaces",
+        description="Energy ledger: what the computing costs against what the better "
+        "pointing gains. See docs/ledger.md.",
+    )
+    lsub = p.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND")
+
+    s = lsub.add_parser("summary", help="compute CO2 vs displaced CO2, payback, return ratio")
+    s.add_argument(
+        "--db",
+        default=None,
+        help=f"history SQLite file (default ${{HELIOSTAT_DB}} or {DEFAULT_DB})",
+    )
+    s.add_argument(
+        "--grid",
+        default=None,
+        help="grid preset (us, california, renewable-cloud) or kg CO2e/kWh; default: all",
+    )
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=run_summary)
+
+    g = lsub.add_parser("gain", help="thermal gain and CO2 avoided by better pointing")
+    g.add_argument(
+        "--before-mrad",
+        type=float,
+        required=True,
+        help="radial RMS pointing error before calibration [mrad]",
+    )
+    g.add_argument(
+        "--after-mrad",
+        type=float,
+        required=True,
+        help="radial RMS pointing error after calibration [mrad]",
+    )
+    g.add_argument(
+        "--point",
+        default="heliogen-like",
+        choices=["heliogen-like", "plant-like"],
+        help="operating point the options below modify",
+    )
+    g.add_argument(
+        "--site",
+        metavar="FIELD_TOML",
+        help="take site, heliostat count, mirror, slant range and target size from a field config",
+    )
+    g.add_argument("--target", help="target id in the field config (default: the first)")
+    g.add_argument("--n-heliostats", type=int)
+    g.add_argument("--mirror-area-m2", type=float)
+    g.add_argument("--slant-m", type=float, help="representative slant range [m]")
+    g.add_argument("--slope-mrad", type=float, help="mirror slope error per axis [mrad]")
+    g.add_argument("--aperture-radius-m", type=float, help="circular aperture radius [m]")
+    g.add_argument("--aperture-width-m", type=float, help="rectangular aperture width [m]")
+    g.add_argument("--aperture-height-m", type=float, help="rectangular aperture height [m]")
+    g.add_argument("--date", default="2025-03-21", help="day of the daily figures")
+    g.add_argument(
+        "--treatment",
+        default="gaussian",
+        choices=["gaussian", "fixed"],
+        help="pointing error as a Gaussian over time (default) or a fixed offset",
+    )
+    g.add_argument("--boiler-efficiency", type=float, default=0.9)
+    g.add_argument(
+        "--dni-scale",
+        type=float,
+        default=1.0,
+        help="factor on clear-sky DNI (e.g. the site's clear-sky fraction)",
+    )
+    g.add_argument("--db", help="also record the gain in this history file")
+    g.add_argument(
+        "--method",
+        default="",
+        choices=["", "classical", "ml"],
+        help="calibration method that achieved --after-mrad (for --db)",
+    )
+    g.add_argument("--json", action="store_true", help="machine-readable output")
+    g.set_defaults(func=run_gain)
+
+    a = lsub.add_parser("add", help="add a compute-energy entry by hand")
+    a.add_argument("--db", default=None)
+    a.add_argument(
+        "--stage",
+        required=True,
+        choices=["vision", "calibration", "bridge", "ml_training", "ml_inference"],
+    )
+    a.add_argument("--method", required=True, choices=["classical", "ml"])
+    e = a.add_mutually_exclusive_group(required=True)
+    e.add_argument("--energy-kwh", type=float, help="IT energy [kWh]")
+    e.add_argument("--energy-j", type=float, help="IT energy [J]")
+    a.add_argument("--source", required=True, help="where the figure comes from")
+    a.add_argument("--pue", type=float, default=1.0)
+    a.add_argument("--duration-s", type=float, default=0.0)
+    a.add_argument("--heliostat-id", default="")
+    a.add_argument("--model-id", default="")
+    a.add_argument("--n-inferences", type=int, default=0)
+    a.add_argument("--expected-inferences", type=int, default=0)
+    a.add_argument("--note", default="")
+    a.set_defaults(func=run_add)
+
+    x = lsub.add_parser("export", help="write entries as CSV (CodeCarbon's columns first)")
+    x.add_argument("--db", default=None)
+    x.add_argument("--csv", required=True, help="output CSV path")
+    x.add_argument("--grid", default="us", help="grid preset or kg CO2e/kWh (default: us)")
+    x.set_defaults(func=run_export)
+
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _open_existing(db: str | None):
+    from heliostat.ledger.book import LedgerBook
+
+    path = db or _default_db()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no history database at {path!r} (give --db FILE)")
+    return LedgerBook(path)
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    from heliostat.ledger.carbon import grid_intensity
+
+    with _open_existing(args.db) as book:
+        sums = [book.summary(grid_intensity(args.grid))] if args.grid else book.summaries()
+    if args.json:
+        out = [s.as_dict() for s in sums]
+        print_json(out[0] if len(out) == 1 else {"summaries": out})
+        return 0
+    first = True
+    for s in sums:
+        if first:
+            print("compute by stage (facility energy, training amortised):")
+            print_table(
+                [
+                    {k: r[k] for k in ("stage", "method", "entries", "compute_kwh", "sources")}
+                    for r in s.by_stage
+                ]
+            )
+            if s.gain is None:
+                print("\nno gain recorded: run `heliostat ledger gain ... --db FILE` first")
+            else:
+                g = s.gain
+                print(
+                    f"\ngain ({g.point}, {g.before_mrad:g} -> {g.after_mrad:g} mrad, "
+                    f"{g.n_heliostats} heliostats): {g.thermal_gain_kwh_per_year:.4g} kWh_th "
+                    f"per year, {g.co2_avoided_kg_per_year:.4g} kg CO2 displaced per year"
+                )
+            first = False
+        print(f"\ngrid {s.grid.name}: {s.grid.kg_per_kwh:.4g} kg CO2e/kWh ({s.grid.source})")
+        if s.payback:
+            print_table(
+                [
+                    {
+                        "scope": r.scope,
+                        "compute_kwh": r.compute_kwh,
+                        "compute_kg_co2e": r.compute_kg_co2e,
+                        "displaced_kg_per_year": r.displaced_kg_co2_per_year,
+                        "payback_h": r.payback_hours,
+                        "energy_return": r.energy_return_ratio,
+                    }
+                    for r in s.payback
+                ]
+            )
+    return 0
+
+
+def _point_from_args(args: argparse.Namespace):
+    from heliostat.ledger import gain as gm
+
+    point = gm.OPERATING_POINTS[args.point]()
+    ch: dict = {}
+    if args.site:
+        import numpy as np
+
+        from heliostat.config import load_field
+
+        cfg = load_field(args.site)
+        if not cfg.targets or not cfg.heliostats:
+            raise ValueError(f"{args.site}: needs at least one target and one heliostat")
+        tid = args.target or next(iter(cfg.targets))
+        if tid not in cfg.targets:
+            raise KeyError(f"{args.site}: no target {tid!r} (have {', '.join(cfg.targets)})")
+        tgt = cfg.targets[tid]
+        hs = list(cfg.heliostats.values())
+        pos = np.array([h.kinematics.position_enu_m for h in hs], float)
+        v = tgt.centre_enu_m - pos
+        dist = np.linalg.norm(v, axis=1)
+        mean_v = v.mean(axis=0)
+        ch.update(
+            site=cfg.site,
+            n_heliostats=len(hs),
+            mirror_area_m2=float(np.mean([h.mirror.width_m * h.mirror.height_m for h in hs])),
+            slant_m=float(dist.mean()),
+            aim_elevation_rad=float(math.atan2(mean_v[2], math.hypot(mean_v[0], mean_v[1]))),
+            heliostat_bearing_rad=float(math.atan2(-mean_v[0], -mean_v[1]) % (2 * math.pi)),
+            reflectivity=float(np.mean([h.mirror.reflectivity for h in hs])),
+            slope_rad=float(np.mean([h.mirror.slope_error_mrad for h in hs])) * 1e-3,
+            aperture=gm.RectangularAperture(tgt.width_m, tgt.height_m),
+            absorber=gm.replace(point.absorber, area_m2=tgt.width_m * tgt.height_m),
+            name=f"{point.name} @ {Path(args.site).name}:{tid}",
+        )
+    if args.n_heliostats is not None:
+        ch["n_heliostats"] = args.n_heliostats
+    if args.mirror_area_m2 is not None:
+        ch["mirror_area_m2"] = args.mirror_area_m2
+    if args.slant_m is not None:
+        ch["slant_m"] = args.slant_m
+    if args.slope_mrad is not None:
+        if not args.slope_mrad >= 0:
+            raise ValueError(f"--slope-mrad must be >= 0, got {args.slope_mrad}")
+        ch["slope_rad"] = args.slope_mrad * 1e-3
+    if args.aperture_radius_m is not None:
+        ap = gm.CircularAperture(args.aperture_radius_m)
+        ch["aperture"] = ap
+        ch["absorber"] = gm.replace(ch.get("absorber", point.absorber), area_m2=ap.area_m2)
+    elif args.aperture_width_m is not None or args.aperture_height_m is not None:
+        if args.aperture_width_m is None or args.aperture_height_m is None:
+            raise ValueError("give both --aperture-width-m and --aperture-height-m")
+        ap = gm.RectangularAperture(args.aperture_width_m, args.aperture_height_m)
+        ch["aperture"] = ap
+        ch["absorber"] = gm.replace(ch.get("absorber", point.absorber), area_m2=ap.area_m2)
+    return gm.with_changes(point, **ch) if ch else point
+
+
+def run_gain(args: argparse.Namespace) -> int:
+    from heliostat.ledger.gain import pointing_gain
+
+    point = _point_from_args(args)
+    res = pointing_gain(
+        point,
+        args.before_mrad,
+        args.after_mrad,
+        date=args.date,
+        treatment=args.treatment,
+        boiler_efficiency=args.boiler_efficiency,
+        dni_scale=args.dni_scale,
+    )
+    if args.db:
+        from heliostat.ledger.book import GainRecord, LedgerBook
+
+        with LedgerBook(args.db) as book:
+            book.add_gain(GainRecord.from_result(res, args.method))
+    d = res.as_dict()
+    if args.json:
+        print_json(d)
+        return 0
+    print(
+        f"{d['point']} ({d['site']}, {d['n_heliostats']} heliostats), "
+        f"{d['before_mrad']:g} -> {d['after_mrad']:g} mrad RMS ({d['treatment']}), "
+        f"clear-sky {d['date']}, noon {d['noon_utc']}"
+    )
+    print_table(
+        [
+            {
+                "quantity": "intercept [-]",
+                "before": d["intercept_before"],
+                "after": d["intercept_after"],
+            },
+            {
+                "quantity": "power on target [kW]",
+                "before": d["power_before_w"] / 1e3,
+                "after": d["power_after_w"] / 1e3,
+            },
+            {
+                "quantity": "target temperature [°C]",
+                "before": d["t_before_c"],
+                "after": d["t_after_c"],
+            },
+            {
+                "quantity": "stagnation temperature [°C]",
+                "before": d["stagnation_before_c"],
+                "after": d["stagnation_after_c"],
+            },
+            {
+                "quantity": "useful heat [kWh/day]",
+                "before": d["thermal_before_kwh_per_day"],
+                "after": d["thermal_after_kwh_per_day"],
+            },
+        ],
+        ["quantity", "before", "after"],
+    )
+    print(
+        f"\nΔT {d['delta_t_k']:.3g} K; Δ thermal {d['thermal_gain_kwh_per_day']:.4g} kWh/day "
+        f"({d['thermal_gain_kwh_per_day_per_heliostat']:.3g} per heliostat), "
+        f"{d['thermal_gain_kwh_per_year']:.4g} kWh/year (clear-sky year); "
+        f"CO2 avoided {d['co2_avoided_kg_per_day']:.4g} kg/day, "
+        f"{d['co2_avoided_kg_per_year']:.4g} kg/year (gas at "
+        f"{d['gas_kg_co2_per_kwh']} kg/kWh, boiler {d['boiler_efficiency']:g})"
+    )
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from heliostat.ledger.book import LedgerBook, LedgerEntry
+    from heliostat.ledger.carbon import Energy
+
+    energy = (
+        Energy.from_kwh(args.energy_kwh)
+        if args.energy_kwh is not None
+        else Energy.from_joules(args.energy_j)
+    )
+    entry = LedgerEntry(
+        stage=args.stage,
+        method=args.method,
+        energy_j=energy.joules,
+        source=args.source,
+        pue=args.pue,
+        duration_s=args.duration_s,
+        heliostat_id=args.heliostat_id,
+        model_id=args.model_id,
+        n_inferences=args.n_inferences,
+        expected_inferences=args.expected_inferences,
+        note=args.note,
+    )
+    with LedgerBook(args.db or _default_db()) as book:
+        book.add(entry)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from heliostat.ledger.carbon import grid_intensity
+
+    with _open_existing(args.db) as book:
+        n = book.export_csv(args.csv, grid_intensity(args.grid))
+    print(f"wrote {n} rows to {args.csv}")
+    return 0

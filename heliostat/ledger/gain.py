@@ -1,0 +1,802 @@
+"""What better pointing gains: intercept, target temperature, thermal energy, CO2.
+
+Beam model (HFLCAL-type, a circular Gaussian of angular standard deviation per axis)
+---------------------------------------------------------------------------------
+All angular errors are standard deviations **per axis** of the reflected beam, except the
+calibration pointing error, which is a **radial RMS** (what cross-validation reports:
+``sqrt(mean(ex² + ey²))``) and so contributes ``X/√2`` per axis.
+
+``σ_beam² = σ_sun² + (2·σ_slope)² + σ_track² + σ_ast²``  [rad²]
+
+* sun shape ``σ_sun`` (2.51 mrad, HFLCAL's value) is not doubled: the mirror only turns the
+  incoming cone;
+* mirror slope error ``σ_slope`` is an error of the **surface normal**: a normal tilted by
+  δ turns the reflected ray by 2δ, so it **doubles** (in the plane of incidence; across it
+  the factor is 2·cos θ_i, which the model ignores, a slightly conservative choice);
+* tracking jitter ``σ_track`` is quoted for the reflected beam (project convention) and is
+  not doubled again; a tracking error quoted for the normal must be doubled by the caller;
+* astigmatism of an off-axis focused heliostat, HFLCAL's ``σ_ast = √(½(H_t² + W_s²))/(4D)``
+  with ``H_t = d|D/f − cos ω|``, ``W_s = d|D/f·cos ω − 1|`` (d: square-root of the mirror
+  area, f: focal length, D: slant range, ω: incidence angle on the mirror) [1]_.
+
+Pointing error as a distribution
+--------------------------------
+A pointing error of X mrad RMS is a spread over time (and heliostats), not a fixed offset.
+We average the intercept over a 2-D circular Gaussian offset with that RMS. The average of
+a Gaussian beam's intercept over a Gaussian offset is exactly the intercept of a centred
+beam with ``σ_eff² = σ_beam² + X²/2`` (Gaussians convolve), so ``treatment="gaussian"``
+(default) is that. ``treatment="fixed"`` puts the beam at a fixed radial offset ``X·D``
+(Rice / Marcum-Q for a circle): a heliostat with a constant bias, the pessimistic reading.
+The Gaussian treatment matches what an RMS is, and it is what a field of heliostats with
+independent residuals sees on average.
+
+Target
+------
+Apertures are taken normal to the central ray (give a tilted aperture as its projection).
+Circle of radius R, Gaussian σ, offset d: ``η = 1 − Q₁(d/σ, R/σ)`` with
+``Q₁(a, b) = ncx2.sf(b², 2, a²)``. Rectangle w × h: product of two error-function terms.
+
+The target is a lumped absorber of area ``A_abs`` at one temperature T:
+
+``α·P/A_abs = εσ_SB(T⁴ − T_amb⁴) + h(T − T_amb) + U(T − T_fluid)``
+
+where ``U(T − T_fluid)`` is the useful heat drawn into a fluid/process at ``T_fluid``. With
+no losses but radiation and no useful heat its limit is the stagnation temperature
+``T_stag = (α·C·G/(ε·σ_SB))^¼`` with C·G = P/A_abs the concentrated flux.
+
+The field is N identical copies of one representative heliostat (slant range D, elevation
+of the aim point seen from the heliostat β, due pole-ward of the tower's north/south
+side). Power on the target: ``P = N·DNI·A_m·cos θ_i·ρ·τ_atm(D)·η_int``, with the
+Vittitoe–Biggs clear-day (23 km visibility) attenuation [2]_.
+
+References
+----------
+.. [1] F. J. Collado, "One-point fitting of the flux density produced by a heliostat,"
+   Solar Energy 84(4), 673-684, 2010. doi:10.1016/j.solener.2010.01.019
+.. [2] C. N. Vittitoe and F. Biggs, "Terrestrial propagation loss," Sandia report
+   SAND78-1137C, 1978 (as used in DELSOL and HFLCAL).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from scipy import special, stats
+
+from heliostat.frames import Site, normalize
+from heliostat.ledger.carbon import (
+    DEFAULT_BOILER_EFFICIENCY,
+    GAS_KG_CO2_PER_KWH_FUEL,
+    Energy,
+    displaced_gas_emissions,
+)
+
+#: Stefan–Boltzmann constant (CODATA 2018, exact in SI). [W m⁻² K⁻⁴]
+SIGMA_SB = 5.670374419e-8
+#: Sun-shape standard deviation per axis used by HFLCAL. [rad]
+SUN_SHAPE_RAD = 2.51e-3
+#: Zero °C. [K]
+ZERO_C_K = 273.15
+
+
+# ------------------------------------------------------------------- beam spread
+def beam_sigma_rad(
+    sun_shape_rad: ArrayLike = SUN_SHAPE_RAD,
+    slope_rad: ArrayLike = 1.5e-3,
+    tracking_beam_rad: ArrayLike = 0.0,
+    astigmatism_rad: ArrayLike = 0.0,
+) -> NDArray[np.float64]:
+    """Per-axis standard deviation of the reflected beam. [rad]
+
+    ``σ² = σ_sun² + (2σ_slope)² + σ_track² + σ_ast²``; the slope error is of the surface
+    normal and doubles on reflection; the others are already beam quantities.
+    """
+    s = np.asarray(sun_shape_rad, float)
+    sl = np.asarray(slope_rad, float)
+    t = np.asarray(tracking_beam_rad, float)
+    a = np.asarray(astigmatism_rad, float)
+    for name, v in (("sun_shape", s), ("slope", sl), ("tracking", t), ("astigmatism", a)):
+        if np.any(v < 0):
+            raise ValueError(f"{name} error must be >= 0 [rad], got {v!r}")
+    return np.sqrt(s**2 + (2.0 * sl) ** 2 + t**2 + a**2)
+
+
+def astigmatism_sigma_rad(
+    mirror_area_m2: float, slant_m: ArrayLike, focal_m: ArrayLike, incidence_rad: ArrayLike
+) -> NDArray[np.float64]:
+    """HFLCAL astigmatic spread ``√(½(H_t² + W_s²))/(4D)`` (Collado 2010, Eq. 7). [rad]
+
+    Parameters
+    ----------
+    mirror_area_m2 : float
+        Reflective area; ``d = √A``. [m²]
+    slant_m : array_like
+        Heliostat-to-aim-point distance D. [m]
+    focal_m : array_like
+        Focal length f (``inf`` for a flat mirror). [m]
+    incidence_rad : array_like
+        Angle of incidence of the sun on the mirror ω. [rad]
+    """
+    d = math.sqrt(mirror_area_m2)
+    D = np.asarray(slant_m, float)
+    f = np.asarray(focal_m, float)
+    c = np.cos(np.asarray(incidence_rad, float))
+    ratio = D / f
+    h_t = d * np.abs(ratio - c)  # tangential image size
+    w_s = d * np.abs(ratio * c - 1.0)  # sagittal image size
+    return np.sqrt(0.5 * (h_t**2 + w_s**2)) / (4.0 * D)
+
+
+# ------------------------------------------------------------------- apertures
+@dataclass(frozen=True, slots=True)
+class CircularAperture:
+    """A circular target aperture, normal to the beam.
+
+    Attributes
+    ----------
+    radius_m : float
+        Radius. [m]
+    """
+
+    radius_m: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.radius_m) and self.radius_m > 0):
+            raise ValueError(f"aperture radius_m must be > 0, got {self.radius_m!r}")
+
+    @property
+    def area_m2(self) -> float:
+        """Aperture area. [m²]"""
+        return math.pi * self.radius_m**2
+
+    def intercept(self, sigma_m: ArrayLike, offset_x_m: ArrayLike = 0.0, offset_y_m=0.0):
+        """Share of a circular Gaussian spot inside the circle.
+
+        ``η = 1 − Q₁(d/σ, R/σ) = ncx2.cdf((R/σ)², 2, (d/σ)²)`` (Rice distribution of the
+        radial distance of a point with an offset mean).
+        """
+        return intercept_circle(self.radius_m, sigma_m, np.hypot(offset_x_m, offset_y_m))
+
+
+@dataclass(frozen=True, slots=True)
+class RectangularAperture:
+    """A rectangular target aperture, normal to the beam.
+
+    Attributes
+    ----------
+    width_m, height_m : float
+        Size along target-plane x and y. [m]
+    """
+
+    width_m: float
+    height_m: float
+
+    def __post_init__(self) -> None:
+        for k in ("width_m", "height_m"):
+            v = getattr(self, k)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"aperture {k} must be > 0, got {v!r}")
+
+    @property
+    def area_m2(self) -> float:
+        """Aperture area. [m²]"""
+        return self.width_m * self.height_m
+
+    def intercept(self, sigma_m: ArrayLike, offset_x_m: ArrayLike = 0.0, offset_y_m=0.0):
+        """Share of a circular Gaussian spot inside the rectangle."""
+        return intercept_rectangle(self.width_m, self.height_m, sigma_m, offset_x_m, offset_y_m)
+
+
+Aperture = CircularAperture | RectangularAperture
+
+
+def intercept_circle(radius_m: float, sigma_m: ArrayLike, offset_m: ArrayLike = 0.0):
+    """Intercept of a circular Gaussian spot (σ per axis) offset by d, in a circle of radius R.
+
+    Returns ``1 − Q₁(d/σ, R/σ)``, with Marcum's ``Q₁(a, b) = ncx2.sf(b², 2, a²)``. [-]
+    """
+    s = np.asarray(sigma_m, float)
+    d = np.abs(np.asarray(offset_m, float))
+    if np.any(~(s > 0)):
+        raise ValueError(f"sigma_m must be > 0, got {sigma_m!r}")
+    b2 = (radius_m / s) ** 2
+    a2 = (d / s) ** 2
+    centred = -np.expm1(-0.5 * b2)  # d = 0: 1 − exp(−R²/2σ²), the chi-square(2) cdf
+    with np.errstate(all="ignore"):
+        off = stats.ncx2.cdf(b2, 2, np.where(a2 > 0, a2, 1.0))
+    return np.where(a2 > 0, off, centred)
+
+
+def intercept_rectangle(
+    width_m: float, height_m: float, sigma_m: ArrayLike, offset_x_m=0.0, offset_y_m=0.0
+):
+    """Intercept of a circular Gaussian spot (σ per axis), offset (dx, dy), in a w × h box. [-]"""
+    s = np.asarray(sigma_m, float)
+    if np.any(~(s > 0)):
+        raise ValueError(f"sigma_m must be > 0, got {sigma_m!r}")
+    dx = np.asarray(offset_x_m, float)
+    dy = np.asarray(offset_y_m, float)
+    k = 1.0 / (s * math.sqrt(2.0))
+
+    def one(half: float, off):
+        return 0.5 * (special.erf((half - off) * k) + special.erf((half + off) * k))
+
+    return one(width_m / 2, dx) * one(height_m / 2, dy)
+
+
+def pointing_intercept(
+    aperture: Aperture,
+    beam_sigma_rad_: ArrayLike,
+    slant_m: ArrayLike,
+    pointing_rms_rad: float,
+    treatment: str = "gaussian",
+):
+    """Intercept with a pointing error of a given radial RMS.
+
+    Parameters
+    ----------
+    aperture : CircularAperture or RectangularAperture
+    beam_sigma_rad_ : array_like
+        Per-axis beam spread without the pointing error. [rad]
+    slant_m : array_like
+        Slant range. [m]
+    pointing_rms_rad : float
+        Radial RMS pointing error of the reflected beam. [rad]
+    treatment : {"gaussian", "fixed"}
+        "gaussian": intercept averaged over a 2-D Gaussian offset of that RMS (per axis
+        RMS/√2), exactly a centred beam with ``σ² + RMS²/2``. "fixed": a constant radial
+        offset ``RMS·D`` (along x for a rectangle).
+    """
+    if not (math.isfinite(pointing_rms_rad) and pointing_rms_rad >= 0):
+        raise ValueError(f"pointing error must be >= 0 [rad], got {pointing_rms_rad!r}")
+    sb = np.asarray(beam_sigma_rad_, float)
+    D = np.asarray(slant_m, float)
+    if treatment == "gaussian":
+        sig = np.sqrt(sb**2 + 0.5 * pointing_rms_rad**2) * D
+        return aperture.intercept(sig)
+    if treatment == "fixed":
+        return aperture.intercept(sb * D, pointing_rms_rad * D, 0.0)
+    raise ValueError(f"treatment must be 'gaussian' or 'fixed', got {treatment!r}")
+
+
+# ------------------------------------------------------------------- atmosphere, balance
+def atmospheric_transmittance(slant_m: ArrayLike) -> NDArray[np.float64]:
+    """Clear-day (23 km visibility) transmittance over a slant range (Vittitoe–Biggs). [-]
+
+    ``0.99321 − 1.176e-4·D + 1.97e-8·D²`` for D ≤ 1000 m, ``exp(−1.106e-4·D)`` beyond. [m]
+    """
+    D = np.asarray(slant_m, float)
+    if np.any(D < 0):
+        raise ValueError(f"slant range must be >= 0 [m], got {slant_m!r}")
+    return np.where(D <= 1000.0, 0.99321 - 1.176e-4 * D + 1.97e-8 * D**2, np.exp(-1.106e-4 * D))
+
+
+def stagnation_temperature_k(
+    flux_w_m2: ArrayLike, absorptivity: float = 1.0, emissivity: float = 1.0
+) -> NDArray[np.float64]:
+    """Stagnation temperature ``(α·C·G/(ε·σ))^¼`` of an absorber under a flux C·G. [K]"""
+    q = np.asarray(flux_w_m2, float)
+    if np.any(q < 0):
+        raise ValueError(f"flux must be >= 0 [W/m²], got {flux_w_m2!r}")
+    if not (0 < emissivity <= 1 and 0 < absorptivity <= 1):
+        raise ValueError(
+            f"absorptivity and emissivity must lie in (0, 1], got {absorptivity!r}, {emissivity!r}"
+        )
+    return (absorptivity * q / (emissivity * SIGMA_SB)) ** 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Absorber:
+    """Lumped thermal model of the target.
+
+    Attributes
+    ----------
+    area_m2 : float
+        Area that absorbs the flux and loses heat (≥ the aperture for a cavity's
+        aperture, the tube area for an external receiver). [m²]
+    absorptivity, emissivity : float
+        Solar absorptance α and thermal emittance ε. [-]
+    h_conv_w_m2k : float
+        Convective loss coefficient. [W m⁻² K⁻¹]
+    u_useful_w_m2k : float
+        Conductance to the fluid/process that takes the useful heat (0: none). [W m⁻² K⁻¹]
+    t_fluid_k : float
+        Temperature of that fluid/process. [K]
+    t_amb_k : float
+        Ambient (and sky) temperature. [K]
+    """
+
+    area_m2: float
+    absorptivity: float = 0.95
+    emissivity: float = 0.9
+    h_conv_w_m2k: float = 20.0
+    u_useful_w_m2k: float = 0.0
+    t_fluid_k: float = 298.15
+    t_amb_k: float = 298.15
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.area_m2) and self.area_m2 > 0):
+            raise ValueError(f"absorber area_m2 must be > 0, got {self.area_m2!r}")
+        for k in ("absorptivity", "emissivity"):
+            v = getattr(self, k)
+            if not 0 < v <= 1:
+                raise ValueError(f"absorber {k} must lie in (0, 1], got {v!r}")
+        for k in ("h_conv_w_m2k", "u_useful_w_m2k", "t_fluid_k", "t_amb_k"):
+            v = getattr(self, k)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"absorber {k} must be finite and >= 0, got {v!r}")
+
+    def temperature_k(self, power_w: ArrayLike) -> NDArray[np.float64]:
+        """Steady-state temperature under an incident power (energy balance). [K]
+
+        Solves ``α·P/A = εσ(T⁴ − T_a⁴) + h(T − T_a) + U(T − T_f)`` for T by bisection; the
+        right side increases with T, so the root is unique. The bracket
+        ``[min(T_a, T_f), max(T_a, T_f) + (αP/(Aεσ))^¼]`` always holds it.
+        """
+        q_abs = self.absorptivity * np.asarray(power_w, float) / self.area_m2
+        if np.any(~np.isfinite(q_abs)) or np.any(q_abs < 0):
+            raise ValueError(f"power_w must be finite and >= 0, got {power_w!r}")
+        es = self.emissivity * SIGMA_SB
+        ta, tf = self.t_amb_k, self.t_fluid_k
+
+        def net(t):
+            return (
+                es * (t**4 - ta**4)
+                + self.h_conv_w_m2k * (t - ta)
+                + self.u_useful_w_m2k * (t - tf)
+                - q_abs
+            )
+
+        lo = np.full_like(q_abs, min(ta, tf))
+        hi = max(ta, tf) + (q_abs / es) ** 0.25 + 1.0
+        for _ in range(200):  # halving a < 1e4 K bracket 200 times reaches float resolution
+            mid = 0.5 * (lo + hi)
+            pos = net(mid) > 0
+            hi = np.where(pos, mid, hi)
+            lo = np.where(pos, lo, mid)
+            if np.all(hi - lo <= 1e-9 * hi):
+                break
+        return 0.5 * (lo + hi)
+
+    def useful_w(self, temperature_k: ArrayLike) -> NDArray[np.float64]:
+        """Useful heat ``U·A·(T − T_f)``, 0 when negative (receiver drained). [W]"""
+        t = np.asarray(temperature_k, float)
+        return np.maximum(self.u_useful_w_m2k * self.area_m2 * (t - self.t_fluid_k), 0.0)
+
+
+# ------------------------------------------------------------------- operating points
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    """A field, its target and its site, reduced to one representative heliostat.
+
+    Attributes
+    ----------
+    name : str
+    site : Site
+    n_heliostats : int
+        Heliostats in the field (all like the representative one).
+    mirror_area_m2 : float
+        Reflective area per heliostat. [m²]
+    slant_m : float
+        Representative heliostat-to-aim-point distance. [m]
+    aim_elevation_rad : float
+        Elevation of the aim point seen from the heliostat. [rad]
+    heliostat_bearing_rad : float
+        Azimuth of the heliostat seen from the tower (clockwise from north; 0 = a north
+        field, for the northern hemisphere). [rad]
+    aperture : CircularAperture or RectangularAperture
+    absorber : Absorber
+    reflectivity : float
+        Mirror reflectivity (clean). [-]
+    other_efficiency : float
+        Everything the representative heliostat does not model: shading, blocking,
+        soiling, availability, the spread of cosine factors over a real field. [-]
+    slope_rad : float
+        Mirror slope error per axis (of the normal). [rad]
+    sun_shape_rad : float
+        Sun shape per axis. [rad]
+    tracking_rad : float
+        Extra tracking jitter of the beam not captured by the calibration RMS. [rad]
+    focal_m : float or None
+        Focal length; None means focused at the slant range.
+    min_elevation_rad : float
+        Sun elevation below which the plant does not operate. [rad]
+    note : str
+        Where the figures come from.
+    """
+
+    name: str
+    site: Site
+    n_heliostats: int
+    mirror_area_m2: float
+    slant_m: float
+    aim_elevation_rad: float
+    aperture: Aperture
+    absorber: Absorber
+    heliostat_bearing_rad: float = 0.0
+    reflectivity: float = 0.93
+    other_efficiency: float = 1.0
+    slope_rad: float = 1.5e-3
+    sun_shape_rad: float = SUN_SHAPE_RAD
+    tracking_rad: float = 0.0
+    focal_m: float | None = None
+    min_elevation_rad: float = math.radians(5.0)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n_heliostats, int) and self.n_heliostats >= 1):
+            raise ValueError(f"n_heliostats must be an integer >= 1, got {self.n_heliostats!r}")
+        for k in ("mirror_area_m2", "slant_m"):
+            v = getattr(self, k)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{k} must be > 0, got {v!r}")
+        for k in ("reflectivity", "other_efficiency"):
+            v = getattr(self, k)
+            if not 0 < v <= 1:
+                raise ValueError(f"{k} must lie in (0, 1], got {v!r}")
+
+    def u_to_aim_enu(self) -> NDArray[np.float64]:
+        """Unit vector from the heliostat to the aim point, ENU."""
+        b, e = self.heliostat_bearing_rad, self.aim_elevation_rad
+        # heliostat sits at bearing b from the tower, so it looks back toward b + π
+        return normalize(
+            np.array([-math.sin(b) * math.cos(e), -math.cos(b) * math.cos(e), math.sin(e)])
+        )
+
+
+def heliogen_like() -> OperatingPoint:
+    """A Heliogen-like high-temperature point (illustrative, not Heliogen's data).
+
+    A compact field of 400 small heliostats (2 m² each) at ~75 m slant range around a
+    tower in Lancaster, California, on a 0.5 m radius cavity aperture; heat drawn to a
+    process at 800 °C; ``other_efficiency`` 0.9 (blocking, soiling). At clear-sky noon the
+    target runs at ~1,200-1,300 °C.
+    """
+    return OperatingPoint(
+        name="heliogen-like",
+        site=Site(34.70, -118.14, 720.0, "Lancaster, CA"),
+        n_heliostats=400,
+        mirror_area_m2=2.0,
+        slant_m=75.0,
+        aim_elevation_rad=math.radians(25.0),
+        aperture=CircularAperture(0.5),
+        absorber=Absorber(
+            area_m2=math.pi * 0.5**2,
+            absorptivity=0.95,
+            emissivity=0.9,
+            h_conv_w_m2k=20.0,
+            u_useful_w_m2k=600.0,
+            t_fluid_k=800.0 + ZERO_C_K,
+            t_amb_k=298.15,
+        ),
+        reflectivity=0.93,
+        other_efficiency=0.9,
+        slope_rad=1.5e-3,
+        note="illustrative: ~400 small heliostats, >1000 °C target (Heliogen 2019 "
+        "announcement); sizes chosen by us",
+    )
+
+
+def plant_like() -> OperatingPoint:
+    """A molten-salt tower plant (Gemasolar-like, illustrative).
+
+    2,650 heliostats of 120 m², representative slant 500 m, external cylindrical receiver
+    8.4 m × 10.6 m (seen as a rectangle; 280 m² of tubes), salt between 290 and 565 °C
+    (mean 427 °C), near Seville. ``other_efficiency`` 0.6 (shading, blocking, soiling,
+    the field's spread of cosine factors) brings the noon power to ~140 MW, near the
+    plant's 120 MWt receiver rating.
+    """
+    return OperatingPoint(
+        name="plant-like",
+        site=Site(37.56, -5.33, 100.0, "near Seville"),
+        n_heliostats=2650,
+        mirror_area_m2=120.0,
+        slant_m=500.0,
+        aim_elevation_rad=math.radians(15.0),
+        aperture=RectangularAperture(8.4, 10.6),
+        absorber=Absorber(
+            area_m2=math.pi * 8.4 * 10.6,
+            absorptivity=0.95,
+            emissivity=0.88,
+            h_conv_w_m2k=20.0,
+            u_useful_w_m2k=2000.0,
+            t_fluid_k=427.0 + ZERO_C_K,
+            t_amb_k=298.15,
+        ),
+        reflectivity=0.93,
+        other_efficiency=0.6,
+        slope_rad=1.5e-3,
+        note="illustrative: Gemasolar's public figures (2,650 × 120 m², 120 MWt "
+        "receiver); heat-transfer figures chosen by us",
+    )
+
+
+OPERATING_POINTS = {"heliogen-like": heliogen_like, "plant-like": plant_like}
+
+
+# ------------------------------------------------------------------- time series
+@dataclass(frozen=True, slots=True)
+class FieldState:
+    """The field at a set of times for one pointing error.
+
+    Attributes (arrays of shape (N,))
+    ----------
+    cosine : cos θ_i of the sun on the mirror. [-]
+    intercept : share of reflected power inside the aperture. [-]
+    power_w : power on the target (whole field). [W]
+    temperature_k : absorber steady-state temperature. [K]
+    stagnation_k : stagnation temperature ``(αP/(Aεσ))^¼``. [K]
+    useful_w : useful heat. [W]
+    operating : sun above the minimum elevation and DNI > 0.
+    """
+
+    cosine: NDArray[np.float64]
+    intercept: NDArray[np.float64]
+    power_w: NDArray[np.float64]
+    temperature_k: NDArray[np.float64]
+    stagnation_k: NDArray[np.float64]
+    useful_w: NDArray[np.float64]
+    operating: NDArray[np.bool_]
+
+
+def field_state(
+    point: OperatingPoint,
+    u_sun_enu: ArrayLike,
+    dni_w_m2: ArrayLike,
+    pointing_rms_rad: float,
+    treatment: str = "gaussian",
+) -> FieldState:
+    """Power, intercept, temperature and useful heat for sun vectors and DNI values.
+
+    Parameters
+    ----------
+    point : OperatingPoint
+    u_sun_enu : array_like of shape (N, 3)
+        Unit vectors toward the sun, ENU.
+    dni_w_m2 : array_like of shape (N,)
+        Direct normal irradiance (clear sky or measured). [W m⁻²]
+    pointing_rms_rad : float
+        Radial RMS pointing error of the reflected beam. [rad]
+    treatment : {"gaussian", "fixed"}
+        See :func:`pointing_intercept`.
+    """
+    s = np.atleast_2d(np.asarray(u_sun_enu, float))
+    if s.ndim != 2 or s.shape[1] != 3:
+        raise ValueError(f"u_sun_enu must have shape (N, 3), got {s.shape}")
+    dni = np.asarray(dni_w_m2, float).reshape(-1)
+    if dni.shape[0] != s.shape[0]:
+        raise ValueError(f"dni_w_m2 has {dni.shape[0]} values for {s.shape[0]} sun vectors")
+    if np.any(~np.isfinite(dni)) or np.any(dni < 0):
+        raise ValueError("dni_w_m2 must be finite and >= 0")
+    t = point.u_to_aim_enu()
+    n = normalize(s + t)
+    cos_i = np.clip(np.sum(n * s, axis=-1), 0.0, 1.0)
+    inc = np.arccos(cos_i)
+    focal = point.slant_m if point.focal_m is None else point.focal_m
+    ast = astigmatism_sigma_rad(point.mirror_area_m2, point.slant_m, focal, inc)
+    sb = beam_sigma_rad(point.sun_shape_rad, point.slope_rad, point.tracking_rad, ast)
+    eta = pointing_intercept(point.aperture, sb, point.slant_m, pointing_rms_rad, treatment)
+    up = s[:, 2] > math.sin(point.min_elevation_rad)
+    operating = up & (dni > 0)
+    p = (
+        point.n_heliostats
+        * dni
+        * point.mirror_area_m2
+        * cos_i
+        * point.reflectivity
+        * point.other_efficiency
+        * atmospheric_transmittance(point.slant_m)
+        * eta
+    )
+    p = np.where(operating, p, 0.0)
+    temp = point.absorber.temperature_k(p)
+    stag = stagnation_temperature_k(
+        p / point.absorber.area_m2, point.absorber.absorptivity, point.absorber.emissivity
+    )
+    useful = np.where(operating, point.absorber.useful_w(temp), 0.0)
+    return FieldState(cos_i, np.asarray(eta, float), p, temp, stag, useful, operating)
+
+
+def _day_times(site: Site, date: str | pd.Timestamp, step_s: float) -> pd.DatetimeIndex:
+    """Times over one solar day (±12 h around approximate solar noon), UTC."""
+    day = pd.Timestamp(date)
+    if day.tzinfo is not None:
+        day = day.tz_convert("UTC").tz_localize(None)
+    noon = day.normalize() + pd.Timedelta(hours=12.0 - site.longitude_deg / 15.0)
+    n = int(round(86400.0 / step_s))
+    return pd.date_range(
+        noon - pd.Timedelta(hours=12), periods=n, freq=pd.Timedelta(seconds=step_s), tz="UTC"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GainResult:
+    """The gain of going from one pointing error to another at an operating point.
+
+    All energies are thermal (useful heat), whole field unless named ``per_heliostat``.
+    """
+
+    point: str
+    before_mrad: float
+    after_mrad: float
+    treatment: str
+    n_heliostats: int
+    noon_utc: str
+    intercept_before: float
+    intercept_after: float
+    power_before_w: float
+    power_after_w: float
+    t_before_k: float
+    t_after_k: float
+    stagnation_before_k: float
+    stagnation_after_k: float
+    thermal_before_kwh_per_day: float
+    thermal_after_kwh_per_day: float
+    operating_hours_per_day: float
+    thermal_gain_kwh_per_year: float
+    operating_hours_per_year: float
+    boiler_efficiency: float
+    gas_kg_per_kwh: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def delta_t_k(self) -> float:
+        """Temperature rise at clear-sky noon of the chosen day. [K]"""
+        return self.t_after_k - self.t_before_k
+
+    @property
+    def thermal_gain_kwh_per_day(self) -> float:
+        """Extra useful heat over the chosen day. [kWh]"""
+        return self.thermal_after_kwh_per_day - self.thermal_before_kwh_per_day
+
+    @property
+    def co2_avoided_kg_per_day(self) -> float:
+        """Gas CO2 the extra heat displaces over the chosen day. [kg]"""
+        return displaced_gas_emissions(
+            Energy.from_kwh(self.thermal_gain_kwh_per_day),
+            self.boiler_efficiency,
+            self.gas_kg_per_kwh,
+        ).kg_co2e
+
+    @property
+    def co2_avoided_kg_per_year(self) -> float:
+        """Gas CO2 the extra heat displaces over a clear-sky year. [kg]"""
+        return displaced_gas_emissions(
+            Energy.from_kwh(self.thermal_gain_kwh_per_year),
+            self.boiler_efficiency,
+            self.gas_kg_per_kwh,
+        ).kg_co2e
+
+    def as_dict(self) -> dict:
+        """Flat dictionary with units in the keys (for JSON and the book)."""
+        return {
+            "point": self.point,
+            "before_mrad": self.before_mrad,
+            "after_mrad": self.after_mrad,
+            "treatment": self.treatment,
+            "n_heliostats": self.n_heliostats,
+            "noon_utc": self.noon_utc,
+            "intercept_before": self.intercept_before,
+            "intercept_after": self.intercept_after,
+            "power_before_w": self.power_before_w,
+            "power_after_w": self.power_after_w,
+            "t_before_c": self.t_before_k - ZERO_C_K,
+            "t_after_c": self.t_after_k - ZERO_C_K,
+            "delta_t_k": self.delta_t_k,
+            "stagnation_before_c": self.stagnation_before_k - ZERO_C_K,
+            "stagnation_after_c": self.stagnation_after_k - ZERO_C_K,
+            "thermal_before_kwh_per_day": self.thermal_before_kwh_per_day,
+            "thermal_after_kwh_per_day": self.thermal_after_kwh_per_day,
+            "thermal_gain_kwh_per_day": self.thermal_gain_kwh_per_day,
+            "thermal_gain_kwh_per_day_per_heliostat": self.thermal_gain_kwh_per_day
+            / self.n_heliostats,
+            "co2_avoided_kg_per_day": self.co2_avoided_kg_per_day,
+            "operating_hours_per_day": self.operating_hours_per_day,
+            "thermal_gain_kwh_per_year": self.thermal_gain_kwh_per_year,
+            "co2_avoided_kg_per_year": self.co2_avoided_kg_per_year,
+            "operating_hours_per_year": self.operating_hours_per_year,
+            "boiler_efficiency": self.boiler_efficiency,
+            "gas_kg_co2_per_kwh": self.gas_kg_per_kwh,
+            **self.extra,
+        }
+
+
+def pointing_gain(
+    point: OperatingPoint,
+    before_mrad: float,
+    after_mrad: float,
+    date: str = "2025-03-21",
+    step_s: float = 600.0,
+    treatment: str = "gaussian",
+    boiler_efficiency: float = DEFAULT_BOILER_EFFICIENCY,
+    gas_kg_per_kwh: float = GAS_KG_CO2_PER_KWH_FUEL,
+    year: int | None = None,
+    dni_scale: float = 1.0,
+) -> GainResult:
+    """Gain of improving the pointing from ``before_mrad`` to ``after_mrad`` (radial RMS).
+
+    Clear-sky DNI (pvlib Ineichen, no network) at the point's site. The day figures are
+    for ``date``; the year figure sums the 21st of each month × the days of that month
+    (a clear-sky year: multiply by a site's clear-sky fraction, or pass ``dni_scale``).
+
+    Parameters
+    ----------
+    point : OperatingPoint
+    before_mrad, after_mrad : float
+        Radial RMS pointing error of the reflected beam before and after calibration. [mrad]
+    date : str
+        Day of the day figures (its year is used for the annual figure unless ``year``).
+    step_s : float
+        Integration step. [s]
+    treatment : {"gaussian", "fixed"}
+    boiler_efficiency, gas_kg_per_kwh : float
+        The gas heat the solar heat replaces.
+    dni_scale : float
+        Factor on clear-sky DNI (e.g. 0.8 for a hazier site). [-]
+    """
+    from heliostat.sun import clear_sky_dni, sun_position
+
+    for name, v in (("before_mrad", before_mrad), ("after_mrad", after_mrad)):
+        if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0 [mrad], got {v!r}")
+    if not (step_s > 0 and 86400 % step_s == 0):
+        raise ValueError(f"step_s must divide a day (86400 s), got {step_s!r}")
+    if not (math.isfinite(dni_scale) and dni_scale >= 0):
+        raise ValueError(f"dni_scale must be >= 0, got {dni_scale!r}")
+    day0 = pd.Timestamp(date)
+    yr = year or day0.year
+    days = [day0] + [pd.Timestamp(yr, m, 21) for m in range(1, 13)]
+    weights = [0.0] + [pd.Timestamp(yr, m, 1).days_in_month for m in range(1, 13)]
+    idx = _day_times(point.site, days[0], step_s)
+    for d in days[1:]:
+        idx = idx.append(_day_times(point.site, d, step_s))
+    sp = sun_position(point.site, idx)
+    dni = clear_sky_dni(point.site, idx) * dni_scale
+    before = field_state(point, sp.u_sun_enu, dni, before_mrad * 1e-3, treatment)
+    after = field_state(point, sp.u_sun_enu, dni, after_mrad * 1e-3, treatment)
+    n = len(idx) // len(days)
+    h = step_s / 3600.0
+
+    def per_day(x):
+        return np.asarray(x, float).reshape(len(days), n).sum(axis=1)
+
+    wb_kwh = per_day(before.useful_w) * h / 1e3
+    wa_kwh = per_day(after.useful_w) * h / 1e3
+    hours = per_day(after.useful_w > 0) * h
+    w = np.asarray(weights)
+    # Noon of the chosen day: the step with the highest sun.
+    elev = sp.u_sun_enu[:n, 2]
+    k = int(np.argmax(elev))
+    return GainResult(
+        point=point.name,
+        before_mrad=float(before_mrad),
+        after_mrad=float(after_mrad),
+        treatment=treatment,
+        n_heliostats=point.n_heliostats,
+        noon_utc=idx[k].isoformat(),
+        intercept_before=float(before.intercept[k]),
+        intercept_after=float(after.intercept[k]),
+        power_before_w=float(before.power_w[k]),
+        power_after_w=float(after.power_w[k]),
+        t_before_k=float(before.temperature_k[k]),
+        t_after_k=float(after.temperature_k[k]),
+        stagnation_before_k=float(before.stagnation_k[k]),
+        stagnation_after_k=float(after.stagnation_k[k]),
+        thermal_before_kwh_per_day=float(wb_kwh[0]),
+        thermal_after_kwh_per_day=float(wa_kwh[0]),
+        operating_hours_per_day=float(hours[0]),
+        thermal_gain_kwh_per_year=float(np.sum((wa_kwh - wb_kwh) * w)),
+        operating_hours_per_year=float(np.sum(hours * w)),
+        boiler_efficiency=boiler_efficiency,
+        gas_kg_per_kwh=gas_kg_per_kwh,
+        extra={"site": point.site.name, "date": str(day0.date()), "dni_scale": dni_scale},
+    )
+
+
+def with_changes(point: OperatingPoint, **changes) -> OperatingPoint:
+    """A copy of an operating point with some fields changed (``dataclasses.replace``)."""
+    return replace(point, **changes)
