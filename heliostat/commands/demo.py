@@ -1,0 +1,345 @@
+"""``heliostat demo``: the whole loop on a simulated plant, stage by stage.
+
+The demo is a sequence of named stages (:data:`DEMO_STAGES`), each a function taking the
+shared :class:`DemoContext` and returning a small JSON-able dict that goes into
+``summary.json`` under the stage's name. Later stages (detection, calibration, bridge
+delivery, ledger, report) are appended to the tuple; they find what earlier stages made
+in ``ctx.state`` (``field``, ``truth``, ``campaign_dir``, ``observations``, ``camera``)
+and write their own files in a subfolder of ``ctx.out``.
+
+Today the stages are:
+
+``plant``
+    generate a field (radial-staggered, mixed drives) and draw its hidden true errors;
+``campaign``
+    run a calibration campaign in the simulator: frames for a few visits, the rest
+    image-free, written to ``<out>/campaign/``.
+
+The simulator is imported lazily inside the stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heliostat.commands._common import print_json
+from heliostat.commands.sim_campaign import (
+    ProgressBar,
+    add_campaign_options,
+    prepare_out_dir,
+    settings_from_args,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """What the demo does (the CLI's options).
+
+    Attributes
+    ----------
+    heliostats : int
+        Size of the simulated field.
+    days : int
+        Days of calibration campaign.
+    seed : int
+        Seed of everything random.
+    out : str
+        Output folder.
+    drives : str
+        ``"mixed"``, ``"azel"`` or ``"linear"``.
+    start : str
+        First campaign day, ``YYYY-MM-DD`` UTC.
+    frame_heliostats : int
+        The first this-many heliostats get camera frames.
+    frames_per_heliostat : int or None
+        Each of those heliostats gets frames for its first this-many visits (a sun-on and
+        a dark frame each); None = all its visits.
+    camera_size : (int, int)
+        Camera sensor (width, height). [px]
+    interval_h, cloudiness, noise_mrad, min_elevation_deg : float
+        Campaign settings (see :class:`sim.campaign.CampaignSettings`).
+    spot_shape : str
+        Flux-spot shape in the frames: ``"round"``, ``"faceted"`` or ``"streaky"``.
+    """
+
+    heliostats: int = 50
+    days: int = 3
+    seed: int = 0
+    out: str = "demo_out"
+    drives: str = "mixed"
+    start: str = "2025-04-01"
+    frame_heliostats: int = 2
+    frames_per_heliostat: int | None = 3
+    camera_size: tuple[int, int] = (1280, 1024)
+    interval_h: float = 1.5
+    cloudiness: float = 0.2
+    noise_mrad: float = 0.2
+    min_elevation_deg: float = 10.0
+    spot_shape: str = "round"
+
+    def __post_init__(self) -> None:
+        if self.heliostats < 1:
+            raise ValueError(f"--heliostats must be at least 1, got {self.heliostats}")
+        if self.days < 1:
+            raise ValueError(f"--days must be at least 1, got {self.days}")
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {self.seed}")
+
+
+@dataclass(slots=True)
+class DemoContext:
+    """Shared state of a demo run.
+
+    Attributes
+    ----------
+    options : DemoOptions
+    out : Path
+        Output folder (exists).
+    state : dict
+        Objects stages hand on (``field``, ``truth``, ``campaign_dir``, ...).
+    log : callable
+        Prints a progress line for a person (stderr).
+    """
+
+    options: DemoOptions
+    out: Path
+    state: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr, flush=True)
+
+
+Stage = tuple[str, Callable[[DemoContext], dict[str, Any]]]
+
+
+# --------------------------------------------------------------------------- stages
+def stage_plant(ctx: DemoContext) -> dict[str, Any]:
+    """Generate the plant and its hidden true errors."""
+    import numpy as np
+
+    from sim.campaign import Seeds
+    from sim.field import draw_truth, generate_field
+
+    o = ctx.options
+    seeds = Seeds.from_seed(o.seed)
+    field_cfg = generate_field(o.heliostats, np.random.default_rng(seeds.layout), drives=o.drives)
+    truth = draw_truth(field_cfg, np.random.default_rng(seeds.truth))
+    ctx.state.update(field=field_cfg, truth=truth)
+    drives: dict[str, int] = {}
+    for h in field_cfg.heliostats.values():
+        drives[h.kinematics.drive] = drives.get(h.kinematics.drive, 0) + 1
+    pos = np.array([h.position_enu_m for h in field_cfg.heliostats.values()])
+    dist = np.linalg.norm(pos[:, :2], axis=1)
+    ang = [
+        abs(v) * 1e3 for e in truth.values() for n, v in e.to_dict().items() if n.endswith("_rad")
+    ]
+    return {
+        "heliostats": len(field_cfg.heliostats),
+        "drives": drives,
+        "buses": len(field_cfg.buses),
+        "targets": list(field_cfg.targets),
+        "distance_to_tower_m": [round(float(dist.min()), 1), round(float(dist.max()), 1)],
+        "true_angular_errors_mrad": [round(min(ang), 2), round(max(ang), 2)],
+    }
+
+
+def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
+    """Simulate the calibration campaign and write it to ``<out>/campaign``."""
+    import numpy as np
+    import pandas as pd
+
+    from sim.campaign import write_campaign
+
+    o = ctx.options
+    args = argparse.Namespace(
+        start=o.start,
+        days=o.days,
+        interval_h=o.interval_h,
+        min_elevation_deg=o.min_elevation_deg,
+        spot_shape=o.spot_shape,
+        noise_mrad=o.noise_mrad,
+        cloudiness=o.cloudiness,
+        frame_heliostats=o.frame_heliostats,
+        frames_per_heliostat=o.frames_per_heliostat,
+        camera_size=o.camera_size,
+    )
+    settings = settings_from_args(args)
+    cdir = ctx.out / "campaign"
+    prepare_out_dir(cdir)
+    field_cfg = ctx.state["field"]
+    result, man = write_campaign(
+        cdir, field_cfg, ctx.state["truth"], settings, o.seed, progress=ProgressBar("campaign")
+    )
+    obs = result.observations
+    ctx.state.update(
+        campaign_dir=cdir,
+        observations=obs,
+        camera=result.camera,
+        campaign_manifest=man,
+    )
+    out: dict[str, Any] = {
+        "folder": str(cdir),
+        "days": o.days,
+        "start_date": o.start,
+        "visits": result.scheduled,
+        "observations": len(obs),
+        "skipped": result.skipped,
+        "frames": result.frames_written,
+        "observations_with_frames": man["counts"]["observations_with_frames"],
+        "image_free_observations": len(obs) - man["counts"]["observations_with_frames"],
+    }
+    if len(obs):
+        # beam pointing error before calibration: angle, seen from the heliostat, between
+        # the aim point (target centre) and the true spot
+        from heliostat.frames import angle_between
+
+        tgt = field_cfg.target(result.target_id)
+        pos = np.array([field_cfg.heliostats[h].position_enu_m for h in obs["heliostat_id"]])
+        true_enu = tgt.plane_to_enu(obs[["true_spot_x_m", "true_spot_y_m"]].to_numpy())
+        err_rad = angle_between(true_enu - pos, tgt.centre_enu_m - pos)
+        off = np.hypot(obs["true_spot_x_m"], obs["true_spot_y_m"]).to_numpy()
+        out["uncalibrated_spot_offset_m_median"] = round(float(np.median(off)), 3)
+        out["uncalibrated_pointing_error_mrad_median"] = round(float(np.median(err_rad)) * 1e3, 2)
+        t = pd.DatetimeIndex(pd.to_datetime(obs["time_utc"]))
+        out["first_time_utc"] = t.min().strftime("%Y-%m-%dT%H:%M:%SZ")
+        out["last_time_utc"] = t.max().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
+#: The demo's stages, in order. Append ``(name, function)`` pairs for later stages.
+DEMO_STAGES: tuple[Stage, ...] = (
+    ("plant", stage_plant),
+    ("campaign", stage_campaign),
+)
+
+
+# --------------------------------------------------------------------------- runner
+def prepare_demo_dir(out: Path) -> None:
+    """Create the demo folder; refuse a non-empty folder that is not an earlier demo's."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "summary.json").is_file():
+        raise ValueError(
+            f"--out {out}: folder is not empty and holds no summary.json of an earlier demo; "
+            "choose an empty or new folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_demo(
+    options: DemoOptions,
+    stages: tuple[Stage, ...] = DEMO_STAGES,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the demo stages in order and write ``summary.json``.
+
+    Returns
+    -------
+    dict
+        ``{"options": ..., "stages": {name: stage dict with "seconds"}, "seconds": total}``.
+    """
+    out = Path(options.out)
+    prepare_demo_dir(out)
+    ctx = DemoContext(options, out)
+    if log is not None:
+        ctx.log = log
+    summary: dict[str, Any] = {"options": asdict(options), "stages": {}}
+    t_all = time.perf_counter()
+    for i, (name, func) in enumerate(stages, 1):
+        ctx.log(f"[{i}/{len(stages)}] {name} ...")
+        t0 = time.perf_counter()
+        info = dict(func(ctx))
+        info["seconds"] = round(time.perf_counter() - t0, 2)
+        summary["stages"][name] = info
+    summary["seconds"] = round(time.perf_counter() - t_all, 2)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few readable lines about what the demo did."""
+    lines = []
+    st = summary["stages"]
+    if "plant" in st:
+        p = st["plant"]
+        drives = ", ".join(f"{n} {k}" for k, n in p["drives"].items())
+        lo, hi = p["distance_to_tower_m"]
+        elo, ehi = p["true_angular_errors_mrad"]
+        lines.append(
+            f"plant     {p['heliostats']} heliostats ({drives}) at {lo:.0f}-{hi:.0f} m from the "
+            f"tower, {p['buses']} bus(es); hidden errors {elo:.1f}-{ehi:.1f} mrad per angle"
+        )
+    if "campaign" in st:
+        c = st["campaign"]
+        lines.append(
+            f"campaign  {c['days']} day(s) from {c['start_date']}: {c['observations']} "
+            f"observations of {c['visits']} visits; frames for {c['observations_with_frames']} "
+            f"visits ({c['frames']} PNGs, sun-on + dark), {c['image_free_observations']} "
+            "image-free"
+        )
+        if "uncalibrated_pointing_error_mrad_median" in c:
+            lines.append(
+                f"          before calibration: median spot offset "
+                f"{c['uncalibrated_spot_offset_m_median']:.2f} m "
+                f"({c['uncalibrated_pointing_error_mrad_median']:.1f} mrad beam error)"
+            )
+        lines.append(f"          written to {c['folder']}")
+    known = {"plant", "campaign"}
+    for name, info in st.items():
+        if name not in known:
+            brief = ", ".join(f"{k} {v}" for k, v in info.items() if not isinstance(v, dict))
+            lines.append(f"{name:<9} {brief}")
+    lines.append(f"done in {summary['seconds']:.1f} s; summary.json in {summary['options']['out']}")
+    return "\n".join(lines)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = DemoOptions()
+    p = sub.add_parser(
+        "demo",
+        help="run the whole loop on a simulated plant",
+        description="Build a simulated plant, run a short calibration campaign in the "
+        "simulator, write its frames and observations to --out and print a summary.",
+    )
+    p.add_argument(
+        "--heliostats", type=int, default=d.heliostats, help=f"field size (default {d.heliostats})"
+    )
+    p.add_argument("--out", default=d.out, help=f"output folder (default {d.out}/)")
+    add_campaign_options(
+        p,
+        days=d.days,
+        frame_heliostats=d.frame_heliostats,
+        frames_per_heliostat=d.frames_per_heliostat,
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = DemoOptions(
+        heliostats=args.heliostats,
+        days=args.days,
+        seed=args.seed,
+        out=args.out,
+        drives=args.drives,
+        start=args.start,
+        frame_heliostats=args.frame_heliostats,
+        frames_per_heliostat=args.frames_per_heliostat,
+        camera_size=tuple(args.camera_size),
+        interval_h=args.interval_h,
+        cloudiness=args.cloudiness,
+        noise_mrad=args.noise_mrad,
+        min_elevation_deg=args.min_elevation_deg,
+        spot_shape=args.spot_shape,
+    )
+    summary = run_demo(options)
+    if args.json:
+        print_json(summary)
+    else:
+        print(format_summary(summary))
+    return 0

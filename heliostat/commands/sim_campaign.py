@@ -1,0 +1,233 @@
+"""``heliostat sim campaign``: simulate a calibration campaign and write its folder.
+
+The simulator is imported lazily (the plant-side package must not depend on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from heliostat.commands._common import print_json
+
+#: Files a campaign folder holds; an existing folder with ``campaign.json`` is replaced.
+_CAMPAIGN_FILES = ("campaign.json", "field.toml", "camera.toml", "truth.json", "observations.csv")
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr (redrawn in place on a terminal, a single
+    final line otherwise)."""
+
+    def __init__(self, label: str, stream=None, width: int = 30) -> None:
+        self.label, self.width = label, width
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        if not self.tty and done < total:
+            return
+        filled = int(self.width * done / total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        secs = time.perf_counter() - self.t0
+        end = "\n" if done >= total else ""
+        prefix = "\r" if self.tty else ""
+        print(
+            f"{prefix}{self.label:<10} [{bar}] {done}/{total} {secs:5.1f} s",
+            end=end,
+            file=self.stream,
+            flush=True,
+        )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"WxH"`` → (width_px, height_px)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, got {text!r}") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"camera size must be at least 16x16, got {text!r}")
+    return w, h
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create ``out``; an earlier campaign there is replaced, any other content refused.
+
+    Raises
+    ------
+    ValueError
+        When ``out`` is a file or a non-empty folder that is not a campaign folder.
+    """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "campaign.json").is_file():
+            raise ValueError(
+                f"--out {out}: folder is not empty and holds no campaign.json; "
+                "choose an empty or new folder"
+            )
+        for name in _CAMPAIGN_FILES:
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "frames", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def add_campaign_options(
+    p: argparse.ArgumentParser,
+    days: int,
+    frame_heliostats: int,
+    frames_per_heliostat: int | None = None,
+) -> None:
+    """Options shared by ``sim campaign`` and ``demo``."""
+    p.add_argument("--days", type=int, default=days, help=f"days of campaign (default {days})")
+    p.add_argument(
+        "--start", default="2025-04-01", help="first day, YYYY-MM-DD UTC (default 2025-04-01)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--drives",
+        choices=("azel", "linear", "mixed"),
+        default="mixed",
+        help="drive types of a generated field (default mixed)",
+    )
+    p.add_argument(
+        "--interval-h", type=float, default=1.5, help="hours between visits (default 1.5)"
+    )
+    p.add_argument(
+        "--cloudiness",
+        type=float,
+        default=0.2,
+        help="fraction of time under cloud, 0 = clear (default 0.2)",
+    )
+    p.add_argument(
+        "--noise-mrad",
+        type=float,
+        default=0.2,
+        help="spot measurement noise as beam error per axis [mrad] (default 0.2)",
+    )
+    p.add_argument(
+        "--frame-heliostats",
+        type=int,
+        default=frame_heliostats,
+        help=f"first N heliostats get camera frames; 0 = image-free (default {frame_heliostats})",
+    )
+    p.add_argument(
+        "--frames-per-heliostat",
+        type=int,
+        default=frames_per_heliostat,
+        help="frames for the first M visits of each framed heliostat "
+        f"(default {frames_per_heliostat if frames_per_heliostat is not None else 'all'})",
+    )
+    p.add_argument(
+        "--min-elevation-deg",
+        type=float,
+        default=10.0,
+        help="no visits with the sun lower than this [deg] (default 10)",
+    )
+    p.add_argument(
+        "--spot-shape",
+        choices=("round", "faceted", "streaky"),
+        default="round",
+        help="flux-spot shape in the frames (default round)",
+    )
+    p.add_argument(
+        "--camera-size",
+        type=parse_size,
+        default=(1280, 1024),
+        metavar="WxH",
+        help="camera sensor size in pixels (default 1280x1024)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace):
+    from sim.campaign import CampaignSettings
+
+    return CampaignSettings(
+        start_date=args.start,
+        days=args.days,
+        interval_h=args.interval_h,
+        min_elevation_deg=getattr(args, "min_elevation_deg", 10.0),
+        spot_shape=getattr(args, "spot_shape", "round"),
+        noise_mrad=args.noise_mrad,
+        cloudiness=args.cloudiness,
+        frame_heliostats=args.frame_heliostats,
+        frames_per_heliostat=args.frames_per_heliostat,
+        camera_width_px=args.camera_size[0],
+        camera_height_px=args.camera_size[1],
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "campaign",
+        help="simulate a calibration campaign (frames, observations.csv, truth)",
+        description="Simulate a calibration campaign on a field (from --field, or generated "
+        "with --heliostats) and write frames, observations.csv, field.toml, camera.toml, "
+        "truth.json and campaign.json to --out. Same seed, same bytes.",
+    )
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--field", help="field.toml of the plant to simulate")
+    src.add_argument(
+        "--heliostats", type=int, help="generate a field with N heliostats (default 20)"
+    )
+    p.add_argument("--truth", help="truth.json with the true errors (default: drawn from --seed)")
+    p.add_argument("--out", required=True, help="output folder")
+    add_campaign_options(p, days=3, frame_heliostats=2)
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(func=run)
+
+
+def build_plant(args: argparse.Namespace):
+    """Field and truth from --field/--truth or generated from --heliostats and --seed."""
+    import numpy as np
+
+    from heliostat.config import load_field
+    from sim.campaign import Seeds
+    from sim.field import draw_truth, generate_field, load_truth
+
+    seeds = Seeds.from_seed(args.seed)
+    if getattr(args, "field", None):
+        field_cfg = load_field(args.field)
+    else:
+        n = args.heliostats if args.heliostats is not None else 20
+        if n < 1:
+            raise ValueError(f"--heliostats must be at least 1, got {n}")
+        field_cfg = generate_field(n, np.random.default_rng(seeds.layout), drives=args.drives)
+    if getattr(args, "truth", None):
+        truth = load_truth(args.truth, field_cfg)
+    else:
+        truth = draw_truth(field_cfg, np.random.default_rng(seeds.truth))
+    return field_cfg, truth
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.campaign import write_campaign
+
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    settings = settings_from_args(args)
+    field_cfg, truth = build_plant(args)
+    out = Path(args.out)
+    prepare_out_dir(out)
+    t0 = time.perf_counter()
+    result, man = write_campaign(
+        out, field_cfg, truth, settings, args.seed, progress=ProgressBar("campaign")
+    )
+    if args.json:
+        print_json(man)
+        return 0
+    c = man["counts"]
+    skipped = ", ".join(f"{k} {v}" for k, v in c["skipped"].items() if v) or "none"
+    print(
+        f"campaign: {c['heliostats']} heliostats, {settings.days} day(s) from "
+        f"{settings.start_date}, {c['observations']} observations of {c['scheduled_visits']} "
+        f"visits (left out: {skipped}), {man['frames']['written']} frames, "
+        f"{time.perf_counter() - t0:.1f} s -> {out}"
+    )
+    return 0
