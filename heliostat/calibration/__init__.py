@@ -1,0 +1,55 @@
+"""Calibration: fit each heliostat's kinematic error model and compute its corrections.
+
+- :mod:`~heliostat.calibration.observations`: the ``observations.csv`` reader.
+- :mod:`~heliostat.calibration.paint`: the PAINT (DLR/Jülich) archive reader.
+- :mod:`~heliostat.calibration.fit`: robust least-squares fit, standard errors,
+  identifiability check.
+- :mod:`~heliostat.calibration.crossval`: leave-one-out and k-fold pointing error.
+- :mod:`~heliostat.calibration.corrections`: corrected setpoints, the corrections file.
+- :mod:`~heliostat.calibration.field`: a whole field in parallel (processes or Dask).
+"""
+
+from heliostat.calibration.corrections import (
+    Setpoints,
+    corrected_setpoints,
+    corrections_document,
+    heliostat_entry,
+    read_corrections,
+    write_corrections,
+)
+from heliostat.calibration.crossval import kfold_rms, loo_hat, loo_rms, with_cross_validation
+from heliostat.calibration.field import Job, calibrate_field, make_jobs
+from heliostat.calibration.fit import FitResult, fit_heliostat, pointing_residuals, resolve_names
+from heliostat.calibration.observations import (
+    Observations,
+    Rejection,
+    observations_from_frame,
+    read_observations,
+)
+from heliostat.calibration.paint import PaintCampaign, load_paint_dir
+
+__all__ = [
+    "FitResult",
+    "Job",
+    "Observations",
+    "PaintCampaign",
+    "Rejection",
+    "Setpoints",
+    "calibrate_field",
+    "corrected_setpoints",
+    "corrections_document",
+    "fit_heliostat",
+    "heliostat_entry",
+    "kfold_rms",
+    "loo_hat",
+    "loo_rms",
+    "load_paint_dir",
+    "make_jobs",
+    "observations_from_frame",
+    "pointing_residuals",
+    "read_corrections",
+    "read_observations",
+    "resolve_names",
+    "with_cross_validation",
+    "write_corrections",
+]

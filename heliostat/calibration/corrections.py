@@ -1,0 +1,223 @@
+"""Corrected motor setpoints from a fitted error model, and the corrections file.
+
+For a time and an aim point the corrected setpoint is the inverse kinematics of the
+*fitted* model (nominal + fitted errors); the nominal setpoint is the inverse of the
+nominal model, which is what the controller would command without calibration. Both are
+rounded to integer steps, as the controller takes them.
+
+The corrections file (``heliostat-corrections/1``, see ``docs/corrections.md``) carries,
+per heliostat, the fitted parameters (the form the controller accepts), their standard
+errors, optional setpoints and the fit's figures. The firmware bridge reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from heliostat.calibration.fit import FitResult
+from heliostat.config import Target
+from heliostat.errors import CalibrationError
+from heliostat.frames import Site
+from heliostat.kinematics import HeliostatKinematics, KinematicErrors, KinematicsError
+from heliostat.sun import sun_position
+
+FORMAT = "heliostat-corrections/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Setpoints:
+    """Corrected and nominal motor setpoints for N (time, aim) requests.
+
+    Attributes
+    ----------
+    times_utc : tuple of str
+        ISO 8601 UTC times.
+    target : str
+    aim_xy_m : ndarray of shape (N, 2)
+        Aim point in the target plane. [m]
+    steps : ndarray of shape (N, 2), int64
+        Corrected setpoints (fitted model). [steps]
+    nominal_steps : ndarray of shape (N, 2), int64
+        Setpoints of the nominal model. [steps]
+    """
+
+    times_utc: tuple[str, ...]
+    target: str
+    aim_xy_m: NDArray[np.float64]
+    steps: NDArray[np.int64]
+    nominal_steps: NDArray[np.int64]
+
+    @property
+    def difference_steps(self) -> NDArray[np.int64]:
+        """Corrected minus nominal. [steps]"""
+        return self.steps - self.nominal_steps
+
+    def records(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "time_utc": t,
+                "target": self.target,
+                "aim_xy_m": [float(a) for a in self.aim_xy_m[i]],
+                "axis1_steps": int(self.steps[i, 0]),
+                "axis2_steps": int(self.steps[i, 1]),
+                "nominal_axis1_steps": int(self.nominal_steps[i, 0]),
+                "nominal_axis2_steps": int(self.nominal_steps[i, 1]),
+            }
+            for i, t in enumerate(self.times_utc)
+        ]
+
+
+def corrected_setpoints(
+    kin: HeliostatKinematics,
+    errors: KinematicErrors,
+    site: Site,
+    times,
+    target: Target,
+    aim_xy_m: ArrayLike = (0.0, 0.0),
+) -> Setpoints:
+    """Corrected and nominal integer setpoints to put the beam on an aim point.
+
+    Parameters
+    ----------
+    kin : HeliostatKinematics
+    errors : KinematicErrors
+        Fitted error set.
+    site : Site
+        For the sun position.
+    times : timezone-aware time(s)
+    target : Target
+    aim_xy_m : array_like of shape (2,) or (N, 2)
+        Aim point(s) in the target plane. [m]
+
+    Raises
+    ------
+    CalibrationError
+        If the sun is below the horizon or a setpoint falls outside the actuator travel
+        (message names the time).
+    """
+    sp = sun_position(site, times)
+    n = len(sp.times)
+    aim_xy = np.broadcast_to(np.asarray(aim_xy_m, dtype=float), (n, 2))
+    stamps = tuple(t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in sp.times)
+    low = np.flatnonzero(sp.elevation_rad <= 0)
+    if low.size:
+        raise CalibrationError(f"sun below the horizon at {stamps[low[0]]}: no setpoint")
+    aim = target.plane_to_enu(aim_xy)
+    try:
+        fitted = np.rint(kin.inverse(aim, sp.u_sun_enu, errors)).astype(np.int64)
+        nominal = np.rint(kin.inverse(aim, sp.u_sun_enu)).astype(np.int64)
+    except KinematicsError as exc:
+        raise CalibrationError(f"no setpoint for target {target.id!r}: {exc}") from None
+    ok = kin.within_limits(fitted)
+    if not np.all(ok):
+        i = int(np.flatnonzero(~ok)[0])
+        raise CalibrationError(
+            f"corrected setpoint {fitted[i].tolist()} at {stamps[i]} is outside the actuator travel"
+        )
+    return Setpoints(stamps, target.id, np.array(aim_xy), fitted, nominal)
+
+
+def heliostat_entry(result: FitResult, setpoints: Setpoints | None = None) -> dict[str, Any]:
+    """One heliostat's entry of the corrections file.
+
+    Raises
+    ------
+    CalibrationError
+        For a failed fit: a failed fit must never reach a controller.
+    """
+    if not result.success:
+        raise CalibrationError(
+            f"fit of {result.heliostat_id} failed ({result.reason}): no corrections written"
+        )
+
+    def num(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None
+
+    return {
+        "heliostat": result.heliostat_id,
+        "drive": result.drive,
+        "parameters": result.parameters(),
+        "parameter_std": {k: num(v) for k, v in result.std.items()},
+        "setpoints": setpoints.records() if setpoints is not None else [],
+        "rms_before_mrad": num(result.rms_before_mrad),
+        "rms_after_mrad": num(result.rms_after_mrad),
+        "loo_rms_mrad": num(result.loo_rms_mrad),
+        "n_points": result.n_points,
+        "n_outliers": result.n_outliers,
+    }
+
+
+def corrections_document(
+    entries: Iterable[Mapping[str, Any]], field_path: str, created_utc: str | None = None
+) -> dict[str, Any]:
+    """The whole corrections document (``heliostat-corrections/1``)."""
+    created = created_utc or pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "format": FORMAT,
+        "created_utc": created,
+        "field": str(field_path),
+        "heliostats": list(entries),
+    }
+
+
+def write_corrections(path: str | Path, document: Mapping[str, Any]) -> None:
+    """Write a corrections document as JSON (atomic: temp file, then rename)."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    tmp.replace(p)
+
+
+def read_corrections(path: str | Path) -> dict[str, Any]:
+    """Read and check a corrections file (format tag, required keys, integer steps)."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not valid JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ValueError(f"{p}: expected format {FORMAT!r}, got {doc.get('format')!r}")
+    for key in ("created_utc", "field", "heliostats"):
+        if key not in doc:
+            raise ValueError(f"{p}: key {key!r} missing")
+    for i, h in enumerate(doc["heliostats"]):
+        for key in ("heliostat", "drive", "parameters", "setpoints"):
+            if key not in h:
+                raise ValueError(f"{p}: heliostats[{i}]: key {key!r} missing")
+        for j, s in enumerate(h["setpoints"]):
+            for key in (
+                "axis1_steps",
+                "axis2_steps",
+                "nominal_axis1_steps",
+                "nominal_axis2_steps",
+            ):
+                if not isinstance(s.get(key), int) or isinstance(s.get(key), bool):
+                    raise ValueError(
+                        f"{p}: heliostats[{i}].setpoints[{j}].{key}: expected an integer, "
+                        f"got {s.get(key)!r}"
+                    )
+    return doc
+
+
+def errors_from_parameters(drive: str, parameters: Mapping[str, float]) -> KinematicErrors:
+    """The error set a corrections entry describes (unlisted parameters are zero)."""
+    return KinematicErrors.from_dict(drive, parameters)
+
+
+def parse_aim(text: str | Sequence[float]) -> tuple[float, float]:
+    """``"x,y"`` (target-plane metres) to a pair, with a clear error."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        x, y = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"aim point must be 'x,y' in target-plane metres, got {text!r}") from None
+    return x, y

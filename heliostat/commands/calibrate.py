@@ -1,0 +1,173 @@
+"""``heliostat calibrate``: fit each heliostat's error model and write its corrections."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from heliostat.commands._common import print_json, print_table
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="fit heliostat error models from observations (CSV or PAINT files)",
+        description="Fit each heliostat's kinematic error parameters to its calibration "
+        "observations (robust least squares), report the pointing error before and after "
+        "and its leave-one-out estimate, and optionally write the corrections file "
+        "(docs/corrections.md). Rejected rows are listed on stderr; the rest go on.",
+    )
+    p.add_argument("observations", nargs="?", metavar="OBS.csv", help="observations.csv")
+    p.add_argument("--field", metavar="FIELD_TOML", help="field.toml (with OBS.csv)")
+    p.add_argument(
+        "--paint", metavar="DIR", help="directory with one heliostat's PAINT files instead"
+    )
+    p.add_argument(
+        "--spot",
+        type=str.lower,
+        choices=("helios", "utis"),
+        default="helios",
+        help="PAINT focal-spot method, case-insensitive (default: HeliOS)",
+    )
+    p.add_argument(
+        "--params",
+        metavar="GROUPS",
+        help="comma-separated parameter groups or names to fit (default: the drive's "
+        "default groups; 'all' for every group)",
+    )
+    p.add_argument(
+        "--residual", choices=("angle", "plane"), default="angle", help="residual (fit.py)"
+    )
+    p.add_argument(
+        "--loo",
+        choices=("refit", "hat", "none"),
+        default="refit",
+        help="leave-one-out method (refit: exact; hat: closed form, for large fields)",
+    )
+    p.add_argument("--kfold", type=int, default=5, metavar="K", help="k-fold CV (0: skip)")
+    p.add_argument(
+        "--workers", type=int, default=1, metavar="N", help="parallel processes (default 1)"
+    )
+    p.add_argument("--backend", choices=("process", "dask"), default="process")
+    p.add_argument("--sun-tolerance-deg", type=float, default=None, metavar="DEG")
+    p.add_argument("--out", metavar="JSON", help="write the corrections file here")
+    p.add_argument(
+        "--at",
+        action="append",
+        metavar="ISO",
+        help="UTC time for a setpoint in the corrections file (repeat for several)",
+    )
+    p.add_argument("--target", metavar="ID", help="target for --at setpoints (default: first)")
+    p.add_argument("--aim", default="0,0", metavar="X,Y", help="aim point on the target [m]")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def _names(drive: str, spec: str | None) -> tuple[str, ...]:
+    from heliostat.calibration.fit import resolve_names
+    from heliostat.kinematics import error_names, group_names, names_for_groups
+
+    if spec is None:
+        return resolve_names(drive)
+    tokens = [t.strip() for t in spec.split(",") if t.strip()]
+    if tokens == ["all"]:
+        tokens = list(group_names(drive))
+    groups = [t for t in tokens if t in group_names(drive)]
+    singles = [t for t in tokens if t not in groups]
+    for t in singles:
+        if t not in error_names(drive):
+            raise ValueError(
+                f"--params: {t!r} is neither a parameter group nor a parameter of drive "
+                f"{drive!r}; groups: {', '.join(group_names(drive))}"
+            )
+    wanted = set(names_for_groups(drive, groups)) | set(singles)
+    return tuple(n for n in error_names(drive) if n in wanted)
+
+
+def run(args: argparse.Namespace) -> int:
+    from heliostat.calibration.corrections import (
+        corrected_setpoints,
+        corrections_document,
+        heliostat_entry,
+        parse_aim,
+        write_corrections,
+    )
+    from heliostat.calibration.field import Job, calibrate_field
+    from heliostat.calibration.observations import SUN_TOLERANCE_DEG, read_observations
+
+    if (args.paint is None) == (args.observations is None):
+        raise ValueError("give either OBS.csv (with --field) or --paint DIR")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    tol = args.sun_tolerance_deg if args.sun_tolerance_deg is not None else SUN_TOLERANCE_DEG
+    if args.paint is not None:
+        from heliostat.calibration.paint import load_paint_dir
+
+        camp = load_paint_dir(args.paint, args.spot)
+        field, source = camp.field, args.paint
+        obs = {camp.heliostat_id: camp.observations} if camp.observations is not None else {}
+        rejected = camp.rejected
+        label = lambda r: f"{camp.files[r.row]}: " + r.reason.split(": ", 1)[-1]  # noqa: E731
+    else:
+        if args.field is None:
+            raise ValueError("OBS.csv needs --field FIELD_TOML")
+        from heliostat.config import load_field
+
+        field, source = load_field(args.field), args.field
+        obs, rejected = read_observations(args.observations, field, tol)
+        label = lambda r: f"{args.observations} row {r.row}: {r.reason}"  # noqa: E731
+    for r in rejected:
+        print(f"heliostat calibrate: rejected {label(r)}", file=sys.stderr)
+    if not obs:
+        raise ValueError("no valid observations to fit")
+    jobs = []
+    for hid, o in obs.items():
+        kin = field.heliostat(hid).kinematics
+        jobs.append(
+            Job(kin, o, _names(kin.drive, args.params), args.residual, args.loo, args.kfold or None)
+        )
+    backend = "sequential" if args.workers == 1 else args.backend
+    results = calibrate_field(jobs, backend=backend, max_workers=args.workers)
+    summaries = [r.summary() for r in results.values()]
+
+    if args.out:
+        target = field.target(args.target) if args.target else next(iter(field.targets.values()))
+        aim = parse_aim(args.aim)
+        entries = []
+        for r in results.values():
+            if not r.success:
+                print(
+                    f"heliostat calibrate: {r.heliostat_id}: fit failed, not written: {r.reason}",
+                    file=sys.stderr,
+                )
+                continue
+            sp = None
+            if args.at:
+                kin = field.heliostat(r.heliostat_id).kinematics
+                sp = corrected_setpoints(kin, r.errors, field.site, args.at, target, aim)
+            entries.append(heliostat_entry(r, sp))
+        write_corrections(args.out, corrections_document(entries, source))
+
+    if args.json:
+        print_json(summaries)
+    else:
+        print_table(
+            [
+                {
+                    "heliostat": s["heliostat"],
+                    "ok": "yes" if s["success"] else "FAILED",
+                    "n_points": s["n_points"],
+                    "outliers": s["n_outliers"],
+                    "rms_before_mrad": s["rms_before_mrad"],
+                    "rms_after_mrad": s["rms_after_mrad"],
+                    "loo_rms_mrad": s["loo_rms_mrad"],
+                }
+                for s in summaries
+            ]
+        )
+        for s in summaries:
+            for w in s["warnings"]:
+                print(f"{s['heliostat']}: warning: {w}")
+            if not s["success"]:
+                print(f"{s['heliostat']}: {s['reason']}")
+    return 0 if all(s["success"] for s in summaries) else 1

@@ -1,0 +1,205 @@
+"""Write small PAINT-format test files from a simulated Jülich-like heliostat.
+
+Run from the repository root:  .venv/bin/python tests/data/paint/make_paint_files.py
+
+Writes into tests/data/paint/AA39/: ``WRI1030197-tower-measurements.json``,
+``Properties/AA39-heliostat-properties.json``, ``Calibration/<id>-calibration-properties.json``
+(one per record, plus one record with the sun below the horizon that the reader must
+reject) and ``truth.json`` (the true error parameters, for the tests). Geometry is our
+own, chosen like the Jülich plant (site = PAINT's power-plant reference point, a
+heliostat ~28 m north-east of the tower, two planar targets on the tower). The files use
+PAINT's conventions (docs/observations.md): WGS84 positions, sun azimuth from south
+positive toward east, axis-1 initial angle measured from the mirror-vertical pose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+
+from heliostat.config import Heliostat, Mirror, Target  # noqa: E402
+from heliostat.frames import Site  # noqa: E402
+from heliostat.kinematics import HeliostatKinematics, LinearAxis  # noqa: E402
+from sim.observe import draw_true_errors, simulate_observations  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "AA39"
+SEED = 20240901
+NOISE_MRAD = 0.2  # HeliOS spot noise per axis, as beam angle
+UTIS_NOISE_MRAD = 0.3
+SITE = Site(50.913421122592574, 6.387824755874856, 87.0, "WRI1030197")
+
+# Actuators in PAINT's spelling (initial_angle in PAINT's convention, radians).
+ACTUATORS = [
+    dict(
+        type_axis="linear",
+        min_increment=0,
+        max_increment=68745,
+        increment=154166.6667,
+        offset_shift=0,
+        initial_stroke_length=0.077412795,
+        offset=0.335308,
+        pivot_radius=0.338095,
+        radius_shift=0,
+        clockwise_axis_movement=0,
+        initial_angle=0.039009536,
+        min_movement_angle=0.015123278,
+        max_movement_angle=1.570796327,
+        movement_speed=0,
+    ),
+    dict(
+        type_axis="linear",
+        min_increment=0,
+        max_increment=75308,
+        increment=154166.6667,
+        offset_shift=0,
+        initial_stroke_length=0.077522286,
+        offset=0.340771,
+        pivot_radius=0.3191,
+        radius_shift=0,
+        clockwise_axis_movement=1,
+        initial_angle=0.943922248,
+        min_movement_angle=-0.95993,
+        max_movement_angle=0.925674074,
+        movement_speed=0,
+    ),
+]
+POSITION_ENU_M = (13.26, 24.72, 1.69)
+CONCENTRATOR = (0.0, 0.175, 0.0)
+TARGETS = {  # centre ENU [m], width, height; normal +N (facing the field)
+    "solar_tower_juelich_upper": ((0.0, -2.6, 43.1), 8.6, 7.2),
+    "multi_focus_tower": ((-17.6, -2.7, 52.0), 5.4, 6.4),
+}
+
+
+def kinematics() -> HeliostatKinematics:
+    """The heliostat as our chain sees it (axis 1 angle offset −π/2, see paint.py)."""
+    axes = [
+        LinearAxis(
+            a["increment"],
+            a["initial_stroke_length"],
+            a["offset"],
+            a["pivot_radius"],
+            a["initial_angle"] - (math.pi / 2 if i == 0 else 0.0),
+            bool(a["clockwise_axis_movement"]),
+            a["min_increment"],
+            a["max_increment"],
+        )
+        for i, a in enumerate(ACTUATORS)
+    ]
+    return HeliostatKinematics(
+        "linear", POSITION_ENU_M, axes[0], axes[1], mirror_offset_enu_m=CONCENTRATOR
+    )
+
+
+def targets() -> dict[str, Target]:
+    return {k: Target.make(k, c, (0.0, 1.0, 0.0), w, h) for k, (c, w, h) in TARGETS.items()}
+
+
+def wgs84(p_enu) -> list[float]:
+    lat, lon, h = SITE.enu_to_wgs84(np.asarray(p_enu, dtype=float))
+    return [float(lat), float(lon), float(h)]
+
+
+def main() -> None:
+    rng = np.random.default_rng(SEED)
+    kin = kinematics()
+    hel = Heliostat("AA39", kin, Mirror(3.22, 2.56), "", 1)
+    truth = draw_true_errors("linear", rng, translation_m=0.0)
+    tg = targets()
+    (OUT / "Calibration").mkdir(parents=True, exist_ok=True)
+    (OUT / "Properties").mkdir(parents=True, exist_ok=True)
+
+    tower = {"power_plant_properties": {"ID": SITE.name, "coordinates": wgs84((0, 0, 0))}}
+    for name, t in tg.items():
+        ul, ur, lr, ll = t.corners_enu_m()
+        tower[name] = {
+            "type": "planar",
+            "normal_vector": [0, 1, 0],
+            "coordinates": {
+                "center": wgs84(t.centre_enu_m),
+                "upper_left": wgs84(ul),
+                "upper_right": wgs84(ur),
+                "lower_left": wgs84(ll),
+                "lower_right": wgs84(lr),
+            },
+        }
+    tower["receiver"] = {
+        "type": "convex_cylinder",
+        "normal_vector": [0.0, 0.906, -0.423],
+        "coordinates": {"center": wgs84((0.0, -1.0, 55.0))},
+    }
+    (OUT / "WRI1030197-tower-measurements.json").write_text(json.dumps(tower, indent=2))
+
+    props = {
+        "heliostat_position": wgs84(POSITION_ENU_M),
+        "height": 2.56,
+        "width": 3.22,
+        "initial_orientation": [0.0, -1.0, 0.0],
+        "kinematic_properties": {
+            "actuators": ACTUATORS,
+            **{f"joint_translation_{c}_{j}": 0.0 for j in (1, 2) for c in "enu"},
+            **{
+                f"concentrator_translation_{c}": v for c, v in zip("enu", CONCENTRATOR, strict=True)
+            },
+        },
+        "renovation": "2021-04-15",
+    }
+    (OUT / "Properties" / "AA39-heliostat-properties.json").write_text(json.dumps(props, indent=2))
+
+    # 12 days spread over a year, 3 times a day, alternating the two targets.
+    days = pd.date_range("2023-01-15T00:00Z", periods=12, freq="30D")
+    times = [d + pd.Timedelta(hours=h) for d in days for h in (8.5, 11.5, 14.5)]
+    records = []
+    for i, name in enumerate(tg):
+        df = simulate_observations(hel, truth, tg[name], SITE, times[i::2], rng, NOISE_MRAD)
+        records.append(df)
+    df = pd.concat(records).sort_values("time_utc").reset_index(drop=True)
+    for k, row in df.iterrows():
+        t = tg[row.target_id]
+        true_xy = np.array([row.true_spot_x_m, row.true_spot_y_m])
+        slant = np.linalg.norm(t.plane_to_enu(true_xy) - np.asarray(POSITION_ENU_M))
+        utis = t.plane_to_enu(true_xy + rng.normal(0, UTIS_NOISE_MRAD * 1e-3 * slant, 2))
+        az_paint = (180.0 - row.sun_azimuth_deg + 180.0) % 360.0 - 180.0
+        rec = {
+            "motor_position": {
+                "axis_1_motor_position": int(row.axis1_steps),
+                "axis_2_motor_position": int(row.axis2_steps),
+            },
+            "target_name": row.target_id,
+            "sun_elevation": float(row.sun_elevation_deg),
+            "sun_azimuth": float(az_paint),
+            "focal_spot": {
+                "HeliOS": wgs84([row.spot_e_m, row.spot_n_m, row.spot_u_m]),
+                "UTIS": wgs84(utis),
+            },
+        }
+        name = f"{100000 + k}-calibration-properties.json"
+        (OUT / "Calibration" / name).write_text(json.dumps(rec, indent=2))
+    bad = dict(rec, sun_elevation=-3.0)
+    (OUT / "Calibration" / "199999-calibration-properties.json").write_text(json.dumps(bad))
+    (OUT / "truth.json").write_text(
+        json.dumps(
+            {
+                "heliostat": "AA39",
+                "seed": SEED,
+                "noise_mrad": NOISE_MRAD,
+                "utis_noise_mrad": UTIS_NOISE_MRAD,
+                "n_records": len(df),
+                "errors": truth.to_dict(),
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {len(df)} records (+1 bad) to {OUT}")
+
+
+if __name__ == "__main__":
+    main()

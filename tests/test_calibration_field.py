@@ -1,0 +1,99 @@
+"""Field-scale calibration: process pool and Dask give the sequential results."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from heliostat.calibration import calibrate_field, make_jobs, observations_from_frame
+from heliostat.calibration.field import Job, run_job
+from heliostat.config import load_field
+from sim.observe import draw_true_errors, simulate_observations
+
+FIELD = load_field("tests/data/field_small.toml")
+TIMES = [
+    d + pd.Timedelta(minutes=m)
+    for d in pd.date_range("2025-03-01T00:00Z", periods=5, freq="1D")
+    for m in np.linspace(420, 920, 6)
+]
+
+
+@pytest.fixture(scope="module")
+def jobs():
+    rng = np.random.default_rng(21)
+    frames = []
+    for hel in FIELD.heliostats.values():
+        truth = draw_true_errors(hel.kinematics.drive, rng, translation_m=0.0)
+        frames.append(
+            simulate_observations(hel, truth, FIELD.targets["cal1"], FIELD.site, TIMES, rng)
+        )
+    obs, rejected = observations_from_frame(pd.concat(frames, ignore_index=True), FIELD)
+    assert rejected == []
+    kins = {h: FIELD.heliostats[h].kinematics for h in FIELD.heliostats}
+    return make_jobs(kins, obs)
+
+
+def _same(a, b):
+    assert list(a) == list(b)
+    for k in a:
+        assert a[k].success and b[k].success
+        # Same computation in another process: bit-identical arithmetic.
+        np.testing.assert_array_equal(a[k].errors.values, b[k].errors.values)
+        assert a[k].loo_rms_mrad == b[k].loo_rms_mrad
+
+
+def test_process_pool_equals_sequential(jobs):
+    seq = calibrate_field(jobs, backend="sequential")
+    par = calibrate_field(jobs, backend="process", max_workers=2)
+    _same(seq, par)
+    assert all(np.isfinite(r.loo_rms_mrad) for r in seq.values())
+
+
+def test_dask_backend_equals_sequential(jobs):
+    pytest.importorskip("dask")
+    seq = calibrate_field(jobs, backend="sequential")
+    _same(seq, calibrate_field(jobs, backend="dask", max_workers=2))
+
+
+def test_dask_distributed_client(jobs):
+    pytest.importorskip("distributed")
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        res = calibrate_field(jobs, backend="dask", client=client)
+    _same(calibrate_field(jobs, backend="sequential"), res)
+
+
+def test_dask_missing_is_a_clear_error(jobs, monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "dask":
+            raise ImportError("no dask")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(ImportError, match=r"\[dist\]"):
+        calibrate_field(jobs, backend="dask")
+
+
+def test_one_bad_heliostat_does_not_stop_the_batch(jobs):
+    few = jobs[0].observations.subset(np.arange(2))
+    bad = Job(jobs[0].kinematics, few, jobs[0].names)
+    res = calibrate_field([bad, *jobs[1:]], backend="sequential")
+    assert not res[few.heliostat_id].success and "too few" in res[few.heliostat_id].reason
+    assert all(r.success for k, r in res.items() if k != few.heliostat_id)
+    assert run_job(bad).success is False
+
+
+def test_unknown_backend_and_heliostat(jobs):
+    with pytest.raises(ValueError, match="backend"):
+        calibrate_field(jobs, backend="threads")
+    with pytest.raises(KeyError, match="not in the field"):
+        make_jobs({}, {jobs[0].observations.heliostat_id: jobs[0].observations})
