@@ -1,0 +1,297 @@
+"""Firmware-bridge benchmarks (JSON on stdout).
+
+Throughput (default): confirmed setpoint writes per second through the full bridge
+(safety-checked commands, SQLite WAL journal, FC16 command write + FC03 status
+read-back) to emulated controllers whose bus models the line at ``--baudrate``; compared
+with the line-rate limit computed for the same frames (t3.5 silences included) and with
+pymodbus's stock sync client sending the same two frames without journal or checks,
+measured in the same run.
+
+Reliability (``--reliability N``): N commands to 20 emulated controllers on a bus with
+1 % corrupted and 1 % dropped frames, occasional truncated frames, resets and late
+replies; counts
+commands applied twice, applied wrongly, confirmed but not applied.
+
+    .venv/bin/python bench/bridge.py                       # throughput at 115200 baud
+    .venv/bin/python bench/bridge.py --reliability 10000   # the full reliability run
+    .venv/bin/python bench/bridge.py --crash 10000 --kills 3  # CLI killed -9, resumed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from firmware_bridge import registers as R
+from firmware_bridge.delivery import ActuatorCommand, Bridge, RetryPolicy
+from firmware_bridge.journal import Journal
+from firmware_bridge.transport import ModbusLink
+from sim.controllers import ControllerModel, ControllerSpec, EmulatedBus
+
+
+def _line_limit_per_s(baudrate: int) -> float:
+    t = R.transaction_time_s(
+        R.fc16_request_bytes(R.COMMAND_COUNT), R.FC16_RESPONSE_BYTES, baudrate
+    ) + R.transaction_time_s(R.FC03_REQUEST_BYTES, R.fc03_response_bytes(R.STATUS_COUNT), baudrate)
+    return 1.0 / t
+
+
+def _serve_bus(conn, n_controllers: int, baudrate: int) -> None:
+    """Child process: emulated controllers on a pty until told to stop."""
+    specs = [ControllerSpec(address=a) for a in range(1, n_controllers + 1)]
+    with EmulatedBus([ControllerModel(s) for s in specs], baudrate=baudrate) as bus:
+        conn.send(bus.port)
+        conn.recv()
+
+
+class _BusProcess:
+    """The emulator in its own process, so that it shares no interpreter lock with
+    the bridge being measured (as a real controller shares nothing with it)."""
+
+    def __init__(self, n_controllers: int, baudrate: int) -> None:
+        ctx = mp.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_serve_bus, args=(child, n_controllers, baudrate), daemon=True
+        )
+
+    def __enter__(self):
+        self._proc.start()
+        self.port = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc):
+        self._conn.send("stop")
+        self._proc.join(5)
+
+
+def throughput(n_commands: int, baudrate: int, n_controllers: int) -> dict:
+    cmds = [
+        ActuatorCommand(
+            f"H{1 + i % n_controllers:03d}", 1 + i % n_controllers, "move", (1000 + i, 20000 + i)
+        )
+        for i in range(n_commands)
+    ]
+    out: dict = {"baudrate": baudrate, "commands": n_commands, "controllers": n_controllers}
+    with tempfile.TemporaryDirectory() as tmp:
+        with _BusProcess(n_controllers, baudrate) as bus:
+            # Baseline in the same run: pymodbus's stock client, same two frames, no journal.
+            from pymodbus.client import ModbusSerialClient
+
+            stock = ModbusSerialClient(bus.port, baudrate=baudrate, timeout=0.5, retries=0)
+            stock.connect()
+            t0 = time.perf_counter()
+            n_stock = max(50, n_commands // 4)
+            for i in range(n_stock):
+                a = 1 + i % n_controllers
+                regs = R.encode_command(10_000_000 + i, R.CommandCode.MOVE, (500 + i, 100 + i))
+                stock.write_registers(R.COMMAND_START, regs, device_id=a)
+                rr = stock.read_holding_registers(R.STATUS_START, count=R.STATUS_COUNT, device_id=a)
+                if R.Status.from_registers(rr.registers).last_command_id != 10_000_000 + i:
+                    raise RuntimeError("stock client: command not confirmed")
+            stock_rate = n_stock / (time.perf_counter() - t0)
+            stock.close()
+
+            with (
+                ModbusLink(bus.port, baudrate=baudrate, timeout_s=0.5) as link,
+                Journal(Path(tmp) / "journal.sqlite") as j,
+            ):
+                br = Bridge(link, j, RetryPolicy(max_attempts=3))
+                t0 = time.perf_counter()
+                outcomes = br.run("bench", "bench", cmds)
+                dt = time.perf_counter() - t0
+            confirmed = sum(o.state == "confirmed" for o in outcomes)
+    limit = _line_limit_per_s(baudrate)
+    out.update(
+        confirmed=confirmed,
+        elapsed_s=round(dt, 3),
+        confirmed_writes_per_s=round(confirmed / dt, 2),
+        line_rate_limit_per_s=round(limit, 2),
+        fraction_of_line_rate=round(confirmed / dt / limit, 4),
+        stock_pymodbus_client_per_s=round(stock_rate, 2),
+        stock_fraction_of_line_rate=round(stock_rate / limit, 4),
+        frames_per_command=[
+            {
+                "fc": 16,
+                "request_bytes": R.fc16_request_bytes(R.COMMAND_COUNT),
+                "response_bytes": R.FC16_RESPONSE_BYTES,
+            },
+            {
+                "fc": 3,
+                "request_bytes": R.FC03_REQUEST_BYTES,
+                "response_bytes": R.fc03_response_bytes(R.STATUS_COUNT),
+            },
+        ],
+        t35_s=R.t35_s(baudrate),
+    )
+    return out
+
+
+def _journal_counts(jpath: Path) -> dict:
+    import sqlite3
+
+    if not jpath.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{jpath}?mode=ro", uri=True, timeout=5) as db:
+            return dict(db.execute("SELECT state, COUNT(*) FROM commands GROUP BY state"))
+    except sqlite3.Error:
+        return {}
+
+
+def crash_resume(n_commands: int, kills: int, seed: int) -> dict:
+    """``heliostat bridge apply`` of ~n_commands to 20 controllers on a faulty bus, killed
+    with SIGKILL ``kills`` times at random points and restarted until done."""
+    import os
+    import signal
+    import subprocess
+
+    import numpy as np
+
+    from heliostat.config import load_field
+    from heliostat.kinematics import error_names
+    from sim.controller_fixtures import corrections_for, field_toml
+    from sim.controllers import FaultProfile, specs_for_field
+
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "field.toml").write_text(field_toml(20, timeout_s=0.05))
+        cfg = load_field(tmp / "field.toml")
+        per = max(1, n_commands // 20 - 1)
+        (tmp / "c.json").write_text(json.dumps(corrections_for(cfg, n_setpoints=per, seed=seed)))
+        n_total = 20 * (1 + per)
+        ctls = [ControllerModel(s, param_names=error_names(s.drive)) for s in specs_for_field(cfg)]
+        faults = FaultProfile(corrupt_p=0.01, drop_p=0.01, reset_p=0.002, boot_s=0.05)
+        jpath = tmp / "journal.sqlite"
+        kill_at = sorted(int(x) for x in rng.integers(1, n_total, size=kills))
+        runs, killed = 0, []
+        t0 = time.perf_counter()
+        with EmulatedBus(ctls, faults=faults, seed=seed, timing=False) as bus:
+            argv = [
+                sys.executable,
+                "-m",
+                "heliostat.cli",
+                "bridge",
+                "apply",
+                str(tmp / "c.json"),
+                "--field",
+                str(tmp / "field.toml"),
+                "--port",
+                bus.port,
+                "--journal",
+                str(jpath),
+                "--json",
+                "--attempts",
+                "8",
+            ]
+            for target in kill_at + [None]:
+                runs += 1
+                proc = subprocess.Popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
+                if target is None:
+                    out, err = proc.communicate(timeout=3600)
+                    if proc.returncode != 0:
+                        raise RuntimeError(f"final run failed: {err.decode()[-500:]}")
+                    report = json.loads(out)
+                    break
+                while proc.poll() is None and _journal_counts(jpath).get("confirmed", 0) < target:
+                    time.sleep(0.01)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                killed.append(_journal_counts(jpath).get("confirmed", 0))
+        applied = [(c.spec.address, cid) for c in ctls for cid, _, _ in c.applied]
+        journaled = {(o["address"], o["command_id"]) for o in report["outcomes"]}
+        return {
+            "commands": n_total,
+            "kills": len(killed),
+            "confirmed_when_killed": killed,
+            "runs": runs,
+            "final_counts": report["counts"],
+            "applied": len(applied),
+            "applied_twice": len(applied) - len(set(applied)),
+            "applied_not_in_journal": len(set(applied) - journaled),
+            "confirmed_not_applied": sum(
+                1
+                for o in report["outcomes"]
+                if o["state"] == "confirmed" and (o["address"], o["command_id"]) not in set(applied)
+            ),
+            "bus": {k: v for k, v in bus.stats.__dict__.items() if k != "by_kind"},
+            "elapsed_s": round(time.perf_counter() - t0, 2),
+        }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--commands", type=int, default=400)
+    ap.add_argument("--baudrate", type=int, default=115200)
+    ap.add_argument("--controllers", type=int, default=4)
+    ap.add_argument(
+        "--reliability",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the reliability check with N commands instead",
+    )
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--crash",
+        type=int,
+        default=0,
+        metavar="N",
+        help="apply ~N commands via the CLI, SIGKILL it --kills times, resume",
+    )
+    ap.add_argument("--kills", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median reported)")
+    args = ap.parse_args(argv)
+    if args.crash:
+        json.dump(crash_resume(args.crash, args.kills, args.seed), sys.stdout, indent=2)
+    elif args.reliability:
+        from sim.controller_fixtures import run_reliability
+
+        t0 = time.perf_counter()
+        res = run_reliability(
+            args.reliability,
+            n_controllers=20,
+            corrupt_p=0.01,
+            drop_p=0.01,
+            reset_p=0.002,
+            late_p=0.001,
+            truncate_p=0.002,
+            seed=args.seed,
+        )
+        res["elapsed_s"] = round(time.perf_counter() - t0, 2)
+        json.dump(res, sys.stdout, indent=2, default=str)
+    else:
+        runs = [
+            throughput(args.commands, args.baudrate, args.controllers) for _ in range(args.repeat)
+        ]
+        res = dict(runs[-1])
+        for k in (
+            "confirmed_writes_per_s",
+            "fraction_of_line_rate",
+            "stock_pymodbus_client_per_s",
+            "stock_fraction_of_line_rate",
+            "elapsed_s",
+        ):
+            res[k] = statistics.median(r[k] for r in runs)
+            res[k + "_runs"] = [r[k] for r in runs]
+        res["repeat"] = args.repeat
+        res["note"] = "medians over repeats; each run also times pymodbus's stock client"
+        json.dump(res, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""Delivery: send commands, confirm them by read-back, retry safely, journal everything.
+
+Semantics that make retries harmless:
+
+* only absolute setpoints and whole parameter sets go on the wire, never nudges;
+* each command carries a command id; the controller echoes the last applied id in its
+  status and ignores a repeat of an id it already applied (same content), so neither
+  pymodbus (whose own retries are off anyway) nor the bridge's retries, nor a resume
+  after a crash, can apply a command twice;
+* a command counts as *confirmed* only when a status read shows its id (and, for a
+  move, its setpoints as the axis targets; for a parameter set, the active block read
+  back equal to what was sent).
+
+Each command ends ``confirmed``, ``rejected`` (Modbus exception, with the controller's
+reason), ``unreachable`` (no valid reply at all) or ``failed`` (replies, but no
+confirmation) — after at most ``RetryPolicy.max_attempts`` attempts, each bounded by the
+link's timeout, with exponential back-off between them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from firmware_bridge import registers as R
+from firmware_bridge.errors import (
+    ActuatorError,
+    ConfirmationFailed,
+    ControllerRejected,
+    ControllerTimeout,
+    PortError,
+)
+from firmware_bridge.journal import FINAL_STATES, Journal, JournalEntry, utc_now
+from firmware_bridge.transport import ModbusLink
+
+KINDS = ("move", "stow", "params")
+
+
+@dataclass(frozen=True, slots=True)
+class ActuatorCommand:
+    """One command for one controller.
+
+    Attributes
+    ----------
+    heliostat : str
+    address : int
+        Modbus address 1..247.
+    kind : {"move", "stow", "params"}
+    setpoints_steps : tuple of 2 int, optional
+        Absolute axis setpoints of a move. [steps]
+    params : tuple of float, optional
+        Whole error-parameter set in canonical order (``error_names(drive)``), rad / m.
+    """
+
+    heliostat: str
+    address: int
+    kind: str
+    setpoints_steps: tuple[int, int] | None = None
+    params: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"command kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "move" and self.setpoints_steps is None:
+            raise ValueError("a move needs setpoints_steps")
+        if self.kind == "params" and self.params is None:
+            raise ValueError("a parameter upload needs params")
+
+    def payload(self) -> dict:
+        d: dict = {}
+        if self.setpoints_steps is not None:
+            d["setpoints_steps"] = list(self.setpoints_steps)
+        if self.params is not None:
+            d["params"] = list(self.params)
+        return d
+
+    @classmethod
+    def from_entry(cls, e: JournalEntry) -> ActuatorCommand:
+        sp = e.payload.get("setpoints_steps")
+        pr = e.payload.get("params")
+        return cls(
+            e.heliostat,
+            e.address,
+            e.kind,
+            tuple(int(v) for v in sp) if sp is not None else None,
+            tuple(float(v) for v in pr) if pr is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one command ended."""
+
+    heliostat: str
+    address: int
+    kind: str
+    command_id: int
+    state: str  # confirmed | rejected | unreachable | failed
+    attempts: int
+    exception_code: int | None = None
+    detail: str = ""
+    resumed: bool = False
+
+    def raise_for_state(self) -> Outcome:
+        """Return self when confirmed; else raise the matching :class:`ActuatorError`."""
+        if self.state == "confirmed":
+            return self
+        if self.state == "rejected":
+            raise ControllerRejected(self.address, self.exception_code or 0, self.detail)
+        if self.state == "unreachable":
+            raise ControllerTimeout(self.detail or f"controller {self.address} unreachable")
+        raise ConfirmationFailed(self.detail or f"controller {self.address}: not confirmed")
+
+    def to_dict(self) -> dict:
+        return {
+            "heliostat": self.heliostat,
+            "address": self.address,
+            "kind": self.kind,
+            "command_id": self.command_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "exception_code": self.exception_code,
+            "detail": self.detail,
+            "resumed": self.resumed,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Bounded retries with exponential back-off.
+
+    Attributes
+    ----------
+    max_attempts : int
+        Attempts per command (each: optional status read, write(s), status read).
+    backoff_s, backoff_factor, backoff_max_s : float
+        Wait before attempt k (k ≥ 2): ``min(backoff_s · factor^(k−2), backoff_max_s)``.
+    breaker_failures : int
+        After this many consecutive unreachable commands a controller gets only one
+        attempt per command for the rest of the run.
+    """
+
+    max_attempts: int = 5
+    backoff_s: float = 0.02
+    backoff_factor: float = 2.0
+    backoff_max_s: float = 0.5
+    breaker_failures: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be ≥ 1, got {self.max_attempts!r}")
+
+    def wait_s(self, attempt: int) -> float:
+        if attempt <= 1:
+            return 0.0
+        return min(self.backoff_s * self.backoff_factor ** (attempt - 2), self.backoff_max_s)
+
+
+@dataclass
+class ControllerHealth:
+    """Per-controller health over a bridge's life."""
+
+    address: int
+    consecutive_failures: int = 0
+    last_seen_utc: str | None = None
+    last_outcome: str | None = None
+    boot_count: int | None = None
+    resets_seen: int = 0
+    replies: int = 0
+    timeouts: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Bridge:
+    """Commands to the controllers of one bus.
+
+    Parameters
+    ----------
+    link : ModbusLink
+        An open link.
+    journal : Journal, optional
+        Where commands and outcomes are recorded (a throwaway in-memory one if None).
+    retry : RetryPolicy
+    sleep : callable
+        Waits between attempts (injectable for tests).
+    """
+
+    link: ModbusLink
+    journal: Journal | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+    health: dict[int, ControllerHealth] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.journal is None:
+            self.journal = Journal(":memory:")
+
+    # ------------------------------------------------------------------ reads
+    def _health(self, address: int) -> ControllerHealth:
+        if address not in self.health:
+            self.health[address] = ControllerHealth(address)
+        return self.health[address]
+
+    def _read(self, address: int, start: int, count: int) -> list[int]:
+        h = self._health(address)
+        try:
+            regs = self.link.read_registers(address, start, count)
+        except ControllerTimeout:
+            h.timeouts += 1
+            raise
+        h.replies += 1
+        h.last_seen_utc = utc_now()
+        return regs
+
+    def _write(self, address: int, start: int, values: Sequence[int]) -> None:
+        h = self._health(address)
+        try:
+            self.link.write_registers(address, start, values)
+        except ControllerTimeout:
+            h.timeouts += 1
+            raise
+        except ControllerRejected:
+            h.replies += 1
+            h.last_seen_utc = utc_now()
+            raise
+        h.replies += 1
+        h.last_seen_utc = utc_now()
+
+    def status(self, address: int) -> R.Status:
+        """Read and decode a controller's status block."""
+        st = R.Status.from_registers(self._read(address, R.STATUS_START, R.STATUS_COUNT))
+        h = self._health(address)
+        if h.boot_count is not None and st.boot_count != h.boot_count:
+            h.resets_seen += 1
+        h.boot_count = st.boot_count
+        return st
+
+    def identity(self, address: int) -> dict:
+        """Read the identity block; raises ActuatorError if it is not our controller."""
+        regs = self._read(address, R.IDENTITY_START, R.IDENTITY_COUNT)
+        if regs[R.REG_MAGIC] != R.MAGIC:
+            raise ActuatorError(
+                f"controller {address}: identity register 0 reads {regs[0]:#06x}, expected "
+                f"{R.MAGIC:#06x} (not a heliostat controller, or another register map)"
+            )
+        drive = {v: k for k, v in R.DRIVE_CODES.items()}.get(regs[R.REG_DRIVE], "unknown")
+        return {
+            "address": address,
+            "map_version": regs[R.REG_MAP_VERSION],
+            "firmware": f"{regs[R.REG_FW_VERSION] >> 8}.{regs[R.REG_FW_VERSION] & 0xFF}."
+            f"{regs[R.REG_FW_PATCH]}",
+            "drive": drive,
+            "n_params": regs[R.REG_MAX_PARAMS],
+            "serial": R.regs_to_u32(regs[R.REG_SERIAL : R.REG_SERIAL + 2]),
+        }
+
+    # ------------------------------------------------------------------ one command
+    def _judge(self, cmd: ActuatorCommand, cid: int, st: R.Status) -> tuple[str, str] | None:
+        """(state, detail) when the status settles the command, else None."""
+        if st.last_command_id == cid:
+            if cmd.kind == "move" and st.target_steps != tuple(cmd.setpoints_steps or ()):
+                return "failed", (
+                    f"controller {cmd.address} shows command {cid} but targets "
+                    f"{st.target_steps}, expected {cmd.setpoints_steps}"
+                )
+            if cmd.kind == "params":
+                if st.param_set_id != cid:
+                    return "failed", (
+                        f"controller {cmd.address} shows command {cid} but parameter set "
+                        f"{st.param_set_id}"
+                    )
+                sent = R.encode_params(cmd.params or ())
+                back = self._read(cmd.address, R.REG_PARAM_ACTIVE, len(sent))
+                if back != sent:
+                    return "failed", (
+                        f"controller {cmd.address}: active parameter block read back differs "
+                        "from the one sent"
+                    )
+            if cmd.kind == "stow" and not st.flags & (R.Flag.STOWING | R.Flag.STOWED):
+                return "failed", f"controller {cmd.address} shows command {cid} but is not stowing"
+            return "confirmed", ""
+        if st.rejected_command_id == cid and st.reject_code != R.RejectCode.NONE:
+            return (
+                "rejected",
+                f"controller {cmd.address} rejected command {cid}: {st.reject_code.name}",
+            )
+        return None
+
+    def _send(self, cmd: ActuatorCommand, cid: int) -> None:
+        if cmd.kind == "params":
+            block = R.encode_params(cmd.params or ())
+            self._write(cmd.address, R.REG_PARAM_STAGING, block)
+            regs = R.encode_command(cid, R.CommandCode.APPLY_PARAMS, arg=R.crc16_regs(block))
+        elif cmd.kind == "stow":
+            regs = R.encode_command(cid, R.CommandCode.STOW)
+        else:
+            regs = R.encode_command(cid, R.CommandCode.MOVE, cmd.setpoints_steps)
+        self._write(cmd.address, R.COMMAND_START, regs)
+
+    def deliver(
+        self,
+        cmd: ActuatorCommand,
+        cid: int,
+        check_first: bool = False,
+        on_sent: Callable[[int], None] | None = None,
+        max_attempts: int | None = None,
+    ) -> Outcome:
+        """Deliver one command with id ``cid`` until it is settled or attempts run out.
+
+        ``check_first`` reads the status before the first write (a resumed command may
+        already be applied). ``on_sent(attempt)`` is called before each write goes out.
+        """
+        n_max = max_attempts or self.retry.max_attempts
+        attempts, replied, last = 0, False, ""
+        for attempt in range(1, n_max + 1):
+            wait = self.retry.wait_s(attempt)
+            if wait > 0:
+                self.sleep(wait)
+            attempts = attempt
+            try:
+                if check_first:
+                    verdict = self._judge(cmd, cid, self.status(cmd.address))
+                    replied = True
+                    if verdict:
+                        return self._finish(cmd, cid, verdict[0], attempts, None, verdict[1])
+                check_first = True
+                if on_sent is not None:
+                    on_sent(attempt)
+                self._send(cmd, cid)
+                replied = True
+                verdict = self._judge(cmd, cid, self.status(cmd.address))
+                if verdict:
+                    return self._finish(cmd, cid, verdict[0], attempts, None, verdict[1])
+                last = f"controller {cmd.address}: status does not show command {cid}"
+            except ControllerRejected as exc:
+                reason = ""
+                try:
+                    st = self.status(cmd.address)
+                    if st.rejected_command_id == cid and st.reject_code != R.RejectCode.NONE:
+                        reason = f", reason {st.reject_code.name}"
+                except ActuatorError:
+                    pass
+                return self._finish(
+                    cmd, cid, "rejected", attempts, exc.exception_code, f"{exc}{reason}"
+                )
+            except ControllerTimeout as exc:
+                last = str(exc)
+            except PortError as exc:
+                # A transient port fault: reopen and count the attempt as failed. If the
+                # port cannot be reopened the batch stops here (the journal resumes it).
+                last = str(exc)
+                self.link.reopen()
+        state = "failed" if replied else "unreachable"
+        return self._finish(cmd, cid, state, attempts, None, last)
+
+    def _finish(self, cmd, cid, state, attempts, exc_code, detail) -> Outcome:
+        h = self._health(cmd.address)
+        h.last_outcome = state
+        if state in ("unreachable", "failed"):
+            h.consecutive_failures += 1
+        else:
+            h.consecutive_failures = 0
+        return Outcome(cmd.heliostat, cmd.address, cmd.kind, cid, state, attempts, exc_code, detail)
+
+    # ------------------------------------------------------------------ batches
+    def run(
+        self,
+        batch_key: str,
+        source: str,
+        commands: Sequence[ActuatorCommand],
+        broadcast_stow: bool = False,
+        progress: Callable[[Outcome, int, int], None] | None = None,
+    ) -> list[Outcome]:
+        """Journal a batch (or find it again) and deliver every command not yet settled.
+
+        With ``broadcast_stow`` (all commands must be stows), one broadcast frame carries
+        one shared command id; each controller is then confirmed by read-back and any that
+        missed it gets the same command unicast.
+        """
+        j = self.journal
+        if j is None:  # pragma: no cover - set in __post_init__
+            raise RuntimeError("bridge has no journal")
+        resuming = j.has_batch(batch_key)
+        if resuming:
+            entries = j.entries(batch_key)
+            if len(entries) != len(commands) or any(
+                ActuatorCommand.from_entry(e) != c for e, c in zip(entries, commands, strict=True)
+            ):
+                raise ActuatorError(
+                    f"journal {j.path} holds batch {batch_key[:12]} with other commands; "
+                    "refusing to mix them"
+                )
+        else:
+            if broadcast_stow and any(c.kind != "stow" for c in commands):
+                raise ValueError("broadcast is only allowed for stow")
+            group = 0 if broadcast_stow else None
+            entries = j.create_batch(
+                batch_key,
+                source,
+                [
+                    (c.heliostat, self.link.port, c.address, c.kind, c.payload(), group)
+                    for c in commands
+                ],
+            )
+        if broadcast_stow:
+            pending = [e for e in entries if e.state == "pending"]
+            if pending:
+                regs = R.encode_command(pending[0].command_id, R.CommandCode.STOW)
+                for e in pending:
+                    j.mark(e.row_id, "sent", 0)
+                self.link.broadcast_write(R.COMMAND_START, regs)
+                entries = j.entries(batch_key)
+        # Delivery is sequential, so of the commands still ``pending`` only the first can
+        # have been on the wire when a previous run died: it (and every command that
+        # ended unreachable/failed before) starts with a status read-back.
+        first_pending = next((e.seq for e in entries if e.state == "pending"), None)
+        outcomes = []
+        for i, e in enumerate(entries):
+            cmd = ActuatorCommand.from_entry(e)
+            if e.state in FINAL_STATES:
+                out = Outcome(
+                    e.heliostat,
+                    e.address,
+                    e.kind,
+                    e.command_id,
+                    e.state,
+                    e.attempts,
+                    e.exception_code,
+                    e.detail,
+                    resumed=True,
+                )
+            else:
+                h = self._health(e.address)
+                limit = 1 if h.consecutive_failures >= self.retry.breaker_failures else None
+                prior = e.attempts
+                resumed = e.state != "pending" or (e.seq == first_pending and resuming)
+                out = self.deliver(cmd, e.command_id, check_first=resumed, max_attempts=limit)
+                out = Outcome(
+                    **{**out.to_dict(), "attempts": prior + out.attempts, "resumed": resumed}
+                )
+                j.mark(e.row_id, out.state, out.attempts, out.exception_code, out.detail)
+            outcomes.append(out)
+            if progress is not None:
+                progress(out, i + 1, len(entries))
+        return outcomes

@@ -1,0 +1,298 @@
+"""Safety checks and command planning: nothing unsafe ever reaches :mod:`delivery`.
+
+Refused, with every problem named and nothing on the wire:
+
+* a heliostat or address that is not in the field config;
+* a setpoint outside the actuator's travel limits (``min_steps``..``max_steps``);
+* a correction larger than ``safety.max_correction_mrad``: for a setpoint,
+  |θ(setpoint) − θ(nominal)| per axis, converted from steps with the nominal kinematics;
+  for a parameter set, the largest mirror rotation it commands toward the target over
+  the sky (:func:`param_correction_mrad`);
+* a parameter set for the wrong drive, with unknown names, or with non-finite values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from firmware_bridge.delivery import ActuatorCommand
+from firmware_bridge.errors import SafetyRefused
+from firmware_bridge.registers import I32_MAX, I32_MIN
+from heliostat.config import FieldConfig, Heliostat
+from heliostat.kinematics import error_names
+
+CORRECTIONS_FORMAT = "heliostat-corrections/1"
+#: Largest translation / stroke error the bridge will upload (a sanity bound). [m]
+MAX_PARAM_LENGTH_M = 0.5
+
+
+def heliostat_for_address(cfg: FieldConfig, address: int, bus: str | None = None) -> Heliostat:
+    """The heliostat at an address (on a bus); SafetyRefused when there is none."""
+    hits = [
+        h for h in cfg.heliostats.values() if h.address == address and (bus is None or h.bus == bus)
+    ]
+    if len(hits) != 1:
+        where = f" on bus {bus!r}" if bus else ""
+        why = "is not in" if not hits else "is ambiguous (several buses) in"
+        raise SafetyRefused(
+            f"address {address}{where} {why} the field config {cfg.source}; refusing to send"
+        )
+    return hits[0]
+
+
+def _heliostat(cfg: FieldConfig, heliostat_id: str) -> Heliostat:
+    if heliostat_id not in cfg.heliostats:
+        raise SafetyRefused(
+            f"heliostat {heliostat_id!r} is not in the field config {cfg.source}; refusing to send"
+        )
+    return cfg.heliostats[heliostat_id]
+
+
+def limit_problems(h: Heliostat, setpoints_steps: Iterable[int]) -> list[str]:
+    """Problems with a setpoint against the travel limits (empty when fine)."""
+    out = []
+    for i, (axis, sp) in enumerate(zip(h.kinematics.axes, setpoints_steps, strict=True)):
+        if not (isinstance(sp, int | np.integer) and I32_MIN <= sp <= I32_MAX):
+            out.append(f"{h.id}: axis{i + 1} setpoint {sp!r} is not a 32-bit integer step count")
+        elif not axis.min_steps <= sp <= axis.max_steps:
+            out.append(
+                f"{h.id}: axis{i + 1} setpoint {sp} steps is outside the actuator limits "
+                f"[{axis.min_steps}, {axis.max_steps}]"
+            )
+    return out
+
+
+def correction_problems(
+    h: Heliostat, setpoints_steps, nominal_steps, max_correction_mrad: float
+) -> list[str]:
+    """Problems with the joint-angle change from nominal to setpoint (empty when fine)."""
+    ang = h.kinematics.steps_to_angles(np.array([setpoints_steps, nominal_steps], dtype=float))
+    d_mrad = np.abs(ang[0] - ang[1]) * 1e3
+    out = []
+    for i, d in enumerate(d_mrad):
+        if not math.isfinite(d):
+            out.append(f"{h.id}: axis{i + 1} setpoint or nominal is outside the actuator geometry")
+        elif d > max_correction_mrad:
+            out.append(
+                f"{h.id}: axis{i + 1} correction {d:.3f} mrad exceeds the maximum "
+                f"{max_correction_mrad:g} mrad (setpoint {setpoints_steps[i]}, nominal "
+                f"{nominal_steps[i]} steps)"
+            )
+    return out
+
+
+def _sun_grid() -> np.ndarray:
+    """Sun directions over the sky the field works in (azimuth every 30°, elevation
+    10°–80°): 48 unit vectors, ENU."""
+    from heliostat.frames import azel_to_enu
+
+    az, el = np.meshgrid(np.radians(np.arange(0.0, 360.0, 30.0)), np.radians([10, 30, 55, 80]))
+    return azel_to_enu(az.ravel(), el.ravel())
+
+
+def param_correction_mrad(h: Heliostat, errors, aim_enu_m) -> float:
+    """Largest mirror rotation an error-parameter set commands, over the sky. [mrad]
+
+    The controller aims with ``nominal + errors``. Over a grid of sun positions (those
+    the heliostat can serve within its travel limits) this compares the motor steps that
+    put the beam on ``aim_enu_m`` with and without the error set, and returns the largest
+    angle between the mirror normals the nominal model gives for the two: how far the
+    correction turns the mirror (the beam turns twice as far). Joint angles themselves
+    are a poor measure here: near a vertical normal a small tilt needs a large azimuth
+    change, and the parameters of a poorly conditioned fit may be large one by one while
+    their joint effect is small. NaN when no pose is reachable.
+    """
+    from heliostat.kinematics import KinematicsError
+
+    kin = h.kinematics
+    sun = _sun_grid()
+    aim = np.broadcast_to(np.asarray(aim_enu_m, dtype=float), sun.shape)
+
+    # Motor steps commanded without and with the error set (zero offsets and strokes act
+    # only here, in steps ↔ angles), then the mirror normals the nominal model gives.
+    def steps(e):
+        try:
+            th = kin.inverse_angles(aim, sun, e)
+        except KinematicsError:  # rare: solve row by row, dropping the unreachable
+            th = np.full((len(sun), 2), np.nan)
+            for k, (a, s) in enumerate(zip(aim, sun, strict=True)):
+                try:
+                    th[k] = kin.inverse_angles(a, s, e)[0]
+                except KinematicsError:
+                    pass
+        with np.errstate(invalid="ignore"):
+            return kin.angles_to_steps(th, e)
+
+    nom, cor = steps(None), steps(errors)
+    fin = np.all(np.isfinite(nom), axis=1) & np.all(np.isfinite(cor), axis=1)
+    nom, cor = nom[fin], cor[fin]
+    ok = kin.within_limits(nom) & kin.within_limits(cor)
+    if not np.any(ok):
+        return math.nan
+    n_nom = kin.forward(nom[ok]).u_normal_enu
+    n_cor = kin.forward(cor[ok]).u_normal_enu
+    cos = np.clip(np.sum(n_nom * n_cor, axis=1), -1.0, 1.0)
+    return float(np.max(np.arccos(cos)) * 1e3)
+
+
+def param_problems(
+    h: Heliostat,
+    drive: str | None,
+    parameters: Mapping[str, Any],
+    max_correction_mrad: float,
+    aim_enu_m=None,
+) -> tuple[list[str], tuple[float, ...]]:
+    """Problems with a parameter set, and the values in canonical order.
+
+    Checked: drive and names, finite values, translations within ``MAX_PARAM_LENGTH_M``,
+    and the mirror rotation the set commands (:func:`param_correction_mrad`, toward
+    ``aim_enu_m``) within ``max_correction_mrad``.
+    """
+    from heliostat.kinematics import KinematicErrors
+
+    names = error_names(h.kinematics.drive)
+    out = []
+    if drive is not None and drive != h.kinematics.drive:
+        out.append(
+            f"{h.id}: corrections are for drive {drive!r}, the field has {h.kinematics.drive!r}"
+        )
+        return out, ()
+    unknown = sorted(set(parameters) - set(names))
+    if unknown:
+        out.append(f"{h.id}: unknown {h.kinematics.drive} parameter(s) {', '.join(unknown)}")
+    values = []
+    for n in names:
+        v = parameters.get(n, 0.0)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            out.append(f"{h.id}: parameter {n} must be a finite number, got {v!r}")
+            values.append(0.0)
+            continue
+        if n.endswith("_m") and abs(v) > MAX_PARAM_LENGTH_M:
+            out.append(f"{h.id}: parameter {n} = {v} m exceeds {MAX_PARAM_LENGTH_M} m")
+        values.append(float(v))
+    if out or aim_enu_m is None:
+        return out, tuple(values)
+    d = param_correction_mrad(h, KinematicErrors(h.kinematics.drive, tuple(values)), aim_enu_m)
+    if not math.isfinite(d):
+        out.append(f"{h.id}: the parameter set leaves no reachable pose toward the target")
+    elif d > max_correction_mrad:
+        out.append(
+            f"{h.id}: parameter set turns the mirror by up to {d:.3f} mrad, more than the "
+            f"maximum correction {max_correction_mrad:g} mrad"
+        )
+    return out, tuple(values)
+
+
+def plan_move(
+    cfg: FieldConfig, heliostat_id: str, setpoints_steps: tuple[int, int]
+) -> ActuatorCommand:
+    """A checked absolute move (limits only: a manual move has no nominal)."""
+    h = _heliostat(cfg, heliostat_id)
+    problems = limit_problems(h, setpoints_steps)
+    if problems:
+        raise SafetyRefused("; ".join(problems) + "; nothing sent")
+    return ActuatorCommand(
+        h.id, h.address, "move", (int(setpoints_steps[0]), int(setpoints_steps[1]))
+    )
+
+
+def plan_stow(cfg: FieldConfig, heliostat_ids: Iterable[str]) -> list[ActuatorCommand]:
+    return [
+        ActuatorCommand(h.id, h.address, "stow")
+        for h in map(lambda i: _heliostat(cfg, i), heliostat_ids)
+    ]
+
+
+def load_corrections(path: str | Path) -> dict:
+    """Read a corrections file (format ``heliostat-corrections/1``, docs/corrections.md)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise OSError(f"{p}: corrections file not found") from None
+    except ValueError as exc:
+        raise ValueError(f"{p}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != CORRECTIONS_FORMAT:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{p}: key 'format': expected {CORRECTIONS_FORMAT!r}, got {got!r}")
+    hs = data.get("heliostats")
+    if not isinstance(hs, list):
+        raise ValueError(f"{p}: key 'heliostats': expected a list")
+    for i, h in enumerate(hs):
+        if not isinstance(h, dict) or not isinstance(h.get("heliostat"), str):
+            raise ValueError(f"{p}: heliostats[{i}]: expected an object with a 'heliostat' id")
+    return data
+
+
+def _aim(cfg: FieldConfig, rec: Mapping[str, Any]):
+    """Aim point for the parameter check: the setpoints' target, else the first target."""
+    tid = next((sp.get("target") for sp in rec.get("setpoints") or [] if sp.get("target")), None)
+    tgt = cfg.targets.get(tid) if tid else next(iter(cfg.targets.values()), None)
+    return None if tgt is None else tgt.centre_enu_m
+
+
+def plan_corrections(
+    cfg: FieldConfig,
+    corrections: Mapping[str, Any],
+    params: bool = True,
+    setpoints: str = "all",
+) -> list[ActuatorCommand]:
+    """Checked commands for a corrections file: per heliostat, the parameter set first,
+    then its setpoints in time order (``setpoints``: ``"all"``, ``"latest"`` or
+    ``"none"``). Raises SafetyRefused listing *every* problem; then nothing is sent."""
+    if setpoints not in ("all", "latest", "none"):
+        raise ValueError(f"setpoints must be all, latest or none, got {setpoints!r}")
+    max_mrad = cfg.safety.max_correction_mrad
+    problems: list[str] = []
+    out: list[ActuatorCommand] = []
+    for i, rec in enumerate(corrections["heliostats"]):
+        hid = rec["heliostat"]
+        if hid not in cfg.heliostats:
+            problems.append(f"heliostats[{i}]: heliostat {hid!r} is not in the field config")
+            continue
+        h = cfg.heliostats[hid]
+        if params and rec.get("parameters") is not None:
+            if not isinstance(rec["parameters"], Mapping):
+                problems.append(f"{hid}: 'parameters' must be an object")
+            else:
+                pp, values = param_problems(
+                    h, rec.get("drive"), rec["parameters"], max_mrad, _aim(cfg, rec)
+                )
+                problems += pp
+                if not pp:
+                    out.append(ActuatorCommand(hid, h.address, "params", params=values))
+        sps = rec.get("setpoints") or []
+        if setpoints == "none" or not sps:
+            continue
+        sps = sorted(sps, key=lambda s: str(s.get("time_utc", "")))
+        if setpoints == "latest":
+            sps = sps[-1:]
+        for k, sp in enumerate(sps):
+            try:
+                st = (sp["axis1_steps"], sp["axis2_steps"])
+                nom = (sp["nominal_axis1_steps"], sp["nominal_axis2_steps"])
+            except (KeyError, TypeError):
+                problems.append(
+                    f"{hid}: setpoints[{k}] needs axis1_steps, axis2_steps, nominal_axis1_steps "
+                    "and nominal_axis2_steps"
+                )
+                continue
+            pr = limit_problems(h, st)
+            if not pr:
+                pr = correction_problems(h, st, nom, max_mrad)
+            problems += [f"{p} (setpoint at {sp.get('time_utc', '?')})" for p in pr]
+            if not pr:
+                out.append(ActuatorCommand(hid, h.address, "move", (int(st[0]), int(st[1]))))
+    if problems:
+        n = len(problems)
+        raise SafetyRefused(
+            f"refusing the corrections ({n} problem{'s' if n > 1 else ''}); nothing sent: "
+            + "; ".join(problems)
+        )
+    return out

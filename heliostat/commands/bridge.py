@@ -1,0 +1,378 @@
+"""``heliostat bridge ping|status|move|apply|stow``: talk to actuator controllers."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from heliostat.commands._common import print_json, print_table
+
+
+def _default_journal() -> str:
+    env = os.environ.get("HELIOSTAT_BRIDGE_JOURNAL")
+    if env:
+        return env
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "heliostat" / "bridge-journal.sqlite")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bridge",
+        help="deliver commands and corrections to actuator controllers (Modbus RTU)",
+        description="Talk to heliostat controllers over RS-485 / Modbus RTU. Writes are "
+        "checked against the field config's limits first; real ports ask for confirmation.",
+    )
+    bsub = p.add_subparsers(dest="bridge_command", metavar="ACTION")
+
+    def common(sp: argparse.ArgumentParser, writes: bool) -> None:
+        sp.add_argument("--port", help="serial device or pyserial URL (default: the bus's port)")
+        sp.add_argument("--field", help="field.toml (required for commands that write)")
+        sp.add_argument("--bus", help="bus name in the field config (when it has several)")
+        sp.add_argument("--address", type=int, help="controller address 1..247")
+        sp.add_argument("--baudrate", type=int, help="default: the bus's, else 115200")
+        sp.add_argument("--timeout-s", type=float, help="reply timeout per request [s]")
+        sp.add_argument("--attempts", type=int, default=5, help="attempts per command")
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if writes:
+            sp.add_argument("--dry-run", action="store_true", help="show what would be sent")
+            sp.add_argument("--yes", action="store_true", help="do not ask on real ports")
+            sp.add_argument(
+                "--journal",
+                default=None,
+                help="SQLite journal (default: "
+                "$HELIOSTAT_BRIDGE_JOURNAL or ~/.local/state/heliostat/...)",
+            )
+
+    sp = bsub.add_parser("ping", help="read controllers' identity")
+    common(sp, False)
+    sp.set_defaults(func=_ping)
+    sp = bsub.add_parser("status", help="read controllers' status")
+    common(sp, False)
+    sp.set_defaults(func=_status)
+    sp = bsub.add_parser("move", help="send absolute setpoints to one controller")
+    common(sp, True)
+    sp.add_argument("--heliostat", help="heliostat id (instead of --address)")
+    sp.add_argument("--axis1-steps", type=int, required=True)
+    sp.add_argument("--axis2-steps", type=int, required=True)
+    sp.set_defaults(func=_move)
+    sp = bsub.add_parser("apply", help="upload a corrections file (parameters and setpoints)")
+    common(sp, True)
+    sp.add_argument("corrections", help="corrections JSON written by calibration")
+    sp.add_argument(
+        "--setpoints",
+        choices=("all", "latest", "none"),
+        default="all",
+        help="which setpoints to send (default: all, in time order)",
+    )
+    sp.add_argument("--no-params", action="store_true", help="do not upload parameter sets")
+    sp.set_defaults(func=_apply)
+    sp = bsub.add_parser("stow", help="stow one controller, or the field's")
+    common(sp, True)
+    sp.add_argument("--heliostat", help="heliostat id")
+    sp.add_argument(
+        "--broadcast",
+        action="store_true",
+        help="one broadcast frame (address 0), then read-back of each controller",
+    )
+    sp.set_defaults(func=_stow)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+# --------------------------------------------------------------------------- helpers
+def _field(args):
+    if not args.field:
+        return None
+    from heliostat.config import load_field
+
+    return load_field(args.field)
+
+
+def _bus_groups(args, cfg, heliostat_ids=None):
+    """[(port, bus settings, [heliostat ids])] for the selected heliostats."""
+    from heliostat.config import Bus
+
+    ids = list(heliostat_ids) if heliostat_ids is not None else list(cfg.heliostats)
+    if args.bus:
+        if cfg.buses and args.bus not in cfg.buses:
+            raise KeyError(f"bus {args.bus!r} is not in the field config {cfg.source}")
+        ids = [i for i in ids if cfg.heliostats[i].bus == args.bus]
+    buses = sorted({cfg.heliostats[i].bus for i in ids})
+    if args.port and len(buses) > 1:
+        raise ValueError(
+            f"--port given but the heliostats are on buses {', '.join(buses)}; "
+            "choose one with --bus"
+        )
+    out = []
+    for b in buses:
+        bus = cfg.buses.get(b) or Bus(b, args.port or "")
+        port = args.port or bus.port
+        out.append((port, bus, [i for i in ids if cfg.heliostats[i].bus == b]))
+    return out
+
+
+def _link(args, port, bus=None):
+    from firmware_bridge.transport import ModbusLink
+
+    baud = args.baudrate or (bus.baudrate if bus else 115200)
+    return ModbusLink(
+        port,
+        baudrate=baud,
+        parity=bus.parity if bus else "N",
+        stopbits=bus.stopbits if bus else 1,
+        timeout_s=args.timeout_s or (bus.timeout_s if bus else 0.2),
+    )
+
+
+def _read_targets(args):
+    """[(port, bus, [(heliostat id or '', address)])] for ping/status."""
+    cfg = _field(args)
+    if cfg is None:
+        if not args.port or args.address is None:
+            raise ValueError("give --port and --address, or --field")
+        return [(args.port, None, [("", args.address)])]
+    if args.address is not None:
+        from firmware_bridge.safety import heliostat_for_address
+
+        h = heliostat_for_address(cfg, args.address, args.bus)
+        groups = _bus_groups(args, cfg, [h.id])
+    else:
+        groups = _bus_groups(args, cfg)
+    return [(p, b, [(i, cfg.heliostats[i].address) for i in ids]) for p, b, ids in groups]
+
+
+def _each(args, fn):
+    from firmware_bridge.delivery import Bridge
+    from firmware_bridge.errors import ActuatorError
+
+    rows = []
+    for port, bus, targets in _read_targets(args):
+        with _link(args, port, bus) as link:
+            br = Bridge(link)
+            for hid, addr in targets:
+                row = {"heliostat": hid, "address": addr, "port": port}
+                try:
+                    row.update(fn(br, addr))
+                    row["ok"] = True
+                except ActuatorError as exc:
+                    row.update(ok=False, error=str(exc))
+                rows.append(row)
+    return rows
+
+
+def _print_rows(args, rows, columns):
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, columns)
+    return 0 if all(r.get("ok", True) for r in rows) else 1
+
+
+def _ping(args) -> int:
+    rows = _each(args, lambda br, a: br.identity(a))
+    return _print_rows(
+        args, rows, ["heliostat", "address", "ok", "firmware", "drive", "serial", "error"]
+    )
+
+
+def _status(args) -> int:
+    rows = _each(args, lambda br, a: br.status(a).to_dict())
+    cols = [
+        "heliostat",
+        "address",
+        "ok",
+        "axis1_steps",
+        "axis2_steps",
+        "last_command_id",
+        "flags",
+        "error",
+    ]
+    if not args.json:
+        for r in rows:
+            r["flags"] = ",".join(r.get("flags", []))
+    return _print_rows(args, rows, cols)
+
+
+def _require_field(args):
+    cfg = _field(args)
+    if cfg is None:
+        raise ValueError(
+            "commands that write need --field (every address is checked against the field config)"
+        )
+    return cfg
+
+
+def _frames(cmd) -> list[dict]:
+    """The register writes a command makes, with their RTU frames (command id shown as 0)."""
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU
+    from pymodbus.pdu.register_message import WriteMultipleRegistersRequest
+
+    from firmware_bridge import registers as R
+
+    writes = []
+    if cmd.kind == "params":
+        block = R.encode_params(cmd.params)
+        writes.append((R.REG_PARAM_STAGING, block))
+        regs = R.encode_command(1, R.CommandCode.APPLY_PARAMS, arg=R.crc16_regs(block))
+    elif cmd.kind == "stow":
+        regs = R.encode_command(1, R.CommandCode.STOW)
+    else:
+        regs = R.encode_command(1, R.CommandCode.MOVE, cmd.setpoints_steps)
+    regs[0:2] = [0, 0]  # the id is assigned by the journal when sending
+    writes.append((R.COMMAND_START, regs))
+    fr = FramerRTU(DecodePDU(False))
+    out = []
+    for start, values in writes:
+        pdu = WriteMultipleRegistersRequest(address=start, registers=values, dev_id=cmd.address)
+        out.append({"start": start, "registers": values, "frame_hex": fr.buildFrame(pdu).hex(" ")})
+    return out
+
+
+def _confirm(args, cfg, port, n) -> None:
+    from firmware_bridge.ports import is_simulated
+
+    if args.yes or is_simulated(port) or not cfg.safety.require_confirmation:
+        return
+    if not sys.stdin.isatty():
+        raise ValueError(
+            f"{port} is a real serial port: pass --yes to send {n} command(s), or --dry-run"
+        )
+    ans = input(f"Send {n} command(s) to the controllers on {port}? [y/N] ")
+    if ans.strip().lower() not in ("y", "yes"):
+        raise ValueError("not confirmed; nothing sent")
+
+
+def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
+    from firmware_bridge.delivery import Bridge, RetryPolicy
+    from firmware_bridge.journal import Journal
+
+    groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
+    if args.dry_run:
+        rows = []
+        for port, _bus, ids in groups:
+            for c in commands:
+                if c.heliostat in ids:
+                    rows.append(
+                        {
+                            "port": port,
+                            "heliostat": c.heliostat,
+                            "address": c.address,
+                            "kind": c.kind,
+                            "setpoints_steps": c.setpoints_steps,
+                            "params": c.params,
+                            "writes": _frames(c),
+                        }
+                    )
+        if broadcast:
+            for r in rows:
+                r["broadcast"] = True
+        if args.json:
+            print_json({"dry_run": True, "commands": rows})
+        else:
+            print(f"dry run: {len(rows)} command(s), nothing sent")
+            for r in rows:
+                what = r["setpoints_steps"] if r["kind"] == "move" else ""
+                print(
+                    f"  {r['port']} address {r['address']} ({r['heliostat']}): "
+                    f"{r['kind']} {what or ''}"
+                )
+                for w in r["writes"]:
+                    print(f"    FC16 @{w['start']}: {w['frame_hex']}")
+        return 0
+    for port, _bus, ids in groups:
+        _confirm(args, cfg, port, sum(1 for c in commands if c.heliostat in ids))
+    journal = Journal(args.journal or _default_journal())
+    outcomes = []
+    health = {}
+    try:
+        for port, bus, ids in groups:
+            cmds = [c for c in commands if c.heliostat in ids]
+            key = hashlib.sha256(f"{batch_key}|{port}".encode()).hexdigest()
+            with _link(args, port, bus) as link:
+                br = Bridge(link, journal, RetryPolicy(max_attempts=max(1, args.attempts)))
+                progress = None
+                if not args.json and sys.stderr.isatty():
+
+                    def progress(o, i, n, port=port):  # noqa: E306
+                        print(f"\r{port}: {i}/{n}", end="" if i < n else "\n", file=sys.stderr)
+
+                outcomes += br.run(key, source, cmds, broadcast_stow=broadcast, progress=progress)
+                health.update({f"{port}#{a}": h.to_dict() for a, h in br.health.items()})
+    finally:
+        journal.close()
+    counts = {}
+    for o in outcomes:
+        counts[o.state] = counts.get(o.state, 0) + 1
+    if args.json:
+        print_json(
+            {
+                "outcomes": [o.to_dict() for o in outcomes],
+                "counts": counts,
+                "health": health,
+                "journal": journal.path,
+            }
+        )
+    else:
+        print_table(
+            [o.to_dict() for o in outcomes],
+            ["heliostat", "address", "kind", "command_id", "state", "attempts", "detail"],
+        )
+        print("; ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return 0 if all(o.state == "confirmed" for o in outcomes) else 1
+
+
+def _move(args) -> int:
+    from firmware_bridge.safety import heliostat_for_address, plan_move
+
+    cfg = _require_field(args)
+    if args.address == 0:
+        raise ValueError("address 0 is the Modbus broadcast, which the bridge uses only to stow")
+    if args.heliostat:
+        hid = args.heliostat
+    elif args.address is not None:
+        hid = heliostat_for_address(cfg, args.address, args.bus).id
+    else:
+        raise ValueError("move needs --heliostat or --address")
+    cmd = plan_move(cfg, hid, (args.axis1_steps, args.axis2_steps))
+    return _execute(args, cfg, [cmd], f"move-{uuid.uuid4()}", "cli move")
+
+
+def _stow(args) -> int:
+    from firmware_bridge.safety import heliostat_for_address, plan_stow
+
+    cfg = _require_field(args)
+    if args.address == 0:  # Modbus broadcast: every controller of the field's bus
+        args.broadcast, args.address = True, None
+    if args.heliostat:
+        ids = [args.heliostat]
+    elif args.address is not None:
+        ids = [heliostat_for_address(cfg, args.address, args.bus).id]
+    else:
+        ids = list(cfg.heliostats)
+    cmds = plan_stow(cfg, ids)
+    return _execute(args, cfg, cmds, f"stow-{uuid.uuid4()}", "cli stow", broadcast=args.broadcast)
+
+
+def _apply(args) -> int:
+    from firmware_bridge.safety import load_corrections, plan_corrections
+
+    cfg = _require_field(args)
+    data = load_corrections(args.corrections)
+    if args.address is not None:
+        from firmware_bridge.safety import heliostat_for_address
+
+        hid = heliostat_for_address(cfg, args.address, args.bus).id
+        data = {**data, "heliostats": [h for h in data["heliostats"] if h["heliostat"] == hid]}
+    cmds = plan_corrections(cfg, data, params=not args.no_params, setpoints=args.setpoints)
+    if not cmds:
+        raise ValueError(f"{args.corrections}: nothing to send")
+    raw = Path(args.corrections).read_bytes()
+    key = hashlib.sha256(
+        raw + f"|{args.setpoints}|{args.no_params}|{args.address}".encode()
+    ).hexdigest()
+    return _execute(args, cfg, cmds, f"apply-{key}", f"apply {args.corrections}")

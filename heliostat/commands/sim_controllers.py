@@ -1,0 +1,84 @@
+"""``heliostat sim controllers``: emulate a field's controllers on virtual serial ports."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from heliostat.commands._common import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "controllers",
+        help="emulate a field's actuator controllers (Modbus RTU on pty ports)",
+        description="Start one emulated RS-485 bus per bus of the field, each a pty whose "
+        "path is printed; runs until Ctrl-C.",
+    )
+    p.add_argument("--field", required=True, help="field.toml")
+    p.add_argument("--baudrate", type=int, help="timing model baud rate (default: the bus's)")
+    p.add_argument("--no-timing", action="store_true", help="reply as fast as possible")
+    p.add_argument("--corrupt-p", type=float, default=0.0, help="bit-error probability per frame")
+    p.add_argument("--drop-p", type=float, default=0.0, help="lost-frame probability")
+    p.add_argument("--truncate-p", type=float, default=0.0, help="truncated-frame probability")
+    p.add_argument("--late-p", type=float, default=0.0, help="late-reply probability")
+    p.add_argument("--reset-p", type=float, default=0.0, help="controller reset probability")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
+    p.add_argument("--watchdog-s", type=float, default=60.0, help="watchdog timeout [s], 0 = off")
+    p.add_argument("--json", action="store_true", help="print the ports as JSON")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    from heliostat.config import load_field
+    from heliostat.kinematics import error_names
+    from sim.controllers import ControllerModel, EmulatedBus, FaultProfile, specs_for_field
+
+    cfg = load_field(args.field)
+    for name in ("corrupt_p", "drop_p", "truncate_p", "late_p", "reset_p"):
+        v = getattr(args, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {v!r}")
+    faults = FaultProfile(args.corrupt_p, args.drop_p, args.truncate_p, args.late_p, args.reset_p)
+    buses = []
+    out = {}
+    try:
+        for i, bname in enumerate(sorted({h.bus for h in cfg.heliostats.values()})):
+            ctls = []
+            for spec in specs_for_field(cfg, bname):
+                c = ControllerModel(spec, param_names=error_names(spec.drive))
+                c.watchdog_timeout_ds = int(round(args.watchdog_s * 10))
+                ctls.append(c)
+            b = cfg.buses.get(bname)
+            bus = EmulatedBus(
+                ctls,
+                baudrate=args.baudrate or (b.baudrate if b else 115200),
+                parity=b.parity if b else "N",
+                stopbits=b.stopbits if b else 1,
+                faults=faults,
+                seed=args.seed + i,
+                timing=not args.no_timing,
+            )
+            port = bus.start()
+            buses.append(bus)
+            out[bname or "bus"] = {
+                "port": port,
+                "addresses": sorted(bus.controllers),
+                "baudrate": bus.baudrate,
+            }
+        if args.json:
+            print_json({"buses": out})
+        else:
+            for name, d in out.items():
+                addrs = ", ".join(map(str, d["addresses"]))
+                print(f"{name}: {d['port']}  (addresses {addrs}; {d['baudrate']} baud)")
+            print("emulating; Ctrl-C to stop", file=sys.stderr)
+        sys.stdout.flush()
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for bus in buses:
+            bus.stop()
