@@ -8,7 +8,6 @@ CodeCarbon's columns).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from pathlib import Path
 
@@ -192,35 +191,10 @@ def _point_from_args(args: argparse.Namespace):
     point = gm.OPERATING_POINTS[args.point]()
     ch: dict = {}
     if args.site:
-        import numpy as np
-
         from heliostat.config import load_field
 
         cfg = load_field(args.site)
-        if not cfg.targets or not cfg.heliostats:
-            raise ValueError(f"{args.site}: needs at least one target and one heliostat")
-        tid = args.target or next(iter(cfg.targets))
-        if tid not in cfg.targets:
-            raise KeyError(f"{args.site}: no target {tid!r} (have {', '.join(cfg.targets)})")
-        tgt = cfg.targets[tid]
-        hs = list(cfg.heliostats.values())
-        pos = np.array([h.kinematics.position_enu_m for h in hs], float)
-        v = tgt.centre_enu_m - pos
-        dist = np.linalg.norm(v, axis=1)
-        mean_v = v.mean(axis=0)
-        ch.update(
-            site=cfg.site,
-            n_heliostats=len(hs),
-            mirror_area_m2=float(np.mean([h.mirror.width_m * h.mirror.height_m for h in hs])),
-            slant_m=float(dist.mean()),
-            aim_elevation_rad=float(math.atan2(mean_v[2], math.hypot(mean_v[0], mean_v[1]))),
-            heliostat_bearing_rad=float(math.atan2(-mean_v[0], -mean_v[1]) % (2 * math.pi)),
-            reflectivity=float(np.mean([h.mirror.reflectivity for h in hs])),
-            slope_rad=float(np.mean([h.mirror.slope_error_mrad for h in hs])) * 1e-3,
-            aperture=gm.RectangularAperture(tgt.width_m, tgt.height_m),
-            absorber=gm.replace(point.absorber, area_m2=tgt.width_m * tgt.height_m),
-            name=f"{point.name} @ {Path(args.site).name}:{tid}",
-        )
+        point = gm.point_for_field(point, cfg, args.target, label=Path(args.site).name)
     if args.n_heliostats is not None:
         ch["n_heliostats"] = args.n_heliostats
     if args.mirror_area_m2 is not None:

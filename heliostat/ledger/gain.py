@@ -333,9 +333,11 @@ class Absorber:
     def temperature_k(self, power_w: ArrayLike) -> NDArray[np.float64]:
         """Steady-state temperature under an incident power (energy balance). [K]
 
-        Solves ``α·P/A = εσ(T⁴ − T_a⁴) + h(T − T_a) + U(T − T_f)`` for T by bisection; the
-        right side increases with T, so the root is unique. The bracket
-        ``[min(T_a, T_f), max(T_a, T_f) + (αP/(Aεσ))^¼]`` always holds it.
+        Solves ``α·P/A = εσ(T⁴ − T_a⁴) + h(T − T_a) + U·max(T − T_f, 0)`` for T by
+        bisection. The useful-heat term is one-sided, as in :meth:`useful_w`: a receiver
+        too cold to heat its fluid is drained (no flow), never heated by it — so the
+        temperature never exceeds the stagnation temperature. The right side increases
+        with T, so the root is unique; ``[T_a, max(T_a, T_f) + (αP/(Aεσ))^¼]`` holds it.
         """
         q_abs = self.absorptivity * np.asarray(power_w, float) / self.area_m2
         if np.any(~np.isfinite(q_abs)) or np.any(q_abs < 0):
@@ -347,11 +349,11 @@ class Absorber:
             return (
                 es * (t**4 - ta**4)
                 + self.h_conv_w_m2k * (t - ta)
-                + self.u_useful_w_m2k * (t - tf)
+                + self.u_useful_w_m2k * np.maximum(t - tf, 0.0)
                 - q_abs
             )
 
-        lo = np.full_like(q_abs, min(ta, tf))
+        lo = np.full_like(q_abs, ta)
         hi = max(ta, tf) + (q_abs / es) ** 0.25 + 1.0
         for _ in range(200):  # halving a < 1e4 K bracket 200 times reaches float resolution
             mid = 0.5 * (lo + hi)
@@ -794,6 +796,46 @@ def pointing_gain(
         boiler_efficiency=boiler_efficiency,
         gas_kg_per_kwh=gas_kg_per_kwh,
         extra={"site": point.site.name, "date": str(day0.date()), "dni_scale": dni_scale},
+    )
+
+
+def point_for_field(
+    point: OperatingPoint, cfg, target_id: str | None = None, label: str = ""
+) -> OperatingPoint:
+    """An operating point reshaped to a field config: its site, heliostat count, mean mirror
+    area, reflectivity and slope error, mean slant range and bearing to a target, and the
+    target as the aperture (absorber area = target area). The absorber's other properties
+    stay those of ``point``.
+
+    Raises
+    ------
+    ValueError, KeyError
+        For a field without heliostats or targets, or an unknown ``target_id``.
+    """
+    if not cfg.targets or not cfg.heliostats:
+        raise ValueError(f"{cfg.source}: needs at least one target and one heliostat")
+    tid = target_id or next(iter(cfg.targets))
+    if tid not in cfg.targets:
+        raise KeyError(f"{cfg.source}: no target {tid!r} (have {', '.join(cfg.targets)})")
+    tgt = cfg.targets[tid]
+    hs = list(cfg.heliostats.values())
+    pos = np.array([h.kinematics.position_enu_m for h in hs], float)
+    v = tgt.centre_enu_m - pos
+    dist = np.linalg.norm(v, axis=1)
+    mean_v = v.mean(axis=0)
+    return with_changes(
+        point,
+        site=cfg.site,
+        n_heliostats=len(hs),
+        mirror_area_m2=float(np.mean([h.mirror.width_m * h.mirror.height_m for h in hs])),
+        slant_m=float(dist.mean()),
+        aim_elevation_rad=float(math.atan2(mean_v[2], math.hypot(mean_v[0], mean_v[1]))),
+        heliostat_bearing_rad=float(math.atan2(-mean_v[0], -mean_v[1]) % (2 * math.pi)),
+        reflectivity=float(np.mean([h.mirror.reflectivity for h in hs])),
+        slope_rad=float(np.mean([h.mirror.slope_error_mrad for h in hs])) * 1e-3,
+        aperture=RectangularAperture(tgt.width_m, tgt.height_m),
+        absorber=replace(point.absorber, area_m2=tgt.width_m * tgt.height_m),
+        name=f"{point.name} @ {label or cfg.source}:{tid}",
     )
 
 
