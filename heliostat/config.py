@@ -579,6 +579,8 @@ class CameraConfig:
         Id of the target the camera looks at.
     corners_px : ndarray (4, 2) or None
         Surveyed target-corner pixels UL, UR, LR, LL (registration without markers).
+    black_level_dn : float
+        Sensor offset: the raw value of a pixel that receives no light. [DN]
     """
 
     width_px: int
@@ -590,6 +592,7 @@ class CameraConfig:
     r_enu_cam: NDArray[np.float64] | None = None
     target: str = ""
     corners_px: NDArray[np.float64] | None = None
+    black_level_dn: float = 0.0
 
     @property
     def rvec_tvec(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -649,6 +652,7 @@ def load_camera(path: str | Path) -> CameraConfig:
             "roll_deg",
             "target",
             "corners_px",
+            "black_level_dn",
         }
     )
     w, h = c.int_("width_px", lo=16, hi=100_000), c.int_("height_px", lo=16, hi=100_000)
@@ -679,7 +683,8 @@ def load_camera(path: str | Path) -> CameraConfig:
             corners = None
         if corners is None or corners.shape != (4, 2) or not np.all(np.isfinite(corners)):
             raise c.err("corners_px", f"expected 4 [u, v] pairs (UL, UR, LR, LL), got {raw!r}")
-    return CameraConfig(w, h, k, dist, bits, pos, r, c.str_("target", ""), corners)
+    black = c.num("black_level_dn", 0.0, lo=0.0, hi=float(2**bits - 1))
+    return CameraConfig(w, h, k, dist, bits, pos, r, c.str_("target", ""), corners, black)
 
 
 # --------------------------------------------------------------------------- writing

@@ -139,7 +139,18 @@ def place_camera(
     r_corner = math.hypot(width_px / 2, height_px / 2) / f  # normalised corner radius
     k1 = -distortion_px / (f * r_corner**3)  # displacement ≈ f k1 r³
     dist = np.array([k1, 0.0, 0.0, 0.0, 0.0])
-    return CameraConfig(width_px, height_px, k, dist, bit_depth, pos, r, target.id, None)
+    return CameraConfig(
+        width_px,
+        height_px,
+        k,
+        dist,
+        bit_depth,
+        pos,
+        r,
+        target.id,
+        None,
+        SensorModel().black_dn(bit_depth),
+    )
 
 
 def camera_to_dict(camera: CameraConfig) -> dict:
@@ -154,6 +165,7 @@ def camera_to_dict(camera: CameraConfig) -> dict:
         cy_px=float(camera.k_px[1, 2]),
         dist_coeffs=[float(v) for v in np.asarray(camera.dist_coeffs).ravel()[:5]],
         bit_depth=int(camera.bit_depth),
+        black_level_dn=float(camera.black_level_dn),
     )
     if camera.position_enu_m is not None and camera.r_enu_cam is not None:
         r = np.asarray(camera.r_enu_cam, dtype=float)
