@@ -1,37 +1,11 @@
 """The HTML report renders in a headless browser with every image decoded."""
 
 import re
-import shutil
-import subprocess
 
 import numpy as np
-import pytest
 
 from heliostat import viz
 from heliostat.report import Section, render_html, write_report
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _render_dom(path) -> str:
-    """Load a file in headless Chromium (flags as this workplace needs them) and dump the DOM."""
-    cmd = [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        f"file://{path}",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def _sections():
@@ -72,20 +46,18 @@ def test_report_is_self_contained():
     assert not re.search(r'src="(https?:|file:|/)', page)  # nothing fetched from outside
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
-def test_report_renders_in_headless_chromium(tmp_path):
+def test_report_renders_in_headless_chromium(tmp_path, render_dom):
     path = write_report(tmp_path / "report.html", "Demo report", _sections())
-    dom = _render_dom(path)
+    dom = render_dom(path)
     assert 'data-render="ok"' in dom and 'data-images="4"' in dom
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
-def test_browser_check_catches_a_broken_image(tmp_path):
+def test_browser_check_catches_a_broken_image(tmp_path, render_dom):
     # The check must be able to fail: a corrupt PNG is reported by its caption.
     path = write_report(
         tmp_path / "bad.html",
         "Broken",
         [Section("x", figures=[("corrupt figure", b"\x89PNG\r\n\x1a\nnot really a png")])],
     )
-    dom = _render_dom(path)
+    dom = render_dom(path)
     assert 'data-render="error: image not decoded: corrupt figure"' in dom

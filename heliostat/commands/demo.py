@@ -211,10 +211,28 @@ def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
     return out
 
 
+def _loop(name: str) -> Callable[[DemoContext], dict[str, Any]]:
+    """A stage of :mod:`heliostat.commands.demo_loop`, imported when it runs."""
+
+    def run(ctx: DemoContext) -> dict[str, Any]:
+        from heliostat.commands import demo_loop
+
+        return getattr(demo_loop, f"stage_{name}")(ctx)
+
+    run.__name__ = f"stage_{name}"
+    return run
+
+
 #: The demo's stages, in order. Append ``(name, function)`` pairs for later stages.
 DEMO_STAGES: tuple[Stage, ...] = (
     ("plant", stage_plant),
     ("campaign", stage_campaign),
+    ("detect", _loop("detect")),
+    ("calibrate", _loop("calibrate")),
+    ("deliver", _loop("deliver")),
+    ("verify", _loop("verify")),
+    ("ledger", _loop("ledger")),
+    ("report", _loop("report")),
 )
 
 
@@ -249,13 +267,20 @@ def run_demo(
     if log is not None:
         ctx.log = log
     summary: dict[str, Any] = {"options": asdict(options), "stages": {}}
+    ctx.state["stages"] = summary["stages"]
     t_all = time.perf_counter()
-    for i, (name, func) in enumerate(stages, 1):
-        ctx.log(f"[{i}/{len(stages)}] {name} ...")
-        t0 = time.perf_counter()
-        info = dict(func(ctx))
-        info["seconds"] = round(time.perf_counter() - t0, 2)
-        summary["stages"][name] = info
+    try:
+        for i, (name, func) in enumerate(stages, 1):
+            ctx.log(f"[{i}/{len(stages)}] {name} ...")
+            t0 = time.perf_counter()
+            info = dict(func(ctx))
+            info["seconds"] = round(time.perf_counter() - t0, 2)
+            summary["stages"][name] = info
+    finally:
+        if "emulators" in ctx.state:
+            from heliostat.commands.demo_loop import stop_emulators
+
+            stop_emulators(ctx)
     summary["seconds"] = round(time.perf_counter() - t_all, 2)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
@@ -289,7 +314,57 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"({c['uncalibrated_pointing_error_mrad_median']:.1f} mrad beam error)"
             )
         lines.append(f"          written to {c['folder']}")
-    known = {"plant", "campaign"}
+    if "detect" in st:
+        d = st["detect"]
+        if not d["frames"]:
+            lines.append("detect    no frames in this campaign (--frame-heliostats 0)")
+        else:
+            lines.append(
+                f"detect    {d['detected']}/{d['frames']} frames measured; spot error vs truth "
+                f"median {d.get('spot_error_mm_median', float('nan')):.2f} mm, "
+                f"max {d.get('spot_error_mm_max', float('nan')):.2f} mm"
+            )
+    if "calibrate" in st:
+        c = st["calibrate"]
+        lines.append(
+            f"calibrate {c['fitted']} heliostats fitted ({len(c['failed'])} failed, "
+            f"{c['refitted_with_smaller_set']} on the smaller identifiable parameter set); "
+            f"residual RMS median {c['rms_before_mrad_median']:.2f} -> "
+            f"{c['rms_after_mrad_median']:.2f} mrad, leave-one-out {c['loo_rms_mrad_median']:.2f}"
+        )
+    if "deliver" in st:
+        d = st["deliver"]
+        oc = ", ".join(f"{v} {k}" for k, v in sorted(d["outcomes"].items())) or "none"
+        lines.append(
+            f"deliver   {d['commands']} parameter sets over Modbus RTU to emulated controllers: "
+            f"{oc}; {len(d['refused_by_safety'])} refused by the safety limits"
+        )
+    if "verify" in st:
+        v = st["verify"]
+        lines.append(
+            f"verify    held-out day {v['held_out_day']}, beam pointing error median (p95): "
+            f"before {v['before_mrad_median']:.2f} ({v['before_mrad_p95']:.2f}) mrad, "
+            f"after {v['after_mrad_median']:.2f} ({v['after_mrad_p95']:.2f}) mrad"
+        )
+        lines.append(
+            f"          through the controllers: {v['moves_confirmed']} moves confirmed, "
+            f"error median {v['after_via_controllers_mrad_median']:.2f} "
+            f"(p95 {v['after_via_controllers_mrad_p95']:.2f}) mrad; "
+            f"{v.get('camera_checked', 0)} spots re-measured on camera"
+        )
+    if "ledger" in st:
+        g = st["ledger"]
+        pb = ", ".join(f"{k} {h:.2g} h" for k, h in g["payback_hours"].items())
+        lines.append(
+            f"ledger    compute {g['compute_j']:.1f} J ({g['kg_co2e_us_grid'] * 1e3:.2g} g CO2e "
+            f"on the US grid); gain at {g['operating_point']}: dT {g['delta_t_k']:.1f} K, "
+            f"+{g['thermal_gain_kwh_per_day']:.0f} kWh heat/day, "
+            f"{g['co2_avoided_kg_per_day']:.1f} kg CO2/day avoided"
+        )
+        lines.append(f"          payback (plant operating hours): {pb}")
+    if "report" in st:
+        lines.append(f"report    {st['report']['report']}")
+    known = {"plant", "campaign", "detect", "calibrate", "deliver", "verify", "ledger", "report"}
     for name, info in st.items():
         if name not in known:
             brief = ", ".join(f"{k} {v}" for k, v in info.items() if not isinstance(v, dict))

@@ -800,12 +800,17 @@ def pointing_gain(
 
 
 def point_for_field(
-    point: OperatingPoint, cfg, target_id: str | None = None, label: str = ""
+    point: OperatingPoint,
+    cfg,
+    target_id: str | None = None,
+    label: str = "",
+    target_aperture: bool = True,
 ) -> OperatingPoint:
     """An operating point reshaped to a field config: its site, heliostat count, mean mirror
-    area, reflectivity and slope error, mean slant range and bearing to a target, and the
-    target as the aperture (absorber area = target area). The absorber's other properties
-    stay those of ``point``.
+    area, reflectivity and slope error, mean slant range and bearing to a target, and (with
+    ``target_aperture``) the target as the aperture (absorber area = target area; else the
+    point's own aperture and absorber stay). The absorber's other properties stay those of
+    ``point``.
 
     Raises
     ------
@@ -823,8 +828,13 @@ def point_for_field(
     v = tgt.centre_enu_m - pos
     dist = np.linalg.norm(v, axis=1)
     mean_v = v.mean(axis=0)
+    aperture = dict(
+        aperture=RectangularAperture(tgt.width_m, tgt.height_m),
+        absorber=replace(point.absorber, area_m2=tgt.width_m * tgt.height_m),
+    )
     return with_changes(
         point,
+        **(aperture if target_aperture else {}),
         site=cfg.site,
         n_heliostats=len(hs),
         mirror_area_m2=float(np.mean([h.mirror.width_m * h.mirror.height_m for h in hs])),
@@ -833,8 +843,6 @@ def point_for_field(
         heliostat_bearing_rad=float(math.atan2(-mean_v[0], -mean_v[1]) % (2 * math.pi)),
         reflectivity=float(np.mean([h.mirror.reflectivity for h in hs])),
         slope_rad=float(np.mean([h.mirror.slope_error_mrad for h in hs])) * 1e-3,
-        aperture=RectangularAperture(tgt.width_m, tgt.height_m),
-        absorber=replace(point.absorber, area_m2=tgt.width_m * tgt.height_m),
         name=f"{point.name} @ {label or cfg.source}:{tid}",
     )
 
