@@ -24,6 +24,7 @@ COMMANDS: tuple[str, ...] = (
     "heliostat.commands.calibrate",
     "heliostat.commands.bridge",
     "heliostat.commands.ledger",
+    "heliostat.commands.bench",
     "heliostat.commands.sim",
 )
 

@@ -61,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--target", metavar="ID", help="target id in --field (default: camera's)")
     p.add_argument("--dark", metavar="DARK", help="sun-off frame at the same exposure")
+    p.add_argument(
+        "--method",
+        choices=("classical", "onnx"),
+        default="classical",
+        help="spot detector: classical flux centroid (default) or the learned ONNX model "
+        "(docs/ml.md; `heliostat bench compare` says which is better)",
+    )
     p.add_argument("--flat", metavar="FLAT", help="sun-off frame exposed for the target")
     p.add_argument(
         "--black-level",
@@ -185,9 +192,11 @@ def _row(image: str, res) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heliostat.vision.classical import detect_spot, prepare_flat
+    from heliostat.ml.spot_model import detector_for
+    from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
 
+    detect_spot = detector_for(args.method)
     if args.observations:
         return _run_observations(args)
     if not args.images:
@@ -286,6 +295,8 @@ def _run_observations(args: argparse.Namespace) -> int:
         from heliostat.vision.classical import prepare_flat
 
         flat = prepare_flat(load_image(args.flat), reg, black_level_dn=args.black_level)
+    from heliostat.ml.spot_model import detector_for
+
     out, outcomes = fill_observations(
         obs,
         base,
@@ -295,6 +306,7 @@ def _run_observations(args: argparse.Namespace) -> int:
         bit_depth=bits,
         flat=flat,
         aim_xy_m=args.expected,
+        detector=detector_for(args.method),
     )
     if args.out:
         out.to_csv(args.out, index=False)

@@ -104,8 +104,12 @@ def fill_observations(
     aim_xy_m: ArrayLike | None = None,
     options: DetectOptions = DetectOptions(),  # noqa: B008 - frozen, immutable default
     load: Loader = load_image,
+    detector: Callable[..., SpotResult] | None = None,
 ) -> tuple[pd.DataFrame, list[FrameOutcome]]:
     """Measure the spot in every row's frame and fill the spot columns.
+
+    ``detector`` (default :func:`~heliostat.vision.classical.detect_spot`) may be any
+    function with its signature and result, e.g. ``heliostat.ml.spot_model.detector_for``.
 
     Parameters
     ----------
@@ -188,7 +192,7 @@ def fill_observations(
             img = load(path)
             dp = dark_path(path)
             dark = load(dp) if dp.is_file() else None
-            res = detect_spot(
+            res = (detector or detect_spot)(
                 img,
                 registration,
                 dark=dark,

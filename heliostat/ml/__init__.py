@@ -1,0 +1,12 @@
+"""Learned methods, run with onnxruntime only (see ``docs/ml.md``).
+
+- :mod:`heliostat.ml.spot_model` — :func:`~heliostat.ml.spot_model.detect_spot_onnx`, the
+  learned spot detector (same call and result as the classical detector);
+- :mod:`heliostat.ml.hybrid` — the hybrid pointing model (geometric fit + learned residual);
+- :mod:`heliostat.ml.rectify` — target-plane crops (the detector's input);
+- :mod:`heliostat.ml.registry` — shipped models, hash-checked against their model cards;
+- :mod:`heliostat.ml.compare` — the classical-vs-ML comparison (``heliostat bench compare``);
+- :mod:`heliostat.ml.training` — PyTorch training and ONNX export (``train`` extra only).
+
+Nothing is imported here, so ``import heliostat.ml`` loads neither onnxruntime nor torch.
+"""
