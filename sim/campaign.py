@@ -44,7 +44,7 @@ from heliostat.config import CameraConfig, FieldConfig, Heliostat, Target, dumps
 from heliostat.frames import intersect_plane, reflect
 from heliostat.kinematics import KinematicErrors, KinematicsError, Pose
 from sim.field import field_toml, truth_json
-from sim.observe import OBSERVATION_COLUMNS, perturb_directions
+from sim.observe import OBSERVATION_COLUMNS, observation_frame, perturb_directions
 from sim.sky import Sky, clear_series, cloud_series, daylight_windows
 
 #: Schema tag of ``campaign.json``.
@@ -385,26 +385,19 @@ def simulate_campaign(
                 frames_written += 2
                 frames_left -= 1
         parts.append(
-            pd.DataFrame(
-                {
-                    "heliostat_id": hid,
-                    "time_utc": t_obs,
-                    "sun_azimuth_deg": np.degrees(sun_all.azimuth_rad[idx]),
-                    "sun_elevation_deg": np.degrees(sun_all.elevation_rad[idx]),
-                    "axis1_steps": steps[:, 0].astype(np.int64),
-                    "axis2_steps": steps[:, 1].astype(np.int64),
-                    "target_id": target.id,
-                    "spot_x_m": xy[:, 0],
-                    "spot_y_m": xy[:, 1],
-                    "spot_e_m": hit[:, 0],
-                    "spot_n_m": hit[:, 1],
-                    "spot_u_m": hit[:, 2],
-                    "sigma_m": settings.noise_mrad * 1e-3 * slant,
-                    "quality_flags": flags,
-                    "frame": frame_col,
-                    "true_spot_x_m": xy_true[:, 0],
-                    "true_spot_y_m": xy_true[:, 1],
-                }
+            observation_frame(
+                hid,
+                t_obs,
+                sun_all.azimuth_rad[idx],
+                sun_all.elevation_rad[idx],
+                steps,
+                target.id,
+                xy,
+                hit,
+                settings.noise_mrad * 1e-3 * slant,
+                xy_true,
+                quality_flags=flags,
+                frames=frame_col,
             )
         )
         if progress:

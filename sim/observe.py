@@ -133,25 +133,58 @@ def simulate_observations(
     xy = target.enu_to_plane(hit)
     xy_true = target.enu_to_plane(hit_true)
     slant = np.linalg.norm(hit_true - pose.centre_enu_m, axis=1)
+    return observation_frame(
+        heliostat.id,
+        [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in sp.times[keep]],
+        sp.azimuth_rad[keep],
+        sp.elevation_rad[keep],
+        steps,
+        target.id,
+        xy,
+        hit,
+        noise_mrad * 1e-3 * slant,
+        xy_true,
+    )
+
+
+def observation_frame(
+    heliostat_id: str,
+    times_utc: Sequence[str],
+    sun_azimuth_rad: ArrayLike,
+    sun_elevation_rad: ArrayLike,
+    steps: NDArray,
+    target_id: str,
+    spot_xy_m: NDArray,
+    spot_enu_m: NDArray,
+    sigma_m: ArrayLike,
+    true_xy_m: NDArray,
+    quality_flags: Sequence[str] | str = "",
+    frames: Sequence[str] | str = "",
+) -> pd.DataFrame:
+    """Rows of ``observations.csv`` (:data:`OBSERVATION_COLUMNS`) for one heliostat.
+
+    ``steps`` (N, 2) are integer motor steps; ``spot_xy_m`` (N, 2) and ``spot_enu_m`` (N, 3)
+    the measured spot, ``true_xy_m`` (N, 2) the noise-free one; angles in rad.
+    """
     return pd.DataFrame(
         {
-            "heliostat_id": heliostat.id,
-            "time_utc": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in sp.times[keep]],
-            "sun_azimuth_deg": np.degrees(sp.azimuth_rad[keep]),
-            "sun_elevation_deg": np.degrees(sp.elevation_rad[keep]),
+            "heliostat_id": heliostat_id,
+            "time_utc": list(times_utc),
+            "sun_azimuth_deg": np.degrees(sun_azimuth_rad),
+            "sun_elevation_deg": np.degrees(sun_elevation_rad),
             "axis1_steps": steps[:, 0].astype(np.int64),
             "axis2_steps": steps[:, 1].astype(np.int64),
-            "target_id": target.id,
-            "spot_x_m": xy[:, 0],
-            "spot_y_m": xy[:, 1],
-            "spot_e_m": hit[:, 0],
-            "spot_n_m": hit[:, 1],
-            "spot_u_m": hit[:, 2],
-            "sigma_m": noise_mrad * 1e-3 * slant,
-            "quality_flags": "",
-            "frame": "",
-            "true_spot_x_m": xy_true[:, 0],
-            "true_spot_y_m": xy_true[:, 1],
+            "target_id": target_id,
+            "spot_x_m": spot_xy_m[:, 0],
+            "spot_y_m": spot_xy_m[:, 1],
+            "spot_e_m": spot_enu_m[:, 0],
+            "spot_n_m": spot_enu_m[:, 1],
+            "spot_u_m": spot_enu_m[:, 2],
+            "sigma_m": sigma_m,
+            "quality_flags": quality_flags,
+            "frame": frames,
+            "true_spot_x_m": true_xy_m[:, 0],
+            "true_spot_y_m": true_xy_m[:, 1],
         },
         columns=list(OBSERVATION_COLUMNS),
     )
