@@ -6,7 +6,7 @@ Prints one JSON document.
 
 Accuracy. For each seed a heliostat of ``tests/data/field_small.toml`` (az-el H001 and
 linear AA39) gets true errors (``sim.observe.draw_true_errors``, angular terms 1-3 mrad,
-strokes 2 mm, translations zero so the true parameter set is exactly the default groups)
+strokes 0.5 mm, translations zero so the true parameter set is exactly the default groups)
 and a campaign of 30 observations over 5 days (6 a day, 07:00-15:20 UTC, from 1 March),
 beam-direction noise 0.2 mrad per axis. The pointing error is measured on held-out sun
 positions (the same 5 days, every 20 min from 06:10 to 16:50 UTC, sun above 10°, none of

@@ -235,34 +235,37 @@ def angle_between(u: ArrayLike, v: ArrayLike) -> NDArray[np.float64]:
     return np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), np.sum(a * b, axis=-1))
 
 
-def rot_x(angle_rad: ArrayLike) -> NDArray[np.float64]:
-    """Right-handed rotation about the x (east) axis; shape (..., 3, 3)."""
+def _rot(axis: int, angle_rad: ArrayLike) -> NDArray[np.float64]:
+    """Right-handed rotation about x (0), y (1) or z (2); shape ``angle.shape + (3, 3)``.
+
+    Built by filling a zero array (no per-element stacking): this is the hot loop of the
+    calibration's Jacobian.
+    """
     a = np.asarray(angle_rad, dtype=float)
     c, s = np.cos(a), np.sin(a)
-    z, o = np.zeros_like(a), np.ones_like(a)
-    return np.stack(
-        [np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2
-    )
+    m = np.zeros(a.shape + (3, 3))
+    i, j = ((1, 2), (2, 0), (0, 1))[axis]
+    m[..., axis, axis] = 1.0
+    m[..., i, i] = c
+    m[..., j, j] = c
+    m[..., i, j] = -s
+    m[..., j, i] = s
+    return m
+
+
+def rot_x(angle_rad: ArrayLike) -> NDArray[np.float64]:
+    """Right-handed rotation about the x (east) axis; shape (..., 3, 3)."""
+    return _rot(0, angle_rad)
 
 
 def rot_y(angle_rad: ArrayLike) -> NDArray[np.float64]:
     """Right-handed rotation about the y (north) axis; shape (..., 3, 3)."""
-    a = np.asarray(angle_rad, dtype=float)
-    c, s = np.cos(a), np.sin(a)
-    z, o = np.zeros_like(a), np.ones_like(a)
-    return np.stack(
-        [np.stack([c, z, s], -1), np.stack([z, o, z], -1), np.stack([-s, z, c], -1)], -2
-    )
+    return _rot(1, angle_rad)
 
 
 def rot_z(angle_rad: ArrayLike) -> NDArray[np.float64]:
     """Right-handed rotation about the z (up) axis; shape (..., 3, 3)."""
-    a = np.asarray(angle_rad, dtype=float)
-    c, s = np.cos(a), np.sin(a)
-    z, o = np.zeros_like(a), np.ones_like(a)
-    return np.stack(
-        [np.stack([c, -s, z], -1), np.stack([s, c, z], -1), np.stack([z, z, o], -1)], -2
-    )
+    return _rot(2, angle_rad)
 
 
 def target_axes(u_normal_enu: ArrayLike) -> tuple[NDArray, NDArray]:

@@ -32,6 +32,7 @@ converges to machine precision in a few iterations for any error set.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,10 +118,6 @@ class HeliostatKinematics:
             )
         return errors
 
-    def _translation(self, part: str, e: KinematicErrors) -> NDArray[np.float64]:
-        nominal = np.asarray(getattr(self, f"{part}_offset_enu_m"), dtype=float)
-        return nominal + np.array([e[f"{part}_offset_{c}_m"] for c in "enu"])
-
     @property
     def axes(self) -> tuple[RotaryAxis | LinearAxis, RotaryAxis | LinearAxis]:
         return (self.axis1, self.axis2)
@@ -130,16 +127,30 @@ class HeliostatKinematics:
         self, steps: ArrayLike, errors: KinematicErrors | None = None
     ) -> NDArray[np.float64]:
         """Joint angles (θ1, θ2) for motor steps of shape (N, 2) or (2,). [rad]"""
-        e = self._errors(errors)
         st = np.asarray(steps, dtype=float)
         if st.shape[-1:] != (2,):
             raise ValueError(f"steps must have shape (N, 2) or (2,), got {st.shape}")
-        out = np.empty_like(st)
-        for i, axis in enumerate(self.axes):
-            out[..., i] = axis.steps_to_angle(
-                st[..., i], e[f"axis{i + 1}_zero_rad"], e.get(f"actuator{i + 1}_stroke_m")
-            )
-        return out
+        return self.steps_to_angles_values(st, self._errors(errors).to_dict())
+
+    def steps_to_angles_values(
+        self, steps: NDArray[np.float64], values: Mapping[str, float | NDArray]
+    ) -> NDArray[np.float64]:
+        """:meth:`steps_to_angles` with error values that may be arrays broadcasting
+        against ``steps[..., 0]`` (e.g. (K, 1) columns of K parameter sets against (1, N)
+        steps, giving (K, N, 2)); missing names are zero."""
+        return np.stack(
+            np.broadcast_arrays(
+                *(
+                    axis.steps_to_angle(
+                        steps[..., i],
+                        values.get(f"axis{i + 1}_zero_rad", 0.0),
+                        values.get(f"actuator{i + 1}_stroke_m", 0.0),
+                    )
+                    for i, axis in enumerate(self.axes)
+                )
+            ),
+            axis=-1,
+        )
 
     def angles_to_steps(
         self, angles_rad: ArrayLike, errors: KinematicErrors | None = None
@@ -157,23 +168,45 @@ class HeliostatKinematics:
         return out
 
     # ----------------------------------------------------------------- forward
-    def _frames(self, e: KinematicErrors):
-        """Constant rotations (A1, A2, C) and mirror normal n0 for an error set."""
-        if self.drive == "azel":
-            a1 = rot_x(e["axis1_tilt_e_rad"]) @ rot_y(e["axis1_tilt_n_rad"])
-            c = rot_z(e["mirror_collimation_rad"])
-            n0 = np.array([0.0, 1.0, 0.0])
-        else:
-            a1 = rot_y(e["axis1_tilt_n_rad"]) @ rot_z(e["axis1_tilt_u_rad"])
-            c = rot_x(e["mirror_collimation_rad"])
-            n0 = np.array([0.0, -1.0, 0.0])
-        a2 = rot_y(e["axis_nonorthogonality_rad"])
-        return a1, a2, c, n0
+    def chain(
+        self, theta: NDArray[np.float64], values: Mapping[str, float | NDArray]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """The rigid-body chain (module docstring) for joint angles ``theta`` (..., 2) and
+        error values (missing names are zero) that are scalars or arrays broadcasting
+        against ``theta[..., 0]``. Returns unit normals and centres, shape (..., 3)."""
 
-    def _joint_rotations(self, theta: NDArray[np.float64]):
+        def v(name: str) -> float | NDArray:
+            return values.get(name, 0.0)
+
+        t1, t2 = theta[..., 0], theta[..., 1]
         if self.drive == "azel":
-            return rot_z(-theta[..., 0]), rot_x(theta[..., 1])
-        return rot_x(theta[..., 0]), rot_z(theta[..., 1])
+            a1 = rot_x(v("axis1_tilt_e_rad")) @ rot_y(v("axis1_tilt_n_rad"))
+            c = rot_z(v("mirror_collimation_rad"))
+            n0 = np.array([0.0, 1.0, 0.0])
+            r1, r2 = rot_z(-t1), rot_x(t2)
+        else:
+            a1 = rot_y(v("axis1_tilt_n_rad")) @ rot_z(v("axis1_tilt_u_rad"))
+            c = rot_x(v("mirror_collimation_rad"))
+            n0 = np.array([0.0, -1.0, 0.0])
+            r1, r2 = rot_x(t1), rot_z(t2)
+        a2 = rot_y(v("axis_nonorthogonality_rad"))
+        m2 = a1 @ r1 @ a2  # frame after joint 1
+        m3 = m2 @ r2 @ c  # mirror frame
+
+        def trans(part: str) -> NDArray[np.float64]:
+            nominal = np.asarray(getattr(self, f"{part}_offset_enu_m"), dtype=float)
+            comps = np.broadcast_arrays(*(np.asarray(v(f"{part}_offset_{k}_m")) for k in "enu"))
+            return nominal + np.stack(comps, axis=-1)
+
+        def mv(m: NDArray, x: NDArray) -> NDArray:
+            return (m @ x[..., None])[..., 0]
+
+        normal = m3 @ n0
+        centre = (
+            self._p0 + mv(a1, trans("axis1")) + mv(m2, trans("axis2")) + mv(m3, trans("mirror"))
+        )
+        shape = np.broadcast_shapes(normal.shape, centre.shape)
+        return np.broadcast_to(normal, shape), np.broadcast_to(centre, shape)
 
     def forward_angles(self, angles_rad: ArrayLike, errors: KinematicErrors | None = None) -> Pose:
         """Mirror pose for joint angles of shape (N, 2) (true joint angles, errors excluded
@@ -182,14 +215,7 @@ class HeliostatKinematics:
         theta = np.atleast_2d(np.asarray(angles_rad, dtype=float))
         if theta.shape[-1] != 2 or theta.ndim != 2:
             raise ValueError(f"angles_rad must have shape (N, 2), got {np.shape(angles_rad)}")
-        a1, a2, c, n0 = self._frames(e)
-        r1, r2 = self._joint_rotations(theta)
-        t1, t2, tm = (self._translation(p, e) for p in ("axis1", "axis2", "mirror"))
-        m2 = a1 @ r1 @ a2  # (N,3,3) frame after joint 1
-        m3 = m2 @ r2 @ c  # (N,3,3) mirror frame
-        normal = m3 @ n0
-        centre = self._p0 + a1 @ t1 + m2 @ t2 + m3 @ tm
-        return Pose(normal, centre)
+        return Pose(*self.chain(theta, e.to_dict()))
 
     def forward(self, steps: ArrayLike, errors: KinematicErrors | None = None) -> Pose:
         """Mirror pose (unit normal, centre; ENU) for motor steps of shape (N, 2)."""
