@@ -18,6 +18,8 @@ from collections.abc import Sequence
 #: Modules that register top-level commands, in help order.
 COMMANDS: tuple[str, ...] = (
     "heliostat.commands.demo",
+    "heliostat.commands.campaign",
+    "heliostat.commands.history",
     "heliostat.commands.sun",
     "heliostat.commands.config",
     "heliostat.commands.detect",

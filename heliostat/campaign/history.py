@@ -1,0 +1,622 @@
+"""The campaign's tables in the plant history database (SQLite, WAL, via
+:mod:`heliostat.store`; the ledger's ``ledger_*`` tables live in the same file).
+
+``campaign_observations``
+    one row per (heliostat, slot): the measured spot, motor steps read back from the
+    controller, sun position, frames. The UNIQUE key makes a resumed campaign unable to
+    record a slot twice.
+``campaign_visits``
+    visits that did not give an observation (unreachable, move failed, no spot, ...),
+    same key, so a resumed run does not retry them in the same slot.
+``campaign_fits``
+    every fit: parameters, standard errors, RMS before/after, leave-one-out, and the
+    predicted pointing change against the heliostat's previous successful fit (drift).
+``campaign_corrections``
+    parameter sets proposed from fits, and what became of them (refused by safety,
+    declined, approved, sent).
+``campaign_deliveries``
+    the bridge's outcome for each correction sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from heliostat.store import ensure_schema, open_db
+
+COMPONENT = "campaign"
+SCHEMA_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS campaign_observations (
+    id INTEGER PRIMARY KEY,
+    heliostat_id TEXT NOT NULL,
+    slot_utc TEXT NOT NULL,
+    time_utc TEXT NOT NULL,
+    sun_azimuth_deg REAL NOT NULL,
+    sun_elevation_deg REAL NOT NULL,
+    axis1_steps INTEGER NOT NULL,
+    axis2_steps INTEGER NOT NULL,
+    target_id TEXT NOT NULL,
+    spot_x_m REAL, spot_y_m REAL,
+    spot_e_m REAL, spot_n_m REAL, spot_u_m REAL,
+    sigma_m REAL,
+    quality_flags TEXT NOT NULL DEFAULT '',
+    frame TEXT NOT NULL DEFAULT '',
+    dark_frame TEXT NOT NULL DEFAULT '',
+    run_id TEXT NOT NULL DEFAULT '',
+    UNIQUE (heliostat_id, slot_utc)
+);
+CREATE TABLE IF NOT EXISTS campaign_visits (
+    id INTEGER PRIMARY KEY,
+    heliostat_id TEXT NOT NULL,
+    slot_utc TEXT NOT NULL,
+    time_utc TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    run_id TEXT NOT NULL DEFAULT '',
+    UNIQUE (heliostat_id, slot_utc)
+);
+CREATE TABLE IF NOT EXISTS campaign_fits (
+    id INTEGER PRIMARY KEY,
+    heliostat_id TEXT NOT NULL,
+    time_utc TEXT NOT NULL,
+    drive TEXT NOT NULL,
+    success INTEGER NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    n_points INTEGER NOT NULL,
+    n_outliers INTEGER NOT NULL DEFAULT 0,
+    last_observation_id INTEGER NOT NULL,
+    names TEXT NOT NULL,
+    parameters TEXT NOT NULL,
+    parameter_std TEXT NOT NULL,
+    rms_before_mrad REAL, rms_after_mrad REAL, loo_rms_mrad REAL,
+    condition REAL,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    previous_fit_id INTEGER REFERENCES campaign_fits(id),
+    pointing_change_rms_mrad REAL,
+    pointing_change_max_mrad REAL,
+    field TEXT NOT NULL DEFAULT '',
+    run_id TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS campaign_fits_heliostat ON campaign_fits(heliostat_id, id);
+CREATE TABLE IF NOT EXISTS campaign_corrections (
+    id INTEGER PRIMARY KEY,
+    fit_id INTEGER NOT NULL REFERENCES campaign_fits(id),
+    heliostat_id TEXT NOT NULL,
+    created_utc TEXT NOT NULL,
+    updated_utc TEXT NOT NULL,
+    state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',
+    UNIQUE (fit_id)
+);
+CREATE TABLE IF NOT EXISTS campaign_deliveries (
+    id INTEGER PRIMARY KEY,
+    correction_id INTEGER NOT NULL REFERENCES campaign_corrections(id),
+    heliostat_id TEXT NOT NULL,
+    time_utc TEXT NOT NULL,
+    port TEXT NOT NULL,
+    address INTEGER NOT NULL,
+    command_id INTEGER,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+
+#: States of a proposed correction.
+CORRECTION_STATES = ("proposed", "refused", "declined", "approved", "sent", "failed")
+
+OBS_COLUMNS = (
+    "heliostat_id",
+    "slot_utc",
+    "time_utc",
+    "sun_azimuth_deg",
+    "sun_elevation_deg",
+    "axis1_steps",
+    "axis2_steps",
+    "target_id",
+    "spot_x_m",
+    "spot_y_m",
+    "spot_e_m",
+    "spot_n_m",
+    "spot_u_m",
+    "sigma_m",
+    "quality_flags",
+    "frame",
+    "dark_frame",
+    "run_id",
+)
+
+
+def _num(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationRecord:
+    """One campaign observation (a row of ``campaign_observations``).
+
+    Attributes
+    ----------
+    heliostat_id, slot_utc, time_utc : str
+        Slot key and time of the sun-on frame (ISO 8601 UTC).
+    sun_azimuth_deg, sun_elevation_deg : float
+        Sun at ``time_utc`` (SPA at the site). [deg]
+    axis1_steps, axis2_steps : int
+        Positions the controller reported after settling. [steps]
+    target_id : str
+    spot_x_m, spot_y_m : float
+        Measured spot, target plane. [m]
+    spot_e_m, spot_n_m, spot_u_m : float
+        The same in ENU. [m]
+    sigma_m : float
+        1-sigma spot uncertainty. [m]
+    quality_flags, frame, dark_frame, run_id : str
+    """
+
+    heliostat_id: str
+    slot_utc: str
+    time_utc: str
+    sun_azimuth_deg: float
+    sun_elevation_deg: float
+    axis1_steps: int
+    axis2_steps: int
+    target_id: str
+    spot_x_m: float
+    spot_y_m: float
+    spot_e_m: float
+    spot_n_m: float
+    spot_u_m: float
+    sigma_m: float
+    quality_flags: str = ""
+    frame: str = ""
+    dark_frame: str = ""
+    run_id: str = ""
+
+
+class History:
+    """The campaign tables of a history database.
+
+    Parameters
+    ----------
+    path : str or Path
+        SQLite file (created with WAL journaling); ``":memory:"`` for a scratch one.
+    readonly : bool
+        Open an existing file read-only (``heliostat history``); the tables are then not
+        created, and a file without them reads as empty.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = str(path)
+        self.con = open_db(path, readonly=readonly)
+        self.readonly = readonly
+        if not readonly:
+            ensure_schema(self.con, COMPONENT, SCHEMA_VERSION, _DDL)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> History:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _has_tables(self) -> bool:
+        row = self.con.execute(
+            "SELECT 1 FROM sqlite_master WHERE name = 'campaign_observations'"
+        ).fetchone()
+        return row is not None
+
+    def _rows(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        if self.readonly and not self._has_tables():
+            return []
+        return self.con.execute(sql, tuple(args)).fetchall()
+
+    # ------------------------------------------------------------------ observations
+    def done_keys(self) -> set[tuple[str, str]]:
+        """(heliostat, slot) pairs already observed or recorded as skipped."""
+        rows = self._rows(
+            "SELECT heliostat_id, slot_utc FROM campaign_observations "
+            "UNION SELECT heliostat_id, slot_utc FROM campaign_visits"
+        )
+        return {(r[0], r[1]) for r in rows}
+
+    def add_observation(self, rec: ObservationRecord) -> int | None:
+        """Store an observation; None (and nothing stored) if its slot is already taken."""
+        vals = [getattr(rec, c) for c in OBS_COLUMNS]
+        vals = [_num(v) if isinstance(v, float) else v for v in vals]
+        with self.con:
+            cur = self.con.execute(
+                f"INSERT OR IGNORE INTO campaign_observations ({', '.join(OBS_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(OBS_COLUMNS))})",
+                vals,
+            )
+        return cur.lastrowid if cur.rowcount else None
+
+    def add_visit(
+        self, heliostat_id: str, slot_utc: str, time_utc: str, outcome: str, detail: str, run_id=""
+    ) -> None:
+        """Record a visit that gave no observation (kept: first record of a slot wins)."""
+        with self.con:
+            self.con.execute(
+                "INSERT OR IGNORE INTO campaign_visits (heliostat_id, slot_utc, time_utc, outcome,"
+                " detail, run_id) VALUES (?,?,?,?,?,?)",
+                (heliostat_id, slot_utc, time_utc, outcome, detail, run_id),
+            )
+
+    def observations(self, heliostat_id: str | None = None) -> pd.DataFrame:
+        """Observations (columns of ``observations.csv`` plus ``id``, ``slot_utc``,
+        ``dark_frame``, ``run_id``), in id order."""
+        sql = "SELECT id, " + ", ".join(OBS_COLUMNS) + " FROM campaign_observations"
+        args: tuple = ()
+        if heliostat_id is not None:
+            sql += " WHERE heliostat_id = ?"
+            args = (heliostat_id,)
+        rows = self._rows(sql + " ORDER BY id", args)
+        df = pd.DataFrame([tuple(r) for r in rows], columns=["id", *OBS_COLUMNS])
+        for c in ("spot_x_m", "spot_y_m", "spot_e_m", "spot_n_m", "spot_u_m", "sigma_m"):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+        return df
+
+    def visits(self, heliostat_id: str | None = None) -> pd.DataFrame:
+        sql = "SELECT heliostat_id, slot_utc, time_utc, outcome, detail FROM campaign_visits"
+        args: tuple = ()
+        if heliostat_id is not None:
+            sql += " WHERE heliostat_id = ?"
+            args = (heliostat_id,)
+        rows = self._rows(sql + " ORDER BY id", args)
+        return pd.DataFrame(
+            [tuple(r) for r in rows],
+            columns=["heliostat_id", "slot_utc", "time_utc", "outcome", "detail"],
+        )
+
+    # ------------------------------------------------------------------ fits
+    def add_fit(
+        self,
+        result,
+        time_utc: str,
+        last_observation_id: int,
+        previous_fit_id: int | None = None,
+        pointing_change_mrad: tuple[float, float] | None = None,
+        field: str = "",
+        run_id: str = "",
+    ) -> int:
+        """Store a :class:`~heliostat.calibration.fit.FitResult`; returns its id."""
+        rms_c, max_c = pointing_change_mrad or (math.nan, math.nan)
+        with self.con:
+            cur = self.con.execute(
+                "INSERT INTO campaign_fits (heliostat_id, time_utc, drive, success, reason,"
+                " n_points, n_outliers, last_observation_id, names, parameters, parameter_std,"
+                " rms_before_mrad, rms_after_mrad, loo_rms_mrad, condition, warnings,"
+                " previous_fit_id, pointing_change_rms_mrad, pointing_change_max_mrad, field,"
+                " run_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    result.heliostat_id,
+                    time_utc,
+                    result.drive,
+                    int(bool(result.success)),
+                    result.reason,
+                    int(result.n_points),
+                    int(result.n_outliers),
+                    int(last_observation_id),
+                    json.dumps(list(result.names)),
+                    json.dumps(result.parameters() if result.success else {}),
+                    json.dumps({k: _num(v) for k, v in result.std.items()}),
+                    _num(result.rms_before_mrad),
+                    _num(result.rms_after_mrad),
+                    _num(result.loo_rms_mrad),
+                    _num(result.condition),
+                    json.dumps(list(result.warnings)),
+                    previous_fit_id,
+                    _num(rms_c),
+                    _num(max_c),
+                    field,
+                    run_id,
+                ),
+            )
+        return int(cur.lastrowid)
+
+    def fits(self, heliostat_id: str | None = None, success_only: bool = False) -> list[dict]:
+        """Fits in id order, JSON columns decoded."""
+        sql = "SELECT * FROM campaign_fits"
+        where, args = [], []
+        if heliostat_id is not None:
+            where.append("heliostat_id = ?")
+            args.append(heliostat_id)
+        if success_only:
+            where.append("success = 1")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        out = []
+        for r in self._rows(sql + " ORDER BY id", args):
+            d = dict(r)
+            for k in ("names", "parameters", "parameter_std", "warnings"):
+                d[k] = json.loads(d[k])
+            d["success"] = bool(d["success"])
+            out.append(d)
+        return out
+
+    def last_fit(self, heliostat_id: str, success_only: bool = False) -> dict | None:
+        f = self.fits(heliostat_id, success_only)
+        return f[-1] if f else None
+
+    # ------------------------------------------------------------------ corrections
+    def propose(self, fit_id: int, heliostat_id: str, now_utc: str) -> int:
+        """A correction row for a fit (existing one returned unchanged)."""
+        with self.con:
+            self.con.execute(
+                "INSERT OR IGNORE INTO campaign_corrections (fit_id, heliostat_id, created_utc,"
+                " updated_utc, state) VALUES (?,?,?,?,'proposed')",
+                (fit_id, heliostat_id, now_utc, now_utc),
+            )
+        row = self.con.execute(
+            "SELECT id FROM campaign_corrections WHERE fit_id = ?", (fit_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def set_correction(self, correction_id: int, state: str, now_utc: str, detail: str = ""):
+        if state not in CORRECTION_STATES:
+            raise ValueError(f"correction state must be one of {CORRECTION_STATES}, got {state!r}")
+        with self.con:
+            self.con.execute(
+                "UPDATE campaign_corrections SET state = ?, detail = ?, updated_utc = ? "
+                "WHERE id = ?",
+                (state, detail, now_utc, correction_id),
+            )
+
+    def corrections(self, heliostat_id: str | None = None) -> list[dict]:
+        sql = (
+            "SELECT c.*, f.parameters AS parameters FROM campaign_corrections c "
+            "JOIN campaign_fits f ON f.id = c.fit_id"
+        )
+        args: tuple = ()
+        if heliostat_id is not None:
+            sql += " WHERE c.heliostat_id = ?"
+            args = (heliostat_id,)
+        out = []
+        for r in self._rows(sql + " ORDER BY c.id", args):
+            d = dict(r)
+            d["parameters"] = json.loads(d["parameters"])
+            out.append(d)
+        return out
+
+    def add_delivery(self, correction_id: int, time_utc: str, port: str, outcome) -> None:
+        """Store a bridge :class:`~firmware_bridge.delivery.Outcome` for a correction."""
+        with self.con:
+            self.con.execute(
+                "INSERT INTO campaign_deliveries (correction_id, heliostat_id, time_utc, port,"
+                " address, command_id, state, attempts, detail) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    correction_id,
+                    outcome.heliostat,
+                    time_utc,
+                    port,
+                    outcome.address,
+                    outcome.command_id,
+                    outcome.state,
+                    outcome.attempts,
+                    outcome.detail,
+                ),
+            )
+
+    def deliveries(self, heliostat_id: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM campaign_deliveries"
+        args: tuple = ()
+        if heliostat_id is not None:
+            sql += " WHERE heliostat_id = ?"
+            args = (heliostat_id,)
+        return [dict(r) for r in self._rows(sql + " ORDER BY id", args)]
+
+    def heliostat_ids(self) -> list[str]:
+        rows = self._rows(
+            "SELECT heliostat_id FROM campaign_observations UNION "
+            "SELECT heliostat_id FROM campaign_visits UNION "
+            "SELECT heliostat_id FROM campaign_fits ORDER BY 1"
+        )
+        return [r[0] for r in rows]
+
+
+#: Columns of ``observations.csv`` (docs/observations.md) the history can fill.
+CSV_COLUMNS = (
+    "heliostat_id",
+    "time_utc",
+    "sun_azimuth_deg",
+    "sun_elevation_deg",
+    "axis1_steps",
+    "axis2_steps",
+    "target_id",
+    "spot_x_m",
+    "spot_y_m",
+    "spot_e_m",
+    "spot_n_m",
+    "spot_u_m",
+    "sigma_m",
+    "quality_flags",
+    "frame",
+)
+
+
+def write_observations_csv(hist: History, path: str | Path, heliostat_id: str | None = None):
+    """Write the observations as an ``observations.csv`` (for ``heliostat calibrate``).
+
+    The ``frame`` column is left empty: the history keeps frame paths relative to the
+    campaign's ``frames_dir``, not to the CSV. Returns the number of rows.
+    """
+    df = hist.observations(heliostat_id)
+    out = df[list(CSV_COLUMNS)].copy()
+    out["frame"] = ""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    out.to_csv(tmp, index=False, float_format="%.6f")
+    tmp.replace(p)
+    return len(out)
+
+
+# --------------------------------------------------------------------------- drift
+def parameter_changes(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    """Change of each parameter from fit ``a`` to fit ``b`` (absent = 0, nominal), in
+    display units: ``*_rad`` in mrad (key ``*_mrad``), ``*_m`` in mm (key ``*_mm``)."""
+    out = {}
+    for name in sorted(set(a) | set(b), key=lambda n: (list(a) + list(b)).index(n)):
+        d = float(b.get(name, 0.0)) - float(a.get(name, 0.0))
+        if name.endswith("_rad"):
+            out[name[: -len("_rad")] + "_mrad"] = d * 1e3
+        elif name.endswith("_m"):
+            out[name[: -len("_m")] + "_mm"] = d * 1e3
+        else:
+            out[name] = d
+    return out
+
+
+def sun_grid() -> np.ndarray:
+    """Sun directions for drift figures: azimuth every 30°, elevation 15°, 35°, 55°, 75°
+    (48 unit vectors, ENU)."""
+    from heliostat.frames import azel_to_enu
+
+    az, el = np.meshgrid(np.radians(np.arange(0.0, 360.0, 30.0)), np.radians([15, 35, 55, 75]))
+    return azel_to_enu(az.ravel(), el.ravel())
+
+
+def pointing_change_mrad(kin, errors_a, errors_b, aim_enu_m) -> tuple[float, float]:
+    """Predicted pointing change between two fitted models, (RMS, max). [mrad]
+
+    Over :func:`sun_grid` (the suns the heliostat can serve within its travel), the
+    setpoints that model ``a`` computes to put the beam on ``aim_enu_m`` are run through
+    model ``b``: the angle between that beam and the aim direction is how far the beam
+    lands off the aim if the heliostat moved from ``a`` to ``b`` and were still aimed
+    with ``a``. (NaN, NaN) when no sun of the grid is reachable.
+    """
+    from heliostat.frames import angle_between, normalize
+    from heliostat.kinematics import KinematicsError
+
+    sun = sun_grid()
+    aim = np.broadcast_to(np.asarray(aim_enu_m, dtype=float), sun.shape)
+    try:  # one batched inverse; row by row only when some sun is unreachable
+        st = kin.inverse(aim, sun, errors_a)
+        ok = np.all(np.isfinite(st), axis=1)
+        ok[ok] &= kin.within_limits(st[ok])
+        keep, steps = list(np.flatnonzero(ok)), list(st[ok])
+    except (KinematicsError, ValueError):
+        keep, steps = [], []
+        for i in range(sun.shape[0]):
+            try:
+                st = kin.inverse(aim[i : i + 1], sun[i : i + 1], errors_a)
+            except (KinematicsError, ValueError):
+                continue
+            if np.all(np.isfinite(st)) and kin.within_limits(st)[0]:
+                keep.append(i)
+                steps.append(st[0])
+    if not keep:
+        return math.nan, math.nan
+    st = np.array(steps)
+    s = sun[keep]
+    r, c = kin.reflected(st, s, errors_b)
+    ang = angle_between(r, normalize(aim[keep] - c)) * 1e3
+    return float(np.sqrt(np.mean(ang**2))), float(np.max(ang))
+
+
+# --------------------------------------------------------------------------- reports
+def heliostat_record(hist: History, heliostat_id: str) -> dict[str, Any]:
+    """A heliostat's record: observations, fits over time, drift between successive
+    successful fits, corrections and deliveries (what ``heliostat history`` shows).
+
+    Raises
+    ------
+    KeyError
+        If the database knows nothing of the heliostat.
+    """
+    if heliostat_id not in hist.heliostat_ids():
+        known = ", ".join(hist.heliostat_ids()) or "none"
+        raise KeyError(
+            f"{hist.path}: no campaign record of heliostat {heliostat_id!r} (have: {known})"
+        )
+    obs = hist.observations(heliostat_id)
+    vis = hist.visits(heliostat_id)
+    fits = hist.fits(heliostat_id)
+    keep = (
+        "id",
+        "time_utc",
+        "success",
+        "reason",
+        "n_points",
+        "n_outliers",
+        "rms_before_mrad",
+        "rms_after_mrad",
+        "loo_rms_mrad",
+        "parameters",
+        "parameter_std",
+        "warnings",
+    )
+    ok = [f for f in fits if f["success"]]
+    drift = []
+    for a, b in zip(ok, ok[1:], strict=False):
+        same = b["previous_fit_id"] == a["id"]
+        drift.append(
+            {
+                "from_fit": a["id"],
+                "to_fit": b["id"],
+                "from_utc": a["time_utc"],
+                "to_utc": b["time_utc"],
+                "days": (pd.Timestamp(b["time_utc"]) - pd.Timestamp(a["time_utc"])).total_seconds()
+                / 86400.0,
+                "pointing_change_rms_mrad": b["pointing_change_rms_mrad"] if same else None,
+                "pointing_change_max_mrad": b["pointing_change_max_mrad"] if same else None,
+                "parameter_changes": parameter_changes(a["parameters"], b["parameters"]),
+            }
+        )
+    return {
+        "heliostat": heliostat_id,
+        "observations": {
+            "count": int(len(obs)),
+            "first_utc": str(obs["time_utc"].iloc[0]) if len(obs) else None,
+            "last_utc": str(obs["time_utc"].iloc[-1]) if len(obs) else None,
+            "skipped": {str(k): int(v) for k, v in vis["outcome"].value_counts().items()},
+        },
+        "fits": [{k: f[k] for k in keep} for f in fits],
+        "drift": drift,
+        "corrections": [
+            {k: c[k] for k in ("id", "fit_id", "created_utc", "updated_utc", "state", "detail")}
+            for c in hist.corrections(heliostat_id)
+        ],
+        "deliveries": [
+            {k: d[k] for k in ("time_utc", "port", "address", "command_id", "state", "attempts")}
+            for d in hist.deliveries(heliostat_id)
+        ],
+    }
+
+
+def overview(hist: History) -> list[dict[str, Any]]:
+    """One line per heliostat: counts, latest fit, latest drift, last delivery."""
+    rows = []
+    for hid in hist.heliostat_ids():
+        rec = heliostat_record(hist, hid)
+        ok = [f for f in rec["fits"] if f["success"]]
+        last = ok[-1] if ok else None
+        dl = rec["deliveries"][-1] if rec["deliveries"] else None
+        rows.append(
+            {
+                "heliostat": hid,
+                "observations": rec["observations"]["count"],
+                "skipped": sum(rec["observations"]["skipped"].values()),
+                "fits": len(rec["fits"]),
+                "last_fit_utc": last["time_utc"] if last else None,
+                "rms_after_mrad": last["rms_after_mrad"] if last else None,
+                "loo_rms_mrad": last["loo_rms_mrad"] if last else None,
+                "drift_rms_mrad": rec["drift"][-1]["pointing_change_rms_mrad"]
+                if rec["drift"]
+                else None,
+                "last_delivery": dl["state"] if dl else None,
+            }
+        )
+    return rows
