@@ -280,3 +280,13 @@ def test_a_wrong_port_stops_the_run_at_once(plant_dir, monkeypatch, capsys):
     assert cli.main(["campaign", "--config", str(plant), "--max-visits", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("heliostat: error: cannot open serial port '/dev/no-such-tty'")
+
+
+def test_config_check_knows_plant_toml(plant_dir, capsys):
+    from heliostat.cli import main
+
+    assert main(["config", "check", str(plant_dir / "plant.toml")]) == 0
+    assert "(plant): field" in capsys.readouterr().out
+    (plant_dir / "plant.toml").write_text(GOOD.replace("slot_minutes = 20", "slot_minutes = 0.1"))
+    assert main(["config", "check", str(plant_dir / "plant.toml")]) == 2
+    assert "schedule.slot_minutes" in capsys.readouterr().err

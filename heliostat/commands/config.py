@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _kind(path: str) -> str:
     from heliostat.config import _load_toml
 
-    return "camera" if _load_toml(path).has("camera") else "field"
+    t = _load_toml(path)
+    if t.has("camera"):
+        return "camera"
+    return "plant" if t.has("plant") else "field"
 
 
 def check_file(path: str) -> dict:
@@ -37,6 +40,17 @@ def check_file(path: str) -> dict:
 
     try:
         kind = _kind(path)
+        if kind == "plant":
+            from heliostat.campaign.config import load_plant
+
+            pc = load_plant(path)
+            return {
+                "file": path,
+                "ok": True,
+                "kind": kind,
+                "summary": f"field {pc.field_path} ({len(pc.field.heliostats)} heliostats), "
+                f"camera {pc.camera_path}, target {pc.target.id}, history {pc.history_db}",
+            }
         if kind == "camera":
             cam = load_camera(path)
             pose = "set" if cam.r_enu_cam is not None else "unset"
