@@ -2,10 +2,15 @@
 
 Speed (default): times :func:`heliostat.vision.detect_spot` per frame, single-threaded
 (``cv2.setNumThreads(1)``), on a 1280x1024 12-bit grey frame and a 2688x1512 8-bit RGB
-frame, and in the same run one plain pass over the same frame (``cv2.sumElems``) as the
-baseline; reports the ratio and where the time goes (coarse pass, choice, fine window).
-Timings are the best of several repeats (the machine is shared; the minimum is the
-least disturbed estimate).
+frame, and in the same run two baselines: one plain pass over the same frame
+(``cv2.sumElems``, the issue's yardstick) and one pass that makes the target's box a grey
+float32 image (what any floating-point pipeline does first; on a 16-bit grey frame the
+plain sum is so cheap that the ratio to it mostly measures Python call overhead). Reports
+both ratios and where the time goes (coarse pass, choice, fine window). Timings are the
+best of several repeats (the machine is shared; the minimum is the least disturbed
+estimate). ``--reference path/to/old/classical.py`` (with its ``signal.py`` beside it, if
+present) times that copy of the detector in the same run on the same frames, for
+before/after figures from one machine state.
 
 Accuracy (``--accuracy``): centroid errors against the simulator's truth for round,
 streaky and faceted spots of sigma 10-40 px anywhere on the target (centres up to 0.1 m
@@ -14,12 +19,14 @@ from the edges), and the second-spot choice rate.
 Usage::
 
     .venv/bin/python bench/vision.py                    # speed, JSON on stdout
+    .venv/bin/python bench/vision.py --reference /tmp/old/classical.py
     .venv/bin/python bench/vision.py --accuracy --frames 200 --seed 1
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import sys
@@ -35,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from heliostat.config import load_field  # noqa: E402
 from heliostat.vision import classical as C  # noqa: E402
 from heliostat.vision import detect_spot, prepare_flat, register_corners  # noqa: E402
+from heliostat.vision import signal as S  # noqa: E402
 from sim import camera as simcam  # noqa: E402
 from sim import optics  # noqa: E402
 
@@ -96,9 +104,41 @@ def _stages(img, reg, dark, flat, black, bits) -> dict[str, float]:
     }
 
 
-def speed() -> dict:
+def _box_to_float32(box: np.ndarray) -> np.ndarray:
+    """Second baseline: the target's box as a grey float32 image, the cheapest OpenCV way
+    (one read of every pixel and channel, one write per pixel)."""
+    if box.ndim == 3:
+        box = cv2.cvtColor(box, cv2.COLOR_BGR2GRAY)
+    return box.astype(np.float32)
+
+
+def _load_reference(path: str):
+    """An older copy of classical.py as a module (its signal.py beside it, if present,
+    replaces heliostat.vision.signal for it; FlatField stays the current class so the same
+    prepared flat field serves both)."""
+    p = Path(path)
+    src = p.read_text()
+    sig_path = p.with_name("signal.py")
+    if sig_path.exists():
+        spec = importlib.util.spec_from_file_location("_ref_vision_signal", sig_path)
+        ref_sig = importlib.util.module_from_spec(spec)
+        sys.modules["_ref_vision_signal"] = ref_sig
+        spec.loader.exec_module(ref_sig)
+        ref_sig.FlatField = S.FlatField
+        src = src.replace("from heliostat.vision.signal import", "from _ref_vision_signal import")
+    mod = type(sys)("_ref_vision_classical")
+    mod.__file__ = str(p)
+    sys.modules[mod.__name__] = mod
+    exec(compile(src, str(p), "exec"), mod.__dict__)
+    return mod
+
+
+def speed(reference: str | None = None) -> dict:
     cv2.setNumThreads(1)
+    ref = _load_reference(reference) if reference else None
     out: dict = {"threads": 1, "opencv": cv2.__version__, "cases": []}
+    if ref is not None:
+        out["reference"] = str(reference)
     for width, height, bits, colour in ((1280, 1024, 12, False), (2688, 1512, 8, True)):
         field, tgt, cam, reg, reg_s, black = _scene(width, height, bits)
         rng = np.random.default_rng(12345)
@@ -117,6 +157,9 @@ def speed() -> dict:
                 fimg = np.clip(flat_img[..., None] * gains, 0, 255).astype(np.uint8)
             flat = prepare_flat(fimg, reg, black_level_dn=black)
             base = _best(lambda img=img: cv2.sumElems(img), n=50)
+            u0, v0, u1, v1 = reg.maps.roi
+            box = img[v0:v1, u0:u1]
+            base_f = _best(lambda box=box: _box_to_float32(box), n=50)
             for mode, kw in (
                 ("image_only", {}),
                 ("dark+flat", {"dark": dark, "flat": flat}),
@@ -129,20 +172,35 @@ def speed() -> dict:
                 res = detect_spot(img, reg, black_level_dn=black, bit_depth=bits, **kw)
                 err = math.hypot(res.x_m - truth.centroid_xy_m[0], res.y_m - truth.centroid_xy_m[1])
                 stages = _stages(img, reg, kw.get("dark"), kw.get("flat"), black, bits)
-                out["cases"].append(
-                    {
-                        "frame": f"{width}x{height} {'BGR uint8' if colour else 'grey uint16'}",
-                        "bytes": int(img.nbytes),
-                        "spot_sigma_px": sigma_px,
-                        "mode": mode,
-                        "detect_ms": 1e3 * t,
-                        "sum_pass_ms": 1e3 * base,
-                        "ratio_detect_to_one_pass": t / base,
-                        "error_mm": 1e3 * err,
-                        "registration_s": reg_s,
-                        **stages,
-                    }
-                )
+                case = {
+                    "frame": f"{width}x{height} {'BGR uint8' if colour else 'grey uint16'}",
+                    "bytes": int(img.nbytes),
+                    "target_box_px": [u1 - u0, v1 - v0],
+                    "spot_sigma_px": sigma_px,
+                    "mode": mode,
+                    "detect_ms": 1e3 * t,
+                    "sum_pass_ms": 1e3 * base,
+                    "ratio_detect_to_one_pass": t / base,
+                    "box_to_float32_pass_ms": 1e3 * base_f,
+                    "ratio_detect_to_float32_pass": t / base_f,
+                    "error_mm": 1e3 * err,
+                    "registration_s": reg_s,
+                    **stages,
+                }
+                if ref is not None:
+                    t_ref = _best(
+                        lambda kw=kw, img=img, reg=reg, black=black, bits=bits: ref.detect_spot(
+                            img, reg, black_level_dn=black, bit_depth=bits, **kw
+                        )
+                    )
+                    r_ref = ref.detect_spot(img, reg, black_level_dn=black, bit_depth=bits, **kw)
+                    case["reference_detect_ms"] = 1e3 * t_ref
+                    case["speedup_vs_reference"] = t_ref / t
+                    case["reference_minus_current_xy_um"] = [
+                        1e6 * (r_ref.x_m - res.x_m),
+                        1e6 * (r_ref.y_m - res.y_m),
+                    ]
+                out["cases"].append(case)
     return out
 
 
@@ -258,8 +316,9 @@ def main(argv=None) -> int:
     p.add_argument("--accuracy", action="store_true")
     p.add_argument("--frames", type=int, default=50)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--reference", help="an older classical.py to time in the same run")
     a = p.parse_args(argv)
-    res = accuracy(a.frames, a.seed) if a.accuracy else speed()
+    res = accuracy(a.frames, a.seed) if a.accuracy else speed(a.reference)
     print(json.dumps(res, indent=2))
     return 0
 

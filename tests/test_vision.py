@@ -185,6 +185,18 @@ def test_dark_frame_is_subtracted(reg):
     assert abs(res.x_m - 1.0) < 5 * res.sigma_m and abs(res.y_m - 1.0) < 5 * res.sigma_m
 
 
+def test_dark_frame_of_another_dtype_gives_the_same_result(reg):
+    # The integer fast path must subtract the dark frame (not the black level) whatever
+    # the dark frame's dtype; the values are equal, so the results must be identical.
+    rng = np.random.default_rng(19)
+    img = gaussian_frame(reg, (0.5, -0.5), 0.25, 2000.0, rng=rng)
+    dark = gaussian_frame(reg, (0.0, 0.0), 0.2, 0.0, rng=rng)
+    same = detect_spot(img, reg, dark=dark, black_level_dn=64.0, bit_depth=12)
+    other = detect_spot(img, reg, dark=dark.astype(np.float64), black_level_dn=64.0,
+                        bit_depth=12)  # fmt: skip
+    assert same.ok and same == other
+
+
 def test_brightest_integrated_signal_wins_over_a_glint(reg):
     rng = np.random.default_rng(10)
     img = gaussian_frame(reg, (-1.0, -0.5), 0.3, 1500.0, rng=rng).astype(float)
@@ -317,3 +329,151 @@ def test_coarse_sampling_equals_strided_slicing(dtype, shape):
     a = rng.integers(0, 200, shape).astype(dtype)
     for s in (1, 2, 3, 8):
         np.testing.assert_array_equal(_coarse(a, s), a[s // 2 :: s, s // 2 :: s])
+
+
+# --------------------------------------------------------------------------- fast paths
+# The detector's speed-ups (cached sampling geometry, pruned deblending, closed-form 3x3
+# solve, scalar plane->pixel, tie-aware median) must give the same numbers as the plain
+# formulations they replace; these compare against those formulations directly.
+def _deblend_reference(sm, labels, lab, box_stats, thr, options):
+    """The multi-level thresholding of classical._deblend written plainly: every level,
+    per-piece peaks and fluxes over all pixels (no pruning)."""
+    x0, y0, w0, h0 = (int(t) for t in box_stats[:4])
+    box = (slice(y0, y0 + h0), slice(x0, x0 + w0))
+    comp = labels[box] == lab
+    vals = np.where(comp, sm[box], 0.0).astype(np.float32)
+    peak = float(vals.max())
+    if peak <= thr * 1.5:
+        return None, False
+    lm = (vals >= cv2.dilate(vals, np.ones((5, 5), np.uint8))) & (vals > 2.0 * thr)
+    if np.count_nonzero(lm) < 2:
+        return None, False
+    total = float(vals.sum())
+    multi = False
+    for t in thr * (peak / thr) ** (np.arange(1, 16) / 16):
+        n, sl = cv2.connectedComponents((vals > t).astype(np.uint8), connectivity=8)
+        if n <= 2:
+            continue
+        flux = np.bincount(sl.ravel(), weights=vals.ravel(), minlength=n)[1:]
+        pk = np.zeros(n)
+        np.maximum.at(pk, sl.ravel(), vals.ravel())
+        pk = pk[1:]
+        seen = [k for k in range(n - 1) if flux[k] >= options.min_candidate_fraction * total
+                and t <= options.peaks_contrast * pk[k]]  # fmt: skip
+        multi = multi or len(seen) >= 2
+        keep = [k + 1 for k in range(n - 1) if flux[k] >= options.deblend_min_fraction * total
+                and t <= options.deblend_contrast * pk[k]]  # fmt: skip
+        if len(keep) >= 2:
+            return sorted(keep), False
+    return None, multi
+
+
+def test_pruned_deblending_matches_the_plain_multilevel_thresholding():
+    from heliostat.vision.classical import _deblend
+
+    rng = np.random.default_rng(21)
+    opts = DetectOptions()
+    vv, uu = np.mgrid[0:40, 0:48]
+    n_split = n_multi = 0
+    for _ in range(150):
+        # Two to four lumps of random height, width and spacing, plus noise: deep and
+        # shallow saddles, unequal peaks, faceted-like clusters.
+        img = np.zeros((40, 48))
+        for _ in range(rng.integers(2, 5)):
+            c = rng.uniform([8, 8], [32, 40])
+            img += rng.uniform(5, 100) * np.exp(
+                -0.5 * ((vv - c[0]) ** 2 + (uu - c[1]) ** 2) / rng.uniform(1.5, 5) ** 2
+            )
+        sm = (img + rng.normal(0, 0.5, img.shape)).astype(np.float32)
+        thr = 3.0
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(
+            (sm > thr).astype(np.uint8), connectivity=8
+        )
+        for lab in range(1, n):
+            got_parts, got_multi = _deblend(sm, labels, lab, stats[lab], thr, opts)
+            ref_keep, ref_multi = _deblend_reference(sm, labels, lab, stats[lab], thr, opts)
+            assert (got_parts is None) == (ref_keep is None)
+            assert got_multi == ref_multi
+            if got_parts is not None:
+                assert len(got_parts) == len(ref_keep)
+                n_split += 1
+            n_multi += ref_multi
+    # The draw must exercise both outcomes, or the comparison proves little.
+    assert n_split >= 10 and n_multi >= 3
+
+
+def test_closed_form_3x3_solve_and_plane_fit():
+    from heliostat.vision.signal import _plane_bg, _solve3
+
+    rng = np.random.default_rng(22)
+    for _ in range(20):
+        m = rng.normal(size=(3, 3))
+        r = rng.normal(size=3)
+        np.testing.assert_allclose(_solve3(np.c_[m, r].tolist()), np.linalg.solve(m, r),
+                                   rtol=1e-9, atol=1e-12)  # fmt: skip
+    assert _solve3([[1.0, 2.0, 3.0, 1.0], [2.0, 4.0, 6.0, 1.0], [0.0, 1.0, 1.0, 1.0]]) is None
+    # The plane fit equals the plain normal-equation fit with one 3-sigma clip, and with a
+    # few outliers recovers the plane (noise 1, 2000 samples: coefficient scatter ~0.02 in
+    # the offset, ~4e-4 in the slopes; 0.1 and 0.01 are 5 sigma and more).
+    u, v = rng.uniform(-100, 100, 2000), rng.uniform(-100, 100, 2000)
+    z = 50.0 + 0.2 * u - 0.1 * v + rng.normal(0, 1.0, 2000)
+    z[:20] += 20.0
+    keep = np.ones(z.size, bool)
+    for _ in range(2):
+        a = np.c_[np.ones(keep.sum()), u[keep], v[keep]]
+        ref = np.linalg.solve(a.T @ a, a.T @ z[keep])
+        keep = np.abs(z - (ref[0] + ref[1] * u + ref[2] * v)) < 3.0
+    got = _plane_bg(u, v, z, 1.0)
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+    assert abs(got[0] - 50.0) < 0.1
+    assert abs(got[1] - 0.2) < 0.01 and abs(got[2] + 0.1) < 0.01
+
+
+def test_scalar_plane_to_pixel_equals_the_array_version(reg):
+    from heliostat.vision.classical import _plane_to_pixel_1
+
+    for xy in ([0.0, 0.0], [2.4, -1.9], [-2.5, 2.0], [1.3, 0.7]):
+        np.testing.assert_allclose(_plane_to_pixel_1(reg, *xy), reg.plane_to_pixel([xy])[0],
+                                   rtol=0, atol=1e-9)  # fmt: skip
+
+
+def test_median_of_tied_samples_is_the_upper_median():
+    from heliostat.vision.signal import _median
+
+    rng = np.random.default_rng(23)
+    for v in (np.rint(rng.normal(0, 0.7, 4001)).astype(np.float32),  # 8-bit-like ties
+              rng.normal(0, 1.0, 4000).astype(np.float32)):  # fmt: skip
+        assert _median(v) == np.sort(v)[v.size // 2]
+
+
+def test_registrations_do_not_share_cached_geometry(reg):
+    # The coarse pass caches sampled masks per registration: a second registration with
+    # another box must not reuse the first one's.
+    other = register_corners(CORNERS + [30.0, 20.0], 5.0, 4.0, (W_PX, H_PX), k_px=K,
+                             dist_coeffs=DIST)  # fmt: skip
+    rng = np.random.default_rng(24)
+    img_a = gaussian_frame(reg, (0.5, 0.5), 0.3, 2000.0, rng=rng)
+    img_b = gaussian_frame(other, (-0.5, -0.5), 0.3, 2000.0, rng=rng)
+    first = detect_spot(img_a, reg, bit_depth=12)
+    for _ in range(2):
+        rb = detect_spot(img_b, other, bit_depth=12)
+        ra = detect_spot(img_a, reg, bit_depth=12)
+        assert ra == first
+        assert abs(rb.x_m + 0.5) < 5 * rb.sigma_m + 1e-5
+        assert abs(rb.y_m + 0.5) < 5 * rb.sigma_m + 1e-5
+
+
+def test_fine_step_two_on_a_large_spot(reg):
+    # Every second pixel of a spot ~40 px wide: the centroid stays within its (doubled)
+    # noise; totals are scaled back to the whole window (1 % for the sampling).
+    rng = np.random.default_rng(25)
+    img = gaussian_frame(reg, (0.3, -0.2), 0.45, 2500.0, rng=rng)
+    full = detect_spot(img, reg, bit_depth=12)
+    half = detect_spot(img, reg, bit_depth=12, options=DetectOptions(fine_step_px=2))
+    assert half.sigma_m == pytest.approx(2 * full.sigma_m, rel=0.1)
+    assert abs(half.x_m - 0.3) < 5 * half.sigma_m + 1e-5
+    assert abs(half.y_m + 0.2) < 5 * half.sigma_m + 1e-5
+    assert half.flux_dn_m2 == pytest.approx(full.flux_dn_m2, rel=0.01)
+    assert half.integrated_dn == pytest.approx(full.integrated_dn, rel=0.01)
+    with pytest.raises(InputError, match="fine_step_px"):
+        detect_spot(img, reg, options=DetectOptions(fine_step_px=0))

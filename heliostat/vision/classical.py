@@ -27,6 +27,12 @@ Pipeline (pure: arrays in, a :class:`SpotResult` out):
    signal x area is the flux the pixel sees, whereas an image-plane centroid is biased
    under perspective. No threshold is applied inside the window: truncating a streaky or
    lumpy spot's wings would move its centroid; noise adds variance there, not bias.
+
+Cost (``bench/vision.py``): the coarse pass reads 1/64 of the target box; the fine pass
+makes ~15 passes over a window a few spot widths wide. Per-registration sampling masks
+and index sets are cached (keyed on the registration's own arrays). For small spots the
+time is mostly the fixed cost of ~100 small numpy/OpenCV calls, for large ones the fine
+window's passes.
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ from numpy.typing import ArrayLike, NDArray
 from heliostat.config import Target
 from heliostat.errors import InputError
 from heliostat.vision.signal import (
+    _MAD_TO_SIGMA,
     FlatField,
     _coarse,
     _gray_f32,
+    _median,
     _pixel_noise,
     _plane_bg,
     _robust_stats,
@@ -65,6 +73,9 @@ __all__ = [
 
 #: Noise-amplitude gain of the coarse 3x3 Gaussian ([1 2 1]/4 per axis): sqrt(sum k^2).
 _SMOOTH_NOISE_GAIN = 0.375
+
+_K3 = np.ones((3, 3), np.uint8)
+_K5 = np.ones((5, 5), np.uint8)
 
 #: Every flag a :class:`SpotResult` may carry.
 FLAGS: tuple[str, ...] = (
@@ -120,6 +131,13 @@ class DetectOptions:
         With a dark frame, also subtract a residual offset (median of the board away from
         the spots) — for ambient light that drifted between the two frames. Off by
         default: a large spot's wings reach most of the board and bias the estimate.
+    fine_step_px : int
+        The fine window measures every ``fine_step_px``-th pixel in each direction (1:
+        all). A step of 2 costs about half the fine pass on a large spot and keeps the
+        centroid of a spot much wider than the step unbiased, but it uses a quarter of
+        the photons, so the noise part of the error (``sigma_m``) doubles: on the
+        accuracy bench (spots of sigma 10-40 px) it doubles the median error and takes a
+        streaky spot's worst case past 1 mm. Off by default. [px]
     """
 
     stride_px: int = 8
@@ -133,6 +151,7 @@ class DetectOptions:
     deblend_min_fraction: float = 0.2
     peaks_contrast: float = 0.7
     dark_offset: bool = False
+    fine_step_px: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +255,7 @@ class _Coarse:
     sm: NDArray[np.float32]  # smoothed, background-free
     on: NDArray[np.bool_]  # samples usable for the spot (on target, not masked)
     full: NDArray[np.bool_]  # samples fully on the board (background statistics)
-    labels: NDArray[np.int32]
+    labels: NDArray[np.integer]  # uint16 or int32
     stats: NDArray[np.int32]
     integ: NDArray[np.float64]  # per component (label - 1)
     cu: NDArray[np.float64]  # coarse centroid column per component
@@ -249,20 +268,157 @@ class _Coarse:
     multi_peak: set[int]  # labels with separate peaks that were not split
 
 
+@dataclass(frozen=True, slots=True)
+class _Geom:
+    """Per-registration sampling geometry of the coarse pass (cached, internal)."""
+
+    # The arrays it was sampled from: identity check of a cache entry (held, so their ids
+    # cannot be reused; the rest of the maps is not kept alive by the cache).
+    coverage_src: NDArray[np.float32]
+    marker_src: NDArray[np.bool_]
+    on: NDArray[np.bool_]  # samples usable for the spot (on target, not masked)
+    full: NDArray[np.bool_]  # samples fully on the board (background statistics)
+    on_f32: NDArray[np.float32]  # `on` as 0/1
+    on_u8: NDArray[np.uint8]  # `on` as 0/255
+    full_u8: NDArray[np.uint8]  # `full` as 0/255
+    n_full: int
+    any_on: bool
+    cov_lt1: NDArray[np.bool_]  # samples not fully on the board
+    marker: NDArray[np.bool_]  # samples on a marker
+    bg_idx: NDArray[np.intp]  # flat indices of the `full` samples used for the median
+    pair_idx: NDArray[np.intp] | None  # left samples of horizontal `full` pairs (noise)
+    marker_boxes: tuple[tuple[int, int, int, int], ...]  # marker pixels' boxes (v0,v1,u0,u1)
+    edge_sum: NDArray[np.int32]  # integral image of maps.edge: edge pixels in any box
+
+
+_GEOM_CACHE: dict[tuple[int, int, int, bool], _Geom] = {}
+_GEOM_CACHE_MAX = 8
+_ROBUST_MAX_N = 4096  # as signal._robust_stats / signal._pixel_noise
+
+
+def _strided_subset(idx: NDArray[np.intp]) -> NDArray[np.intp]:
+    """The evenly strided subset `_robust_stats` and `_pixel_noise` take (same elements)."""
+    if idx.size > _ROBUST_MAX_N:
+        return idx[:: idx.size // _ROBUST_MAX_N + 1]
+    return idx
+
+
+def _geom(maps, s: int, mask_markers: bool) -> _Geom:
+    """Sampled masks and index sets of a registration for stride ``s`` (computed once)."""
+    key = (id(maps.coverage), id(maps.marker), s, mask_markers)
+    g = _GEOM_CACHE.get(key)
+    if g is not None and g.coverage_src is maps.coverage and g.marker_src is maps.marker:
+        return g
+    o = s // 2
+    rh, rw = maps.coverage.shape
+    nv, nu = (rh - o + s - 1) // s, (rw - o + s - 1) // s
+    cov_c = maps.coverage[o::s, o::s][:nv, :nu]
+    mk_c = np.ascontiguousarray(maps.marker[o::s, o::s][:nv, :nu])
+    on = cov_c > 0
+    full = cov_c >= 1
+    if mask_markers:
+        on = on & ~mk_c
+        full = full & ~mk_c
+    if not np.any(full):
+        full = on
+    pair = full[:, 1:] & full[:, :-1]
+    rr, cc = np.nonzero(pair)
+    pair_idx = _strided_subset(rr * nu + cc) if rr.size >= 16 else None
+    n_mk, _, st, _ = cv2.connectedComponentsWithStats(maps.marker.view(np.uint8), connectivity=8)
+    boxes = tuple((int(y), int(y + h), int(x), int(x + w)) for x, y, w, h, _ in st[1:n_mk].tolist())
+    g = _Geom(
+        coverage_src=maps.coverage,
+        marker_src=maps.marker,
+        on=on,
+        full=full,
+        on_f32=on.astype(np.float32),
+        on_u8=on.astype(np.uint8) * np.uint8(255),
+        full_u8=full.astype(np.uint8) * np.uint8(255),
+        n_full=int(np.count_nonzero(full)),
+        any_on=bool(np.any(on)),
+        cov_lt1=cov_c < 1,
+        marker=mk_c,
+        bg_idx=_strided_subset(np.flatnonzero(full)),
+        pair_idx=pair_idx,
+        marker_boxes=boxes,
+        edge_sum=cv2.integral(maps.edge.astype(np.uint8)),
+    )
+    if len(_GEOM_CACHE) >= _GEOM_CACHE_MAX:
+        _GEOM_CACHE.clear()
+    _GEOM_CACHE[key] = g
+    return g
+
+
 def _signal(
     block: NDArray,
     dark_block: NDArray | None,
     gain_block: NDArray | None,
     black_level_dn: float,
+    grey: NDArray[np.float32] | None = None,
 ) -> NDArray[np.float32]:
-    sig = _gray_f32(block)
+    """Dark- (or black-level-) subtracted, flat-divided grey float32 signal (a new array).
+
+    ``grey``: the block's grey float32 copy when the caller already has it (reused).
+    """
+    if grey is None and block.dtype in (np.uint8, np.uint16):
+        # Integer frames: grey conversion in the frame's own type (what _gray_f32 does
+        # too), then one OpenCV/numpy pass to float32 with the subtraction.
+        g = _gray_int(block)
+        if dark_block is None:
+            sig = np.subtract(g, np.float32(black_level_dn), dtype=np.float32)
+        elif dark_block.dtype == block.dtype:
+            sig = cv2.subtract(g, _gray_int(dark_block), dtype=cv2.CV_32F)
+        else:  # a dark frame of another type: its own grey conversion
+            sig = np.subtract(g, _gray_f32(dark_block), dtype=np.float32)
+        if gain_block is not None:
+            cv2.divide(sig, gain_block, dst=sig)
+        return sig
+    if grey is not None:
+        sig = grey
+    else:
+        sig = _gray_f32(block)
     if dark_block is not None:
         sig -= _gray_f32(dark_block)
     elif black_level_dn:
         sig -= np.float32(black_level_dn)
     if gain_block is not None:
-        sig /= gain_block
+        cv2.divide(sig, gain_block, dst=sig)
     return sig
+
+
+_GAIN_CACHE: dict[tuple[int, int], tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
+
+
+def _coarse_gain(flat: FlatField, s: int, nv: int, nu: int) -> NDArray[np.float32]:
+    """The flat field's gains at the coarse samples (contiguous; computed once per flat)."""
+    key = (id(flat.gain_roi), s)
+    hit = _GAIN_CACHE.get(key)
+    if hit is not None and hit[0] is flat.gain_roi and hit[1].shape == (nv, nu):
+        return hit[1]
+    o = s // 2
+    g = np.ascontiguousarray(flat.gain_roi[o::s, o::s][:nv, :nu])
+    if len(_GAIN_CACHE) >= _GEOM_CACHE_MAX:
+        _GAIN_CACHE.clear()
+    _GAIN_CACHE[key] = (flat.gain_roi, g)
+    return g
+
+
+def _gray_int(a: NDArray) -> NDArray:
+    """Grey version of an 8/16-bit block in its own dtype (as :func:`_gray_f32` rounds it)."""
+    if a.ndim == 2:
+        return a
+    code = cv2.COLOR_BGR2GRAY if a.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+    return cv2.cvtColor(a, code)
+
+
+def _noise_from_pairs(sig: NDArray[np.float32], g: _Geom) -> float:
+    """`signal._pixel_noise(sig, g.full)` from the cached pair indices (same samples)."""
+    if g.pair_idx is None:
+        return _pixel_noise(sig, g.full)
+    flat = sig.ravel()
+    v = flat[g.pair_idx + 1] - flat[g.pair_idx]
+    mad = _median(np.abs(v - np.float32(_median(v)))) * _MAD_TO_SIGMA / math.sqrt(2.0)
+    return max(mad, 1.0 / math.sqrt(12.0))
 
 
 def _coarse_stage(
@@ -275,58 +431,55 @@ def _coarse_stage(
     options: DetectOptions,
 ) -> _Coarse | SpotResult:
     s = int(options.stride_px)
-    o = s // 2
-    maps = registration.maps
+    g = _geom(registration.maps, s, flat is None)
+    on, full = g.on, g.full
+    if not g.any_on:
+        raise InputError("the registered target covers no sampled pixel: lower stride_px")
     raw_c = _coarse(roi, s)
     nv, nu = raw_c.shape[:2]
-    cov_c = maps.coverage[o::s, o::s][:nv, :nu]
-    mask_markers = flat is None
-    mk_c = maps.marker[o::s, o::s][:nv, :nu] if mask_markers else None
-    on = cov_c > 0
-    full = cov_c >= 1
-    if mk_c is not None:
-        on = on & ~mk_c
-        full = full & ~mk_c
-    if not np.any(full):
-        full = on
-    if not np.any(on):
-        raise InputError("the registered target covers no sampled pixel: lower stride_px")
     raw_g = _gray_f32(raw_c)
-    vals_raw = raw_g[full]
-    if float(vals_raw.max()) <= 0.0:
+    vmin, vmax, _, _ = cv2.minMaxLoc(raw_g, g.full_u8)
+    if vmax <= 0.0:
         return _failed(("all_black", "no_spot"), bg=0.0, noise=0.0)
-    if np.isfinite(sat) and float(np.mean(vals_raw >= sat)) > 0.5:
+    if (
+        np.isfinite(sat)
+        and vmax >= sat
+        and np.count_nonzero((raw_g >= sat) & full) > 0.5 * g.n_full
+    ):
         return _failed(("all_white", "saturated", "no_spot"), bg=sat, noise=0.0, sat=1.0)
-    gain_c = flat.gain_roi[o::s, o::s][:nv, :nu] if flat is not None else None
+    gain_c = _coarse_gain(flat, s, nv, nu) if flat is not None else None
     dark_c = _coarse(droi, s) if droi is not None else None
-    sig = _signal(raw_c, dark_c, gain_c, black_level_dn)
-    bg, _ = _robust_stats(sig[full])
-    noise = _pixel_noise(sig, full)
-    if float(vals_raw.max() - vals_raw.min()) <= 0.0:
+    # raw_g is our own float32 copy: the signal is computed in place.
+    sig = _signal(raw_c, dark_c, gain_c, black_level_dn, grey=raw_g)
+    bg = _median(sig.ravel()[g.bg_idx])
+    noise = _noise_from_pairs(sig, g)
+    if vmax - vmin <= 0.0:
         return _failed(("flat_frame", "no_spot"), bg=bg, noise=0.0)
     sm = cv2.GaussianBlur(sig - np.float32(bg), (3, 3), 0, borderType=cv2.BORDER_REPLICATE)
-    sm[~on] = 0.0
+    np.multiply(sm, g.on_f32, out=sm)  # off-target and masked samples carry nothing
     noise_sm = noise * _SMOOTH_NOISE_GAIN
-    peak = float(sm.max())
+    peak = cv2.minMaxLoc(sm)[1]
     if peak < options.k_noise * noise_sm:
         return _failed(("no_spot",), bg=bg, noise=noise, peak=peak)
     # Segment at the noise threshold only: a faint spot next to a bright one keeps its
     # full extent (the relative threshold sets each spot's window later).
     thr = options.k_noise * noise_sm
-    binary = (sm > thr).astype(np.uint8)
-    binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
-    binary &= on.view(np.uint8)
-    n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    binary = cv2.compare(sm, thr, cv2.CMP_GT)
+    binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, _K3)
+    cv2.bitwise_and(binary, g.on_u8, dst=binary)
+    # 16-bit labels when they cannot overflow: OpenCV's statistics pass is ~3x faster.
+    ltype = cv2.CV_16U if binary.size < 65535 else cv2.CV_32S
+    n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=ltype)
     if n_lab <= 1:
         return _failed(("no_spot",), bg=bg, noise=noise, peak=peak)
-    w_pos = np.maximum(sm, 0.0)
-    integ = np.bincount(labels.ravel(), weights=w_pos.ravel(), minlength=n_lab)[1:]
+    w_pos = np.maximum(sm, np.float32(0.0))
+    integ = _component_sums(w_pos, labels, stats, n_lab)
     # Two spots close together merge at the low threshold: split components whose
     # brightness has two well-separated peaks (a deep saddle between them).
     n_new = n_lab
     new_boxes = []
     multi_peak: set[int] = set()
-    for j in np.flatnonzero(integ >= options.min_candidate_fraction * integ.max()):
+    for j in np.flatnonzero(integ >= options.min_candidate_fraction * integ.max()).tolist():
         parts, multi = _deblend(sm, labels, j + 1, stats[j + 1], thr, options)
         if multi:
             multi_peak.add(j + 1)
@@ -349,16 +502,31 @@ def _coarse_stage(
     cand = np.flatnonzero(integ >= options.min_candidate_fraction * integ.max())
     cu = np.full(n_lab - 1, np.nan)
     cv = np.full(n_lab - 1, np.nan)
-    for j in cand:
-        x0, y0, w0, h0 = (int(t) for t in stats[j + 1, :4])
+    for j in cand.tolist():
+        x0, y0, w0, h0 = stats[j + 1, :4].tolist()
         box = (slice(y0, y0 + h0), slice(x0, x0 + w0))
-        wb = np.where(labels[box] == j + 1, w_pos[box], 0.0)
-        tot = max(float(wb.sum()), 1e-30)
-        cu[j] = x0 + float(wb.sum(axis=0) @ np.arange(w0)) / tot
-        cv[j] = y0 + float(wb.sum(axis=1) @ np.arange(h0)) / tot
+        wb = w_pos[box] * (labels[box] == j + 1)
+        m = cv2.moments(wb)
+        tot = max(m["m00"], 1e-30)
+        cu[j] = x0 + m["m10"] / tot
+        cv[j] = y0 + m["m01"] / tot
     return _Coarse(
         sig, sm, on, full, labels, stats, integ, cu, cv, cand, bg, noise, peak, thr, multi_peak
     )
+
+
+def _component_sums(
+    w: NDArray[np.float32], labels: NDArray[np.int32], stats: NDArray, n_lab: int
+) -> NDArray[np.float64]:
+    """Sum of ``w`` over each component (label - 1): within each box for a few
+    components, one bincount over the grid for many."""
+    if n_lab > 9:
+        return np.bincount(labels.ravel(), weights=w.ravel(), minlength=n_lab)[1:]
+    out = np.empty(n_lab - 1)
+    for j, (x0, y0, w0, h0, _) in enumerate(stats[1:n_lab].tolist()):
+        box = (slice(y0, y0 + h0), slice(x0, x0 + w0))
+        out[j] = cv2.sumElems(w[box] * (labels[box] == j + 1))[0]
+    return out
 
 
 def _deblend(
@@ -380,44 +548,69 @@ def _deblend(
     split) and whether the component shows separate peaks that were not split (saddle
     below ``options.peaks_contrast`` of each peak): two spots too close to part, or a
     stray facet's image.
+
+    Each piece's peak is one of the component's 3x3 local maxima (its neighbours outside
+    the piece lie at or below the level), so each piece's peak is read from the labels at
+    those few maxima, the fluxes are summed only at levels where two pieces could count,
+    and the levels stop once fewer than two maxima reach ``level / contrast`` (the same
+    result as testing every level; ``tests/test_vision.py`` checks it against the plain
+    version).
     """
-    x0, y0, w0, h0 = (int(t) for t in box_stats[:4])
+    x0, y0, w0, h0 = box_stats[:4].tolist()
     if w0 * h0 < 4:
         return None, False
     box = (slice(y0, y0 + h0), slice(x0, x0 + w0))
     comp = labels[box] == lab
-    vals = np.where(comp, sm[box], 0.0).astype(np.float32)
-    peak = float(vals.max())
+    vals = sm[box] * comp
+    peak = cv2.minMaxLoc(vals)[1]
     if peak <= thr * 1.5:
         return None, False
     # Cheap pre-check: two or more 5x5 local maxima well above the threshold.
-    lm = (vals >= cv2.dilate(vals, np.ones((5, 5), np.uint8))) & (vals > 2.0 * thr)
+    lm = (vals >= cv2.dilate(vals, _K5)) & (vals > 2.0 * thr)
     if np.count_nonzero(lm) < 2:
         return None, False
-    total = float(vals.sum())
+    mr, mc = np.nonzero((vals >= cv2.dilate(vals, _K3)) & comp)
+    mv = vals[mr, mc]
+    order = np.argsort(-mv, kind="stable")
+    mr, mc, mv = mr[order], mc[order], mv[order]
+    if len(mv) < 2:
+        return None, False
+    total = float(cv2.sumElems(vals)[0])
     n_levels = 16
     multi = False
-    for t in thr * (peak / thr) ** (np.arange(1, n_levels) / n_levels):
-        sub = (vals > t).astype(np.uint8)
+    c_seen, c_keep = options.peaks_contrast, options.deblend_contrast
+    levels = thr * (peak / thr) ** (np.arange(1, n_levels) / n_levels)
+    # A piece whose peak qualifies holds a local maximum >= level / contrast: how many
+    # maxima could qualify at each level (non-increasing with the level).
+    n_could_see = np.searchsorted(-mv, -levels / c_seen, side="right").tolist()
+    n_could_keep = np.searchsorted(-mv, -levels / c_keep, side="right").tolist()
+    mv_l = mv.tolist()
+    for t, ns, nk in zip(levels.tolist(), n_could_see, n_could_keep, strict=True):
+        if nk < 2 and (multi or ns < 2):
+            break  # neither a split nor (new) separate peaks at this level or above
+        sub = cv2.compare(vals, t, cv2.CMP_GT)
         n, sl = cv2.connectedComponents(sub, connectivity=8)
         if n <= 2:
             continue
-        idx = sl.ravel()
-        flux = np.bincount(idx, weights=vals.ravel(), minlength=n)[1:]
-        pk = np.zeros(n)
-        np.maximum.at(pk, idx, vals.ravel())
-        pk = pk[1:]
+        # Peak of each piece: its highest local maximum.
+        pk = [0.0] * n
+        for lab_k, v in zip(sl[mr, mc].tolist(), mv_l, strict=True):
+            if v > pk[lab_k]:
+                pk[lab_k] = v
+        n_seen = sum(t <= c_seen * p for p in pk[1:])
+        n_keep = sum(t <= c_keep * p for p in pk[1:])
+        if n_keep < 2 and (multi or n_seen < 2):
+            continue
+        flux = np.bincount(sl.ravel(), weights=vals.ravel(), minlength=n).tolist()
         seen = [
-            k for k in range(n - 1)
-            if flux[k] >= options.min_candidate_fraction * total
-            and t <= options.peaks_contrast * pk[k]
+            k for k in range(1, n)
+            if flux[k] >= options.min_candidate_fraction * total and t <= c_seen * pk[k]
         ]  # fmt: skip
         multi = multi or len(seen) >= 2
         keep = [
-            k + 1
-            for k in range(n - 1)
-            if flux[k] >= options.deblend_min_fraction * total
-            and t <= options.deblend_contrast * pk[k]
+            k
+            for k in range(1, n)
+            if flux[k] >= options.deblend_min_fraction * total and t <= c_keep * pk[k]
         ]
         if len(keep) < 2:
             continue
@@ -529,6 +722,8 @@ def detect_spot(
             raise InputError(f"expected_xy_m: expected 2 finite numbers, got {expected_xy_m!r}")
     if int(options.stride_px) < 1:
         raise InputError(f"options.stride_px: expected >= 1, got {options.stride_px!r}")
+    if int(options.fine_step_px) < 1:
+        raise InputError(f"options.fine_step_px: expected >= 1, got {options.fine_step_px!r}")
     if not math.isfinite(black_level_dn):
         raise InputError(f"black_level_dn: expected a finite number, got {black_level_dn!r}")
     sat = _saturation_level(img.dtype, bit_depth)
@@ -542,6 +737,11 @@ def detect_spot(
     return _fine_stage(
         roi, droi, flat, registration, black_level_dn, sat, c, pick, flags, target, options
     )
+
+
+def _rowdot_sum(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    """sum(a * b) in one pass without copies (float32 per row, float64 over rows)."""
+    return float(np.einsum("ij,ij->i", a, b).sum(dtype=np.float64))
 
 
 def _fine_stage(
@@ -560,15 +760,16 @@ def _fine_stage(
     maps = registration.maps
     s = int(options.stride_px)
     o = s // 2
+    g = _geom(maps, s, flat is None)
     nv, nu = c.labels.shape
     lab = pick + 1
     n_cand = int(len(c.cand))
     # Window: the box of the chosen piece's samples above `rel_threshold` of its own peak,
     # widened by `margin` of its half-size plus one stride.
-    sx, sy, sw, sh = (int(x) for x in c.stats[lab, :4])
+    sx, sy, sw, sh = c.stats[lab, :4].tolist()
     piece = c.labels[sy : sy + sh, sx : sx + sw] == lab
-    vals_p = np.where(piece, c.sm[sy : sy + sh, sx : sx + sw], 0.0)
-    own_peak = float(vals_p.max())
+    vals_p = c.sm[sy : sy + sh, sx : sx + sw] * piece
+    own_peak = cv2.minMaxLoc(vals_p)[1]
     rr, cc = np.nonzero(vals_p > options.rel_threshold * own_peak)
     if len(rr) == 0:
         rr, cc = np.nonzero(piece)
@@ -582,13 +783,15 @@ def _fine_stage(
     # Coarse cells covering the window.
     cu0, cu1 = max((wu0 - o) // s, 0), min((wu1 - 1 - o) // s + 1, nu)
     cv0, cv1 = max((wv0 - o) // s, 0), min((wv1 - 1 - o) // s + 1, nv)
-    kernel = np.ones((3, 3), np.uint8)
+    # Pixels measured: all, or every k-th in each direction (options.fine_step_px).
+    k = int(options.fine_step_px)
+    ws = (slice(wv0, wv1, k), slice(wu0, wu1, k))
     lab_w = c.labels[cv0:cv1, cu0:cu1]
     own_w = lab_w == lab
     others = (lab_w > 0) & ~own_w
     others_d = None
     if np.any(others):
-        others_d = (cv2.dilate(others.view(np.uint8), kernel) > 0) & ~own_w
+        others_d = (cv2.dilate(others.view(np.uint8), _K3) > 0) & ~own_w
         # Another candidate inside the window: its wings may reach into ours.
         cand_labels = set((c.cand + 1).tolist())
         if any(int(j) in cand_labels for j in np.unique(lab_w[others])):
@@ -596,32 +799,40 @@ def _fine_stage(
 
     gain_w = None
     if flat is not None:
-        gain_w = flat.gain_roi[wv0:wv1, wu0:wu1]
-    win_raw = roi[wv0:wv1, wu0:wu1]
-    sig = _signal(win_raw, droi[wv0:wv1, wu0:wu1] if droi is not None else None, gain_w,
+        gain_w = flat.gain_roi[ws]
+    win_raw = roi[ws]
+    sig = _signal(win_raw, droi[ws] if droi is not None else None, gain_w,
                   black_level_dn)  # fmt: skip
 
-    # Background samples: on the board, outside every component (dilated by two cells).
-    excl = cv2.dilate((c.labels > 0).view(np.uint8), np.ones((5, 5), np.uint8)) > 0
-    bgmask = c.full & ~excl
     noise = c.noise
     if droi is not None:
-        # Dark frame: it is the background. Its noise is measured away from the spots; a
-        # residual offset is subtracted only when asked for (ambient drift between the
-        # two frames), since a big spot's faint wings bias any estimate of it.
-        bg = _robust_stats(c.sig[bgmask])[0] if bgmask.sum() >= 24 else c.bg
-        bg_level = bg if options.dark_offset else 0.0
-        if bg_level:
-            sig -= np.float32(bg_level)
+        # Dark frame: it is the background. A residual offset is subtracted only when
+        # asked for (ambient drift between the two frames), since a big spot's faint
+        # wings bias any estimate of it; it is the median of the board samples away from
+        # every component (dilated by two cells).
+        bg_level = 0.0
+        if options.dark_offset:
+            excl = cv2.dilate((c.labels > 0).view(np.uint8), _K5) > 0
+            bgmask = c.full & ~excl
+            bg_level = _robust_stats(c.sig[bgmask])[0] if bgmask.sum() >= 24 else c.bg
+            if bg_level:
+                sig -= np.float32(bg_level)
     else:
-        # No dark frame: a plane through the samples in a ring around the window.
+        # No dark frame: a plane through the samples in a ring around the window, on the
+        # board and outside every component (dilated by two cells).
         pu, pv = max(cu1 - cu0, 8), max(cv1 - cv0, 8)
         ru0, ru1 = max(cu0 - pu // 2, 0), min(cu1 + pu // 2, nu)
         rv0, rv1 = max(cv0 - pv // 2, 0), min(cv1 + pv // 2, nv)
-        ring = bgmask[rv0:rv1, ru0:ru1].copy()
+        # The dilation only needs the ring's box plus two cells on each side.
+        eu0, eu1 = max(ru0 - 2, 0), min(ru1 + 2, nu)
+        ev0, ev1 = max(rv0 - 2, 0), min(rv1 + 2, nv)
+        lab_e = (c.labels[ev0:ev1, eu0:eu1] > 0).view(np.uint8)
+        excl = cv2.dilate(lab_e, _K5)[rv0 - ev0 : rv1 - ev0, ru0 - eu0 : ru1 - eu0] > 0
+        bg_box = c.full[rv0:rv1, ru0:ru1] & ~excl
+        ring = bg_box.copy()
         ring[cv0 - rv0 : cv1 - rv0, cu0 - ru0 : cu1 - ru0] = False
         if ring.sum() < 24:
-            ring = bgmask[rv0:rv1, ru0:ru1]
+            ring = bg_box
         if ring.sum() >= 6:
             ii, jj = np.nonzero(ring)
             if len(ii) > 2048:  # an even subset is plenty for three coefficients
@@ -629,63 +840,77 @@ def _fine_stage(
             vals = c.sig[ii + rv0, jj + ru0].astype(np.float64)
             uc, vc = 0.5 * (wu0 + wu1), 0.5 * (wv0 + wv1)
             coef = _plane_bg((jj + ru0) * s + o - uc, (ii + rv0) * s + o - vc, vals, noise)
-            sig -= (coef[0] + coef[1] * (np.arange(wu0, wu1) - uc)).astype(np.float32)[None, :]
-            sig -= (coef[2] * (np.arange(wv0, wv1) - vc)).astype(np.float32)[:, None]
+            sig -= (coef[0] + coef[1] * (np.arange(wu0, wu1, k) - uc)).astype(np.float32)[None, :]
+            sig -= (coef[2] * (np.arange(wv0, wv1, k) - vc)).astype(np.float32)[:, None]
             bg_level = float(coef[0])
         else:
             sig -= np.float32(c.bg)
             bg_level = c.bg
-    weight_area = maps.area_m2[wv0:wv1, wu0:wu1]
-    if flat is None and np.any(maps.marker[wv0:wv1, wu0:wu1]):
-        weight_area = np.where(maps.marker[wv0:wv1, wu0:wu1], np.float32(0), weight_area)
+    weight_area = maps.area_m2[ws]
+    if flat is None and any(
+        a0 < wv1 and wv0 < a1 and b0 < wu1 and wu0 < b1 for a0, a1, b0, b1 in g.marker_boxes
+    ):
+        # Zero weight on the markers (bitwise AND under a mask: one pass, any dtype).
+        free = cv2.compare(maps.marker[ws].view(np.uint8), 0, cv2.CMP_EQ)
+        weight_area = cv2.bitwise_and(weight_area, weight_area, mask=free)
     if others_d is not None:
-        ci = np.clip((np.arange(wv0, wv1) - o + s // 2) // s, 0, nv - 1) - cv0
-        cj = np.clip((np.arange(wu0, wu1) - o + s // 2) // s, 0, nu - 1) - cu0
+        ci = np.clip((np.arange(wv0, wv1, k) - o + s // 2) // s, 0, nv - 1) - cv0
+        cj = np.clip((np.arange(wu0, wu1, k) - o + s // 2) // s, 0, nu - 1) - cu0
         ci = np.clip(ci, 0, others_d.shape[0] - 1)
         cj = np.clip(cj, 0, others_d.shape[1] - 1)
-        block = others_d[ci[:, None], cj[None, :]]
-        weight_area = np.where(block, np.float32(0), weight_area)
-    wa = sig * weight_area
-    flux = float(cv2.sumElems(wa)[0])
+        # Each pixel's nearest coarse cell (two 1-D takes, far cheaper than a 2-D index).
+        free_c = (~others_d).view(np.uint8)
+        free = np.take(np.take(free_c, ci, axis=0), cj, axis=1)
+        weight_area = cv2.bitwise_and(weight_area, weight_area, mask=free)
+    wa = cv2.multiply(sig, weight_area)
+    flux = float(cv2.sumElems(wa)[0])  # over the sampled pixels (x k^2 for the total)
     if not flux > 0.0:
         return _failed(("no_spot",), bg=bg_level, noise=noise, n_candidates=n_cand, peak=c.peak)
-    # First moments (float32 dot products: relative error ~1e-7 of the coordinates).
-    xm = maps.x_m[wv0:wv1, wu0:wu1]
-    ym = maps.y_m[wv0:wv1, wu0:wu1]
-    xc = float(np.vdot(wa, xm)) / flux
-    yc = float(np.vdot(wa, ym)) / flux
+    # First moments: float32 products summed per row, rows summed in float64 (relative
+    # error ~1e-6 of the coordinates, ~3 um on a 5 m target).
+    xm = maps.x_m[ws]
+    ym = maps.y_m[ws]
+    xc = _rowdot_sum(wa, xm) / flux
+    yc = _rowdot_sum(wa, ym) / flux
     # Second moments, noise propagation and quality figures from every second pixel in
     # each direction (they are estimates; a quarter of the work).
-    wa2, sg2 = wa[::2, ::2], sig[::2, ::2]
-    a2 = weight_area[::2, ::2]
+    # (Contiguous copies first: numpy's strided and multi-operand loops cost 3-5x more.)
+    wa2, sg2 = np.ascontiguousarray(wa[::2, ::2]), sig[::2, ::2]
+    a2 = np.ascontiguousarray(weight_area[::2, ::2])
     dx2 = xm[::2, ::2] - np.float32(xc)
     dy2 = ym[::2, ::2] - np.float32(yc)
-    f2 = max(float(wa2.sum(dtype=np.float64)), 1e-300)
-    sxx = max(float(np.vdot(wa2 * dx2, dx2)) / f2, 0.0)
-    syy = max(float(np.vdot(wa2 * dy2, dy2)) / f2, 0.0)
+    rx, ry = dx2 * dx2, dy2 * dy2
+    f2 = max(float(cv2.sumElems(wa2)[0]), 1e-300)
+    sxx = max(_rowdot_sum(wa2, rx) / f2, 0.0)
+    syy = max(_rowdot_sum(wa2, ry) / f2, 0.0)
     # var(xc) = noise^2 sum((A (x - xc))^2) / flux^2 (per-axis mean; x4 for the subsample).
-    ax, ay = a2 * dx2, a2 * dy2
-    sigma_m = noise * math.sqrt(2.0 * (float(np.vdot(ax, ax)) + float(np.vdot(ay, ay)))) / flux
+    rx += ry
+    sum_a2d2 = _rowdot_sum(a2 * a2, rx)
+    sigma_m = noise * math.sqrt(2.0 * sum_a2d2) / flux
 
     # Quality figures.
     thr_px = np.float32(max(options.k_noise * noise, options.rel_threshold * own_peak))
     above = sg2 > thr_px
-    n_pix = 4 * int(np.count_nonzero(above))
+    q = 4 * k * k  # window pixels per quality sample
+    n_pix = q * int(np.count_nonzero(above))
     sat_frac = 0.0
-    if np.isfinite(sat) and n_pix and float(win_raw.max()) >= sat:
+    if np.isfinite(sat) and n_pix and _max_value(win_raw) >= sat:
         hot = win_raw[::2, ::2] >= sat
         if hot.ndim == 3:
             hot = np.any(hot[..., :3], axis=2)
-        sat_frac = 4.0 * float(np.count_nonzero(hot & above)) / n_pix
-    cov_c = maps.coverage[o::s, o::s][:nv, :nu]
-    own_c = c.labels == lab
-    touches = bool(np.any(own_c & (cov_c < 1))) or bool(
-        np.any(above & maps.edge[wv0:wv1:2, wu0:wu1:2])
+        sat_frac = q * float(np.count_nonzero(hot & above)) / n_pix
+    # The chosen component's samples (its box, one cell wider for the marker test).
+    ku0, kv0 = max(sx - 1, 0), max(sy - 1, 0)
+    ku1, kv1 = min(sx + sw + 1, nu), min(sy + sh + 1, nv)
+    own_k = c.labels[kv0:kv1, ku0:ku1] == lab
+    es = g.edge_sum  # edge pixels in the window at all? (most spots lie inside)
+    n_edge = int(es[wv1, wu1]) - int(es[wv0, wu1]) - int(es[wv1, wu0]) + int(es[wv0, wu0])
+    touches = bool(np.any(own_k & g.cov_lt1[kv0:kv1, ku0:ku1])) or (
+        n_edge > 0 and bool(np.any(above & maps.edge[wv0 : wv1 : 2 * k, wu0 : wu1 : 2 * k]))
     )
     if registration.markers is not None:
-        mk_c = maps.marker[o::s, o::s][:nv, :nu]
-        own_d = cv2.dilate(own_c.view(np.uint8), kernel) > 0
-        if np.any(own_d & mk_c):
+        own_d = cv2.dilate(own_k.view(np.uint8), _K3) > 0
+        if np.any(own_d & g.marker[kv0:kv1, ku0:ku1]):
             flags.append("on_marker")
     snr = own_peak / noise
     if lab in c.multi_peak:
@@ -696,7 +921,7 @@ def _fine_stage(
         flags.append("saturated")
     if touches:
         flags.append("touches_edge")
-    uv = registration.plane_to_pixel([[xc, yc]])[0]
+    uv = _plane_to_pixel_1(registration, xc, yc)
     e_m = n_m = up_m = math.nan
     if target is not None:
         e_m, n_m, up_m = (float(v) for v in target.plane_to_enu(np.array([xc, yc])))
@@ -712,9 +937,9 @@ def _fine_stage(
         sigma_m=float(sigma_m),
         size_x_m=math.sqrt(sxx),
         size_y_m=math.sqrt(syy),
-        peak_dn=float(sig.max()),
-        integrated_dn=float(cv2.sumElems(sig)[0]),
-        flux_dn_m2=flux,
+        peak_dn=float(cv2.minMaxLoc(sig)[1]),
+        integrated_dn=k * k * float(cv2.sumElems(sig)[0]),
+        flux_dn_m2=k * k * flux,
         snr=snr,
         n_pixels=n_pix,
         saturated_fraction=sat_frac,
@@ -724,3 +949,37 @@ def _fine_stage(
         noise_dn=float(noise),
         flags=tuple(flags),
     )
+
+
+def _max_value(a: NDArray) -> float:
+    """Largest value of an image block (all channels) without a copy where OpenCV can."""
+    if a.dtype in (np.uint8, np.uint16, np.float32):
+        flat2 = a.reshape(a.shape[0], -1) if a.ndim == 3 else a
+        if flat2.strides[-1] == a.itemsize:
+            return float(cv2.minMaxLoc(flat2)[1])
+    return float(a.max())
+
+
+def _plane_to_pixel_1(registration: TargetRegistration, x: float, y: float) -> tuple[float, float]:
+    """``registration.plane_to_pixel`` for one point in plain floats (same formulas as
+    ``target._apply_h`` and ``target._distort``; the array version costs ~50 us for one
+    point)."""
+    d = np.ravel(registration.dist_coeffs).tolist()
+    if len(d) > 5:
+        u, v = registration.plane_to_pixel([[x, y]])[0]
+        return float(u), float(v)
+    (h00, h01, h02), (h10, h11, h12), (h20, h21, h22) = registration.h_px_from_plane.tolist()
+    w = h20 * x + h21 * y + h22
+    uu = (h00 * x + h01 * y + h02) / w
+    vu = (h10 * x + h11 * y + h12) / w
+    if not any(d):
+        return uu, vu
+    k1, k2, p1, p2, k3 = (d + [0.0] * 5)[:5]
+    (fx, skew, cx), (_, fy, cy), _ = registration.k_px.tolist()
+    yn = (vu - cy) / fy
+    xn = (uu - cx - skew * yn) / fx
+    r2 = xn * xn + yn * yn
+    rad = 1.0 + r2 * (k1 + r2 * (k2 + r2 * k3))
+    xd = xn * rad + 2.0 * p1 * xn * yn + p2 * (r2 + 2.0 * xn * xn)
+    yd = yn * rad + p1 * (r2 + 2.0 * yn * yn) + 2.0 * p2 * xn * yn
+    return fx * xd + skew * yd + cx, fy * yd + cy

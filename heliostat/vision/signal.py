@@ -93,6 +93,9 @@ def _coarse(a: NDArray, s: int) -> NDArray:
     if s == 1:
         return a
     o = s // 2
+    if a.ndim == 2:
+        # Grey: numpy's strided copy beats OpenCV's resize (no row/column tables to build).
+        return np.ascontiguousarray(a[o::s, o::s])
     nv, nu = (a.shape[0] - o + s - 1) // s, (a.shape[1] - o + s - 1) // s
     exact = (a.shape[0] - o) % s == 0 and (a.shape[1] - o) % s == 0
     if not exact and a.dtype in (np.uint8, np.uint16, np.float32):
@@ -125,9 +128,16 @@ def _saturation_level(dtype: np.dtype, bit_depth: int | None) -> float:
 
 def _median(v: NDArray) -> float:
     """Median by partial sort (upper median for even sizes): np.median costs 10x more on
-    small arrays and its averaging of the two middle values is irrelevant here."""
+    small arrays and its averaging of the two middle values is irrelevant here.
+
+    Integer-valued samples (8-bit frames, differences of DN) have few distinct values;
+    numpy's introselect slows down ~8x on such ties while a full sort does not, so those
+    are sorted (same element either way)."""
+    v = v.ravel()
     k = v.size // 2
-    return float(np.partition(v.ravel(), k)[k])
+    if v.dtype.kind == "f" and v.size > 256 and np.array_equal(v, np.rint(v)):
+        return float(np.sort(v)[k])
+    return float(np.partition(v, k)[k])
 
 
 def _robust_stats(v: NDArray, max_n: int = 4096) -> tuple[float, float]:
@@ -159,30 +169,44 @@ def _pixel_noise(sig: NDArray, mask: NDArray) -> float:
     return max(mad, 1.0 / math.sqrt(12.0))
 
 
+def _solve3(g: list[list[float]]) -> tuple[float, float, float] | None:
+    """Solve the 3x3 system g[:3][:3] c = g[:3][3] by Cramer's rule (None: singular).
+
+    np.linalg.solve costs ~20-60 us per call on a 3x3 system; this costs ~2 us.
+    """
+    (a, b, c, r0), (d, e, f, r1), (h, i, j, r2) = g[0], g[1], g[2]
+    det = a * (e * j - f * i) - b * (d * j - f * h) + c * (d * i - e * h)
+    if det == 0.0 or not math.isfinite(det):
+        return None
+    x0 = (r0 * (e * j - f * i) - b * (r1 * j - f * r2) + c * (r1 * i - e * r2)) / det
+    x1 = (a * (r1 * j - f * r2) - r0 * (d * j - f * h) + c * (d * r2 - r1 * h)) / det
+    x2 = (a * (e * r2 - r1 * i) - b * (d * r2 - r1 * h) + r0 * (d * i - e * h)) / det
+    return x0, x1, x2
+
+
 def _plane_bg(u: NDArray, v: NDArray, val: NDArray, noise: float) -> NDArray[np.float64]:
-    """Robust least-squares plane a + b u + c v (normal equations, one 3-sigma clip)."""
-    keep = np.ones(len(val), bool)
-    coef = np.array([_median(val), 0.0, 0.0])
+    """Robust least-squares plane a + b u + c v (normal equations, one 3-sigma clip).
+
+    The sums of the normal equations come from one small matrix product ([1 u v z]^T
+    [1 u v z] over the kept samples) rather than a dozen separate reductions.
+    """
+    n_all = len(val)
+    a = np.empty((n_all, 4))
+    a[:, 0], a[:, 1], a[:, 2], a[:, 3] = 1.0, u, v, val
+    keep: NDArray | None = None
+    coef = None
     for _ in range(2):
-        if keep.sum() < 6:
+        ak = a if keep is None else a[keep]
+        if len(ak) < 6:
             break
-        uk, vk, zk = u[keep], v[keep], val[keep]
-        n = float(len(zk))
-        su, sv = float(uk.sum()), float(vk.sum())
-        m = np.array(
-            [
-                [n, su, sv],
-                [su, float(uk @ uk), float(uk @ vk)],
-                [sv, float(uk @ vk), float(vk @ vk)],
-            ]
-        )
-        rhs = np.array([float(zk.sum()), float(uk @ zk), float(vk @ zk)])
-        try:
-            coef = np.linalg.solve(m, rhs)
-        except np.linalg.LinAlgError:
-            coef = np.array([_median(zk), 0.0, 0.0])
+        sol = _solve3((ak.T @ ak).tolist())
+        if sol is None:
+            coef = np.array([_median(ak[:, 3]), 0.0, 0.0])
             break
-        keep = np.abs(val - (coef[0] + coef[1] * u + coef[2] * v)) < 3.0 * noise
+        coef = np.array(sol)
+        keep = np.abs(a[:, 3] - a[:, :3] @ coef) < 3.0 * noise
+    if coef is None:  # too few samples for a plane: a level
+        coef = np.array([_median(val), 0.0, 0.0])
     return coef
 
 
