@@ -16,31 +16,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
+from heliostat.calibration.observations import OBSERVATION_COLUMNS as CSV_COLUMNS
 from heliostat.config import Heliostat, Target
 from heliostat.frames import Site, intersect_plane, normalize
 from heliostat.kinematics import KinematicErrors, error_names
 from heliostat.sun import sun_position
 
-#: Columns of ``observations.csv`` written by the simulator, in order (docs/observations.md).
-OBSERVATION_COLUMNS: tuple[str, ...] = (
-    "heliostat_id",
-    "time_utc",
-    "sun_azimuth_deg",
-    "sun_elevation_deg",
-    "axis1_steps",
-    "axis2_steps",
-    "target_id",
-    "spot_x_m",
-    "spot_y_m",
-    "spot_e_m",
-    "spot_n_m",
-    "spot_u_m",
-    "sigma_m",
-    "quality_flags",
-    "frame",
-    "true_spot_x_m",
-    "true_spot_y_m",
-)
+#: Columns of ``observations.csv`` written by the simulator, in order (docs/observations.md):
+#: the format's columns, then the ground truth.
+OBSERVATION_COLUMNS: tuple[str, ...] = (*CSV_COLUMNS, "true_spot_x_m", "true_spot_y_m")
 
 
 def draw_true_errors(

@@ -27,6 +27,26 @@ from heliostat.sun import sun_position
 SUN_TOLERANCE_DEG = 0.05
 
 _REQUIRED = ("heliostat_id", "axis1_steps", "axis2_steps", "target_id")
+
+#: The columns of ``observations.csv`` in their written order (docs/observations.md).
+#: Simulators append ground-truth ``true_*`` columns, which readers ignore.
+OBSERVATION_COLUMNS: tuple[str, ...] = (
+    "heliostat_id",
+    "time_utc",
+    "sun_azimuth_deg",
+    "sun_elevation_deg",
+    "axis1_steps",
+    "axis2_steps",
+    "target_id",
+    "spot_x_m",
+    "spot_y_m",
+    "spot_e_m",
+    "spot_n_m",
+    "spot_u_m",
+    "sigma_m",
+    "quality_flags",
+    "frame",
+)
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from heliostat.calibration.observations import OBSERVATION_COLUMNS
 from heliostat.store import ensure_schema, open_db
 
 COMPONENT = "campaign"
@@ -117,22 +118,9 @@ CREATE TABLE IF NOT EXISTS campaign_deliveries (
 CORRECTION_STATES = ("proposed", "refused", "declined", "approved", "sent", "failed")
 
 OBS_COLUMNS = (
-    "heliostat_id",
+    *OBSERVATION_COLUMNS[:1],
     "slot_utc",
-    "time_utc",
-    "sun_azimuth_deg",
-    "sun_elevation_deg",
-    "axis1_steps",
-    "axis2_steps",
-    "target_id",
-    "spot_x_m",
-    "spot_y_m",
-    "spot_e_m",
-    "spot_n_m",
-    "spot_u_m",
-    "sigma_m",
-    "quality_flags",
-    "frame",
+    *OBSERVATION_COLUMNS[1:],
     "dark_frame",
     "run_id",
 )
@@ -427,24 +415,8 @@ class History:
         return [r[0] for r in rows]
 
 
-#: Columns of ``observations.csv`` (docs/observations.md) the history can fill.
-CSV_COLUMNS = (
-    "heliostat_id",
-    "time_utc",
-    "sun_azimuth_deg",
-    "sun_elevation_deg",
-    "axis1_steps",
-    "axis2_steps",
-    "target_id",
-    "spot_x_m",
-    "spot_y_m",
-    "spot_e_m",
-    "spot_n_m",
-    "spot_u_m",
-    "sigma_m",
-    "quality_flags",
-    "frame",
-)
+#: Columns of ``observations.csv`` (docs/observations.md) the history fills.
+CSV_COLUMNS = OBSERVATION_COLUMNS
 
 
 def write_observations_csv(hist: History, path: str | Path, heliostat_id: str | None = None):
