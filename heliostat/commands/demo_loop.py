@@ -79,13 +79,9 @@ def stage_detect(ctx) -> dict[str, Any]:
     for o in outcomes[:2]:
         if o.result is None or not o.result.ok:
             continue
-        path = Path(o.path)
-        rel = (
-            Path(os.path.relpath(path, cdir)).as_posix()
-            if path.is_absolute() or path.exists()
-            else o.path
-        )
-        img = load_image(path if path.exists() else cdir / path)
+        # the pipeline reports each frame as <campaign folder>/<frame column>
+        rel = Path(os.path.relpath(o.path, cdir)).as_posix()
+        img = load_image(o.path)
         row = d[d["frame"] == rel]
         truth_uv = None
         if len(row):
