@@ -157,6 +157,29 @@ def test_rapl_stale_counter_is_not_zero_joules(tmp_path, cpuinfo):
     assert any("did not change" in n for n in r.notes)
 
 
+def test_rapl_stale_counter_short_busy_block_is_not_zero_joules(tmp_path, cpuinfo):
+    # A 2 ms block that used CPU time while the counter (updated every ~1 ms) did not move
+    # is a failed read too: it must fall back, not record 0 J.
+    make_rapl(tmp_path / "pc")
+    t = iter([0.0, 0.002])
+    m = EnergyMeter(rapl_root=tmp_path / "pc", use_nvml=False, cpuinfo_path=cpuinfo,
+                    poll_interval_s=None, clock=lambda: next(t))  # fmt: skip
+    with m:
+        sum(i * i for i in range(20000))
+    r = m.measurement
+    assert r.cpu_source == "cpu-model" and r.cpu_j > 0
+
+
+def test_rapl_reader_reopens_after_close(tmp_path):
+    pkg = make_rapl(tmp_path / "pc", pkg_uj=1000)
+    reader = RaplReader(tmp_path / "pc")
+    assert reader.read() == (1000,)
+    reader.close()
+    set_uj(pkg, 2000)
+    assert reader.read() == (2000,)  # reopened, not a zip() length error
+    reader.close()
+
+
 def test_no_rapl_dir_and_poll_thread(tmp_path, cpuinfo):
     m = EnergyMeter(rapl_root=tmp_path / "absent", use_nvml=False, cpuinfo_path=cpuinfo)
     assert "no powercap directory" in m.sources_tried[0]

@@ -42,9 +42,9 @@ from typing import Any
 
 from heliostat.ledger.carbon import Energy
 
-#: RAPL counters update about every 1 ms; a block longer than this that reads no change
-#: is a failed read, not zero energy. [s]
-RAPL_STALE_AFTER_S = 0.05
+#: RAPL counters update about every 1 ms; a block longer than a few updates (or one that
+#: used CPU time at all) that reads no change is a failed read, not zero energy. [s]
+RAPL_STALE_AFTER_S = 0.005
 #: Relative standard uncertainty of RAPL energy against a wall-plug meter (Khan et al.,
 #: "RAPL in Action", ACM TOMPECS 3(2), 2018, doi:10.1145/3177754: errors of a few %). [-]
 RAPL_REL_UNCERTAINTY = 0.05
@@ -357,7 +357,8 @@ class RaplReader:
         """Close the counter files."""
         for fd in getattr(self, "_fds", []):
             os.close(fd)
-        self._fds = []
+        if hasattr(self, "_fds"):
+            del self._fds  # a later read() reopens the counters
 
     def __del__(self) -> None:
         self.close()
@@ -630,14 +631,18 @@ class EnergyMeter:
             try:
                 self._acc.poll()
                 r_cpu, r_ram = self._acc.joules()
-                if r_cpu <= 0 and duration > RAPL_STALE_AFTER_S:
+                has_ram = any(d.kind == "ram" for d in self._acc.reader.domains)
+                busy = cpu_time > 0 or duration > RAPL_STALE_AFTER_S
+                if r_cpu <= 0 and busy:
                     notes.append(
                         f"RAPL package counter did not change in {duration:.3g} s "
                         "(stale or unreadable); CPU model used"
                     )
                 else:
                     cpu_j, cpu_src = r_cpu, "rapl"
-                    if any(d.kind == "ram" for d in self._acc.reader.domains):
+                    if has_ram and r_ram <= 0 and busy:
+                        notes.append("RAPL DRAM counter did not change; RAM model used")
+                    elif has_ram:
                         ram_j, ram_src = r_ram, "rapl"
             except SourceUnavailable as exc:
                 notes.append(f"{exc}; CPU model used")
