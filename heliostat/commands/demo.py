@@ -237,8 +237,19 @@ DEMO_STAGES: tuple[Stage, ...] = (
 
 
 # --------------------------------------------------------------------------- runner
+#: What a demo writes into its folder; an earlier demo's copies are removed first, so a run
+#: that fails half-way never leaves an old summary or report beside new data.
+DEMO_OUTPUTS = ("summary.json", "report.html", "emissions.csv", "history.sqlite",
+                "history.sqlite-wal", "history.sqlite-shm", "bridge-journal.sqlite",
+                "bridge-journal.sqlite-wal", "bridge-journal.sqlite-shm")  # fmt: skip
+DEMO_FOLDERS = ("campaign", "detect", "calibrate")
+
+
 def prepare_demo_dir(out: Path) -> None:
-    """Create the demo folder; refuse a non-empty folder that is not an earlier demo's."""
+    """Create the demo folder (an earlier demo's outputs are removed); refuse a non-empty
+    folder that is not an earlier demo's."""
+    import shutil
+
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "summary.json").is_file():
@@ -247,6 +258,11 @@ def prepare_demo_dir(out: Path) -> None:
             "choose an empty or new folder"
         )
     out.mkdir(parents=True, exist_ok=True)
+    for name in DEMO_OUTPUTS:
+        (out / name).unlink(missing_ok=True)
+    for name in DEMO_FOLDERS:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
 
 
 def run_demo(
@@ -282,7 +298,9 @@ def run_demo(
 
             stop_emulators(ctx)
     summary["seconds"] = round(time.perf_counter() - t_all, 2)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "summary.json")  # atomic: a summary is whole or absent
     return summary
 
 
@@ -347,8 +365,9 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"after {v['after_mrad_median']:.2f} ({v['after_mrad_p95']:.2f}) mrad"
         )
         lines.append(
-            f"          through the controllers: {v['moves_confirmed']} moves confirmed, "
-            f"error median {v['after_via_controllers_mrad_median']:.2f} "
+            f"          as delivered at noon through the controllers (with backlash): "
+            f"{v['moves_confirmed']} moves confirmed, error median "
+            f"{v['after_via_controllers_mrad_median']:.2f} "
             f"(p95 {v['after_via_controllers_mrad_p95']:.2f}) mrad; "
             f"{v.get('camera_checked', 0)} spots re-measured on camera"
         )
@@ -357,7 +376,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         pb = ", ".join(f"{k} {h:.2g} h" for k, h in g["payback_hours"].items())
         lines.append(
             f"ledger    compute {g['compute_j']:.1f} J ({g['kg_co2e_us_grid'] * 1e3:.2g} g CO2e "
-            f"on the US grid); gain at {g['operating_point']}: dT {g['delta_t_k']:.1f} K, "
+            f"on the US grid); gain of {g['before_rms_mrad']:.2f} -> "
+            f"{g['after_rms_mrad_used']:.2f} mrad RMS at {g['operating_point']}: "
+            f"dT {g['delta_t_k']:.1f} K, "
             f"+{g['thermal_gain_kwh_per_day']:.0f} kWh heat/day, "
             f"{g['co2_avoided_kg_per_day']:.1f} kg CO2/day avoided"
         )
