@@ -191,3 +191,28 @@ def test_bad_inputs_are_clear_errors():
 def test_within_limits():
     ok = LINEAR.within_limits([[0, 0], [70000, 70000], [-1, 5], [5, 70001]])
     assert ok.tolist() == [True, True, False, False]
+
+
+def test_azel_inverse_near_zenith_stays_on_the_usual_branch():
+    # Sun at 60° elevation due south, aim straight back toward it: the normal is ~0.01-1°
+    # from the zenith, where azimuth is ill-conditioned. The solution must keep the
+    # azimuth near mid-travel and the elevation at most 90°, i.e. inside the actuator
+    # travel (the plain solve wound axis 1 to −487° here).
+    from sim.field import azel_drive
+
+    kin = azel_drive((0.0, 50.0, 0.0))
+    s = azel_to_enu(np.radians(180.0), np.radians(60.0))
+    c = kin.forward_angles([[np.pi, np.pi / 2]]).centre_enu_m[0]
+    d = np.array([-s[0], -s[1], s[2]])
+    e = KinematicErrors.from_dict(
+        "azel", {"axis1_tilt_e_rad": 2e-3, "axis_nonorthogonality_rad": 2e-3}
+    )
+    for errors in (None, e):
+        for eps_m in (0.01, 0.1, 1.0):
+            aim = c + 50 * d + np.array([eps_m, eps_m, 0.0])
+            theta = kin.inverse_angles(aim, s, errors)
+            assert theta[0, 1] <= np.pi / 2
+            steps = kin.inverse(aim, s, errors)
+            assert kin.within_limits(steps)[0]
+            r, cc = kin.reflected(steps, s, errors)
+            assert angle_between(r, normalize(aim - cc))[0] < 1e-9

@@ -283,24 +283,58 @@ class HeliostatKinematics:
             want = normalize(sun + normalize(aim - pose.centre_enu_m))
             return pose.u_normal_enu - want
 
-        theta = self._initial_angles(normalize(sun + normalize(aim - self._p0)))
-        h = 1e-7
-        for _ in range(max_iter):
-            f = residual(theta)
-            if np.max(np.linalg.norm(f, axis=1)) < tol_rad:
-                break
-            jac = np.empty(f.shape + (2,))
-            for k in range(2):
-                dt = np.zeros(2)
-                dt[k] = h
-                jac[..., k] = (residual(theta + dt) - residual(theta - dt)) / (2 * h)
-            jtj = np.einsum("nik,nil->nkl", jac, jac)
-            jtf = np.einsum("nik,ni->nk", jac, f)
-            theta = theta - np.linalg.solve(jtj, jtf[..., None])[..., 0]
+        def solve(theta: NDArray[np.float64], rows: NDArray[np.intp]) -> NDArray[np.float64]:
+            # Gauss–Newton, vectorised over rows. Near the zenith singularity it may wind
+            # axis 1 through turns or pass 90° of elevation: _azel_branch corrects that.
+            def res(th):
+                pose = self.forward_angles(th, e)
+                want = normalize(sun[rows] + normalize(aim[rows] - pose.centre_enu_m))
+                return pose.u_normal_enu - want
+
+            h = 1e-7
+            for _ in range(max_iter):
+                f = res(theta)
+                if np.max(np.linalg.norm(f, axis=1)) < tol_rad:
+                    break
+                jac = np.empty(f.shape + (2,))
+                for k in range(2):
+                    dt = np.zeros(2)
+                    dt[k] = h
+                    jac[..., k] = (res(theta + dt) - res(theta - dt)) / (2 * h)
+                jtj = np.einsum("nik,nil->nkl", jac, jac) + 1e-15 * np.eye(2)
+                jtf = np.einsum("nik,ni->nk", jac, f)
+                theta = theta - np.linalg.solve(jtj, jtf[..., None])[..., 0]
+            return theta
+
+        every = np.arange(aim.shape[0])
+        theta = solve(self._initial_angles(normalize(sun + normalize(aim - self._p0))), every)
+        if self.drive == "azel":
+            theta = self._azel_branch(theta, solve)
         err = np.linalg.norm(residual(theta), axis=1)
         if not np.all(err < 1e-9):
             bad = np.flatnonzero(~(err < 1e-9))
             raise KinematicsError(f"inverse kinematics did not converge for rows {bad.tolist()}")
+        return theta
+
+    def _azel_branch(self, theta: NDArray[np.float64], solve) -> NDArray[np.float64]:
+        """Bring an az-el solution onto the usual branch: azimuth within ±π of the axis's
+        mid-travel (exact: the chain is 2π-periodic in θ1), elevation at most 90°. Past
+        the zenith the same normal is also reached near (θ1 + π, π − θ2): solve again
+        from there and keep that solution where it lands on the usual branch."""
+        mid = 0.5 * (self.axis1.min_steps + self.axis1.max_steps)
+        ref = float(self.axis1.steps_to_angle(mid))
+
+        def wrap(t1):
+            return ref + np.mod(t1 - ref + np.pi, 2 * np.pi) - np.pi
+
+        theta = np.stack([wrap(theta[:, 0]), theta[:, 1]], axis=1)
+        over = np.flatnonzero(np.abs(theta[:, 1]) > np.pi / 2)
+        if over.size:
+            flipped = np.stack([theta[over, 0] + np.pi, np.pi - theta[over, 1]], axis=1)
+            alt = solve(flipped, over)
+            alt[:, 0] = wrap(alt[:, 0])
+            ok = np.abs(alt[:, 1]) <= np.pi / 2
+            theta[over[ok]] = alt[ok]
         return theta
 
     def inverse(
