@@ -346,3 +346,110 @@ def test_quality_against_oracle_floor():
     f, c, d = (math.sqrt(np.mean(v)) for v in (floor, clean, dirty))
     assert c < 1.10 * f
     assert d < 1.10 * f
+
+
+# --------------------------------------------------------------------------- regressions
+def _true_beam_misses(kin, obs, errors):
+    """Angle between the model beam and the measured ray, per row, computed directly from
+    the kinematics (independent of the fit's residual code). [mrad]"""
+    pose = kin.forward(obs.steps, errors)
+    beam = reflect(pose.u_normal_enu, obs.u_sun_enu)
+    return 1e3 * angle_between(beam, obs.spot_enu_m - pose.centre_enu_m)
+
+
+def test_reported_figures_are_unweighted_mrad_with_mixed_sigma():
+    # Half the rows at 0.1 mrad noise, half at 2.0 mrad, each with its matching sigma_m:
+    # the weights (median σ / σ_i) differ by 20× between the halves. Weights belong in the
+    # objective only; every reported figure must be the plain beam error in mrad.
+    rng = np.random.default_rng(31)
+    hel = FIELD.heliostats["H001"]
+    kin = hel.kinematics
+    truth = draw_true_errors(kin.drive, rng, translation_m=0.0)
+    parts = [
+        simulate_observations(hel, truth, TARGET, FIELD.site, CAMPAIGN[0::2], rng, 0.1),
+        simulate_observations(hel, truth, TARGET, FIELD.site, CAMPAIGN[1::2], rng, 2.0),
+    ]
+    df = pd.concat(parts, ignore_index=True)
+    obs = _obs(df)["H001"]
+    r = fit_heliostat(kin, obs)
+    assert r.success and r.n_outliers == 0
+    inl = ~np.isin(obs.rows, r.outlier_rows)
+    after = _true_beam_misses(kin, obs, r.errors)
+    before = _true_beam_misses(kin, obs, KinematicErrors.zeros(kin.drive))
+    # The fit's residual is |r − d| projected perpendicular to d, the direct one the angle
+    # between them: equal up to O(θ²) ≈ 1e-5 relative at mrad angles -> rtol 1e-4.
+    np.testing.assert_allclose(r.residuals_mrad, after, rtol=1e-4)
+    assert r.rms_after_mrad == pytest.approx(np.sqrt(np.mean(after[inl] ** 2)), rel=1e-4)
+    assert r.rms_before_mrad == pytest.approx(np.sqrt(np.mean(before[inl] ** 2)), rel=1e-4)
+    # Per-axis noise: 30 components at 2.0 mrad and 30 at 0.1 mrad over 60 − 7 degrees of
+    # freedom -> ≈ 1.5 mrad; χ² with 30 dof keeps it in [1.0, 2.0] at > 3σ. The weighted
+    # number (the bug) was ≈ 0.1 mrad.
+    assert 1.0 < r.noise_mrad < 2.0
+    # Cross-validation in the same units: the refit LOO measures unweighted held-out
+    # residuals, and the hat-matrix LOO (weighted internally) must agree with it.
+    loo = loo_rms(kin, obs, r)
+    assert loo > r.rms_after_mrad
+    assert abs(loo_hat(kin, obs, r) - loo) < 0.05 * loo  # nearly linear model
+    assert r.rms_after_mrad < kfold_rms(kin, obs, r) < 2 * loo
+    # The weights still act inside the fit: dropping sigma_m changes the solution.
+    d2 = df.copy()
+    d2["sigma_m"] = np.nan
+    plain = fit_heliostat(kin, _obs(d2)["H001"])
+    diff = plain.errors.to_vector(r.names) - r.errors.to_vector(r.names)
+    assert np.max(np.abs(diff)) > 1e-6
+
+
+def test_unidentifiable_parameters_get_nan_standard_errors():
+    # On an az-el drive a vertical offset of axis 1 and one of axis 2 move the mirror
+    # identically: the two Jacobian columns are equal, JᵀJ is exactly singular and no
+    # finite standard error exists for either offset.
+    from heliostat.commands._common import print_json
+
+    rng = np.random.default_rng(32)
+    hel = FIELD.heliostats["H001"]
+    kin = hel.kinematics
+    truth = KinematicErrors.from_dict(
+        kin.drive, {"axis1_zero_rad": 2e-3, "axis2_zero_rad": -1e-3, "axis1_offset_u_m": 0.05}
+    )
+    df = simulate_observations(hel, truth, TARGET, FIELD.site, CAMPAIGN, rng, 0.2)
+    obs = _obs(df)["H001"]
+    names = ("axis1_zero_rad", "axis2_zero_rad", "axis1_offset_u_m", "axis2_offset_u_m")
+    r = fit_heliostat(kin, obs, names)
+    assert r.success
+    assert math.isnan(r.std["axis1_offset_u_m"]) and math.isnan(r.std["axis2_offset_u_m"])
+    assert any("condition number" in w for w in r.warnings)
+    assert any("axis1_offset_u_m, axis2_offset_u_m not determined" in w for w in r.warnings)
+    # The zero offsets are estimable: their standard errors equal those of the fit with
+    # the redundant offset removed (same determined directions, same RSS and degrees of
+    # freedom). Both fits converge to 1e-10 of the optimum -> rtol 1e-6.
+    reduced = fit_heliostat(kin, obs, names[:2] + names[3:])
+    for name in names[:2]:
+        assert r.std[name] == pytest.approx(reduced.std[name], rel=1e-6), name
+    # The sum of the two offsets is what the data determine: it matches the reduced fit.
+    total = r.errors["axis1_offset_u_m"] + r.errors["axis2_offset_u_m"]
+    assert total == pytest.approx(reduced.errors["axis2_offset_u_m"], abs=1e-6)
+    # Written as null in the JSON output, never as a finite number.
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print_json(r.summary())
+    std = json.loads(buf.getvalue())["parameter_std"]
+    assert std["axis1_offset_u_m"] is None and std["axis2_offset_u_m"] is None
+    assert std["axis1_zero_rad"] == pytest.approx(r.std["axis1_zero_rad"])
+
+
+def test_kfold_does_not_depend_on_row_order():
+    _, df = _campaign("AA39", 33)
+    kin = FIELD.heliostats["AA39"].kinematics
+    values = []
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(len(df))
+        obs = _obs(df.iloc[perm].reset_index(drop=True))["AA39"]
+        values.append(kfold_rms(kin, obs, fit_heliostat(kin, obs), k=5))
+    # Same folds in canonical order; only the warm start (the full fit on permuted rows,
+    # differing in summation order at ~1e-12) differs -> rel 1e-8. Folds drawn over row
+    # positions gave differences of percent.
+    assert values[1] == pytest.approx(values[0], rel=1e-8)
+    assert values[2] == pytest.approx(values[0], rel=1e-8)

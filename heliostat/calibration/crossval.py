@@ -8,7 +8,13 @@ calibrated model will show at sun positions like these but not used in the fit.
 :func:`loo_hat` is the closed form for a linear model, e_loo,i = (I − H_ii)⁻¹ e_i with
 H = J (JᵀJ)⁻¹ Jᵀ and H_ii the 2×2 block of observation i [1]_; the kinematic model is
 nearly linear over a few mrad, so it matches the refit LOO closely at a fraction of the
-cost (used for field-scale batches).
+cost (used for field-scale batches). The fit's weights (``sigma_m``) enter the hat
+matrix; the held-out residual is reported unweighted (divided by the row's weight), like
+every other figure, in mrad.
+
+k-fold partitions do not depend on the order of the rows: the rows are first put in a
+canonical order (time, sun vector, steps, spot, target, sigma) and the seeded permutation
+is drawn over that order.
 
 References
 ----------
@@ -64,6 +70,27 @@ def loo_rms(
     return _rms(_heldout(kin, inl, result, folds, residual))
 
 
+def canonical_order(obs: Observations) -> NDArray[np.int64]:
+    """Indices that sort ``obs`` by (time_utc, sun vector, steps, spot, target, sigma).
+
+    The same set of observations in any row order gives the same sequence of rows (rows
+    equal in every key are interchangeable), so anything drawn over this order is
+    independent of how the input file was sorted.
+    """
+    _, t_rank = np.unique(np.asarray(obs.times_utc, dtype=str), return_inverse=True)
+    _, id_rank = np.unique(np.asarray(obs.target_ids, dtype=str), return_inverse=True)
+    keys = [
+        t_rank,
+        *obs.u_sun_enu.T,
+        *obs.steps.T,
+        *obs.spot_enu_m.T,
+        id_rank,
+        obs.sigma_m,
+    ]
+    # np.lexsort sorts by the last key first.
+    return np.lexsort(keys[::-1]).astype(np.int64)
+
+
 def kfold_rms(
     kin: HeliostatKinematics,
     obs: Observations,
@@ -74,7 +101,8 @@ def kfold_rms(
 ) -> float:
     """k-fold cross-validated RMS pointing error over the fit's inliers. [mrad]
 
-    Folds are a random partition (seeded by ``rng``; default seed 0 for repeatability).
+    Folds are a random partition (seeded by ``rng``; default seed 0 for repeatability)
+    of the rows in :func:`canonical_order`, so the result does not depend on row order.
     """
     if k < 2:
         raise ValueError(f"k must be at least 2, got {k}")
@@ -82,6 +110,7 @@ def kfold_rms(
     if len(inl) < k:
         raise ValueError(f"k-fold needs at least k={k} observations, got {len(inl)}")
     rng = rng if rng is not None else np.random.default_rng(0)
+    inl = inl.subset(canonical_order(inl))
     folds = np.array_split(rng.permutation(len(inl)), k)
     return _rms(_heldout(kin, inl, result, folds, residual))
 
@@ -93,7 +122,7 @@ def loo_hat(
     inl = obs.subset(inlier_mask(result, obs))
     prob = Problem(kin, inl, result.names, result.errors, residual)
     x = result.errors.to_vector(result.names)
-    e = prob.fun(x).reshape(-1, 2)
+    e = prob.fun(x).reshape(-1, 2)  # weighted, consistent with the weighted Jacobian
     j = prob.jac(x)
     h = j @ np.linalg.pinv(j.T @ j) @ j.T
     n = e.shape[0]
@@ -104,7 +133,8 @@ def loo_hat(
             loo[i] = np.linalg.solve(blk, e[i])
         except np.linalg.LinAlgError:
             return math.nan
-    return _rms(np.linalg.norm(loo, axis=1))
+    # Back to the unweighted beam-pointing residual in mrad.
+    return _rms(np.linalg.norm(loo, axis=1) / prob.weight)
 
 
 def with_cross_validation(

@@ -30,7 +30,17 @@ Estimator
    squares on the inliers (efficient for Gaussian noise), outliers re-tested with the new
    scale until the set is stable (at most 3 rounds).
 
-Parameter standard errors: Cov = s² (JᵀJ)⁻¹ at the solution, s² = RSS/(2n − p).
+Weights: rows with a ``sigma_m`` are weighted by w_i = median(σ)/σ_i (σ as an angle,
+``sigma_m`` over the slant range; rows without one get w = 1) inside the least-squares
+objective, the outlier test, the standard errors and the identifiability check only.
+Every reported figure (RMS before/after, noise, per-row residuals, cross-validation) is
+the unweighted beam-pointing residual in mrad.
+
+Parameter standard errors: Cov = s² (JᵀJ)⁻¹ at the solution with the weighted Jacobian,
+s² = RSS_w/(2n − rank J) of the weighted residuals. When the column-normalised Jacobian is
+numerically singular (smallest singular value below :data:`SINGULAR_RTOL` × the largest),
+the parameters with a component in its null space are not identifiable: their standard
+error is NaN (``null`` in JSON), never a finite number from a pseudo-inverse.
 Identifiability: the condition number of J with unit-norm columns; above
 :data:`COND_WARN` (or with a sun-direction spread under :data:`SPREAD_WARN_DEG`) the
 result carries a warning and a smaller parameter set, found by dropping the parameter with
@@ -67,6 +77,9 @@ from heliostat.kinematics import (
 
 #: Condition number (unit-norm Jacobian columns) above which the fit warns.
 COND_WARN = 300.0
+#: Relative singular value (to the largest, unit-norm Jacobian columns) below which a
+#: direction of parameter space counts as not determined by the data (cond > 1e10).
+SINGULAR_RTOL = 1e-10
 #: Largest pairwise angle between sun directions below which the fit warns. [deg]
 SPREAD_WARN_DEG = 20.0
 #: Outlier threshold on the residual norm in robust standard deviations (P = 1e-4).
@@ -101,7 +114,8 @@ class FitResult:
     errors : KinematicErrors
         Fitted error set (parameters not fitted stay at their start value, zero).
     std : dict of str to float
-        1-sigma standard error per fitted parameter (unit in the name).
+        1-sigma standard error per fitted parameter (unit in the name); NaN for a parameter
+        the data do not determine (singular Jacobian).
     success : bool
     reason : str
         Why the fit failed (empty on success).
@@ -111,7 +125,8 @@ class FitResult:
     rms_before_mrad, rms_after_mrad : float
         RMS beam-pointing residual of the inliers with the nominal and the fitted model.
     noise_mrad : float
-        Estimated residual standard deviation per axis. [mrad]
+        Estimated residual standard deviation per axis, sqrt(RSS/(2n − rank J)) of the
+        unweighted inlier residuals. [mrad]
     residuals_mrad : ndarray of shape (N,)
         Residual norm per observation with the fitted model (outliers included). [mrad]
     condition : float
@@ -204,8 +219,12 @@ class Problem:
         else:
             self.weight = np.ones(len(obs))
 
-    def residuals_batch(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Residuals (K, N, 2) in mrad for K parameter vectors."""
+    def residuals_batch(self, x: NDArray[np.float64], weighted: bool = True) -> NDArray[np.float64]:
+        """Residuals (K, N, 2) for K parameter vectors. [mrad]
+
+        ``weighted=True`` (the least-squares objective) multiplies row i by
+        ``self.weight[i]``; ``weighted=False`` gives the beam-pointing residual in mrad.
+        """
         normal, centre = batched_pose(self.kin, self.base, self.names, x, self.steps)
         s = self.sun[None]
         r = 2.0 * np.sum(normal * s, axis=-1, keepdims=True) * normal - s
@@ -221,8 +240,8 @@ class Problem:
             diff = (centre + t * r - self.obs.spot_enu_m[None]) / np.linalg.norm(
                 dvec, axis=-1, keepdims=True
             )
-        out = np.stack([np.sum(diff * self.ea, -1), np.sum(diff * self.eb, -1)], axis=-1)
-        return 1e3 * out * self.weight[None, :, None]
+        out = 1e3 * np.stack([np.sum(diff * self.ea, -1), np.sum(diff * self.eb, -1)], axis=-1)
+        return out * self.weight[None, :, None] if weighted else out
 
     def _evaluate(self, x: NDArray[np.float64]) -> tuple[NDArray, NDArray]:
         """Residuals and central-difference Jacobian at x from one batched call of 2p + 1
@@ -238,13 +257,18 @@ class Problem:
         return r[0], jac
 
     def fun(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Residuals (2N,) in mrad."""
+        """Weighted residuals (2N,), the least-squares objective. [mrad]"""
         if x.size == 0:
             return self.residuals_batch(x[None])[0].ravel()
         return self._evaluate(x)[0]
 
+    def fun_mrad(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Unweighted beam-pointing residuals (2N,), for every reported figure. [mrad]"""
+        return self.residuals_batch(np.asarray(x, dtype=float)[None], weighted=False)[0].ravel()
+
     def jac(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Jacobian (2N, p) of the residuals by central differences. [mrad per unit]"""
+        """Jacobian (2N, p) of the weighted residuals by central differences.
+        [mrad per unit]"""
         return self._evaluate(x)[1]
 
     def errors_for(self, x: NDArray[np.float64]) -> KinematicErrors:
@@ -286,6 +310,49 @@ def identifiability(
         keep.remove(drop)
         c, weak = cond(j[:, keep])
     return c0, tuple(names[i] for i in keep)
+
+
+def standard_errors(
+    jac: NDArray[np.float64], names: Sequence[str]
+) -> tuple[NDArray[np.float64], tuple[str, ...], int]:
+    """Diagonal of (JᵀJ)⁻¹, the parameters the data do not determine, and the rank of J.
+
+    The inverse is taken through the SVD of the column-normalised Jacobian J D⁻¹ = U S Vᵀ
+    (D = column norms): (JᵀJ)⁻¹ = D⁻¹ V S⁻² Vᵀ D⁻¹, far better conditioned than inverting
+    JᵀJ. Singular values below :data:`SINGULAR_RTOL` × the largest span the null space; a
+    parameter with a component in it (|row of the null-space basis| > 1e-6, or a zero
+    column) is not determined by the data and gets NaN. The other parameters are
+    estimable, and their variance over the determined directions is exact (the same as in
+    the fit without the redundant parameters). Multiply by s² for the covariance.
+
+    Returns
+    -------
+    var : ndarray of shape (p,)
+        Diagonal of (JᵀJ)⁻¹, NaN for the unidentifiable parameters. [unit²/mrad²]
+    unidentifiable : tuple of str
+    rank : int
+        Number of determined directions (for the degrees of freedom 2n − rank).
+    """
+    names = tuple(names)
+    j = np.asarray(jac, dtype=float)
+    var = np.full(len(names), math.nan)
+    nrm = np.linalg.norm(j, axis=0)
+    live = np.flatnonzero(np.isfinite(nrm) & (nrm > 0))
+    if live.size == 0:
+        return var, names, 0
+    _, sv, vt = np.linalg.svd(j[:, live] / nrm[live], full_matrices=False)
+    small = ~(sv >= SINGULAR_RTOL * sv[0])
+    # Row norms of the null-space basis: 1e-6 is far above round-off (1e-16 · cond of the
+    # determined part) and far below any real mixing of a parameter into the null space.
+    in_null = np.linalg.norm(vt[small], axis=0) > 1e-6
+    v = vt[~small].T / sv[~small]  # V S⁻¹ over the determined directions
+    var_live = np.sum(v**2, axis=1) / nrm[live] ** 2
+    var[live[~in_null]] = var_live[~in_null]
+    return (
+        var,
+        tuple(n for n, vv in zip(names, var, strict=True) if np.isnan(vv)),
+        int(np.sum(~small)),
+    )
 
 
 def _solve(prob: Problem, x0, loss: str, f_scale: float, rows: NDArray[np.bool_]):
@@ -356,7 +423,7 @@ def fit_heliostat(
     try:
         prob = Problem(kin, obs, names, base, residual)
         x0 = base.to_vector(names)
-        r_nom = _norms(prob.fun(x0))
+        r_nom = _norms(prob.fun_mrad(x0))
         if not np.all(np.isfinite(r_nom)):
             bad = obs.rows[~np.isfinite(r_nom)].tolist()
             return failed(f"nominal model gives no beam for rows {bad} (spot behind mirror?)")
@@ -403,24 +470,34 @@ def fit_heliostat(
             )
     except (ValueError, np.linalg.LinAlgError) as exc:
         raise CalibrationError(f"fit of {obs.heliostat_id} failed: {exc}") from exc
-    res = _norms(prob.fun(x))
+    # Weighted residuals for the statistics of the estimator (s², Cov), unweighted
+    # residuals for every reported figure in mrad.
+    res = _norms(prob.fun_mrad(x))
+    res_w = _norms(prob.fun(x))
     m = 2 * int(inl.sum())
     j = prob.jac(x)[np.repeat(inl, 2)]
-    rss = float(np.sum(res[inl] ** 2))
-    s2 = rss / max(m - p, 1)
     cond, suggested = identifiability(j, names)
     warnings = []
     try:
-        cov = s2 * np.linalg.pinv(j.T @ j)
-        std = {nm: float(math.sqrt(max(cov[i, i], 0.0))) for i, nm in enumerate(names)}
+        var, unidentifiable, rank = standard_errors(j, names)
     except np.linalg.LinAlgError:
-        std = {nm: math.nan for nm in names}
+        var, unidentifiable, rank = np.full(p, math.nan), names, p
+    # Degrees of freedom: residual components minus determined parameter directions.
+    dof = max(m - rank, 1)
+    s2 = float(np.sum(res_w[inl] ** 2)) / dof
+    noise = math.sqrt(float(np.sum(res[inl] ** 2)) / dof)
+    std = {nm: float(math.sqrt(s2 * v)) for nm, v in zip(names, var, strict=True)}
     sun = prob.sun[inl]
     spread = float(np.degrees(np.arccos(np.clip(np.min(sun @ sun.T), -1, 1))))
     if cond > COND_WARN:
         warnings.append(
             f"parameters poorly identifiable from these sun positions (condition number "
             f"{cond:.3g} > {COND_WARN:g}); suggested set: {', '.join(suggested)}"
+        )
+    if unidentifiable:
+        warnings.append(
+            f"{', '.join(unidentifiable)} not determined by these observations (singular "
+            "Jacobian): their values are arbitrary and their standard errors are NaN"
         )
     if spread < SPREAD_WARN_DEG:
         warnings.append(
@@ -447,7 +524,7 @@ def fit_heliostat(
         outlier_rows=tuple(int(r) for r in obs.rows[~inl]),
         rms_before_mrad=_rms(r_nom[inl]),
         rms_after_mrad=_rms(res[inl]),
-        noise_mrad=float(math.sqrt(s2)),
+        noise_mrad=float(noise),
         residuals_mrad=res,
         condition=float(cond),
         warnings=tuple(warnings),
@@ -468,4 +545,4 @@ def pointing_residuals(
 ) -> NDArray[np.float64]:
     """Residual norm per observation for a given error set. Shape (N,) [mrad]"""
     prob = Problem(kin, obs, (), errors, residual)
-    return _norms(prob.fun(np.empty(0)))
+    return _norms(prob.fun_mrad(np.empty(0)))
