@@ -14,11 +14,14 @@ Semantics that make retries harmless:
 Each command ends ``confirmed``, ``rejected`` (Modbus exception, with the controller's
 reason), ``unreachable`` (no valid reply at all) or ``failed`` (replies, but no
 confirmation) — after at most ``RetryPolicy.max_attempts`` attempts, each bounded by the
-link's timeout, with exponential back-off between them.
+link's timeout, with exponential back-off between them. On a resume, a command that a
+later command of the batch for the same controller already overrides ends
+``superseded`` instead of being re-sent (see :mod:`firmware_bridge.journal`).
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +34,32 @@ from firmware_bridge.errors import (
     ControllerTimeout,
     PortError,
 )
-from firmware_bridge.journal import FINAL_STATES, Journal, JournalEntry, utc_now
+from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal, JournalEntry, utc_now
 from firmware_bridge.transport import ModbusLink
 
 KINDS = ("move", "stow", "params")
+#: Unicast controller addresses (0 is the broadcast; 248-255 are reserved by Modbus).
+ADDRESS_MIN, ADDRESS_MAX = 1, 247
+
+
+def check_address(address) -> int:
+    """A unicast Modbus address 1..247 as an int; ValueError naming it otherwise."""
+    try:
+        a = operator.index(address)
+    except TypeError:
+        a = None
+    if a is None or isinstance(address, bool) or not ADDRESS_MIN <= a <= ADDRESS_MAX:
+        why = " (0 is the Modbus broadcast)" if a == 0 else ""
+        raise ValueError(
+            f"controller address must be an integer {ADDRESS_MIN}..{ADDRESS_MAX}{why}, "
+            f"got {address!r}"
+        )
+    return a
+
+
+def _group(kind: str) -> str:
+    """What a command sets: the pose (move, stow) or the parameter set."""
+    return "params" if kind == "params" else "pose"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +87,7 @@ class ActuatorCommand:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"command kind must be one of {KINDS}, got {self.kind!r}")
+        check_address(self.address)
         if self.kind == "move" and self.setpoints_steps is None:
             raise ValueError("a move needs setpoints_steps")
         if self.kind == "params" and self.params is None:
@@ -96,15 +122,16 @@ class Outcome:
     address: int
     kind: str
     command_id: int
-    state: str  # confirmed | rejected | unreachable | failed
+    state: str  # confirmed | rejected | superseded | unreachable | failed
     attempts: int
     exception_code: int | None = None
     detail: str = ""
     resumed: bool = False
 
     def raise_for_state(self) -> Outcome:
-        """Return self when confirmed; else raise the matching :class:`ActuatorError`."""
-        if self.state == "confirmed":
+        """Return self when done (confirmed, or superseded by a later confirmed command
+        for the same controller); else raise the matching :class:`ActuatorError`."""
+        if self.state in DONE_STATES:
             return self
         if self.state == "rejected":
             raise ControllerRejected(self.address, self.exception_code or 0, self.detail)
@@ -418,10 +445,42 @@ class Bridge:
         # have been on the wire when a previous run died: it (and every command that
         # ended unreachable/failed before) starts with a status read-back.
         first_pending = next((e.seq for e in entries if e.state == "pending"), None)
+        # A command not settled yet but followed, for the same controller and group, by
+        # one already confirmed is superseded: re-sending it would leave a stale setpoint.
+        superseded_by: dict[int, int] = {}
+        latest_confirmed: dict[tuple[int, str], int] = {}
+        for e in reversed(entries):
+            key = (e.address, _group(e.kind))
+            if e.state not in FINAL_STATES and key in latest_confirmed:
+                superseded_by[e.row_id] = latest_confirmed[key]
+            if e.state == "confirmed":
+                latest_confirmed[key] = e.command_id
         outcomes = []
         for i, e in enumerate(entries):
             cmd = ActuatorCommand.from_entry(e)
-            if e.state in FINAL_STATES:
+            resumed = e.state != "pending" or (e.seq == first_pending and resuming)
+            by = superseded_by.get(e.row_id)
+            if by is None and resumed and e.state not in FINAL_STATES:
+                by = self._applied_later(e, entries[i + 1 :])
+            if by is not None:
+                what = "parameter set" if e.kind == "params" else "move/stow"
+                detail = (
+                    f"superseded by command {by}, a later {what} for controller {e.address} "
+                    "that is already applied; not re-sent"
+                )
+                j.mark(e.row_id, "superseded", e.attempts, None, detail)
+                out = Outcome(
+                    e.heliostat,
+                    e.address,
+                    e.kind,
+                    e.command_id,
+                    "superseded",
+                    e.attempts,
+                    None,
+                    detail,
+                    resumed=True,
+                )
+            elif e.state in FINAL_STATES:
                 out = Outcome(
                     e.heliostat,
                     e.address,
@@ -437,7 +496,6 @@ class Bridge:
                 h = self._health(e.address)
                 limit = 1 if h.consecutive_failures >= self.retry.breaker_failures else None
                 prior = e.attempts
-                resumed = e.state != "pending" or (e.seq == first_pending and resuming)
                 out = self.deliver(cmd, e.command_id, check_first=resumed, max_attempts=limit)
                 out = Outcome(
                     **{**out.to_dict(), "attempts": prior + out.attempts, "resumed": resumed}
@@ -447,3 +505,23 @@ class Bridge:
             if progress is not None:
                 progress(out, i + 1, len(entries))
         return outcomes
+
+    def _applied_later(self, e: JournalEntry, later: Sequence[JournalEntry]) -> int | None:
+        """Id of a later, unsettled command of the batch for the same controller and group
+        that the controller's status shows applied (so ``e`` must not be re-sent), else
+        None. One status read; a controller that does not answer gives None (``deliver``
+        then decides as before)."""
+        group = _group(e.kind)
+        cids = {
+            x.command_id
+            for x in later
+            if x.address == e.address and _group(x.kind) == group and x.state not in FINAL_STATES
+        }
+        if not cids:
+            return None
+        try:
+            st = self.status(e.address)
+        except ActuatorError:
+            return None
+        shown = st.param_set_id if group == "params" else st.last_command_id
+        return shown if shown in cids else None

@@ -11,6 +11,15 @@ applied command id, and only re-sent if the controller never applied them. The
 controller also ignores a repeated command id, so even a journal that lost its last
 transaction cannot make a command apply twice.
 
+A resumed command is **not** re-sent, and ends ``superseded`` (final; the detail names
+the command that supersedes it), when a *later* command of the same batch for the same
+controller and of the same group (moves and stows set the pose; parameter sets the
+parameters) is already confirmed in the journal, or is the one the controller's status
+shows applied (``LAST_CMD_ID`` for a pose, ``PARAM_SET_ID`` for parameters). Re-sending
+it would leave the heliostat on a stale setpoint, and the controller would take the
+later command's re-send as a repeat of an id it already applied and not restore it.
+``superseded`` counts as done (:data:`DONE_STATES`): nothing is left to send.
+
 ``synchronous=NORMAL`` in WAL mode survives a killed process (the case the journal is
 for) without an fsync per commit; after a power loss the last commits may be missing,
 which the read-back above covers.
@@ -26,8 +35,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-FINAL_STATES = ("confirmed", "rejected")
-STATES = ("pending", "sent", "confirmed", "rejected", "unreachable", "failed")
+#: States a resume never re-sends.
+FINAL_STATES = ("confirmed", "rejected", "superseded")
+#: Final states with nothing left to do (a batch of only these succeeded).
+DONE_STATES = ("confirmed", "superseded")
+STATES = ("pending", "sent", "confirmed", "rejected", "superseded", "unreachable", "failed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -2,8 +2,11 @@
 
 An emulator writes ``<tempdir>/heliostat-sim-ports/<pid>.json`` (``{"ports": [...]}``)
 while it runs. A port is *simulated* when it is ``loop://`` or a path announced by a live
-emulator process; everything else (``/dev/ttyUSB0``, ``socket://``, ``rfc2217://``, a pty
-nobody announced) is treated as a real bus, where writes need confirmation.
+emulator process of the current user; everything else (``/dev/ttyUSB0``, ``socket://``,
+``rfc2217://``, a pty nobody announced, an announcement file another user owns) is
+treated as a real bus, where writes need confirmation. ``heliostat sim controllers``
+withdraws its announcement on Ctrl-C and on SIGTERM; a SIGKILLed emulator leaves its file,
+which is ignored once its process is gone.
 """
 
 from __future__ import annotations
@@ -57,8 +60,19 @@ def withdraw(ports: list[str]) -> None:
         path.unlink(missing_ok=True)
 
 
+def _owned(path: Path) -> bool:
+    """True when the current user owns ``path`` (always True where there are no uids)."""
+    getuid = getattr(os, "getuid", None)
+    if getuid is None:  # pragma: no cover - Windows
+        return True
+    try:
+        return path.stat().st_uid == getuid()
+    except OSError:
+        return False
+
+
 def is_simulated(port: str) -> bool:
-    """True for ``loop://`` and for pty paths a live emulator announced."""
+    """True for ``loop://`` and for pty paths a live emulator of this user announced."""
     if port.startswith("loop://"):
         return True
     d = announce_dir()
@@ -66,6 +80,8 @@ def is_simulated(port: str) -> bool:
         return False
     real = os.path.realpath(port) if "://" not in port else port
     for f in d.glob("*.json"):
+        if not _owned(f):  # anyone can write to the temp dir: trust only our own files
+            continue
         try:
             pid = int(f.stem)
             ports = json.loads(f.read_text()).get("ports", [])

@@ -8,13 +8,21 @@ Refused, with every problem named and nothing on the wire:
   |θ(setpoint) − θ(nominal)| per axis, converted from steps with the nominal kinematics;
   for a parameter set, the largest mirror rotation it commands toward the target over
   the sky (:func:`param_correction_mrad`);
-* a parameter set for the wrong drive, with unknown names, or with non-finite values.
+* a parameter set for the wrong drive, with unknown names, with values that are not
+  finite or do not fit a float32, with an angle beyond the firmware's sanity bound
+  (``MAX_PARAM_ANGLE_RAD``; a whole turn is refused, not taken as 0) or a length beyond
+  ``MAX_PARAM_LENGTH_M``;
+* a parameter set whose correction cannot be checked: the setpoints name a target the
+  field config does not have, or the field has no targets at all;
+* a corrections file that is not shaped as documented (``setpoints`` not a list of
+  objects, step counts that are not integers).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,9 @@ from heliostat.kinematics import error_names
 CORRECTIONS_FORMAT = "heliostat-corrections/1"
 #: Largest translation / stroke error the bridge will upload (a sanity bound). [m]
 MAX_PARAM_LENGTH_M = 0.5
+#: Largest angular error parameter: the controller firmware's plausibility bound (it
+#: rejects the set with PARAM_OUT_OF_RANGE beyond it; docs/controller-registers.md). [rad]
+MAX_PARAM_ANGLE_RAD = 0.1
 
 
 def heliostat_for_address(cfg: FieldConfig, address: int, bus: str | None = None) -> Heliostat:
@@ -150,9 +161,12 @@ def param_problems(
 ) -> tuple[list[str], tuple[float, ...]]:
     """Problems with a parameter set, and the values in canonical order.
 
-    Checked: drive and names, finite values, translations within ``MAX_PARAM_LENGTH_M``,
-    and the mirror rotation the set commands (:func:`param_correction_mrad`, toward
-    ``aim_enu_m``) within ``max_correction_mrad``.
+    Checked: drive and names, finite values that survive float32 packing, angles within
+    ``MAX_PARAM_ANGLE_RAD`` and translations within ``MAX_PARAM_LENGTH_M``, and the
+    mirror rotation the set commands (:func:`param_correction_mrad`, toward each aim
+    point of ``aim_enu_m``, shape (3,) or (n, 3)) within ``max_correction_mrad``. With
+    ``aim_enu_m=None`` the rotation check is left to the caller (:func:`plan_corrections`
+    always passes the aim points and refuses a set whose target it cannot resolve).
     """
     from heliostat.kinematics import KinematicErrors
 
@@ -168,25 +182,56 @@ def param_problems(
         out.append(f"{h.id}: unknown {h.kinematics.drive} parameter(s) {', '.join(unknown)}")
     values = []
     for n in names:
-        v = parameters.get(n, 0.0)
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            out.append(f"{h.id}: parameter {n} must be a finite number, got {v!r}")
+        v = _param_value(parameters.get(n, 0.0))
+        if v is None:
+            out.append(
+                f"{h.id}: parameter {n} must be a finite number that fits a float32, "
+                f"got {_short(parameters.get(n))}"
+            )
             values.append(0.0)
             continue
         if n.endswith("_m") and abs(v) > MAX_PARAM_LENGTH_M:
             out.append(f"{h.id}: parameter {n} = {v} m exceeds {MAX_PARAM_LENGTH_M} m")
-        values.append(float(v))
+        elif n.endswith("_rad") and abs(v) > MAX_PARAM_ANGLE_RAD:
+            out.append(
+                f"{h.id}: parameter {n} = {v} rad exceeds the firmware's sanity bound "
+                f"{MAX_PARAM_ANGLE_RAD} rad (angles are not taken modulo a turn)"
+            )
+        values.append(v)
     if out or aim_enu_m is None:
         return out, tuple(values)
-    d = param_correction_mrad(h, KinematicErrors(h.kinematics.drive, tuple(values)), aim_enu_m)
-    if not math.isfinite(d):
+    aims = np.asarray(aim_enu_m, dtype=float).reshape(-1, 3)
+    errors = KinematicErrors(h.kinematics.drive, tuple(values))
+    ds = [param_correction_mrad(h, errors, a) for a in aims]
+    if not all(math.isfinite(d) for d in ds):
         out.append(f"{h.id}: the parameter set leaves no reachable pose toward the target")
-    elif d > max_correction_mrad:
+    elif max(ds) > max_correction_mrad:
         out.append(
-            f"{h.id}: parameter set turns the mirror by up to {d:.3f} mrad, more than the "
-            f"maximum correction {max_correction_mrad:g} mrad"
+            f"{h.id}: parameter set turns the mirror by up to {max(ds):.3f} mrad, more than "
+            f"the maximum correction {max_correction_mrad:g} mrad"
         )
     return out, tuple(values)
+
+
+def _short(v: Any) -> str:
+    """repr of a value for a message, cut short (a 400-digit integer is not helpful)."""
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _param_value(v: Any) -> float | None:
+    """A parameter as the float the controller will hold, or None when it is not a
+    finite number or does not survive float32 packing (overflow to ±inf)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)  # OverflowError for an int beyond the float range
+        f32 = struct.unpack(">f", struct.pack(">f", f))[0]  # OverflowError beyond float32
+    except OverflowError:
+        return None
+    if not (math.isfinite(f) and math.isfinite(f32)):
+        return None
+    return f
 
 
 def plan_move(
@@ -227,14 +272,65 @@ def load_corrections(path: str | Path) -> dict:
     for i, h in enumerate(hs):
         if not isinstance(h, dict) or not isinstance(h.get("heliostat"), str):
             raise ValueError(f"{p}: heliostats[{i}]: expected an object with a 'heliostat' id")
+        problem = record_shape_problem(h)
+        if problem:
+            raise ValueError(f"{p}: heliostats[{i}] ({h['heliostat']}): {problem}")
     return data
 
 
-def _aim(cfg: FieldConfig, rec: Mapping[str, Any]):
-    """Aim point for the parameter check: the setpoints' target, else the first target."""
-    tid = next((sp.get("target") for sp in rec.get("setpoints") or [] if sp.get("target")), None)
-    tgt = cfg.targets.get(tid) if tid else next(iter(cfg.targets.values()), None)
-    return None if tgt is None else tgt.centre_enu_m
+def record_shape_problem(rec: Mapping[str, Any]) -> str | None:
+    """What is wrong with the shape of one heliostat record of a corrections file (key
+    named, expected vs received), or None. Values are checked by :func:`plan_corrections`."""
+    params = rec.get("parameters")
+    if params is not None and not isinstance(params, Mapping):
+        return f"key 'parameters': expected an object, got {type(params).__name__}"
+    sps = rec.get("setpoints")
+    if sps is None:
+        return None
+    if not isinstance(sps, list):
+        return f"key 'setpoints': expected a list of objects, got {type(sps).__name__}"
+    for k, sp in enumerate(sps):
+        if not isinstance(sp, Mapping):
+            return f"setpoints[{k}]: expected an object, got {type(sp).__name__}"
+        tgt = sp.get("target")
+        if tgt is not None and not isinstance(tgt, str):
+            return f"setpoints[{k}]: key 'target': expected a target id, got {_short(tgt)}"
+    return None
+
+
+def _aims(cfg: FieldConfig, rec: Mapping[str, Any]) -> tuple[np.ndarray | None, list[str]]:
+    """Aim points (n, 3) for the parameter check and the problems resolving them.
+
+    Every target the setpoints name (each must be in the field config); when they name
+    none, the field's first target. A problem, never a skipped check, when a named target
+    is unknown or the field has no targets.
+    """
+    hid = rec.get("heliostat")
+    named = list(
+        dict.fromkeys(sp["target"] for sp in rec.get("setpoints") or [] if sp.get("target"))
+    )
+    unknown = [t for t in named if t not in cfg.targets]
+    if unknown:
+        have = ", ".join(cfg.targets) or "none"
+        return None, [
+            f"{hid}: setpoints name target(s) {', '.join(map(repr, unknown))} that are not in "
+            f"the field config {cfg.source} (targets: {have}); the parameter set's "
+            "correction cannot be checked"
+        ]
+    if named:
+        return np.array([cfg.targets[t].centre_enu_m for t in named], dtype=float), []
+    if not cfg.targets:
+        return None, [
+            f"{hid}: the field config {cfg.source} has no targets; the parameter set's "
+            "correction cannot be checked"
+        ]
+    first = next(iter(cfg.targets.values()))
+    return np.array([first.centre_enu_m], dtype=float), []
+
+
+def _step_count(v: Any) -> bool:
+    """True for a 32-bit integer step count."""
+    return isinstance(v, int | np.integer) and not isinstance(v, bool) and I32_MIN <= v <= I32_MAX
 
 
 def plan_corrections(
@@ -257,16 +353,18 @@ def plan_corrections(
             problems.append(f"heliostats[{i}]: heliostat {hid!r} is not in the field config")
             continue
         h = cfg.heliostats[hid]
+        shape = record_shape_problem(rec)
+        if shape:
+            problems.append(f"{hid}: {shape}")
+            continue
         if params and rec.get("parameters") is not None:
-            if not isinstance(rec["parameters"], Mapping):
-                problems.append(f"{hid}: 'parameters' must be an object")
-            else:
-                pp, values = param_problems(
-                    h, rec.get("drive"), rec["parameters"], max_mrad, _aim(cfg, rec)
-                )
-                problems += pp
-                if not pp:
-                    out.append(ActuatorCommand(hid, h.address, "params", params=values))
+            # An unresolved aim is a problem of its own, never a skipped check.
+            aims, pp = _aims(cfg, rec)
+            vp, values = param_problems(h, rec.get("drive"), rec["parameters"], max_mrad, aims)
+            pp += vp
+            problems += pp
+            if not pp:
+                out.append(ActuatorCommand(hid, h.address, "params", params=values))
         sps = rec.get("setpoints") or []
         if setpoints == "none" or not sps:
             continue
@@ -282,6 +380,15 @@ def plan_corrections(
                     f"{hid}: setpoints[{k}] needs axis1_steps, axis2_steps, nominal_axis1_steps "
                     "and nominal_axis2_steps"
                 )
+                continue
+            bad = [
+                f"{hid}: setpoints[{k}] key {key!r}: expected a 32-bit integer step count, got "
+                f"{_short(v)}"
+                for key, v in zip(("nominal_axis1_steps", "nominal_axis2_steps"), nom, strict=True)
+                if not _step_count(v)
+            ]
+            if bad:
+                problems += bad
                 continue
             pr = limit_problems(h, st)
             if not pr:

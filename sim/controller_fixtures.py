@@ -377,7 +377,9 @@ def check_against_truth(outcomes, cmds, controllers) -> dict:
         1 for o in outcomes if o.state == "confirmed" and (o.address, o.command_id) not in applied
     )
     unsettled = sum(
-        1 for o in outcomes if o.state not in ("confirmed", "rejected", "unreachable", "failed")
+        1
+        for o in outcomes
+        if o.state not in ("confirmed", "superseded", "rejected", "unreachable", "failed")
     )
     # The last applied move/stow must be what each controller is heading for.
     final_mismatch = 0

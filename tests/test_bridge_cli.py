@@ -251,3 +251,165 @@ def test_address_zero_is_broadcast_stow_only(plant, capsys):
     assert rc == 0 and doc["counts"] == {"confirmed": 3}
     assert bus.stats.broadcasts == 1
     assert all(c.target_steps == list(c.spec.stow_steps) for c in bus.controllers.values())
+
+
+# --------------------------------------------------------------------------- selections
+def _two_buses(fpath):
+    """The plant's field with a second (empty) bus declared."""
+    fpath.write_text(fpath.read_text() + '[buses.bus2]\nport = "loop://"\n')
+
+
+@pytest.mark.parametrize("action", ["move", "stow"])
+def test_heliostat_on_another_bus_is_refused_not_skipped(plant, capsys, action):
+    fpath, cfg, bus, tmp = plant
+    _two_buses(fpath)
+    argv = ["bridge", action, "--field", str(fpath), "--port", bus.port, "--heliostat", "H001"]
+    argv += ["--bus", "bus2", "--journal", str(tmp / "j.sqlite")]
+    if action == "move":
+        argv += ["--axis1-steps", "1000", "--axis2-steps", "45000"]
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 2 and "H001 is on bus 'bus1', not on --bus 'bus2'" in err
+    assert bus.stats.frames_in == 0
+    # The right bus works.
+    argv[argv.index("bus2")] = "bus1"
+    rc, _, _ = _run(capsys, *argv)
+    assert rc == 0 and bus.stats.frames_in > 0
+
+
+def test_planned_commands_without_an_outcome_never_exit_0(plant, capsys, monkeypatch):
+    from firmware_bridge.delivery import Bridge
+
+    fpath, cfg, bus, tmp = plant
+    monkeypatch.setattr(Bridge, "run", lambda self, *a, **k: [])
+    rc, _, err = _run(
+        capsys,
+        *["bridge", "stow", "--field", str(fpath), "--port", bus.port, "--heliostat", "H002"],
+        *["--journal", str(tmp / "j.sqlite")],
+    )
+    assert rc == 1 and "1 of 1 planned command(s) have no outcome" in err
+
+
+@pytest.mark.parametrize(
+    "select",
+    [
+        ["--heliostat", "H001", "--broadcast"],
+        ["--address", "1", "--broadcast"],
+        ["--heliostat", "H001", "--address", "0"],
+    ],
+)
+def test_broadcast_stow_needs_the_whole_bus(plant, capsys, select):
+    fpath, cfg, bus, tmp = plant
+    for c in bus.controllers.values():  # away from stow, so a stow would show
+        c.target_steps = [1000, 45000]
+    argv = ["bridge", "stow", "--field", str(fpath), "--port", bus.port, *select]
+    rc, _, err = _run(capsys, *argv, "--journal", str(tmp / "j.sqlite"))
+    assert rc == 2 and "broadcast stow reaches every controller on bus 'bus1'" in err
+    assert "H001, H002, H003" in err and bus.stats.frames_in == bus.stats.broadcasts == 0
+    assert all(c.target_steps == [1000, 45000] for c in bus.controllers.values())
+
+
+def test_broadcast_dry_run_and_prompt_name_the_bus(plant, capsys, monkeypatch):
+    fpath, cfg, bus, tmp = plant
+    rc, out, _ = _run(
+        capsys,
+        "bridge",
+        "stow",
+        "--field",
+        str(fpath),
+        "--port",
+        bus.port,
+        "--broadcast",
+        "--dry-run",
+    )
+    assert rc == 0 and "dry run: broadcast to bus 'bus1'" in out and "H001, H002, H003" in out
+    # One frame to address 0: FC16, 4 registers at 64 (0x40), command id shown as 0.
+    assert "to address 0: 00 10 00 40 00 04 08 00 00 00 00 00 02 00 00" in out
+    rc, out, _ = _run(
+        capsys,
+        *["bridge", "stow", "--field", str(fpath), "--port", bus.port, "--broadcast"],
+        *["--dry-run", "--json"],
+    )
+    (cast,) = json.loads(out)["broadcasts"]
+    assert cast["bus"] == "bus1" and cast["heliostats"] == ["H001", "H002", "H003"]
+    assert cast["writes"][0]["frame_hex"].startswith("00 10 00 40 00 04")
+    assert bus.stats.frames_in == 0
+    # On a real (unannounced) port, without a terminal, the refusal names the broadcast.
+    ctl = ControllerModel(specs_for_field(cfg)[0])
+    with EmulatedBus([ctl], timing=False) as quiet:
+        from firmware_bridge.ports import withdraw
+
+        withdraw([quiet.port])
+        monkeypatch.setattr(sys, "stdin", open(os.devnull))
+        rc, _, err = _run(
+            capsys, "bridge", "stow", "--field", str(fpath), "--port", quiet.port, "--broadcast"
+        )
+        assert rc == 2 and "send a broadcast stow to bus 'bus1'" in err
+        assert quiet.stats.frames_in == 0
+
+
+def test_single_heliostat_bus_may_be_stowed_by_broadcast(tmp_path, capsys):
+    fpath = tmp_path / "field.toml"
+    fpath.write_text(field_toml(1))
+    cfg = load_field(fpath)
+    ctls = [ControllerModel(s) for s in specs_for_field(cfg)]
+    with EmulatedBus(ctls, timing=False) as bus:
+        rc, out, _ = _run(
+            capsys,
+            *["bridge", "stow", "--field", str(fpath), "--port", bus.port, "--heliostat", "H001"],
+            *["--broadcast", "--json", "--journal", str(tmp_path / "j.sqlite")],
+        )
+        assert rc == 0 and json.loads(out)["counts"] == {"confirmed": 1}
+        assert bus.stats.broadcasts == 1
+
+
+@pytest.mark.parametrize("action", ["status", "ping"])
+@pytest.mark.parametrize("address", ["0", "-1", "248", "300"])
+def test_read_address_out_of_range_puts_nothing_on_the_wire(plant, capsys, action, address):
+    _, _, bus, _ = plant
+    rc, _, err = _run(
+        capsys, "bridge", action, "--port", bus.port, "--address", address, "--timeout-s", "0.05"
+    )
+    assert rc == 2 and "--address: controller address must be an integer 1..247" in err
+    assert bus.stats.frames_in == 0 and bus.stats.broadcasts == 0
+
+
+# --------------------------------------------------------------------------- announcements
+def test_emulator_withdraws_its_announcement_on_sigterm(tmp_path):
+    from firmware_bridge.ports import announce_dir, is_simulated
+
+    fpath = tmp_path / "field.toml"
+    fpath.write_text(field_toml(1))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heliostat.cli", "sim", "controllers", "--field", str(fpath)]
+        + ["--json", "--no-timing"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("}"):
+            line = proc.stdout.readline()
+            assert line, proc.stderr.read()
+            lines.append(line)
+        port = json.loads("".join(lines))["buses"]["bus1"]["port"]
+        announcement = announce_dir() / f"{proc.pid}.json"
+        assert announcement.exists() and is_simulated(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    assert rc == 0
+    assert not announcement.exists()
+
+
+def test_announcements_of_other_users_are_ignored(tmp_path, monkeypatch):
+    from firmware_bridge import ports
+
+    monkeypatch.setattr(ports.tempfile, "gettempdir", lambda: str(tmp_path))
+    fake = "/dev/pts/fake-heliostat-test"
+    path = ports.announce([fake])  # this (live) process announces it
+    assert ports.is_simulated(fake)
+    uid = os.getuid()
+    monkeypatch.setattr(ports.os, "getuid", lambda: uid + 1)  # now the file is someone else's
+    assert not ports.is_simulated(fake)
+    path.unlink()

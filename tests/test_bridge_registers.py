@@ -35,6 +35,35 @@ def test_crc_matches_spec_example_and_bitwise_reference():
         assert R.crc16_regs(regs) == _crc16_modbus_bitwise(data)
 
 
+def _crc16_modbus_catalogue(data: bytes) -> int:
+    """CRC-16/MODBUS as the CRC catalogue states it (check value 0x4B37 for b"123456789")."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def test_parameter_crc_is_the_catalogue_value_byte_swapped():
+    # docs/controller-registers.md "Parameter CRC byte order": CMD_ARG / PARAM_CRC hold
+    # CRC-16/MODBUS in wire byte order. The worked examples there, pinned:
+    from pymodbus.framer.rtu import FramerRTU
+
+    assert _crc16_modbus_catalogue(b"123456789") == 0x4B37  # the catalogue's check value
+    assert FramerRTU.compute_CRC(b"123456789") == 0x374B  # what the bridge computes
+    regs = [0x3132, 0x3334, 0x3536, 0x3738]  # ASCII "12345678"
+    assert _crc16_modbus_catalogue(b"12345678") == 0x37DD
+    assert R.crc16_regs(regs) == 0xDD37
+    zeros = R.encode_params([0.0] * 15)  # an az-el block of zeros: 15, then 30 x 0
+    assert zeros == [15] + [0] * 30
+    assert _crc16_modbus_catalogue(bytes([0, 15]) + bytes(60)) == 0xAE15
+    assert R.crc16_regs(zeros) == 0x15AE
+    # The register goes big-endian on the wire: the CRC's low byte first, as in a frame.
+    cmd = R.encode_command(1, R.CommandCode.APPLY_PARAMS, arg=R.crc16_regs(zeros))
+    assert cmd[3].to_bytes(2, "big") == bytes([0xAE15 & 0xFF, 0xAE15 >> 8])
+
+
 @pytest.mark.parametrize("v", [0, 1, -1, 123456, -123456, R.I32_MIN, R.I32_MAX])
 def test_i32_round_trip_and_word_order(v):
     regs = R.i32_to_regs(v)

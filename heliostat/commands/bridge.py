@@ -100,6 +100,13 @@ def _bus_groups(args, cfg, heliostat_ids=None):
     if args.bus:
         if cfg.buses and args.bus not in cfg.buses:
             raise KeyError(f"bus {args.bus!r} is not in the field config {cfg.source}")
+        if heliostat_ids is not None:
+            # Heliostats chosen by name are never dropped in silence: a selection on
+            # another bus than --bus is a mistake, refused before anything is sent.
+            off = [i for i in ids if cfg.heliostats[i].bus != args.bus]
+            if off:
+                where = ", ".join(f"{i} is on bus {cfg.heliostats[i].bus!r}" for i in off)
+                raise ValueError(f"heliostat {where}, not on --bus {args.bus!r}; nothing sent")
         ids = [i for i in ids if cfg.heliostats[i].bus == args.bus]
     buses = sorted({cfg.heliostats[i].bus for i in ids})
     if args.port and len(buses) > 1:
@@ -113,6 +120,35 @@ def _bus_groups(args, cfg, heliostat_ids=None):
         port = args.port or bus.port
         out.append((port, bus, [i for i in ids if cfg.heliostats[i].bus == b]))
     return out
+
+
+def _check_address(args, allow_broadcast: bool = False) -> None:
+    """Refuse an --address outside 1..247 before any port is opened (0, the Modbus
+    broadcast, only where ``allow_broadcast``)."""
+    if args.address is None or (allow_broadcast and args.address == 0):
+        return
+    from firmware_bridge.delivery import check_address
+
+    try:
+        check_address(args.address)
+    except ValueError as exc:
+        raise ValueError(f"--address: {exc}; nothing sent") from None
+
+
+def _check_heliostat_address(args, cfg) -> None:
+    """--heliostat and --address together must name the same controller."""
+    if args.heliostat and args.address is not None:
+        h = cfg.heliostats.get(args.heliostat)
+        if h is not None and h.address != args.address:
+            raise ValueError(
+                f"--heliostat {args.heliostat} is at address {h.address}, not --address "
+                f"{args.address}; give one of them; nothing sent"
+            )
+
+
+def _bus_members(cfg, bus_name: str) -> list[str]:
+    """Every configured heliostat on a bus, in config order."""
+    return [h.id for h in cfg.heliostats.values() if h.bus == bus_name]
 
 
 def _link(args, port, bus=None):
@@ -130,6 +166,7 @@ def _link(args, port, bus=None):
 
 def _read_targets(args):
     """[(port, bus, [(heliostat id or '', address)])] for ping/status."""
+    _check_address(args)
     cfg = _field(args)
     if cfg is None:
         if not args.port or args.address is None:
@@ -206,8 +243,9 @@ def _require_field(args):
     return cfg
 
 
-def _frames(cmd) -> list[dict]:
-    """The register writes a command makes, with their RTU frames (command id shown as 0)."""
+def _frames(cmd, address: int | None = None) -> list[dict]:
+    """The register writes a command makes, with their RTU frames (command id shown as 0;
+    ``address`` 0 for the broadcast frame)."""
     from pymodbus.framer.rtu import FramerRTU
     from pymodbus.pdu import DecodePDU
     from pymodbus.pdu.register_message import WriteMultipleRegistersRequest
@@ -228,30 +266,50 @@ def _frames(cmd) -> list[dict]:
     fr = FramerRTU(DecodePDU(False))
     out = []
     for start, values in writes:
-        pdu = WriteMultipleRegistersRequest(address=start, registers=values, dev_id=cmd.address)
+        dev = cmd.address if address is None else address
+        pdu = WriteMultipleRegistersRequest(address=start, registers=values, dev_id=dev)
         out.append({"start": start, "registers": values, "frame_hex": fr.buildFrame(pdu).hex(" ")})
     return out
 
 
-def _confirm(args, cfg, port, n) -> None:
+def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
     from firmware_bridge.ports import is_simulated
 
     if args.yes or is_simulated(port) or not cfg.safety.require_confirmation:
         return
+    if broadcast_bus is not None:
+        what = f"a broadcast stow to bus {broadcast_bus!r} (every controller on it, {n} configured)"
+    else:
+        what = f"{n} command(s)"
     if not sys.stdin.isatty():
-        raise ValueError(
-            f"{port} is a real serial port: pass --yes to send {n} command(s), or --dry-run"
-        )
-    ans = input(f"Send {n} command(s) to the controllers on {port}? [y/N] ")
+        raise ValueError(f"{port} is a real serial port: pass --yes to send {what}, or --dry-run")
+    ans = input(f"Send {what} on {port}? [y/N] ")
     if ans.strip().lower() not in ("y", "yes"):
         raise ValueError("not confirmed; nothing sent")
 
 
 def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
     from firmware_bridge.delivery import Bridge, RetryPolicy
-    from firmware_bridge.journal import Journal
+    from firmware_bridge.journal import DONE_STATES, Journal
 
     groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
+    covered = {i for _, _, ids in groups for i in ids}
+    missing = sorted({c.heliostat for c in commands} - covered)
+    if missing:
+        raise ValueError(f"no bus selected for {', '.join(missing)}; nothing sent")
+    # A broadcast reaches every controller on the bus: allowed only when the selection
+    # is every configured heliostat on it, so that all of them are journaled and reported.
+    bus_of = {port: cfg.heliostats[ids[0]].bus for port, _, ids in groups}
+    if broadcast:
+        for port, _bus, ids in groups:
+            members = _bus_members(cfg, bus_of[port])
+            if set(ids) != set(members):
+                raise ValueError(
+                    f"a broadcast stow reaches every controller on bus {bus_of[port]!r} "
+                    f"({', '.join(members)}), but only {', '.join(ids)} "
+                    f"{'is' if len(ids) == 1 else 'are'} selected: stow without --broadcast "
+                    "(and not --address 0), or select the whole bus; nothing sent"
+                )
     if args.dry_run:
         rows = []
         for port, _bus, ids in groups:
@@ -268,11 +326,35 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
                             "writes": _frames(c),
                         }
                     )
+        casts = []
         if broadcast:
             for r in rows:
                 r["broadcast"] = True
+                r["bus"] = bus_of[r["port"]]
+            for port, _bus, ids in groups:
+                first = next(c for c in commands if c.heliostat in ids)
+                casts.append(
+                    {
+                        "bus": bus_of[port],
+                        "port": port,
+                        "heliostats": ids,
+                        "writes": _frames(first, address=0),
+                    }
+                )
         if args.json:
-            print_json({"dry_run": True, "commands": rows})
+            doc = {"dry_run": True, "commands": rows}
+            if broadcast:
+                doc["broadcasts"] = casts
+            print_json(doc)
+        elif broadcast:
+            for b in casts:
+                print(
+                    f"dry run: broadcast to bus {b['bus']!r} on {b['port']}: stow of "
+                    f"{len(b['heliostats'])} controller(s) ({', '.join(b['heliostats'])}), "
+                    "then a status read-back of each; nothing sent"
+                )
+                for w in b["writes"]:
+                    print(f"    FC16 @{w['start']} to address 0: {w['frame_hex']}")
         else:
             print(f"dry run: {len(rows)} command(s), nothing sent")
             for r in rows:
@@ -285,7 +367,8 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
                     print(f"    FC16 @{w['start']}: {w['frame_hex']}")
         return 0
     for port, _bus, ids in groups:
-        _confirm(args, cfg, port, sum(1 for c in commands if c.heliostat in ids))
+        n = sum(1 for c in commands if c.heliostat in ids)
+        _confirm(args, cfg, port, n, bus_of[port] if broadcast else None)
     journal = Journal(args.journal or _default_journal())
     outcomes = []
     health = {}
@@ -323,7 +406,14 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
             ["heliostat", "address", "kind", "command_id", "state", "attempts", "detail"],
         )
         print("; ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
-    return 0 if all(o.state == "confirmed" for o in outcomes) else 1
+    if len(outcomes) != len(commands):  # never a success exit for commands not delivered
+        print(
+            f"heliostat: error: {len(commands) - len(outcomes)} of {len(commands)} planned "
+            "command(s) have no outcome",
+            file=sys.stderr,
+        )
+        return 1
+    return 0 if all(o.state in DONE_STATES for o in outcomes) else 1
 
 
 def _move(args) -> int:
@@ -332,6 +422,8 @@ def _move(args) -> int:
     cfg = _require_field(args)
     if args.address == 0:
         raise ValueError("address 0 is the Modbus broadcast, which the bridge uses only to stow")
+    _check_address(args)
+    _check_heliostat_address(args, cfg)
     if args.heliostat:
         hid = args.heliostat
     elif args.address is not None:
@@ -346,14 +438,18 @@ def _stow(args) -> int:
     from firmware_bridge.safety import heliostat_for_address, plan_stow
 
     cfg = _require_field(args)
-    if args.address == 0:  # Modbus broadcast: every controller of the field's bus
+    _check_address(args, allow_broadcast=True)
+    if args.address == 0:  # Modbus broadcast: every controller of the bus (checked below)
         args.broadcast, args.address = True, None
+    _check_heliostat_address(args, cfg)
     if args.heliostat:
         ids = [args.heliostat]
     elif args.address is not None:
         ids = [heliostat_for_address(cfg, args.address, args.bus).id]
     else:
-        ids = list(cfg.heliostats)
+        ids = [i for i, h in cfg.heliostats.items() if not args.bus or h.bus == args.bus]
+        if not ids:
+            raise ValueError(f"no heliostat of {cfg.source} is on bus {args.bus!r}")
     cmds = plan_stow(cfg, ids)
     return _execute(args, cfg, cmds, f"stow-{uuid.uuid4()}", "cli stow", broadcast=args.broadcast)
 
@@ -362,6 +458,7 @@ def _apply(args) -> int:
     from firmware_bridge.safety import load_corrections, plan_corrections
 
     cfg = _require_field(args)
+    _check_address(args)
     data = load_corrections(args.corrections)
     if args.address is not None:
         from firmware_bridge.safety import heliostat_for_address
@@ -369,6 +466,8 @@ def _apply(args) -> int:
         hid = heliostat_for_address(cfg, args.address, args.bus).id
         data = {**data, "heliostats": [h for h in data["heliostats"] if h["heliostat"] == hid]}
     cmds = plan_corrections(cfg, data, params=not args.no_params, setpoints=args.setpoints)
+    if args.bus:  # --bus selects the heliostats of the file on that bus
+        cmds = [c for c in cmds if cfg.heliostats[c.heliostat].bus == args.bus]
     if not cmds:
         raise ValueError(f"{args.corrections}: nothing to send")
     raw = Path(args.corrections).read_bytes()

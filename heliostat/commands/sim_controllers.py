@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -14,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "controllers",
         help="emulate a field's actuator controllers (Modbus RTU on pty ports)",
         description="Start one emulated RS-485 bus per bus of the field, each a pty whose "
-        "path is printed; runs until Ctrl-C.",
+        "path is printed; runs until Ctrl-C or SIGTERM (either withdraws the ports' "
+        "announcement).",
     )
     p.add_argument("--field", required=True, help="field.toml")
     p.add_argument("--baudrate", type=int, help="timing model baud rate (default: the bus's)")
@@ -30,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived: stop serving like Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated
+
+
 def _run(args) -> int:
     from heliostat.config import load_field
     from heliostat.kinematics import error_names
@@ -43,6 +53,12 @@ def _run(args) -> int:
     faults = FaultProfile(args.corrupt_p, args.drop_p, args.truncate_p, args.late_p, args.reset_p)
     buses = []
     out = {}
+    # SIGTERM's default action skips ``finally``, which would leave this process's
+    # announcement behind (a stale pty path looking simulated); turn it into a clean stop.
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
     try:
         for i, bname in enumerate(sorted({h.bus for h in cfg.heliostats.values()})):
             ctls = []
@@ -77,8 +93,10 @@ def _run(args) -> int:
         sys.stdout.flush()
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Terminated):
         return 0
     finally:
         for bus in buses:
             bus.stop()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,126 @@
+"""Resuming a batch never leaves a heliostat on a stale setpoint: an unsettled command
+that a later command for the same controller has overridden ends ``superseded``."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware_bridge.delivery import ActuatorCommand, Bridge, Outcome, RetryPolicy
+from firmware_bridge.errors import ControllerTimeout
+from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal
+from firmware_bridge.transport import ModbusLink
+from heliostat.config import load_field
+from heliostat.kinematics import error_names
+from sim.controller_fixtures import field_toml
+from sim.controllers import ControllerModel, EmulatedBus, specs_for_field
+
+A, B = (1000, 45000), (2000, 46000)  # two setpoints in time order: B is the latest
+
+
+class FlakyLink(ModbusLink):
+    """Loses the command frame of move A before it reaches the line; after move B's
+    write reaches the controller (``blackout_after_b``), every reply is lost."""
+
+    blackout_after_b = False
+    blackout = False
+
+    def write_registers(self, address, start, values):
+        if self.blackout:
+            raise ControllerTimeout("simulated: reply lost")
+        if start == 64 and list(values[4:]) == [0, A[0], 0, A[1]]:
+            raise ControllerTimeout("simulated: frame lost")
+        super().write_registers(address, start, values)
+        if self.blackout_after_b and start == 64 and list(values[4:]) == [0, B[0], 0, B[1]]:
+            self.blackout = True
+            raise ControllerTimeout("simulated: reply lost")
+
+    def read_registers(self, address, start, count, input_regs=False):
+        if self.blackout:
+            raise ControllerTimeout("simulated: reply lost")
+        return super().read_registers(address, start, count, input_regs)
+
+
+@pytest.fixture
+def plant(tmp_path):
+    p = tmp_path / "f.toml"
+    p.write_text(field_toml(1))
+    cfg = load_field(p)
+    ctls = [ControllerModel(s, param_names=error_names(s.drive)) for s in specs_for_field(cfg)]
+    with EmulatedBus(ctls, timing=False) as bus, Journal(tmp_path / "j.sqlite") as j:
+        yield bus, ctls[0], j
+
+
+def _bridge(link, j, attempts=5):
+    return Bridge(link, j, RetryPolicy(max_attempts=attempts), sleep=lambda s: None)
+
+
+def test_failed_move_with_a_later_confirmed_move_is_superseded_not_resent(plant):
+    bus, ctl, j = plant
+    cmds = [ActuatorCommand("H001", 1, "move", A), ActuatorCommand("H001", 1, "move", B)]
+    with FlakyLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        first = _bridge(link, j, attempts=2).run("k", "t", cmds)
+    assert [o.state for o in first] == ["failed", "confirmed"]
+    assert ctl.target_steps == list(B)
+    n_applied = len(ctl.applied)
+    with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        again = _bridge(link, j).run("k", "t", cmds)
+    assert [o.state for o in again] == ["superseded", "confirmed"]
+    assert f"superseded by command {first[1].command_id}" in again[0].detail
+    assert ctl.target_steps == list(B)  # not back on the stale A
+    assert len(ctl.applied) == n_applied  # nothing re-sent
+    assert [e.state for e in j.entries("k")] == ["superseded", "confirmed"]
+    # A third run finds everything final and sends nothing.
+    frames = bus.stats.frames_in
+    with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        third = _bridge(link, j).run("k", "t", cmds)
+    assert [o.state for o in third] == ["superseded", "confirmed"]
+    assert bus.stats.frames_in == frames
+    assert again[0].raise_for_state() is again[0]  # superseded is done, not an error
+
+
+def test_later_move_applied_with_lost_replies_supersedes_the_failed_earlier_one(plant):
+    # A never reached the controller; B was applied but all its replies were lost, so
+    # both ended unsettled. Re-sending A on resume would move the heliostat back to A,
+    # and B's re-send would then be ignored as a repeat of an applied id: stale for good.
+    bus, ctl, j = plant
+    cmds = [ActuatorCommand("H001", 1, "move", A), ActuatorCommand("H001", 1, "move", B)]
+    with FlakyLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        link.blackout_after_b = True
+        first = _bridge(link, j, attempts=2).run("k", "t", cmds)
+    assert [o.state for o in first] == ["failed", "unreachable"]
+    assert ctl.target_steps == list(B) and ctl.last_command_id == first[1].command_id
+    with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        again = _bridge(link, j).run("k", "t", cmds)
+    assert [o.state for o in again] == ["superseded", "confirmed"]
+    assert ctl.target_steps == list(B)
+    assert first[0].command_id not in ctl.applied_counts  # A was never applied
+    assert ctl.applied_counts[first[1].command_id] == 1
+
+
+def test_a_later_move_does_not_supersede_a_parameter_set(plant):
+    bus, ctl, j = plant
+    params = tuple(1e-4 for _ in error_names("azel"))
+    cmds = [
+        ActuatorCommand("H001", 1, "params", params=params),
+        ActuatorCommand("H001", 1, "move", B),
+    ]
+
+    class LoseParams(ModbusLink):
+        def write_registers(self, address, start, values):
+            if start == 128:
+                raise ControllerTimeout("simulated: frame lost")
+            return super().write_registers(address, start, values)
+
+    with LoseParams(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        first = _bridge(link, j, attempts=1).run("k", "t", cmds)
+    assert [o.state for o in first] == ["unreachable", "confirmed"]
+    with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        again = _bridge(link, j).run("k", "t", cmds)
+    assert [o.state for o in again] == ["confirmed", "confirmed"]
+    assert ctl.param_set_id == first[0].command_id
+
+
+def test_superseded_is_a_final_done_state():
+    assert "superseded" in FINAL_STATES and "superseded" in DONE_STATES
+    o = Outcome("H001", 1, "move", 7, "superseded", 1, detail="superseded by command 8")
+    assert o.raise_for_state() is o
