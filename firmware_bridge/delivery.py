@@ -11,10 +11,14 @@ Semantics that make retries harmless:
   move, its setpoints as the axis targets; for a parameter set, the active block read
   back equal to what was sent).
 
-Each command ends ``confirmed``, ``rejected`` (Modbus exception, with the controller's
-reason), ``unreachable`` (no valid reply at all) or ``failed`` (replies, but no
-confirmation) — after at most ``RetryPolicy.max_attempts`` attempts, each bounded by the
-link's timeout, with exponential back-off between them. On a resume, a command that a
+Each command ends ``confirmed``, ``rejected`` (a Modbus exception 1–4 to the command's
+write, or the controller's own reject reason in its status), ``unreachable`` (no valid
+reply at all) or ``failed`` (replies, but no confirmation: this includes the transient
+exceptions 5 "acknowledge" and 6 "server device busy" when they persist, and exceptions
+to status / read-back reads, which say nothing about the command) — after at most
+``RetryPolicy.max_attempts`` attempts, each bounded by the link's timeout, with
+exponential back-off between them. Only ``confirmed``, ``rejected`` and ``superseded``
+are final: a re-run of the batch sends the others again. On a resume, a command that a
 later command of the batch for the same controller already overrides ends
 ``superseded`` instead of being re-sent (see :mod:`firmware_bridge.journal`).
 """
@@ -38,6 +42,9 @@ from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal, JournalE
 from firmware_bridge.transport import ModbusLink
 
 KINDS = ("move", "stow", "params")
+#: Modbus exceptions that mean "not now" (5 acknowledge: still processing a long request;
+#: 6 server device busy): retried with back-off, never a final rejection.
+TRANSIENT_EXCEPTIONS = frozenset({5, 6})
 #: Unicast controller addresses (0 is the broadcast; 248-255 are reserved by Modbus).
 ADDRESS_MIN, ADDRESS_MAX = 1, 247
 
@@ -313,7 +320,7 @@ class Bridge:
         if st.rejected_command_id == cid and st.reject_code != R.RejectCode.NONE:
             return (
                 "rejected",
-                f"controller {cmd.address} rejected command {cid}: {st.reject_code.name}",
+                f"controller {cmd.address} rejected command {cid}: {st.reject_name}",
             )
         return None
 
@@ -342,12 +349,13 @@ class Bridge:
         already be applied). ``on_sent(attempt)`` is called before each write goes out.
         """
         n_max = max_attempts or self.retry.max_attempts
-        attempts, replied, last = 0, False, ""
+        attempts, replied, last, last_code = 0, False, "", None
         for attempt in range(1, n_max + 1):
             wait = self.retry.wait_s(attempt)
             if wait > 0:
                 self.sleep(wait)
             attempts = attempt
+            writing = False  # a Modbus exception is a rejection only of the command's write
             try:
                 if check_first:
                     verdict = self._judge(cmd, cid, self.status(cmd.address))
@@ -357,32 +365,42 @@ class Bridge:
                 check_first = True
                 if on_sent is not None:
                     on_sent(attempt)
+                writing = True
                 self._send(cmd, cid)
+                writing = False
                 replied = True
                 verdict = self._judge(cmd, cid, self.status(cmd.address))
                 if verdict:
                     return self._finish(cmd, cid, verdict[0], attempts, None, verdict[1])
                 last = f"controller {cmd.address}: status does not show command {cid}"
+                last_code = None
             except ControllerRejected as exc:
+                replied = True
+                if not writing or exc.exception_code in TRANSIENT_EXCEPTIONS:
+                    # Busy / acknowledge, or a read refused: the command itself was not
+                    # rejected. Try again after the back-off; the next attempt starts with
+                    # a status read, so a command the controller did apply is not re-sent.
+                    last, last_code = str(exc), exc.exception_code
+                    continue
                 reason = ""
                 try:
                     st = self.status(cmd.address)
                     if st.rejected_command_id == cid and st.reject_code != R.RejectCode.NONE:
-                        reason = f", reason {st.reject_code.name}"
+                        reason = f", reason {st.reject_name}"
                 except ActuatorError:
                     pass
                 return self._finish(
                     cmd, cid, "rejected", attempts, exc.exception_code, f"{exc}{reason}"
                 )
             except ControllerTimeout as exc:
-                last = str(exc)
+                last, last_code = str(exc), None
             except PortError as exc:
                 # A transient port fault: reopen and count the attempt as failed. If the
                 # port cannot be reopened the batch stops here (the journal resumes it).
-                last = str(exc)
+                last, last_code = str(exc), None
                 self.link.reopen()
         state = "failed" if replied else "unreachable"
-        return self._finish(cmd, cid, state, attempts, None, last)
+        return self._finish(cmd, cid, state, attempts, last_code, last)
 
     def _finish(self, cmd, cid, state, attempts, exc_code, detail) -> Outcome:
         h = self._health(cmd.address)

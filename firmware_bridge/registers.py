@@ -122,6 +122,9 @@ class RejectCode(enum.IntEnum):
     ZERO_COMMAND_ID = 6
     BAD_COMMAND_LENGTH = 7
     COMMAND_ID_REUSED = 8
+    #: A code this map does not know (newer firmware?); ``Status.reject_code_raw`` keeps
+    #: the value read. Outside the register range, so it never collides with a real code.
+    UNKNOWN = -1
 
 
 #: Modbus exception codes (the standard's names).
@@ -235,11 +238,14 @@ class Status:
     watchdog_left_s : float or None
         Time until the watchdog stows the heliostat; None when disabled. [s]
     reject_code : RejectCode
+        ``RejectCode.UNKNOWN`` for a value this map does not define (still a rejection).
     rejected_command_id : int
     param_set_id : int
         Command id that activated the current parameter set (0 = none).
     boot_count : int
     param_crc : int
+    reject_code_raw : int
+        The reject-code register as read (the code behind ``RejectCode.UNKNOWN``).
     """
 
     flags: Flag
@@ -253,6 +259,14 @@ class Status:
     param_set_id: int
     boot_count: int
     param_crc: int
+    reject_code_raw: int = 0
+
+    @property
+    def reject_name(self) -> str:
+        """The reject reason's name; an unknown code shows its raw value."""
+        if self.reject_code is RejectCode.UNKNOWN:
+            return f"UNKNOWN({self.reject_code_raw})"
+        return self.reject_code.name
 
     @classmethod
     def from_registers(cls, regs: Sequence[int]) -> Status:
@@ -264,10 +278,11 @@ class Status:
             return regs[reg - STATUS_START : reg - STATUS_START + n]
 
         wd = int(at(REG_WATCHDOG_LEFT)[0])
+        reject_raw = int(at(REG_REJECT_CODE)[0])
         try:
-            reject = RejectCode(int(at(REG_REJECT_CODE)[0]))
+            reject = RejectCode(reject_raw)
         except ValueError:
-            reject = RejectCode.NONE
+            reject = RejectCode.UNKNOWN
         return cls(
             flags=Flag(int(at(REG_FLAGS)[0])),
             faults=Fault(int(at(REG_FAULTS)[0])),
@@ -283,6 +298,7 @@ class Status:
             param_set_id=regs_to_u32(at(REG_PARAM_SET_ID, 2)),
             boot_count=int(at(REG_BOOT_COUNT)[0]),
             param_crc=int(at(REG_PARAM_CRC)[0]),
+            reject_code_raw=reject_raw,
         )
 
     def to_dict(self) -> dict:
@@ -296,7 +312,8 @@ class Status:
             "axis1_target_steps": self.target_steps[0],
             "axis2_target_steps": self.target_steps[1],
             "watchdog_left_s": self.watchdog_left_s,
-            "reject_code": self.reject_code.name,
+            "reject_code": self.reject_name,
+            "reject_code_raw": self.reject_code_raw,
             "rejected_command_id": self.rejected_command_id,
             "param_set_id": self.param_set_id,
             "boot_count": self.boot_count,

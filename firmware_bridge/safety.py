@@ -333,6 +333,40 @@ def _step_count(v: Any) -> bool:
     return isinstance(v, int | np.integer) and not isinstance(v, bool) and I32_MIN <= v <= I32_MAX
 
 
+def _time_ordered(hid: str, sps: list) -> tuple[list, list[str]]:
+    """Setpoints sorted by the instant of their ``time_utc`` (not its text: offsets may
+    differ) and the problems found. Every time must carry an offset; a setpoint may lack
+    ``time_utc`` only when it is the heliostat's only one (nothing to order)."""
+    from heliostat.sun import to_utc_index  # pandas: imported only when there is a time
+
+    problems: list[str] = []
+    keys: list[int] = []
+    for k, sp in enumerate(sps):
+        t = sp.get("time_utc")
+        if t is None:
+            if len(sps) > 1:
+                problems.append(
+                    f"{hid}: setpoints[{k}] key 'time_utc': missing; needed to order the "
+                    f"{len(sps)} setpoints"
+                )
+            keys.append(0)
+            continue
+        if not isinstance(t, str):
+            problems.append(
+                f"{hid}: setpoints[{k}] key 'time_utc': expected an ISO 8601 time with an "
+                f"offset, got {_short(t)}"
+            )
+            continue
+        try:
+            keys.append(int(to_utc_index([t])[0].value))
+        except ValueError as exc:
+            problems.append(f"{hid}: setpoints[{k}] key 'time_utc': {exc}")
+    if problems:
+        return sps, problems
+    order = sorted(range(len(sps)), key=keys.__getitem__)  # stable for equal instants
+    return [sps[i] for i in order], []
+
+
 def plan_corrections(
     cfg: FieldConfig,
     corrections: Mapping[str, Any],
@@ -368,7 +402,10 @@ def plan_corrections(
         sps = rec.get("setpoints") or []
         if setpoints == "none" or not sps:
             continue
-        sps = sorted(sps, key=lambda s: str(s.get("time_utc", "")))
+        sps, tp = _time_ordered(hid, sps)
+        if tp:
+            problems += tp
+            continue
         if setpoints == "latest":
             sps = sps[-1:]
         for k, sp in enumerate(sps):

@@ -648,14 +648,40 @@ class EmulatedBus:
             t_last_rx = t_rx
             buf += chunk
             while buf:
-                used, _, _, _ = self._framer.decode(buf)
+                used = self._frame_end(buf)
                 if not used:
                     if len(buf) > 256:
                         buf = b""
                     break
-                frame, buf = buf[:used], b""
+                # Several frames can come in one read: the pty hands over what the
+                # master wrote, not the line's silences (a master that waits t3.5 can
+                # still be read in one chunk when this thread wakes late). Keep the rest
+                # and serve it next; _exchange starts it when the line is free again, as
+                # if the master had kept the silence after the first reply.
+                frame, buf = buf[:used], buf[used:]
                 if self._exchange(frame, t_rx):
+                    if buf:  # sent while the late reply held the line: a collision
+                        self.stats.collisions += 1
+                        buf = b""
                     self._drain()
+
+    def _frame_end(self, buf: bytes) -> int:
+        """Length of the first frame in ``buf`` (leading noise included); 0 while it is
+        incomplete; all of ``buf`` when the CRC fails (a slave drops what it got).
+
+        pymodbus's ``FramerRTU.decode`` reports the whole buffer as used even when a
+        second frame follows the first; this finds where the first one really ends, with
+        the same rules (first offset whose function code is known, its frame size).
+        """
+        used, _, _, data = self._framer.decode(buf)
+        if not used or not data:
+            return used
+        dec = self._framer.decoder
+        for off in range(len(buf) - 1):
+            pdu_class = dec.lookupPduClass(buf[off:])
+            if pdu_class is not None:
+                return min(off + pdu_class.calculateRtuFrameSize(buf[off:]), len(buf))
+        return used  # pragma: no cover - decode found a frame, so the loop does too
 
     def _drain(self) -> None:
         """Drop what the master sent while a late reply held the line (collisions)."""

@@ -212,3 +212,120 @@ def test_transient_port_fault_is_reopened_and_retried(field):
         out = Bridge(link).deliver(ActuatorCommand("H002", 2, "move", (5, 6)), 555)
     assert out.state == "confirmed" and out.attempts == 2
     assert ctls[1].applied_counts[555] == 1
+
+
+# --------------------------------------------------------------------------- transient exceptions
+def _answer_exception(ctl, n, code, fcs=(16,), apply=False):
+    """Make ``ctl`` answer its next ``n`` requests with function code in ``fcs`` with
+    Modbus exception ``code`` (``apply``: execute the request first, as a controller that
+    acknowledges a long request does). Returns the counter of exceptions still to come."""
+    from pymodbus.pdu import ExceptionResponse
+
+    orig, left = ctl.handle, {"n": n}
+
+    def handle(pdu, broadcast=False):
+        if broadcast or pdu.function_code not in fcs or left["n"] <= 0:
+            return orig(pdu, broadcast)
+        left["n"] -= 1
+        if apply:
+            orig(pdu, broadcast)
+        resp = ExceptionResponse(pdu.function_code, code)
+        resp.dev_id = ctl.spec.address
+        return resp
+
+    ctl.handle = handle
+    return left
+
+
+def test_busy_controller_is_retried_with_backoff_and_confirmed(field):
+    bus, ctls = _bus(field)
+    _answer_exception(ctls[1], 2, code=6)  # "server device busy" to the next two writes
+    sleeps = []
+    with bus, _link(bus) as link:
+        out = Bridge(link, sleep=sleeps.append).deliver(
+            ActuatorCommand("H002", 2, "move", (5, 6)), 601
+        )
+    assert out.state == "confirmed" and out.attempts == 3
+    # The default policy's back-off before attempts 2 and 3: 0.02 s, then 0.02·2 s.
+    assert sleeps == [0.02, 0.04]
+    assert ctls[1].applied_counts[601] == 1
+
+
+def test_acknowledged_command_is_confirmed_by_status_not_sent_twice(field):
+    bus, ctls = _bus(field)
+    # Exception 5: the controller took the command and is still working on it.
+    _answer_exception(ctls[1], 1, code=5, apply=True)
+    with bus, _link(bus) as link:
+        out = Bridge(link, sleep=lambda s: None).deliver(
+            ActuatorCommand("H002", 2, "move", (7, 8)), 602
+        )
+    assert out.state == "confirmed" and out.attempts == 2
+    assert ctls[1].applied_counts[602] == 1
+    # Attempt 2 began with a status read that showed the command: no second write.
+    assert ctls[1].applied_counts.total() == 1
+
+
+def test_persistent_busy_ends_failed_and_a_rerun_retries_it(field, tmp_path):
+    bus, ctls = _bus(field)
+    left = _answer_exception(ctls[1], 10**6, code=6)
+    cmds = [ActuatorCommand("H002", 2, "move", (9, 10))]
+    retry = RetryPolicy(max_attempts=3)
+    with bus, _link(bus) as link:
+        j = Journal(tmp_path / "j.sqlite")
+        out = Bridge(link, j, retry, sleep=lambda s: None).run("busy", "test", cmds)[0]
+        assert (out.state, out.attempts, out.exception_code) == ("failed", 3, 6)
+        assert "server device busy" in out.detail
+        assert ctls[1].applied_counts.total() == 0
+        assert j.entries("busy")[0].state == "failed"
+        # The controller is free again: a re-run of the batch sends it (not a final state).
+        left["n"] = 0
+        out2 = Bridge(link, j, retry, sleep=lambda s: None).run("busy", "test", cmds)[0]
+    assert out2.state == "confirmed" and out2.resumed
+    assert ctls[1].applied_counts[out2.command_id] == 1
+
+
+def test_exception_to_a_status_read_is_not_a_rejection_of_the_command(field):
+    bus, ctls = _bus(field)
+    # The write goes through; the status read after it is refused once (exception 4).
+    _answer_exception(ctls[1], 1, code=4, fcs=(3, 4))
+    with bus, _link(bus) as link:
+        out = Bridge(link, sleep=lambda s: None).deliver(
+            ActuatorCommand("H002", 2, "move", (11, 12)), 603
+        )
+    assert out.state == "confirmed" and out.attempts == 2
+    assert ctls[1].applied_counts[603] == 1
+
+
+@pytest.mark.parametrize("code", [1, 2, 3, 4])
+def test_exceptions_1_to_4_to_the_command_write_stay_final(field, code):
+    bus, ctls = _bus(field)
+    _answer_exception(ctls[1], 10**6, code=code)
+    with bus, _link(bus) as link:
+        out = Bridge(link, sleep=lambda s: None).deliver(
+            ActuatorCommand("H002", 2, "move", (13, 14)), 604
+        )
+    assert (out.state, out.attempts, out.exception_code) == ("rejected", 1, code)
+
+
+def test_controller_reject_reason_stays_final(field):
+    bus, ctls = _bus(field)
+    # Past the controller's own travel limit (safety planning bypassed): exception 3 with
+    # reason SETPOINT_OUT_OF_LIMITS, one attempt, no retry.
+    with bus, _link(bus) as link:
+        out = Bridge(link, sleep=lambda s: None).deliver(
+            ActuatorCommand("H002", 2, "move", (0, 10**7)), 605
+        )
+    assert (out.state, out.attempts, out.exception_code) == ("rejected", 1, 3)
+    assert "SETPOINT_OUT_OF_LIMITS" in out.detail
+
+
+def test_unknown_reject_code_is_recognised_as_a_rejection(field):
+    bus, ctls = _bus(field)
+    # Firmware newer than this map rejected command 606 with a reason code 99.
+    ctls[1].reject_code, ctls[1].rejected_command_id = 99, 606
+    with bus, _link(bus) as link:
+        out = Bridge(link, sleep=lambda s: None).deliver(
+            ActuatorCommand("H002", 2, "move", (15, 16)), 606, check_first=True
+        )
+    assert out.state == "rejected" and "UNKNOWN(99)" in out.detail
+    assert ctls[1].applied_counts[606] == 0  # not re-sent over the rejection

@@ -147,3 +147,16 @@ def test_bridge_does_not_import_sim_or_vision():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_unknown_reject_code_decodes_as_unknown_keeping_the_raw_value():
+    regs = [0] * R.STATUS_COUNT
+    regs[R.REG_REJECT_CODE - R.STATUS_START] = 99  # not a code of map version 1
+    st = R.Status.from_registers(regs)
+    assert st.reject_code is R.RejectCode.UNKNOWN and st.reject_code != R.RejectCode.NONE
+    assert st.reject_code_raw == 99 and st.reject_name == "UNKNOWN(99)"
+    assert st.to_dict()["reject_code"] == "UNKNOWN(99)"
+    # Known codes keep their names; 0 is still "no rejection".
+    regs[R.REG_REJECT_CODE - R.STATUS_START] = 0
+    st0 = R.Status.from_registers(regs)
+    assert st0.reject_code is R.RejectCode.NONE and st0.reject_name == "NONE"

@@ -207,3 +207,31 @@ def test_command_address_must_be_unicast(address):
     with pytest.raises(ValueError, match=r"address must be an integer 1\.\.247"):
         ActuatorCommand("H001", address, "stow")
     assert ActuatorCommand("H001", 247, "stow").address == 247
+
+
+# --------------------------------------------------------------------------- setpoint order
+def _two_setpoints(t_a, t_b):
+    doc = _doc({}, target="cal1")
+    sp = doc["heliostats"][0]["setpoints"][0]
+    a = dict(sp, time_utc=t_a, axis1_steps=1001, nominal_axis1_steps=1001)
+    b = dict(sp, time_utc=t_b, axis1_steps=1002, nominal_axis1_steps=1002)
+    doc["heliostats"][0]["setpoints"] = [a, b]
+    return doc
+
+
+def test_latest_setpoint_is_the_latest_instant_not_the_latest_text(tmp_path):
+    _, cfg = _field(tmp_path)
+    # 14:00+02:00 is 12:00Z, half an hour before 12:30Z, though its text sorts after it.
+    doc = _two_setpoints("2025-06-21T14:00:00+02:00", "2025-06-21T12:30:00Z")
+    moves = [c for c in plan_corrections(cfg, doc, setpoints="latest") if c.kind == "move"]
+    assert [m.setpoints_steps[0] for m in moves] == [1002]
+    every = [c for c in plan_corrections(cfg, doc, setpoints="all") if c.kind == "move"]
+    assert [m.setpoints_steps[0] for m in every] == [1001, 1002]
+
+
+@pytest.mark.parametrize("bad", ["2025-06-21T12:30:00", "not a time", None])
+def test_setpoint_times_must_be_aware_to_be_ordered(tmp_path, bad):
+    _, cfg = _field(tmp_path)
+    doc = _two_setpoints("2025-06-21T14:00:00+02:00", bad)
+    with pytest.raises(SafetyRefused, match=r"H001: setpoints\[1\] key 'time_utc'"):
+        plan_corrections(cfg, doc, setpoints="latest")

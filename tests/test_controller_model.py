@@ -146,3 +146,40 @@ def test_bus_answers_only_its_own_addresses():
     bad = bytearray(req(1))
     bad[3] ^= 0x10
     assert bus.handle_frame(bytes(bad)) == (None, 0.0)
+
+
+@pytest.mark.parametrize("timing", [False, True])
+def test_two_requests_in_one_write_are_both_answered(timing):
+    """Both frames of one write are served, one after the other. A pty delivers what the
+    master wrote, not the line's silences, so the bus takes the second frame as sent
+    after the first exchange (it starts when the line is free again) instead of dropping
+    it or merging the two into one frame with a bad CRC."""
+    import os
+    import select
+
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU
+
+    ctls = [ControllerModel(ControllerSpec(address=a)) for a in (1, 2)]
+    framer = FramerRTU(DecodePDU(False))
+    reqs = [
+        framer.buildFrame(ReadHoldingRegistersRequest(address=0, count=8, dev_id=a)) for a in (1, 2)
+    ]
+    with EmulatedBus(ctls, timing=timing) as bus:
+        fd = os.open(bus.port, os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, reqs[0] + reqs[1])
+            want = 2 * R.fc03_response_bytes(8)
+            got = b""
+            while len(got) < want and select.select([fd], [], [], 1.0)[0]:
+                got += os.read(fd, 256)
+        finally:
+            os.close(fd)
+    assert bus.stats.frames_in == 2 and bus.stats.replies == 2
+    n = R.fc03_response_bytes(8)
+    assert len(got) == want
+    for k, addr in enumerate((1, 2)):
+        used, dev_id, _, data = framer.decode(got[k * n : (k + 1) * n])
+        assert used and dev_id == addr and data[0] == 3  # function code 3, CRC valid
+        regs = [int.from_bytes(data[2 + 2 * i : 4 + 2 * i], "big") for i in range(8)]
+        assert regs[R.REG_MAGIC] == R.MAGIC
