@@ -145,11 +145,14 @@ def test_folder_source_takes_new_complete_files_in_order(tmp_path):
     cv2.imwrite(str(tmp_path / "a.png"), np.full((20, 30), 1, np.uint16))
     (tmp_path / "c.png.part").write_bytes(b"half a file")
     (tmp_path / ".d.png").write_bytes(b"being written")
-    # same mtime resolution is possible: order by mtime, then name
+    # same mtime resolution is possible: order by mtime, then name (mtimes just after
+    # now: files older than the capture request would be stale, test_campaign_sources.py)
     import os
+    import time
 
-    os.utime(tmp_path / "b.png", ns=(1, 1_000_000_000))
-    os.utime(tmp_path / "a.png", ns=(1, 2_000_000_000))
+    now_ns = time.time_ns()
+    os.utime(tmp_path / "b.png", ns=(now_ns, now_ns + 1_000_000_000))
+    os.utime(tmp_path / "a.png", ns=(now_ns, now_ns + 2_000_000_000))
     assert src.capture(_req()).max() == 2  # b is older
     assert src.capture(_req()).max() == 1
     # nothing new: waits on the clock (no real sleep) and gives up after the timeout

@@ -7,14 +7,20 @@ recorded as skipped, never filled with a stale frame).
 * :class:`OpenCVSource`: ``cv2.VideoCapture`` on a device index or a stream URL.
 * :class:`FolderSource`: a watched folder another program (the camera vendor's tool, a
   trigger script) writes image files into; each capture takes the oldest file that
-  appeared since the source was opened and was not taken yet. Writers must make a file
-  appear complete: write under a name starting with ``.`` or ending in ``.part`` /
+  appeared since the source was opened, was not taken yet and arrived at or after the
+  request's time (less a small tolerance); older ones are stale (e.g. the late frame of
+  a capture that timed out) and are moved into ``stale/``, never used. Writers must make
+  a file appear complete: write under a name starting with ``.`` or ending in ``.part`` /
   ``.tmp`` and rename it.
 * :mod:`heliostat.campaign.simulated` renders frames from the simulator.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +31,11 @@ from numpy.typing import NDArray
 
 from heliostat.campaign.schedule import Clock, SystemClock
 from heliostat.errors import HeliostatError, InputError
+
+_logger = logging.getLogger(__name__)
+
+#: How much earlier than its capture request a FolderSource frame may have arrived. [s]
+DEFAULT_ARRIVAL_TOLERANCE_S = 2.0
 
 #: File suffixes a FolderSource takes as frames.
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".pgm", ".bmp", ".jpg", ".jpeg", ".npy")
@@ -137,15 +148,37 @@ class OpenCVSource:
 class FolderSource:
     """Frames from a watched folder.
 
+    A file is taken only if it **arrived at or after the request's time** (less
+    ``arrival_tolerance_s``). Older new files — typically the frame of an earlier capture
+    that timed out and landed late — are moved into the ``stale/`` subfolder, logged and
+    never used, so a late frame is never attributed to the next heliostat or time.
+
+    Arrival is the file's modification time. To be independent of the campaign clock
+    (a stepped clock in rehearsals, or a host clock off from a network share's), it is
+    compared with the filesystem's own time: at each capture the source touches a hidden
+    marker file in the folder and reads its mtime, and a file's arrival on the campaign
+    clock is ``now - (marker mtime - file mtime)``.
+
     Parameters
     ----------
     folder : Path
-        Created if missing. Files present when the source opens are never taken.
+        Created if missing. Files present when the source opens are never taken (and left
+        where they are).
     timeout_s, poll_s : float
         Longest wait for a new file and the interval between looks. [s]
     clock : Clock
         Waits go through ``clock.sleep`` (tests inject a stepped clock).
+    arrival_tolerance_s : float
+        How much earlier than the request a file may have arrived and still be taken
+        (mtime resolution, a trigger or clock a little ahead). [s]
+    log : callable, optional
+        ``log(message)`` for frames set aside (default: the module's logger, warning).
     """
+
+    #: Hidden file whose mtime gives the filesystem's "now" at each capture.
+    MARKER = ".heliostat-capture-clock"
+    #: Subfolder stale frames are moved into.
+    STALE_DIR = "stale"
 
     def __init__(
         self,
@@ -153,12 +186,23 @@ class FolderSource:
         timeout_s: float = 30.0,
         poll_s: float = 0.5,
         clock: Clock | None = None,
+        arrival_tolerance_s: float = DEFAULT_ARRIVAL_TOLERANCE_S,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.timeout_s, self.poll_s = float(timeout_s), float(poll_s)
+        self.arrival_tolerance_s = float(arrival_tolerance_s)
+        if not math.isfinite(self.arrival_tolerance_s) or self.arrival_tolerance_s < 0:
+            raise ValueError(
+                f"FolderSource {self.folder}: arrival_tolerance_s must be a finite number "
+                f">= 0, got {arrival_tolerance_s!r}"
+            )
         self.clock = clock or SystemClock()
+        self.log = log or _logger.warning
         self._seen: set[str] = {p.name for p in self._candidates()}
+        #: Frames set aside as stale (their paths in ``stale/``), oldest first.
+        self.stale: list[Path] = []
 
     def _candidates(self) -> list[Path]:
         out = []
@@ -170,17 +214,77 @@ class FolderSource:
                 out.append(p)
         return out
 
-    def poll(self) -> Path | None:
-        """The oldest new file (by modification time, then name), or None."""
-        new = [p for p in self._candidates() if p.name not in self._seen]
-        if not new:
-            return None
-        return min(new, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    def _fs_now_ns(self) -> int:
+        """The filesystem's current time [ns since the epoch] (wall clock if unwritable)."""
+        m = self.folder / self.MARKER
+        try:
+            m.touch(exist_ok=True)
+            return m.stat().st_mtime_ns
+        except OSError:
+            return time.time_ns()
+
+    def poll(self, cutoff_ns: int | None = None) -> Path | None:
+        """The oldest new file (by modification time, then name), or None.
+
+        With ``cutoff_ns`` (filesystem time [ns]), new files modified before it are set
+        aside as stale first.
+        """
+        new = []
+        for p in self._candidates():
+            if p.name in self._seen:
+                continue
+            try:
+                mtime_ns = p.stat().st_mtime_ns
+            except FileNotFoundError:  # taken away meanwhile
+                continue
+            new.append((mtime_ns, p.name, p))
+        new.sort(key=lambda x: x[:2])
+        for mtime_ns, _name, p in new:
+            if cutoff_ns is None or mtime_ns >= cutoff_ns:
+                return p
+            self._set_aside(p, (cutoff_ns - mtime_ns) / 1e9 + self.arrival_tolerance_s)
+        return None
+
+    def _set_aside(self, p: Path, early_s: float) -> None:
+        """Move a stale frame into ``stale/`` (never used); log it.
+
+        ``early_s``: how long before the capture request it arrived. [s]
+        """
+        self._seen.add(p.name)
+        d = self.folder / self.STALE_DIR
+        dest = d / p.name
+        i = 1
+        while dest.exists():
+            dest = d / f"{p.stem}.{i}{p.suffix}"
+            i += 1
+        why = (
+            f"arrived {early_s:.1f} s before the capture request, "
+            f"tolerance {self.arrival_tolerance_s:g} s"
+        )
+        try:
+            d.mkdir(exist_ok=True)
+            p.replace(dest)
+        except OSError as exc:
+            self.log(f"{p}: stale frame ({why}); not used, could not move it aside: {exc}")
+            return
+        self.stale.append(dest)
+        self.log(f"{p}: stale frame ({why}); not used, moved to {dest}")
 
     def capture(self, request: CaptureRequest) -> NDArray:
+        t_req = pd.Timestamp(request.time_utc)
+        if t_req.tzinfo is None:
+            raise ValueError(
+                f"capture request for {request.heliostat_id}: time_utc must be "
+                f"timezone-aware UTC, got naive {t_req}"
+            )
+        # the request time on the filesystem's clock, less the tolerance
+        fs_now_ns = self._fs_now_ns()
+        behind_ns = (self.clock.now_utc() - t_req).value
+        cutoff_ns = fs_now_ns - behind_ns - round(self.arrival_tolerance_s * 1e9)
+        n_stale = len(self.stale)
         waited = 0.0
         while True:
-            p = self.poll()
+            p = self.poll(cutoff_ns)
             if p is not None:
                 self._seen.add(p.name)
                 try:
@@ -190,19 +294,31 @@ class FolderSource:
                 except InputError as exc:
                     raise FrameSourceError(str(exc)) from None
             if waited >= self.timeout_s:
+                aside = len(self.stale) - n_stale
+                extra = (
+                    f" ({aside} stale frame(s) set aside in {self.folder / self.STALE_DIR})"
+                    if aside
+                    else ""
+                )
                 raise FrameSourceError(
                     f"{self.folder}: no new frame within {self.timeout_s:g} s for "
-                    f"{request.heliostat_id} ({request.phase}) at {request.time_utc}"
+                    f"{request.heliostat_id} ({request.phase}) at {request.time_utc}{extra}"
                 )
             self.clock.sleep(self.poll_s)
             waited += self.poll_s
 
     def close(self) -> None:
-        pass
+        (self.folder / self.MARKER).unlink(missing_ok=True)
 
 
-def open_source(cfg, clock: Clock | None = None) -> FrameSource:
-    """The source a :class:`~heliostat.campaign.config.SourceConfig` describes."""
+def open_source(
+    cfg, clock: Clock | None = None, log: Callable[[str], None] | None = None
+) -> FrameSource:
+    """The source a :class:`~heliostat.campaign.config.SourceConfig` describes.
+
+    ``log`` receives the folder source's stale-frame messages.
+    """
     if cfg.type == "opencv":
         return OpenCVSource(cfg.device, cfg.discard_frames)
-    return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock)
+    tol = getattr(cfg, "arrival_tolerance_s", DEFAULT_ARRIVAL_TOLERANCE_S)
+    return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock, tol, log)
