@@ -293,3 +293,16 @@ def test_config_check_knows_plant_toml(plant_dir, capsys):
     (plant_dir / "plant.toml").write_text(GOOD.replace("slot_minutes = 20", "slot_minutes = 0.1"))
     assert main(["config", "check", str(plant_dir / "plant.toml")]) == 2
     assert "schedule.slot_minutes" in capsys.readouterr().err
+
+
+def test_folder_arrival_tolerance_from_plant_toml(plant_dir):
+    folder = GOOD.replace("device = 0", 'folder = "in"').replace('"opencv"', '"folder"')
+    (plant_dir / "plant.toml").write_text(
+        folder.replace('folder = "in"', 'folder = "in"\narrival_tolerance_s = 7.5')
+    )
+    assert load_plant(plant_dir / "plant.toml").source.arrival_tolerance_s == 7.5
+    (plant_dir / "plant.toml").write_text(
+        folder.replace('folder = "in"', 'folder = "in"\narrival_tolerance_s = -1.0')
+    )
+    with pytest.raises(ConfigError, match=r"camera_source\.arrival_tolerance_s"):
+        load_plant(plant_dir / "plant.toml")

@@ -50,6 +50,9 @@ class SourceConfig:
         Interval between looks into the folder. [s]
     discard_frames : int
         Frames read and dropped before the one kept (OpenCV buffers stale frames).
+    arrival_tolerance_s : float
+        ``folder``: a frame that arrived more than this before its capture request is
+        stale (set aside, never used). [s]
     """
 
     type: str
@@ -58,6 +61,7 @@ class SourceConfig:
     timeout_s: float = 30.0
     poll_s: float = 0.5
     discard_frames: int = 2
+    arrival_tolerance_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +160,9 @@ def _sub(t: _Table, path: Path, key: str, loader):
 
 
 def _source(t: _Table, base: Path) -> SourceConfig:
-    t.check_unknown({"type", "device", "folder", "timeout_s", "poll_s", "discard_frames"})
+    t.check_unknown(
+        {"type", "device", "folder", "timeout_s", "poll_s", "discard_frames", "arrival_tolerance_s"}
+    )
     kind = t.str_("type", choices=SOURCE_TYPES)
     timeout = t.num("timeout_s", 30.0, lo=0, lo_open=True)
     poll = t.num("poll_s", 0.5, lo=0, lo_open=True)
@@ -172,7 +178,8 @@ def _source(t: _Table, base: Path) -> SourceConfig:
         return SourceConfig(kind, dev, None, timeout, poll, discard)
     if t.has("device"):
         raise t.err("device", 'only for type = "opencv" (this source is "folder")')
-    return SourceConfig(kind, 0, _path(t, "folder", base), timeout, poll, discard)
+    tol = t.num("arrival_tolerance_s", 2.0, lo=0.0)
+    return SourceConfig(kind, 0, _path(t, "folder", base), timeout, poll, discard, tol)
 
 
 def _schedule(t: _Table, cfg: FieldConfig) -> ScheduleConfig:

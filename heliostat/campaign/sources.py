@@ -320,5 +320,5 @@ def open_source(
     """
     if cfg.type == "opencv":
         return OpenCVSource(cfg.device, cfg.discard_frames)
-    tol = getattr(cfg, "arrival_tolerance_s", DEFAULT_ARRIVAL_TOLERANCE_S)
+    tol = cfg.arrival_tolerance_s
     return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock, tol, log)
