@@ -30,7 +30,7 @@ from pathlib import Path
 
 from firmware_bridge import registers as R
 from firmware_bridge.delivery import ActuatorCommand, Bridge, RetryPolicy
-from firmware_bridge.journal import Journal
+from firmware_bridge.journal import Journal, peek_counts
 from firmware_bridge.transport import ModbusLink
 from sim.controllers import ControllerModel, ControllerSpec, EmulatedBus
 
@@ -133,18 +133,6 @@ def throughput(n_commands: int, baudrate: int, n_controllers: int) -> dict:
     return out
 
 
-def _journal_counts(jpath: Path) -> dict:
-    import sqlite3
-
-    if not jpath.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{jpath}?mode=ro", uri=True, timeout=5) as db:
-            return dict(db.execute("SELECT state, COUNT(*) FROM commands GROUP BY state"))
-    except sqlite3.Error:
-        return {}
-
-
 def crash_resume(n_commands: int, kills: int, seed: int) -> dict:
     """``heliostat bridge apply`` of ~n_commands to 20 controllers on a faulty bus, killed
     with SIGKILL ``kills`` times at random points and restarted until done."""
@@ -205,11 +193,11 @@ def crash_resume(n_commands: int, kills: int, seed: int) -> dict:
                         raise RuntimeError(f"final run failed: {err.decode()[-500:]}")
                     report = json.loads(out)
                     break
-                while proc.poll() is None and _journal_counts(jpath).get("confirmed", 0) < target:
+                while proc.poll() is None and peek_counts(jpath).get("confirmed", 0) < target:
                     time.sleep(0.01)
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                killed.append(_journal_counts(jpath).get("confirmed", 0))
+                killed.append(peek_counts(jpath).get("confirmed", 0))
         applied = [(c.spec.address, cid) for c in ctls for cid, _, _ in c.applied]
         journaled = {(o["address"], o["command_id"]) for o in report["outcomes"]}
         return {

@@ -220,3 +220,16 @@ class Journal:
             sql += " WHERE batch_key = ?"
             args = (batch_key,)
         return dict(self._db.execute(sql + " GROUP BY state", args).fetchall())
+
+
+def peek_counts(path: str | Path) -> dict[str, int]:
+    """Commands per state of a journal another process may be writing, read without
+    creating or locking anything ({} when the file is missing or not yet a journal)."""
+    p = Path(path)
+    if not p.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=5) as db:
+            return dict(db.execute("SELECT state, COUNT(*) FROM commands GROUP BY state"))
+    except sqlite3.Error:
+        return {}

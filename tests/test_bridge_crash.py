@@ -5,25 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
+from firmware_bridge.journal import peek_counts
 from heliostat.config import load_field
 from heliostat.kinematics import error_names
 from sim.controller_fixtures import corrections_for, field_toml
 from sim.controllers import ControllerModel, EmulatedBus, specs_for_field
-
-
-def _counts(jpath) -> dict:
-    if not jpath.exists():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{jpath}?mode=ro", uri=True, timeout=5) as db:
-            return dict(db.execute("SELECT state, COUNT(*) FROM commands GROUP BY state"))
-    except sqlite3.Error:
-        return {}
 
 
 def test_sigkill_mid_batch_then_restart_completes_exactly_once(tmp_path):
@@ -55,14 +45,14 @@ def test_sigkill_mid_batch_then_restart_completes_exactly_once(tmp_path):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         deadline = time.monotonic() + 60
-        while _counts(jpath).get("confirmed", 0) < 40:
+        while peek_counts(jpath).get("confirmed", 0) < 40:
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "bridge made no progress"
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         assert proc.returncode == -signal.SIGKILL
-        before = _counts(jpath)
+        before = peek_counts(jpath)
         assert 40 <= before.get("confirmed", 0) < n_total, before
         applied_before = sum(len(c.applied) for c in ctls)
 
