@@ -82,17 +82,14 @@ def _scene(width: int, height: int, bits: int):
 
 def _stages(img, reg, dark, flat, black, bits) -> dict[str, float]:
     """Time the detector's stages separately (same calls detect_spot makes). [ms]"""
-    u0, v0, u1, v1 = reg.maps.roi
-    roi = img[v0:v1, u0:u1]
-    droi = dark[v0:v1, u0:u1] if dark is not None else None
     opts = C.DetectOptions()
     sat = float(2**bits - 1)
-    c = C._coarse_stage(roi, droi, flat, reg, black, sat, opts)
+    c = C._coarse_stage(img, dark, flat, reg, black, sat, opts)
     pick, flags = C._choose(c, reg, None, opts)
-    t_c = _best(lambda: C._coarse_stage(roi, droi, flat, reg, black, sat, opts))
+    t_c = _best(lambda: C._coarse_stage(img, dark, flat, reg, black, sat, opts))
     t_p = _best(lambda: C._choose(c, reg, None, opts))
     t_f = _best(
-        lambda: C._fine_stage(roi, droi, flat, reg, black, sat, c, pick, list(flags), None, opts)
+        lambda: C._fine_stage(img, dark, flat, reg, black, sat, c, pick, list(flags), None, opts)
     )
     bx, by, bw, bh = (int(x) for x in c.stats[pick + 1, :4])
     return {

@@ -13,8 +13,9 @@ Pipeline (pure: arrays in, a :class:`SpotResult` out):
 2. **Coarse pass** over the target's bounding box sampled every ``stride_px`` pixels
    (1/64 of them at the default stride 8): background by median, noise by the MAD of
    neighbour differences (immune to a big spot's wings), a 3x3 Gaussian smoothing, a
-   threshold of ``k_noise`` noise sigmas, a closing that joins the lumps of one faceted
-   spot, and connected components. A component with two peaks separated by a deep
+   threshold of ``k_noise`` noise sigmas, and connected components (8-neighbours, and
+   across a one-sample gap in a row or column: the lumps of one faceted spot stay
+   together, as a 3x3 closing would join them). A component with two peaks separated by a deep
    saddle (multi-level thresholding) is split in two — two spots that touch; shallower
    double peaks only raise ``multiple_peaks``. The pieces are the candidate spots.
 3. **Choice** of one candidate: nearest the expected position when one is given (the
@@ -28,11 +29,13 @@ Pipeline (pure: arrays in, a :class:`SpotResult` out):
    under perspective. No threshold is applied inside the window: truncating a streaky or
    lumpy spot's wings would move its centroid; noise adds variance there, not bias.
 
-Cost (``bench/vision.py``): the coarse pass reads 1/64 of the target box; the fine pass
-makes ~15 passes over a window a few spot widths wide. Per-registration sampling masks
-and index sets are cached (keyed on the registration's own arrays). For small spots the
-time is mostly the fixed cost of ~100 small numpy/OpenCV calls, for large ones the fine
-window's passes.
+Cost (``bench/vision.py``): the per-pixel work runs in compiled kernels
+(:mod:`heliostat.vision._kernels`, numba): one pass over the coarse samples (1/64 of the
+target box at the default stride), a labelling that visits only the samples above the
+threshold, and one pass over the fine window. Per-registration sampling masks, index sets
+and the area-weighted position maps are cached (keyed on the registration's own arrays).
+What is left in Python is a few dozen calls of fixed cost (the window, masks, choice,
+flags and the result).
 """
 
 from __future__ import annotations
@@ -46,13 +49,9 @@ from numpy.typing import ArrayLike, NDArray
 
 from heliostat.config import Target
 from heliostat.errors import InputError
+from heliostat.vision import _kernels as _K
 from heliostat.vision.signal import (
-    _MAD_TO_SIGMA,
     FlatField,
-    _coarse,
-    _gray_f32,
-    _median,
-    _pixel_noise,
     _plane_bg,
     _robust_stats,
     _saturation_level,
@@ -70,9 +69,6 @@ __all__ = [
     "prepare_flat",
     "validate_frame",
 ]
-
-#: Noise-amplitude gain of the coarse 3x3 Gaussian ([1 2 1]/4 per axis): sqrt(sum k^2).
-_SMOOTH_NOISE_GAIN = 0.375
 
 _K3 = np.ones((3, 3), np.uint8)
 _K5 = np.ones((5, 5), np.uint8)
@@ -286,18 +282,20 @@ class _Geom:
     cov_lt1: NDArray[np.bool_]  # samples not fully on the board
     marker: NDArray[np.bool_]  # samples on a marker
     bg_idx: NDArray[np.intp]  # flat indices of the `full` samples used for the median
-    pair_idx: NDArray[np.intp] | None  # left samples of horizontal `full` pairs (noise)
+    pair_idx_arr: NDArray[np.intp]  # left samples of horizontal `full` pairs (noise; may be empty)
     marker_boxes: tuple[tuple[int, int, int, int], ...]  # marker pixels' boxes (v0,v1,u0,u1)
     edge_sum: NDArray[np.int32]  # integral image of maps.edge: edge pixels in any box
 
 
 _GEOM_CACHE: dict[tuple[int, int, int, bool], _Geom] = {}
 _GEOM_CACHE_MAX = 8
-_ROBUST_MAX_N = 4096  # as signal._robust_stats / signal._pixel_noise
+# Samples for the coarse background median and noise MAD: an even subset of at most this
+# many (the median's scatter is then 4 % of the noise sigma, the MAD's about 5 %).
+_ROBUST_MAX_N = 1024
 
 
 def _strided_subset(idx: NDArray[np.intp]) -> NDArray[np.intp]:
-    """The evenly strided subset `_robust_stats` and `_pixel_noise` take (same elements)."""
+    """An evenly strided subset of at most ``_ROBUST_MAX_N`` indices."""
     if idx.size > _ROBUST_MAX_N:
         return idx[:: idx.size // _ROBUST_MAX_N + 1]
     return idx
@@ -323,7 +321,7 @@ def _geom(maps, s: int, mask_markers: bool) -> _Geom:
         full = on
     pair = full[:, 1:] & full[:, :-1]
     rr, cc = np.nonzero(pair)
-    pair_idx = _strided_subset(rr * nu + cc) if rr.size >= 16 else None
+    pair_idx = _strided_subset(rr * nu + cc) if rr.size >= 16 else np.zeros(0, np.intp)
     n_mk, _, st, _ = cv2.connectedComponentsWithStats(maps.marker.view(np.uint8), connectivity=8)
     boxes = tuple((int(y), int(y + h), int(x), int(x + w)) for x, y, w, h, _ in st[1:n_mk].tolist())
     g = _Geom(
@@ -339,7 +337,7 @@ def _geom(maps, s: int, mask_markers: bool) -> _Geom:
         cov_lt1=cov_c < 1,
         marker=mk_c,
         bg_idx=_strided_subset(np.flatnonzero(full)),
-        pair_idx=pair_idx,
+        pair_idx_arr=pair_idx,
         marker_boxes=boxes,
         edge_sum=cv2.integral(maps.edge.astype(np.uint8)),
     )
@@ -349,81 +347,45 @@ def _geom(maps, s: int, mask_markers: bool) -> _Geom:
     return g
 
 
-def _signal(
-    block: NDArray,
-    dark_block: NDArray | None,
-    gain_block: NDArray | None,
-    black_level_dn: float,
-    grey: NDArray[np.float32] | None = None,
-) -> NDArray[np.float32]:
-    """Dark- (or black-level-) subtracted, flat-divided grey float32 signal (a new array).
-
-    ``grey``: the block's grey float32 copy when the caller already has it (reused).
-    """
-    if grey is None and block.dtype in (np.uint8, np.uint16):
-        # Integer frames: grey conversion in the frame's own type (what _gray_f32 does
-        # too), then one OpenCV/numpy pass to float32 with the subtraction.
-        g = _gray_int(block)
-        if dark_block is None:
-            sig = np.subtract(g, np.float32(black_level_dn), dtype=np.float32)
-        elif dark_block.dtype == block.dtype:
-            sig = cv2.subtract(g, _gray_int(dark_block), dtype=cv2.CV_32F)
-        else:  # a dark frame of another type: its own grey conversion
-            sig = np.subtract(g, _gray_f32(dark_block), dtype=np.float32)
-        if gain_block is not None:
-            cv2.divide(sig, gain_block, dst=sig)
-        return sig
-    if grey is not None:
-        sig = grey
-    else:
-        sig = _gray_f32(block)
-    if dark_block is not None:
-        sig -= _gray_f32(dark_block)
-    elif black_level_dn:
-        sig -= np.float32(black_level_dn)
-    if gain_block is not None:
-        cv2.divide(sig, gain_block, dst=sig)
-    return sig
-
-
 _GAIN_CACHE: dict[tuple[int, int], tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
 
 
-def _coarse_gain(flat: FlatField, s: int, nv: int, nu: int) -> NDArray[np.float32]:
-    """The flat field's gains at the coarse samples (contiguous; computed once per flat)."""
+def _inv_gain(flat: FlatField, s: int = 1) -> NDArray[np.float32]:
+    """1 / the flat field's gain, over the target box (``s = 1``) or at the coarse samples
+    of stride ``s`` (contiguous; computed once per flat field): the kernels multiply."""
     key = (id(flat.gain_roi), s)
     hit = _GAIN_CACHE.get(key)
-    if hit is not None and hit[0] is flat.gain_roi and hit[1].shape == (nv, nu):
+    if hit is not None and hit[0] is flat.gain_roi:
         return hit[1]
     o = s // 2
-    g = np.ascontiguousarray(flat.gain_roi[o::s, o::s][:nv, :nu])
+    src = flat.gain_roi if s == 1 else flat.gain_roi[o::s, o::s]
+    inv = np.ascontiguousarray(np.float32(1.0) / src, dtype=np.float32)
     if len(_GAIN_CACHE) >= _GEOM_CACHE_MAX:
         _GAIN_CACHE.clear()
-    _GAIN_CACHE[key] = (flat.gain_roi, g)
-    return g
+    _GAIN_CACHE[key] = (flat.gain_roi, inv)
+    return inv
 
 
-def _gray_int(a: NDArray) -> NDArray:
-    """Grey version of an 8/16-bit block in its own dtype (as :func:`_gray_f32` rounds it)."""
-    if a.ndim == 2:
-        return a
-    code = cv2.COLOR_BGR2GRAY if a.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
-    return cv2.cvtColor(a, code)
+_AXY_CACHE: dict[int, tuple[NDArray, NDArray[np.float32], NDArray[np.float32]]] = {}
 
 
-def _noise_from_pairs(sig: NDArray[np.float32], g: _Geom) -> float:
-    """`signal._pixel_noise(sig, g.full)` from the cached pair indices (same samples)."""
-    if g.pair_idx is None:
-        return _pixel_noise(sig, g.full)
-    flat = sig.ravel()
-    v = flat[g.pair_idx + 1] - flat[g.pair_idx]
-    mad = _median(np.abs(v - np.float32(_median(v)))) * _MAD_TO_SIGMA / math.sqrt(2.0)
-    return max(mad, 1.0 / math.sqrt(12.0))
+def _area_moments(maps) -> tuple[NDArray[np.float32], NDArray[np.float32]]:  # noqa: ANN001
+    """``area x x`` and ``area x y`` over the target box (float32; computed once per
+    registration): the fine pass's first moments are then two products per pixel."""
+    hit = _AXY_CACHE.get(id(maps.area_m2))
+    if hit is not None and hit[0] is maps.area_m2:
+        return hit[1], hit[2]
+    ax = (maps.area_m2.astype(np.float64) * maps.x_m).astype(np.float32)
+    ay = (maps.area_m2.astype(np.float64) * maps.y_m).astype(np.float32)
+    if len(_AXY_CACHE) >= _GEOM_CACHE_MAX:
+        _AXY_CACHE.clear()
+    _AXY_CACHE[id(maps.area_m2)] = (maps.area_m2, ax, ay)
+    return ax, ay
 
 
 def _coarse_stage(
-    roi: NDArray,
-    droi: NDArray | None,
+    img: NDArray,
+    drk: NDArray | None,
     flat: FlatField | None,
     registration: TargetRegistration,
     black_level_dn: float,
@@ -435,45 +397,32 @@ def _coarse_stage(
     on, full = g.on, g.full
     if not g.any_on:
         raise InputError("the registered target covers no sampled pixel: lower stride_px")
-    raw_c = _coarse(roi, s)
-    nv, nu = raw_c.shape[:2]
-    raw_g = _gray_f32(raw_c)
-    vmin, vmax, _, _ = cv2.minMaxLoc(raw_g, g.full_u8)
+    nv, nu = on.shape
+    u0, v0 = registration.maps.roi[:2]
+    inv_gain_c = _inv_gain(flat, s) if flat is not None else _K.EMPTY2_F32
+    sig, sm, vmin, vmax, bg, noise, peak, thr = _K.coarse_pass(
+        img, drk if drk is not None else _K.EMPTY2_U8, drk is not None,
+        inv_gain_c, flat is not None, float(black_level_dn), u0, v0, s, nv, nu, full, g.on_f32,
+        g.bg_idx, g.pair_idx_arr, float(options.k_noise),
+    )  # fmt: skip
     if vmax <= 0.0:
         return _failed(("all_black", "no_spot"), bg=0.0, noise=0.0)
     if (
         np.isfinite(sat)
         and vmax >= sat
-        and np.count_nonzero((raw_g >= sat) & full) > 0.5 * g.n_full
+        and _K.count_at_least(img, u0, v0, s, nv, nu, full, sat) > 0.5 * g.n_full
     ):
         return _failed(("all_white", "saturated", "no_spot"), bg=sat, noise=0.0, sat=1.0)
-    gain_c = _coarse_gain(flat, s, nv, nu) if flat is not None else None
-    dark_c = _coarse(droi, s) if droi is not None else None
-    # raw_g is our own float32 copy: the signal is computed in place.
-    sig = _signal(raw_c, dark_c, gain_c, black_level_dn, grey=raw_g)
-    bg = _median(sig.ravel()[g.bg_idx])
-    noise = _noise_from_pairs(sig, g)
     if vmax - vmin <= 0.0:
         return _failed(("flat_frame", "no_spot"), bg=bg, noise=0.0)
-    sm = cv2.GaussianBlur(sig - np.float32(bg), (3, 3), 0, borderType=cv2.BORDER_REPLICATE)
-    np.multiply(sm, g.on_f32, out=sm)  # off-target and masked samples carry nothing
-    noise_sm = noise * _SMOOTH_NOISE_GAIN
-    peak = cv2.minMaxLoc(sm)[1]
-    if peak < options.k_noise * noise_sm:
+    if peak < thr:
         return _failed(("no_spot",), bg=bg, noise=noise, peak=peak)
     # Segment at the noise threshold only: a faint spot next to a bright one keeps its
     # full extent (the relative threshold sets each spot's window later).
-    thr = options.k_noise * noise_sm
-    binary = cv2.compare(sm, thr, cv2.CMP_GT)
-    binary = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, _K3)
-    cv2.bitwise_and(binary, g.on_u8, dst=binary)
-    # 16-bit labels when they cannot overflow: OpenCV's statistics pass is ~3x faster.
-    ltype = cv2.CV_16U if binary.size < 65535 else cv2.CV_32S
-    n_lab, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8, ltype=ltype)
+    n_lab, labels, stats, mom = _K.label_components(sm, thr)
     if n_lab <= 1:
         return _failed(("no_spot",), bg=bg, noise=noise, peak=peak)
-    w_pos = np.maximum(sm, np.float32(0.0))
-    integ = _component_sums(w_pos, labels, stats, n_lab)
+    integ = mom[1:, 0]
     # Two spots close together merge at the low threshold: split components whose
     # brightness has two well-separated peaks (a deep saddle between them).
     n_new = n_lab
@@ -498,35 +447,15 @@ def _coarse_stage(
             stats[lab_k] = [cc.min(), rr.min(), cc.max() - cc.min() + 1, rr.max() - rr.min() + 1,
                             len(rr)]  # fmt: skip
         n_lab = n_new
-        integ = np.bincount(labels.ravel(), weights=w_pos.ravel(), minlength=n_lab)[1:]
+        mom = _K.component_moments(sm, labels, n_lab)
+        integ = mom[1:, 0]
     cand = np.flatnonzero(integ >= options.min_candidate_fraction * integ.max())
-    cu = np.full(n_lab - 1, np.nan)
-    cv = np.full(n_lab - 1, np.nan)
-    for j in cand.tolist():
-        x0, y0, w0, h0 = stats[j + 1, :4].tolist()
-        box = (slice(y0, y0 + h0), slice(x0, x0 + w0))
-        wb = w_pos[box] * (labels[box] == j + 1)
-        m = cv2.moments(wb)
-        tot = max(m["m00"], 1e-30)
-        cu[j] = x0 + m["m10"] / tot
-        cv[j] = y0 + m["m01"] / tot
+    tot = np.maximum(integ, 1e-30)
+    cu = mom[1:, 1] / tot
+    cv = mom[1:, 2] / tot
     return _Coarse(
         sig, sm, on, full, labels, stats, integ, cu, cv, cand, bg, noise, peak, thr, multi_peak
     )
-
-
-def _component_sums(
-    w: NDArray[np.float32], labels: NDArray[np.int32], stats: NDArray, n_lab: int
-) -> NDArray[np.float64]:
-    """Sum of ``w`` over each component (label - 1): within each box for a few
-    components, one bincount over the grid for many."""
-    if n_lab > 9:
-        return np.bincount(labels.ravel(), weights=w.ravel(), minlength=n_lab)[1:]
-    out = np.empty(n_lab - 1)
-    for j, (x0, y0, w0, h0, _) in enumerate(stats[1:n_lab].tolist()):
-        box = (slice(y0, y0 + h0), slice(x0, x0 + w0))
-        out[j] = cv2.sumElems(w[box] * (labels[box] == j + 1))[0]
-    return out
 
 
 def _deblend(
@@ -727,26 +656,18 @@ def detect_spot(
     if not math.isfinite(black_level_dn):
         raise InputError(f"black_level_dn: expected a finite number, got {black_level_dn!r}")
     sat = _saturation_level(img.dtype, bit_depth)
-    u0, v0, u1, v1 = registration.maps.roi
-    roi = img[v0:v1, u0:u1]
-    droi = drk[v0:v1, u0:u1] if drk is not None else None
-    c = _coarse_stage(roi, droi, flat, registration, black_level_dn, sat, options)
+    c = _coarse_stage(img, drk, flat, registration, black_level_dn, sat, options)
     if isinstance(c, SpotResult):
         return c
     pick, flags = _choose(c, registration, exp, options)
     return _fine_stage(
-        roi, droi, flat, registration, black_level_dn, sat, c, pick, flags, target, options
+        img, drk, flat, registration, black_level_dn, sat, c, pick, flags, target, options
     )
 
 
-def _rowdot_sum(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
-    """sum(a * b) in one pass without copies (float32 per row, float64 over rows)."""
-    return float(np.einsum("ij,ij->i", a, b).sum(dtype=np.float64))
-
-
 def _fine_stage(
-    roi: NDArray,
-    droi: NDArray | None,
+    img: NDArray,
+    drk: NDArray | None,
     flat: FlatField | None,
     registration: TargetRegistration,
     black_level_dn: float,
@@ -777,7 +698,8 @@ def _fine_stage(
     bw, bh = int(cc.max() - cc.min()) + 1, int(rr.max() - rr.min()) + 1
     mu = int(math.ceil(options.margin * 0.5 * s * bw + s))
     mv = int(math.ceil(options.margin * 0.5 * s * bh + s))
-    rh, rw = roi.shape[:2]
+    u0, v0, u1, v1 = maps.roi
+    rh, rw = v1 - v0, u1 - u0
     wu0, wu1 = max(o + s * bx - mu, 0), min(o + s * (bx + bw - 1) + mu + 1, rw)
     wv0, wv1 = max(o + s * by - mv, 0), min(o + s * (by + bh - 1) + mv + 1, rh)
     # Coarse cells covering the window.
@@ -785,7 +707,6 @@ def _fine_stage(
     cv0, cv1 = max((wv0 - o) // s, 0), min((wv1 - 1 - o) // s + 1, nv)
     # Pixels measured: all, or every k-th in each direction (options.fine_step_px).
     k = int(options.fine_step_px)
-    ws = (slice(wv0, wv1, k), slice(wu0, wu1, k))
     lab_w = c.labels[cv0:cv1, cu0:cu1]
     own_w = lab_w == lab
     others = (lab_w > 0) & ~own_w
@@ -797,29 +718,22 @@ def _fine_stage(
         if any(int(j) in cand_labels for j in np.unique(lab_w[others])):
             flags.append("overlapping_spots")
 
-    gain_w = None
-    if flat is not None:
-        gain_w = flat.gain_roi[ws]
-    win_raw = roi[ws]
-    sig = _signal(win_raw, droi[ws] if droi is not None else None, gain_w,
-                  black_level_dn)  # fmt: skip
-
     noise = c.noise
-    if droi is not None:
-        # Dark frame: it is the background. A residual offset is subtracted only when
-        # asked for (ambient drift between the two frames), since a big spot's faint
-        # wings bias any estimate of it; it is the median of the board samples away from
-        # every component (dilated by two cells).
-        bg_level = 0.0
+    # Background: with a dark frame it is already removed (a residual offset only when
+    # asked for); without one, a plane through the board samples around the window.
+    bg0 = bgu = bgv = 0.0
+    uc, vc = 0.5 * (wu0 + wu1), 0.5 * (wv0 + wv1)
+    if drk is not None:
+        # A residual offset is subtracted only when asked for (ambient drift between the
+        # two frames), since a big spot's faint wings bias any estimate of it; it is the
+        # median of the board samples away from every component (dilated by two cells).
         if options.dark_offset:
             excl = cv2.dilate((c.labels > 0).view(np.uint8), _K5) > 0
             bgmask = c.full & ~excl
-            bg_level = _robust_stats(c.sig[bgmask])[0] if bgmask.sum() >= 24 else c.bg
-            if bg_level:
-                sig -= np.float32(bg_level)
+            bg0 = _robust_stats(c.sig[bgmask])[0] if bgmask.sum() >= 24 else c.bg
     else:
-        # No dark frame: a plane through the samples in a ring around the window, on the
-        # board and outside every component (dilated by two cells).
+        # A plane through the samples in a ring around the window, on the board and
+        # outside every component (dilated by two cells).
         pu, pv = max(cu1 - cu0, 8), max(cv1 - cv0, 8)
         ru0, ru1 = max(cu0 - pu // 2, 0), min(cu1 + pu // 2, nu)
         rv0, rv1 = max(cv0 - pv // 2, 0), min(cv1 + pv // 2, nv)
@@ -838,76 +752,50 @@ def _fine_stage(
             if len(ii) > 2048:  # an even subset is plenty for three coefficients
                 ii, jj = ii[:: len(ii) // 2048 + 1], jj[:: len(jj) // 2048 + 1]
             vals = c.sig[ii + rv0, jj + ru0].astype(np.float64)
-            uc, vc = 0.5 * (wu0 + wu1), 0.5 * (wv0 + wv1)
             coef = _plane_bg((jj + ru0) * s + o - uc, (ii + rv0) * s + o - vc, vals, noise)
-            sig -= (coef[0] + coef[1] * (np.arange(wu0, wu1, k) - uc)).astype(np.float32)[None, :]
-            sig -= (coef[2] * (np.arange(wv0, wv1, k) - vc)).astype(np.float32)[:, None]
-            bg_level = float(coef[0])
+            bg0, bgu, bgv = (float(x) for x in coef)
         else:
-            sig -= np.float32(c.bg)
-            bg_level = c.bg
-    weight_area = maps.area_m2[ws]
-    if flat is None and any(
+            bg0 = c.bg
+    use_marker = flat is None and any(
         a0 < wv1 and wv0 < a1 and b0 < wu1 and wu0 < b1 for a0, a1, b0, b1 in g.marker_boxes
-    ):
-        # Zero weight on the markers (bitwise AND under a mask: one pass, any dtype).
-        free = cv2.compare(maps.marker[ws].view(np.uint8), 0, cv2.CMP_EQ)
-        weight_area = cv2.bitwise_and(weight_area, weight_area, mask=free)
-    if others_d is not None:
-        ci = np.clip((np.arange(wv0, wv1, k) - o + s // 2) // s, 0, nv - 1) - cv0
-        cj = np.clip((np.arange(wu0, wu1, k) - o + s // 2) // s, 0, nu - 1) - cu0
-        ci = np.clip(ci, 0, others_d.shape[0] - 1)
-        cj = np.clip(cj, 0, others_d.shape[1] - 1)
-        # Each pixel's nearest coarse cell (two 1-D takes, far cheaper than a 2-D index).
-        free_c = (~others_d).view(np.uint8)
-        free = np.take(np.take(free_c, ci, axis=0), cj, axis=1)
-        weight_area = cv2.bitwise_and(weight_area, weight_area, mask=free)
-    wa = cv2.multiply(sig, weight_area)
-    flux = float(cv2.sumElems(wa)[0])  # over the sampled pixels (x k^2 for the total)
+    )
+    es = g.edge_sum  # edge pixels in the window at all? (most spots lie inside)
+    n_edge = int(es[wv1, wu1]) - int(es[wv0, wu1]) - int(es[wv1, wu0]) + int(es[wv0, wu0])
+    thr_px = max(options.k_noise * noise, options.rel_threshold * own_peak)
+    # Reference point of the moments (near the window's centre: no cancellation).
+    iv, iu = wv0 + k * ((wv1 - wv0) // (2 * k)), wu0 + k * ((wu1 - wu0) // (2 * k))
+    xref, yref = float(maps.x_m[iv, iu]), float(maps.y_m[iv, iu])
+    ax, ay = _area_moments(maps)
+    free_c = (~others_d).view(np.uint8) if others_d is not None else _K.EMPTY2_U8
+    sums, edge_hit = _K.fine_sums(
+        img, drk if drk is not None else _K.EMPTY2_U8, drk is not None,
+        _inv_gain(flat) if flat is not None else _K.EMPTY2_F32, flat is not None,
+        float(black_level_dn), u0, v0, wu0, wu1, wv0, wv1, k, bg0, bgu, bgv, uc, vc,
+        maps.area_m2, ax, ay, maps.x_m, maps.y_m, xref, yref, maps.marker, use_marker,
+        free_c, others_d is not None, o, s, nv, nu, cv0, cu0, maps.edge, n_edge > 0,
+        float(sat), float(thr_px),
+    )  # fmt: skip
+    (flux, s_x, s_y, f2, s_xx, s_yy, a2, a2x, a2y, a2r, peak_dn, sig_sum, n_above,
+     n_sat) = sums.tolist()  # fmt: skip
+    bg_level = bg0
     if not flux > 0.0:
         return _failed(("no_spot",), bg=bg_level, noise=noise, n_candidates=n_cand, peak=c.peak)
-    # First moments: float32 products summed per row, rows summed in float64 (relative
-    # error ~1e-6 of the coordinates, ~3 um on a 5 m target).
-    xm = maps.x_m[ws]
-    ym = maps.y_m[ws]
-    xc = _rowdot_sum(wa, xm) / flux
-    yc = _rowdot_sum(wa, ym) / flux
-    # Second moments, noise propagation and quality figures from every second pixel in
-    # each direction (they are estimates; a quarter of the work).
-    # (Contiguous copies first: numpy's strided and multi-operand loops cost 3-5x more.)
-    wa2, sg2 = np.ascontiguousarray(wa[::2, ::2]), sig[::2, ::2]
-    a2 = np.ascontiguousarray(weight_area[::2, ::2])
-    dx2 = xm[::2, ::2] - np.float32(xc)
-    dy2 = ym[::2, ::2] - np.float32(yc)
-    rx, ry = dx2 * dx2, dy2 * dy2
-    f2 = max(float(cv2.sumElems(wa2)[0]), 1e-300)
-    sxx = max(_rowdot_sum(wa2, rx) / f2, 0.0)
-    syy = max(_rowdot_sum(wa2, ry) / f2, 0.0)
-    # var(xc) = noise^2 sum((A (x - xc))^2) / flux^2 (per-axis mean; x4 for the subsample).
-    rx += ry
-    sum_a2d2 = _rowdot_sum(a2 * a2, rx)
-    sigma_m = noise * math.sqrt(2.0 * sum_a2d2) / flux
-
-    # Quality figures.
-    thr_px = np.float32(max(options.k_noise * noise, options.rel_threshold * own_peak))
-    above = sg2 > thr_px
-    q = 4 * k * k  # window pixels per quality sample
-    n_pix = q * int(np.count_nonzero(above))
-    sat_frac = 0.0
-    if np.isfinite(sat) and n_pix and _max_value(win_raw) >= sat:
-        hot = win_raw[::2, ::2] >= sat
-        if hot.ndim == 3:
-            hot = np.any(hot[..., :3], axis=2)
-        sat_frac = q * float(np.count_nonzero(hot & above)) / n_pix
+    xc, yc = s_x / flux, s_y / flux
+    ex, ey = xc - xref, yc - yref
+    f2 = max(f2, 1e-300)
+    sxx = max(s_xx / f2 - ex * ex, 0.0)
+    syy = max(s_yy / f2 - ey * ey, 0.0)
+    # var(xc) = noise^2 sum((A (x - xc))^2) / flux^2, per axis (mean of the two; the
+    # sum is over half the rows: x2).
+    sum_a2d2 = max(a2r - 2.0 * (ex * a2x + ey * a2y) + (ex * ex + ey * ey) * a2, 0.0)
+    sigma_m = noise * math.sqrt(sum_a2d2) / flux
+    n_pix = 2 * k * k * int(n_above)  # counted on every second row
+    sat_frac = n_sat / n_above if n_above else 0.0
     # The chosen component's samples (its box, one cell wider for the marker test).
     ku0, kv0 = max(sx - 1, 0), max(sy - 1, 0)
     ku1, kv1 = min(sx + sw + 1, nu), min(sy + sh + 1, nv)
     own_k = c.labels[kv0:kv1, ku0:ku1] == lab
-    es = g.edge_sum  # edge pixels in the window at all? (most spots lie inside)
-    n_edge = int(es[wv1, wu1]) - int(es[wv0, wu1]) - int(es[wv1, wu0]) + int(es[wv0, wu0])
-    touches = bool(np.any(own_k & g.cov_lt1[kv0:kv1, ku0:ku1])) or (
-        n_edge > 0 and bool(np.any(above & maps.edge[wv0 : wv1 : 2 * k, wu0 : wu1 : 2 * k]))
-    )
+    touches = edge_hit > 0.0 or bool(np.any(own_k & g.cov_lt1[kv0:kv1, ku0:ku1]))
     if registration.markers is not None:
         own_d = cv2.dilate(own_k.view(np.uint8), _K3) > 0
         if np.any(own_d & g.marker[kv0:kv1, ku0:ku1]):
@@ -937,8 +825,8 @@ def _fine_stage(
         sigma_m=float(sigma_m),
         size_x_m=math.sqrt(sxx),
         size_y_m=math.sqrt(syy),
-        peak_dn=float(cv2.minMaxLoc(sig)[1]),
-        integrated_dn=k * k * float(cv2.sumElems(sig)[0]),
+        peak_dn=peak_dn,
+        integrated_dn=k * k * sig_sum,
         flux_dn_m2=k * k * flux,
         snr=snr,
         n_pixels=n_pix,
@@ -949,15 +837,6 @@ def _fine_stage(
         noise_dn=float(noise),
         flags=tuple(flags),
     )
-
-
-def _max_value(a: NDArray) -> float:
-    """Largest value of an image block (all channels) without a copy where OpenCV can."""
-    if a.dtype in (np.uint8, np.uint16, np.float32):
-        flat2 = a.reshape(a.shape[0], -1) if a.ndim == 3 else a
-        if flat2.strides[-1] == a.itemsize:
-            return float(cv2.minMaxLoc(flat2)[1])
-    return float(a.max())
 
 
 def _plane_to_pixel_1(registration: TargetRegistration, x: float, y: float) -> tuple[float, float]:

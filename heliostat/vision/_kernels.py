@@ -1,0 +1,513 @@
+"""Compiled inner loops of the classical spot detector (numba, single-threaded).
+
+Each kernel replaces a chain of small numpy/OpenCV calls by one pass over the pixels it
+needs, so a detection costs one pass over the coarse grid and **one** pass over the fine
+window (``bench/vision.py``). The Python layer (:mod:`heliostat.vision.classical`) keeps
+the logic that is not per pixel: geometry caches, connected components (OpenCV),
+deblending, the choice of candidate, flags.
+
+Frames are passed whole (C-contiguous, so rows are read as contiguous slices and the
+loops vectorise) with the target box's offset. Grey ``(H, W)`` and colour ``(H, W, 3|4)``
+frames get their own compiled row readers (:func:`_grey_row`); colour is converted to
+grey with the BT.601 luma weights (as ``cv2.COLOR_BGR2GRAY``, in floating point rather
+than OpenCV's rounded integers). Missing inputs (no dark frame, no flat field) are
+passed as empty arrays with a flag. Compiled code is cached on disk (``cache=True``):
+the first call in a process that finds no cache compiles (a few seconds per frame
+dtype), later processes load it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+from numba.extending import overload
+
+__all__ = [
+    "coarse_pass",
+    "component_moments",
+    "count_at_least",
+    "fine_sums",
+    "label_components",
+]
+
+# No NaN/inf assumptions (inputs are validated finite); reassociation lets LLVM vectorise
+# the reductions.
+_FLAGS = {"reassoc", "contract", "arcp", "nsz"}
+_JIT = {"cache": True, "nogil": True, "fastmath": _FLAGS}
+
+_MAD_TO_SIGMA = 1.482602218505602
+_QUANT_SIGMA = 1.0 / math.sqrt(12.0)
+
+# BT.601 luma weights for B, G, R (OpenCV's BGR order).
+_WB, _WG, _WR = 0.114, 0.587, 0.299
+
+
+#: Stand-ins for a missing dark frame, flat field or mask.
+EMPTY2_F32 = np.zeros((0, 0), np.float32)
+EMPTY2_U8 = np.zeros((0, 0), np.uint8)
+EMPTY2_BOOL = np.zeros((0, 0), np.bool_)
+
+
+def _grey_row(out, a, r, c0, n, step):  # noqa: ANN001, ANN202 - compiled via overload
+    """``out[:n]`` = grey value of row ``r`` of ``a`` at columns ``c0 + step * j``."""
+    raise NotImplementedError("compiled only (numba overload)")
+
+
+@overload(_grey_row, jit_options={"fastmath": _FLAGS})
+def _grey_row_impl(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
+    if a.ndim == 2:
+
+        def grey2(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
+            if step == 1:
+                src = a[r, c0 : c0 + n]
+                for j in range(n):
+                    out[j] = src[j]
+            else:
+                for j in range(n):
+                    out[j] = a[r, c0 + step * j]
+
+        return grey2
+
+    def grey3(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
+        # float64, then rounded: equal channels give their value exactly.
+        for j in range(n):
+            c = c0 + step * j
+            out[j] = _WB * float(a[r, c, 0]) + _WG * float(a[r, c, 1]) + _WR * float(a[r, c, 2])
+
+    return grey3
+
+
+def _hot(a, r, c, sat):  # noqa: ANN001, ANN202 - compiled via overload
+    """Pixel ``(r, c)`` is at or above ``sat`` (colour: in any of B, G, R)."""
+    raise NotImplementedError("compiled only (numba overload)")
+
+
+@overload(_hot)
+def _hot_impl(a, r, c, sat):  # noqa: ANN001, ANN202
+    if a.ndim == 2:
+        return lambda a, r, c, sat: a[r, c] >= sat
+    return lambda a, r, c, sat: a[r, c, 0] >= sat or a[r, c, 1] >= sat or a[r, c, 2] >= sat
+
+
+@nb.njit(**_JIT)
+def _signal_row(out, tmp, img, dark, has_dark, inv_gain, has_gain, black, r, c0, n, step, gr,
+                gc0, gstep):  # noqa: ANN001, ANN202  # fmt: skip
+    """``out[:n]`` = (grey − dark grey or black) / gain along row ``r`` at columns
+    ``c0 + step * j`` (``inv_gain`` = 1 / gain read at row ``gr``, columns
+    ``gc0 + gstep * j``)."""
+    _grey_row(out, img, r, c0, n, step)
+    if has_dark:
+        _grey_row(tmp, dark, r, c0, n, step)
+        for j in range(n):
+            out[j] -= tmp[j]
+    else:
+        b = np.float32(black)
+        for j in range(n):
+            out[j] -= b
+    if has_gain:
+        for j in range(n):
+            out[j] *= inv_gain[gr, gc0 + gstep * j]
+
+
+@nb.njit(**_JIT)
+def _median(v):  # noqa: ANN001, ANN202
+    """Median of a 1-D array (a copy is partially sorted)."""
+    return np.median(v)
+
+
+@nb.njit(**_JIT)
+def coarse_pass(
+    img, dark, has_dark, inv_gain, has_gain, black, u0, v0, s, nv, nu, full, on, bg_idx,
+    pair_idx, k_noise,
+):  # noqa: ANN001, ANN201  # fmt: skip
+    """The coarse pass up to the threshold, in one call.
+
+    Samples the frame ``img`` (whole frame, grey or colour) at ``(v0 + s // 2 + s i,
+    u0 + s // 2 + s j)`` on an ``(nv, nu)`` grid, makes it grey, subtracts the dark
+    frame's sample (or ``black``) and divides by the flat field's gain (``inv_gain``:
+    1 / gain on the coarse grid). Then the background (median of the signal at
+    ``bg_idx``, flat indices into the grid); the per-pixel noise (MAD of the differences
+    of horizontally adjacent board samples ``pair_idx`` → ``pair_idx + 1``, over sqrt 2;
+    with fewer than 16 pairs the MAD of the board samples); the 3x3 Gaussian ([1 2 1]/4
+    per axis, replicated border) of the background-free signal times ``on`` (float 0/1);
+    its peak; and the detection threshold ``k_noise * 0.375 * noise`` (0.375: the
+    smoothing's noise gain).
+
+    Returns
+    -------
+    sig, sm : float32 (nv, nu)
+        Signal and smoothed background-free signal. [DN]
+    vmin, vmax : float
+        Extremes of the raw grey samples on the board (``full``). [DN]
+    bg, noise, peak, thr : float
+        Background, per-pixel noise, peak of ``sm`` and threshold. [DN]
+    """
+    o = s // 2
+    sig = np.empty((nv, nu), np.float32)
+    raw = np.empty(nu, np.float32)
+    tmp = np.empty(nu, np.float32)
+    raw_max = -np.inf
+    raw_min = np.inf
+    for i in range(nv):
+        r = v0 + o + s * i
+        _grey_row(raw, img, r, u0 + o, nu, s)
+        for j in range(nu):
+            if full[i, j]:
+                val = float(raw[j])
+                if val > raw_max:
+                    raw_max = val
+                if val < raw_min:
+                    raw_min = val
+        row = sig[i]
+        _signal_row(row, tmp, img, dark, has_dark, inv_gain, has_gain, black, r, u0 + o, nu, s,
+                    i, 0, 1)  # fmt: skip
+    flat_sig = sig.ravel()
+    bg = float(_median(flat_sig[bg_idx])) if bg_idx.size else 0.0
+    if pair_idx.size >= 16:
+        d = flat_sig[pair_idx + 1] - flat_sig[pair_idx]
+        md = np.float32(_median(d))
+        noise = float(_median(np.abs(d - md))) * _MAD_TO_SIGMA / math.sqrt(2.0)
+    elif bg_idx.size:
+        v = flat_sig[bg_idx]
+        md = np.float32(_median(v))
+        noise = float(_median(np.abs(v - md))) * _MAD_TO_SIGMA
+    else:
+        noise = 0.0
+    noise = max(noise, _QUANT_SIGMA)
+    thr = k_noise * 0.375 * noise
+    # Separable [1 2 1] / 4 smoothing with replicated borders.
+    hs = np.empty((nv, nu), np.float32)
+    for i in range(nv):
+        a = sig[i]
+        h = hs[i]
+        if nu == 1:
+            h[0] = a[0]
+            continue
+        h[0] = np.float32(0.75) * a[0] + np.float32(0.25) * a[1]
+        for j in range(1, nu - 1):
+            h[j] = np.float32(0.25) * (a[j - 1] + a[j + 1]) + np.float32(0.5) * a[j]
+        h[nu - 1] = np.float32(0.25) * a[nu - 2] + np.float32(0.75) * a[nu - 1]
+    sm = np.empty((nv, nu), np.float32)
+    bgf = np.float32(bg)
+    for i in range(nv):
+        up = hs[max(i - 1, 0)]
+        mid = hs[i]
+        dn = hs[min(i + 1, nv - 1)]
+        out = sm[i]
+        onr = on[i]
+        for j in range(nu):
+            out[j] = (np.float32(0.25) * (up[j] + dn[j]) + np.float32(0.5) * mid[j] - bgf) * onr[j]
+    # Peak and threshold in loops of their own (a comparison stops vectorisation).
+    smf = sm.ravel()
+    peak = np.float32(0.0) if smf.size else np.float32(-np.inf)
+    for q in range(smf.size):
+        peak = max(peak, smf[q])
+    return sig, sm, float(raw_min), float(raw_max), bg, noise, float(peak), thr
+
+
+@nb.njit(**_JIT)
+def count_at_least(img, u0, v0, s, nv, nu, full, level):  # noqa: ANN001, ANN201
+    """Board samples of the coarse grid whose grey value is at least ``level``."""
+    n = 0
+    o = s // 2
+    raw = np.empty(nu, np.float32)
+    for i in range(nv):
+        _grey_row(raw, img, v0 + o + s * i, u0 + o, nu, s)
+        for j in range(nu):
+            if full[i, j] and raw[j] >= level:
+                n += 1
+    return n
+
+
+@nb.njit(**_JIT)
+def label_components(sm, thr):  # noqa: ANN001, ANN201
+    """Connected components of the coarse samples above ``thr``.
+
+    Samples are connected through their 8 neighbours and across a one-sample gap in a
+    row or column (what a 3x3 morphological closing before 8-connected labelling joins:
+    the lumps of one faceted spot). Only the samples above ``thr`` are visited.
+
+    Returns
+    -------
+    n_lab : int
+        Labels including the background 0.
+    labels : int32 (nv, nu)
+    stats : int32 (n_lab, 5)
+        Per label: box x, y, width, height and sample count (OpenCV's layout).
+    moments : float64 (n_lab, 3)
+        Per label: Σ sm, Σ sm column, Σ sm row.
+    """
+    nv, nu = sm.shape
+    labels = np.zeros((nv, nu), np.int32)
+    stack = np.empty(nv * nu, np.int64)
+    # Generous initial capacity; grown by doubling.
+    cap = 16
+    st = np.zeros((cap, 5), np.int32)
+    mom = np.zeros((cap, 3))
+    di = np.array([-1, -1, -1, 0, 0, 1, 1, 1, -2, 2, 0, 0])
+    dj = np.array([-1, 0, 1, -1, 1, -1, 0, 1, 0, 0, -2, 2])
+    n_lab = 1
+    th = np.float32(thr)
+    for i0 in range(nv):
+        for j0 in range(nu):
+            if labels[i0, j0] != 0 or not sm[i0, j0] > th:
+                continue
+            if n_lab >= cap:
+                cap *= 2
+                st2 = np.zeros((cap, 5), np.int32)
+                st2[:n_lab] = st[:n_lab]
+                st = st2
+                mom2 = np.zeros((cap, 3))
+                mom2[:n_lab] = mom[:n_lab]
+                mom = mom2
+            lab = n_lab
+            n_lab += 1
+            labels[i0, j0] = lab
+            top = 0
+            stack[top] = i0 * nu + j0
+            top += 1
+            x0 = x1 = j0
+            y0 = y1 = i0
+            cnt = 0
+            s0 = s1 = s2 = 0.0
+            while top > 0:
+                top -= 1
+                q = stack[top]
+                i = q // nu
+                j = q - i * nu
+                cnt += 1
+                w = float(sm[i, j])
+                s0 += w
+                s1 += w * j
+                s2 += w * i
+                x0 = min(x0, j)
+                x1 = max(x1, j)
+                y0 = min(y0, i)
+                y1 = max(y1, i)
+                for t in range(12):
+                    ii = i + di[t]
+                    jj = j + dj[t]
+                    if 0 <= ii < nv and 0 <= jj < nu and labels[ii, jj] == 0 and sm[ii, jj] > th:
+                        labels[ii, jj] = lab
+                        stack[top] = ii * nu + jj
+                        top += 1
+            st[lab, 0] = x0
+            st[lab, 1] = y0
+            st[lab, 2] = x1 - x0 + 1
+            st[lab, 3] = y1 - y0 + 1
+            st[lab, 4] = cnt
+            mom[lab, 0] = s0
+            mom[lab, 1] = s1
+            mom[lab, 2] = s2
+    st[0, 2] = nu
+    st[0, 3] = nv
+    st[0, 4] = nv * nu
+    for q in range(1, n_lab):
+        st[0, 4] -= st[q, 4]
+    return n_lab, labels, st[:n_lab].copy(), mom[:n_lab].copy()
+
+
+@nb.njit(**_JIT)
+def component_moments(sm, labels, n_lab):  # noqa: ANN001, ANN201
+    """Per label (row = label): sum of ``max(sm, 0)``, and its first moments in grid
+    column and row. float64 (n_lab, 3)."""
+    out = np.zeros((n_lab, 3))
+    nv, nu = sm.shape
+    for i in range(nv):
+        for j in range(nu):
+            lab = labels[i, j]
+            if lab > 0:
+                w = sm[i, j]
+                if w > 0:
+                    out[lab, 0] += w
+                    out[lab, 1] += w * j
+                    out[lab, 2] += w * i
+    return out
+
+
+@nb.njit(**_JIT)
+def _row_first(g, tmp, has_dark, black, inv_gain, has_gain, rowbg, bgc, m, ar, axr, ayr):  # noqa: ANN001, ANN202, E501
+    """One row of the fine pass, fused: turns the grey row ``g`` into the background-free
+    signal in place (− ``tmp`` (dark) or ``black``, x ``inv_gain``, − ``rowbg + bgc``)
+    and returns Σ w a, Σ w ax, Σ w ay and Σ g with w = g m. No comparisons inside (they
+    would stop LLVM from vectorising the loop)."""
+    f = sx = sy = ssum = np.float32(0.0)
+    b = np.float32(black)
+    for j in range(g.size):
+        gj = g[j] - (tmp[j] if has_dark else b)
+        if has_gain:
+            gj = gj * inv_gain[j]
+        gj -= rowbg + bgc[j]
+        g[j] = gj
+        wj = gj * m[j]
+        f += wj * ar[j]
+        sx += wj * axr[j]
+        sy += wj * ayr[j]
+        ssum += gj
+    return f, sx, sy, ssum
+
+
+@nb.njit(**_JIT)
+def _row_second(g, m, ar, xr, yr, x0, y0):  # noqa: ANN001, ANN202
+    """One row's Σ w, Σ w dx², Σ w dy², Σ am², Σ am² dx, Σ am² dy, Σ am² (dx² + dy²)
+    with am = a m, w = g am, dx = xr − x0, dy = yr − y0 (vectorised)."""
+    f2 = sxx = syy = a2 = a2x = a2y = a2r = np.float32(0.0)
+    for j in range(g.size):
+        dx = xr[j] - x0
+        dy = yr[j] - y0
+        am = ar[j] * m[j]
+        wj = g[j] * am
+        f2 += wj
+        sxx += wj * dx * dx
+        syy += wj * dy * dy
+        aa = am * am
+        a2 += aa
+        a2x += aa * dx
+        a2y += aa * dy
+        a2r += aa * (dx * dx + dy * dy)
+    return f2, sxx, syy, a2, a2x, a2y, a2r
+
+
+@nb.njit(**_JIT)
+def _row_count_max(g, thr):  # noqa: ANN001, ANN202
+    """Values above ``thr`` and the largest value of a row."""
+    n = 0
+    for j in range(g.size):
+        n += g[j] > thr
+    rmax = np.float32(-np.inf)
+    for j in range(g.size):
+        rmax = max(rmax, g[j])
+    return n, rmax
+
+
+@nb.njit(**_JIT)
+def fine_sums(
+    img, dark, has_dark, inv_gain, has_gain, black, u0, v0,
+    wu0, wu1, wv0, wv1, k, bg0, bgu, bgv, uc, vc,
+    area, ax, ay, xm, ym, xref, yref,
+    marker, use_marker,
+    free_c, use_free, o, s, nv, nu, cv0, cu0,
+    edge, use_edge, sat, thr_px,
+):  # noqa: ANN001, ANN201  # fmt: skip
+    """Every sum the fine pass needs, in one pass over the window.
+
+    The window is rows ``wv0:wv1`` and columns ``wu0:wu1`` of the target box (every
+    ``k``-th), i.e. frame pixels offset by ``(v0, u0)``; ``inv_gain`` (1 / flat-field
+    gain), ``area``, ``ax`` (area x x), ``ay``, ``xm``, ``ym``, ``marker`` and ``edge``
+    cover the target box. Per pixel: signal = grey − dark (or ``black``), / gain, −
+    background plane ``bg0 + bgu (u − uc) + bgv (v − vc)`` (box pixel coordinates);
+    weight = signal x target-plane area, zeroed on markers (``use_marker``) and where
+    the pixel's nearest coarse cell (grid ``(o, s)`` clipped to ``nv x nu``, then to
+    ``free_c`` offset by ``(cv0, cu0)``) is 0 in ``free_c`` (``use_free``: another
+    candidate's cells).
+
+    The first moments and the signal's sum use every window pixel; the second moments,
+    the noise sums, the pixel counts and the peak, estimates, every second row. Sums
+    run in float32 along a row and in float64 over rows.
+
+    Returns
+    -------
+    sums : float64 (14,)
+        Σw (flux), Σw x, Σw y over all window pixels; on every second row Σw, Σw dx²,
+        Σw dy², Σa², Σa² dx, Σa² dy, Σa² (dx² + dy²) (a: area with the masks; dx =
+        x − xref, dy = y − yref); max signal (every second row); Σ signal (all); on
+        every second row the pixels above ``thr_px`` and those of them saturated (any
+        of the first three channels >= ``sat``).
+    edge_hit : bool
+        An edge pixel (``edge``, read only with ``use_edge``) on those rows is above
+        ``thr_px``.
+    """
+    nu_w = (wu1 - wu0 + k - 1) // k
+    nv_w = (wv1 - wv0 + k - 1) // k
+    fh, fw = free_c.shape
+    masked = use_marker or use_free
+    g = np.empty(nu_w, np.float32)
+    tmp = np.empty(nu_w, np.float32)
+    m = np.ones(nu_w, np.float32)
+    bgc = np.empty(nu_w, np.float32)
+    cj = np.zeros(nu_w, np.int64)
+    # Row buffers for a strided window (k > 1); with k = 1 the rows are slices.
+    gb = np.ones(nu_w, np.float32)
+    ab = np.empty(nu_w, np.float32)
+    axb = np.empty(nu_w, np.float32)
+    ayb = np.empty(nu_w, np.float32)
+    xb = np.empty(nu_w, np.float32)
+    yb = np.empty(nu_w, np.float32)
+    for j in range(nu_w):
+        bgc[j] = bgu * (wu0 + k * j - uc)
+        if use_free:
+            c = min(max((wu0 + j * k - o + s // 2) // s, 0), nu - 1) - cu0
+            cj[j] = min(max(c, 0), fw - 1)
+    acc = np.zeros(11)
+    smax = -np.inf
+    n_above = 0
+    n_sat = 0
+    edge_hit = False
+    xr = np.float32(xref)
+    yr = np.float32(yref)
+    thr = np.float32(thr_px)
+    c1 = wu0 + k * nu_w
+    for ii in range(nv_w):
+        r = wv0 + k * ii
+        _grey_row(g, img, v0 + r, u0 + wu0, nu_w, k)
+        if has_dark:
+            _grey_row(tmp, dark, v0 + r, u0 + wu0, nu_w, k)
+        if masked:
+            ci = min(max((r - o + s // 2) // s, 0), nv - 1) - cv0
+            ci = min(max(ci, 0), fh - 1)
+            for j in range(nu_w):
+                keep = not (use_marker and marker[r, wu0 + k * j])
+                if use_free and free_c[ci, cj[j]] == 0:
+                    keep = False
+                m[j] = 1.0 if keep else 0.0
+        rowbg = np.float32(bg0 + bgv * (r - vc))
+        if k == 1:
+            gr = inv_gain[r, wu0:c1] if has_gain else gb
+            ar = area[r, wu0:c1]
+            f, sx, sy, ssum = _row_first(g, tmp, has_dark, black, gr, has_gain, rowbg, bgc, m,
+                                         ar, ax[r, wu0:c1], ay[r, wu0:c1])  # fmt: skip
+        else:
+            if has_gain:
+                gb[:] = inv_gain[r, wu0:c1:k]
+            ab[:] = area[r, wu0:c1:k]
+            axb[:] = ax[r, wu0:c1:k]
+            ayb[:] = ay[r, wu0:c1:k]
+            ar = ab
+            f, sx, sy, ssum = _row_first(g, tmp, has_dark, black, gb, has_gain, rowbg, bgc, m,
+                                         ab, axb, ayb)  # fmt: skip
+        acc[0] += f
+        acc[1] += sx
+        acc[2] += sy
+        acc[10] += ssum
+        if ii % 2 == 0:
+            if k == 1:
+                xrow = xm[r, wu0:c1]
+                yrow = ym[r, wu0:c1]
+            else:
+                xb[:] = xm[r, wu0:c1:k]
+                yb[:] = ym[r, wu0:c1:k]
+                xrow = xb
+                yrow = yb
+            sums2 = _row_second(g, m, ar, xrow, yrow, xr, yr)
+            for q in range(7):
+                acc[3 + q] += sums2[q]
+            na, rmax = _row_count_max(g, thr)
+            smax = max(smax, float(rmax))
+            if na:
+                n_above += na
+                for j in range(nu_w):
+                    if g[j] > thr:
+                        c = wu0 + k * j
+                        if _hot(img, v0 + r, u0 + c, sat):
+                            n_sat += 1
+                        if use_edge and edge[r, c]:
+                            edge_hit = True
+    out = np.empty(14)
+    out[:10] = acc[:10]
+    out[10] = smax
+    out[11] = acc[10]
+    out[12] = n_above
+    out[13] = n_sat
+    return out, edge_hit
