@@ -30,6 +30,9 @@ __all__ = [
     "count_at_least",
     "fine_sums",
     "label_components",
+    "others_in_box",
+    "own_extent",
+    "own_flags",
 ]
 
 # No NaN/inf assumptions (inputs are validated finite); reassociation lets LLVM vectorise
@@ -307,6 +310,66 @@ def label_components(sm, thr):  # noqa: ANN001, ANN201
     for q in range(1, n_lab):
         st[0, 4] -= st[q, 4]
     return n_lab, labels, st[:n_lab].copy(), mom[:n_lab].copy()
+
+
+@nb.njit(**_JIT)
+def own_extent(labels, sm, x0, y0, w, h, lab, rel):  # noqa: ANN001, ANN201
+    """Peak of label ``lab``'s samples in its box, and the box (x, y, width, height) of
+    its samples above ``rel`` x that peak (of all its samples when none is)."""
+    peak = -np.inf
+    for i in range(y0, y0 + h):
+        for j in range(x0, x0 + w):
+            if labels[i, j] == lab and sm[i, j] > peak:
+                peak = float(sm[i, j])
+    lim = rel * peak
+    bx0 = by0 = 1 << 30
+    bx1 = by1 = -1
+    for i in range(y0, y0 + h):
+        for j in range(x0, x0 + w):
+            if labels[i, j] == lab and sm[i, j] > lim:
+                bx0 = min(bx0, j)
+                bx1 = max(bx1, j)
+                by0 = min(by0, i)
+                by1 = max(by1, i)
+    if bx1 < 0:
+        bx0, by0, bx1, by1 = x0, y0, x0 + w - 1, y0 + h - 1
+    return peak, bx0, by0, bx1 - bx0 + 1, by1 - by0 + 1
+
+
+@nb.njit(**_JIT)
+def others_in_box(labels, v0, v1, u0, u1, lab, is_cand):  # noqa: ANN001, ANN201
+    """Whether the box holds samples of labels other than ``lab``, and whether any of
+    those is a candidate (``is_cand[label]``)."""
+    other = cand = False
+    for i in range(v0, v1):
+        for j in range(u0, u1):
+            q = labels[i, j]
+            if q != 0 and q != lab:
+                other = True
+                if is_cand[q]:
+                    cand = True
+    return other, cand
+
+
+@nb.njit(**_JIT)
+def own_flags(labels, lab, x0, y0, w, h, cov_lt1, marker, check_marker):  # noqa: ANN001, ANN201
+    """For label ``lab`` (box x0, y0, w, h): does one of its samples lie on a partly
+    covered cell (``cov_lt1``: the target edge), and (``check_marker``) does a marker cell
+    lie within one cell of its samples?"""
+    nv, nu = labels.shape
+    edge = near = False
+    for i in range(y0, y0 + h):
+        for j in range(x0, x0 + w):
+            if labels[i, j] != lab:
+                continue
+            if cov_lt1[i, j]:
+                edge = True
+            if check_marker and not near:
+                for ii in range(max(i - 1, 0), min(i + 2, nv)):
+                    for jj in range(max(j - 1, 0), min(j + 2, nu)):
+                        if marker[ii, jj]:
+                            near = True
+    return edge, near
 
 
 @nb.njit(**_JIT)

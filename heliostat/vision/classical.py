@@ -688,14 +688,9 @@ def _fine_stage(
     # Window: the box of the chosen piece's samples above `rel_threshold` of its own peak,
     # widened by `margin` of its half-size plus one stride.
     sx, sy, sw, sh = c.stats[lab, :4].tolist()
-    piece = c.labels[sy : sy + sh, sx : sx + sw] == lab
-    vals_p = c.sm[sy : sy + sh, sx : sx + sw] * piece
-    own_peak = cv2.minMaxLoc(vals_p)[1]
-    rr, cc = np.nonzero(vals_p > options.rel_threshold * own_peak)
-    if len(rr) == 0:
-        rr, cc = np.nonzero(piece)
-    bx, by = sx + int(cc.min()), sy + int(rr.min())
-    bw, bh = int(cc.max() - cc.min()) + 1, int(rr.max() - rr.min()) + 1
+    own_peak, bx, by, bw, bh = _K.own_extent(
+        c.labels, c.sm, sx, sy, sw, sh, lab, float(options.rel_threshold)
+    )
     mu = int(math.ceil(options.margin * 0.5 * s * bw + s))
     mv = int(math.ceil(options.margin * 0.5 * s * bh + s))
     u0, v0, u1, v1 = maps.roi
@@ -707,15 +702,17 @@ def _fine_stage(
     cv0, cv1 = max((wv0 - o) // s, 0), min((wv1 - 1 - o) // s + 1, nv)
     # Pixels measured: all, or every k-th in each direction (options.fine_step_px).
     k = int(options.fine_step_px)
-    lab_w = c.labels[cv0:cv1, cu0:cu1]
-    own_w = lab_w == lab
-    others = (lab_w > 0) & ~own_w
     others_d = None
-    if np.any(others):
+    is_cand = np.zeros(len(c.stats), np.bool_)
+    is_cand[c.cand + 1] = True
+    any_other, other_cand = _K.others_in_box(c.labels, cv0, cv1, cu0, cu1, lab, is_cand)
+    if any_other:
+        lab_w = c.labels[cv0:cv1, cu0:cu1]
+        own_w = lab_w == lab
+        others = (lab_w > 0) & ~own_w
         others_d = (cv2.dilate(others.view(np.uint8), _K3) > 0) & ~own_w
-        # Another candidate inside the window: its wings may reach into ours.
-        cand_labels = set((c.cand + 1).tolist())
-        if any(int(j) in cand_labels for j in np.unique(lab_w[others])):
+        if other_cand:
+            # Another candidate inside the window: its wings may reach into ours.
             flags.append("overlapping_spots")
 
     noise = c.noise
@@ -791,15 +788,13 @@ def _fine_stage(
     sigma_m = noise * math.sqrt(sum_a2d2) / flux
     n_pix = 2 * k * k * int(n_above)  # counted on every second row
     sat_frac = n_sat / n_above if n_above else 0.0
-    # The chosen component's samples (its box, one cell wider for the marker test).
-    ku0, kv0 = max(sx - 1, 0), max(sy - 1, 0)
-    ku1, kv1 = min(sx + sw + 1, nu), min(sy + sh + 1, nv)
-    own_k = c.labels[kv0:kv1, ku0:ku1] == lab
-    touches = edge_hit > 0.0 or bool(np.any(own_k & g.cov_lt1[kv0:kv1, ku0:ku1]))
-    if registration.markers is not None:
-        own_d = cv2.dilate(own_k.view(np.uint8), _K3) > 0
-        if np.any(own_d & g.marker[kv0:kv1, ku0:ku1]):
-            flags.append("on_marker")
+    # The chosen component's samples: on a cell cut by the target edge? next to a marker?
+    on_cut, near_marker = _K.own_flags(
+        c.labels, lab, sx, sy, sw, sh, g.cov_lt1, g.marker, registration.markers is not None
+    )
+    touches = edge_hit or on_cut
+    if near_marker:
+        flags.append("on_marker")
     snr = own_peak / noise
     if lab in c.multi_peak:
         flags.append("multiple_peaks")
