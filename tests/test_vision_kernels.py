@@ -183,3 +183,34 @@ def test_label_components_match_opencv_closing() -> None:
         assert mom[a, 0] == pytest.approx(w.sum(), rel=1e-6)
         assert mom[a, 1] == pytest.approx((w * xx).sum(), rel=1e-6)
         assert mom[a, 2] == pytest.approx((w * yy).sum(), rel=1e-6)
+
+
+def test_window_and_flag_kernels_match_numpy() -> None:
+    rng = np.random.default_rng(9)
+    sm = rng.uniform(0.0, 10.0, (40, 50)).astype(np.float32)
+    labels = np.zeros((40, 50), np.int32)
+    labels[5:20, 8:30] = 1
+    labels[12:16, 18:22] = 2  # a hole of another label inside label 1's box
+    labels[30:35, 40:48] = 3
+    sm[9, 11] = 100.0
+    lab, (x0, y0, w, h) = 1, (8, 5, 22, 15)
+    peak, bx, by, bw, bh = K.own_extent(labels, sm, x0, y0, w, h, lab, 0.05)
+    own = labels == lab
+    assert peak == pytest.approx(float(sm[own].max()))
+    rr, cc = np.nonzero(own & (sm > 0.05 * peak))
+    assert (bx, by, bw, bh) == (cc.min(), rr.min(), np.ptp(cc) + 1, np.ptp(rr) + 1)
+    # Only the peak is above 50 % of it: a one-sample box.
+    assert K.own_extent(labels, sm, x0, y0, w, h, lab, 0.5)[1:] == (11, 9, 1, 1)
+    is_cand = np.array([False, True, False, True])
+    assert K.others_in_box(labels, 5, 20, 8, 30, 1, is_cand) == (True, False)
+    assert K.others_in_box(labels, 0, 40, 0, 50, 1, is_cand) == (True, True)
+    assert K.others_in_box(labels, 30, 35, 40, 48, 3, is_cand) == (False, False)
+    cov_lt1 = np.zeros((40, 50), bool)
+    marker = np.zeros((40, 50), bool)
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True) == (False, False)
+    marker[29, 47] = True  # diagonal neighbour of label 3's corner sample (30, 47)
+    cov_lt1[34, 40] = True
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True) == (True, True)
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, False) == (True, False)
+    marker[29, 47], marker[28, 47] = False, True  # two cells away: not near
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True)[1] is False
