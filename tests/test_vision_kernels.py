@@ -47,7 +47,7 @@ def test_coarse_pass_matches_numpy(dtype, colour, with_dark, with_gain) -> None:
     sig, sm, vmin, vmax, bg, noise, peak, thr = K.coarse_pass(
         img, dark if dark is not None else K.EMPTY2_U8, dark is not None,
         1 / gain if gain is not None else K.EMPTY2_F32, gain is not None, 64.0,
-        u0, v0, s, nv, nu, full, on.astype(np.float32), bg_idx, pair_idx, 6.0,
+        u0, v0, s, nv, nu, np.flatnonzero(full), on.astype(np.float32), bg_idx, pair_idx, 6.0,
     )  # fmt: skip
     rows = v0 + o + s * np.arange(nv)
     cols = u0 + o + s * np.arange(nu)
@@ -145,7 +145,7 @@ def test_colour_grey_row_matches_opencv() -> None:
     bgr = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
     full = np.ones((5, 6), bool)
     sig = K.coarse_pass(
-        bgr, K.EMPTY2_U8, False, K.EMPTY2_F32, False, 0.0, 0, 0, 8, 5, 6, full,
+        bgr, K.EMPTY2_U8, False, K.EMPTY2_F32, False, 0.0, 0, 0, 8, 5, 6, np.flatnonzero(full),
         np.ones((5, 6), np.float32), np.flatnonzero(full), np.zeros(0, np.intp), 6.0,
     )[0]  # fmt: skip
     cv_grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)[4::8, 4::8][:5, :6]

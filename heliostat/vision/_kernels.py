@@ -122,7 +122,7 @@ def _median(v):  # noqa: ANN001, ANN202
 
 @nb.njit(**_JIT)
 def coarse_pass(
-    img, dark, has_dark, inv_gain, has_gain, black, u0, v0, s, nv, nu, full, on, bg_idx,
+    img, dark, has_dark, inv_gain, has_gain, black, u0, v0, s, nv, nu, full_idx, on, bg_idx,
     pair_idx, k_noise,
 ):  # noqa: ANN001, ANN201  # fmt: skip
     """The coarse pass up to the threshold, in one call.
@@ -143,29 +143,39 @@ def coarse_pass(
     sig, sm : float32 (nv, nu)
         Signal and smoothed background-free signal. [DN]
     vmin, vmax : float
-        Extremes of the raw grey samples on the board (``full``). [DN]
+        Extremes of the raw grey samples on the board (flat indices ``full_idx``). [DN]
     bg, noise, peak, thr : float
         Background, per-pixel noise, peak of ``sm`` and threshold. [DN]
     """
     o = s // 2
+    raw = np.empty((nv, nu), np.float32)
     sig = np.empty((nv, nu), np.float32)
-    raw = np.empty(nu, np.float32)
     tmp = np.empty(nu, np.float32)
-    raw_max = -np.inf
-    raw_min = np.inf
+    b = np.float32(black)
     for i in range(nv):
         r = v0 + o + s * i
-        _grey_row(raw, img, r, u0 + o, nu, s)
-        for j in range(nu):
-            if full[i, j]:
-                val = float(raw[j])
-                if val > raw_max:
-                    raw_max = val
-                if val < raw_min:
-                    raw_min = val
-        row = sig[i]
-        _signal_row(row, tmp, img, dark, has_dark, inv_gain, has_gain, black, r, u0 + o, nu, s,
-                    i, 0, 1)  # fmt: skip
+        rr = raw[i]
+        sr = sig[i]
+        _grey_row(rr, img, r, u0 + o, nu, s)
+        if has_dark:
+            _grey_row(tmp, dark, r, u0 + o, nu, s)
+            for j in range(nu):
+                sr[j] = rr[j] - tmp[j]
+        else:
+            for j in range(nu):
+                sr[j] = rr[j] - b
+        if has_gain:
+            gr = inv_gain[i]
+            for j in range(nu):
+                sr[j] *= gr[j]
+    # Extremes of the board samples (their flat indices: a gather from a small array).
+    rawf = raw.ravel()
+    raw_max = -np.inf
+    raw_min = np.inf
+    for q in full_idx:
+        val = float(rawf[q])
+        raw_max = max(raw_max, val)
+        raw_min = min(raw_min, val)
     flat_sig = sig.ravel()
     bg = float(_median(flat_sig[bg_idx])) if bg_idx.size else 0.0
     if pair_idx.size >= 16:
@@ -211,16 +221,18 @@ def coarse_pass(
 
 
 @nb.njit(**_JIT)
-def count_at_least(img, u0, v0, s, nv, nu, full, level):  # noqa: ANN001, ANN201
-    """Board samples of the coarse grid whose grey value is at least ``level``."""
+def count_at_least(img, u0, v0, s, nu, full_idx, level):  # noqa: ANN001, ANN201
+    """Board samples (flat indices ``full_idx`` into the coarse grid of ``nu`` columns)
+    whose grey value is at least ``level``."""
     n = 0
     o = s // 2
-    raw = np.empty(nu, np.float32)
-    for i in range(nv):
-        _grey_row(raw, img, v0 + o + s * i, u0 + o, nu, s)
-        for j in range(nu):
-            if full[i, j] and raw[j] >= level:
-                n += 1
+    px = np.empty(1, np.float32)
+    for q in full_idx:
+        i = q // nu
+        j = q - i * nu
+        _grey_row(px, img, v0 + o + s * i, u0 + o + s * j, 1, 1)
+        if px[0] >= level:
+            n += 1
     return n
 
 
@@ -244,27 +256,29 @@ def label_components(sm, thr):  # noqa: ANN001, ANN201
     """
     nv, nu = sm.shape
     labels = np.zeros((nv, nu), np.int32)
-    stack = np.empty(nv * nu, np.int64)
-    # Generous initial capacity; grown by doubling.
-    cap = 16
-    st = np.zeros((cap, 5), np.int32)
-    mom = np.zeros((cap, 3))
-    di = np.array([-1, -1, -1, 0, 0, 1, 1, 1, -2, 2, 0, 0])
-    dj = np.array([-1, 0, 1, -1, 1, -1, 0, 1, 0, 0, -2, 2])
-    n_lab = 1
     th = np.float32(thr)
-    for i0 in range(nv):
-        for j0 in range(nu):
-            if labels[i0, j0] != 0 or not sm[i0, j0] > th:
-                continue
-            if n_lab >= cap:
-                cap *= 2
-                st2 = np.zeros((cap, 5), np.int32)
-                st2[:n_lab] = st[:n_lab]
-                st = st2
-                mom2 = np.zeros((cap, 3))
-                mom2[:n_lab] = mom[:n_lab]
-                mom = mom2
+    # The samples above the threshold (a tight loop of its own), then a flood fill from
+    # each one not yet labelled.
+    smf = sm.ravel()
+    n_above = 0
+    for q in range(smf.size):
+        n_above += smf[q] > th
+    seeds = np.empty(n_above, np.int64)
+    t = 0
+    for q in range(smf.size):
+        if smf[q] > th:
+            seeds[t] = q
+            t += 1
+    stack = np.empty(n_above, np.int64)
+    st = np.zeros((n_above + 1, 5), np.int32)
+    mom = np.zeros((n_above + 1, 3))
+    di = (-1, -1, -1, 0, 0, 1, 1, 1, -2, 2, 0, 0)
+    dj = (-1, 0, 1, -1, 1, -1, 0, 1, 0, 0, -2, 2)
+    n_lab = 1
+    for q0 in seeds:
+        i0 = q0 // nu
+        j0 = q0 - i0 * nu
+        if labels[i0, j0] == 0:
             lab = n_lab
             n_lab += 1
             labels[i0, j0] = lab

@@ -278,6 +278,7 @@ class _Geom:
     on_u8: NDArray[np.uint8]  # `on` as 0/255
     full_u8: NDArray[np.uint8]  # `full` as 0/255
     n_full: int
+    full_idx: NDArray[np.intp]  # flat indices of the `full` samples
     any_on: bool
     cov_lt1: NDArray[np.bool_]  # samples not fully on the board
     marker: NDArray[np.bool_]  # samples on a marker
@@ -333,6 +334,7 @@ def _geom(maps, s: int, mask_markers: bool) -> _Geom:
         on_u8=on.astype(np.uint8) * np.uint8(255),
         full_u8=full.astype(np.uint8) * np.uint8(255),
         n_full=int(np.count_nonzero(full)),
+        full_idx=np.flatnonzero(full),
         any_on=bool(np.any(on)),
         cov_lt1=cov_c < 1,
         marker=mk_c,
@@ -402,15 +404,15 @@ def _coarse_stage(
     inv_gain_c = _inv_gain(flat, s) if flat is not None else _K.EMPTY2_F32
     sig, sm, vmin, vmax, bg, noise, peak, thr = _K.coarse_pass(
         img, drk if drk is not None else _K.EMPTY2_U8, drk is not None,
-        inv_gain_c, flat is not None, float(black_level_dn), u0, v0, s, nv, nu, full, g.on_f32,
-        g.bg_idx, g.pair_idx_arr, float(options.k_noise),
+        inv_gain_c, flat is not None, float(black_level_dn), u0, v0, s, nv, nu, g.full_idx,
+        g.on_f32, g.bg_idx, g.pair_idx_arr, float(options.k_noise),
     )  # fmt: skip
     if vmax <= 0.0:
         return _failed(("all_black", "no_spot"), bg=0.0, noise=0.0)
     if (
         np.isfinite(sat)
         and vmax >= sat
-        and _K.count_at_least(img, u0, v0, s, nv, nu, full, sat) > 0.5 * g.n_full
+        and _K.count_at_least(img, u0, v0, s, nu, g.full_idx, sat) > 0.5 * g.n_full
     ):
         return _failed(("all_white", "saturated", "no_spot"), bg=sat, noise=0.0, sat=1.0)
     if vmax - vmin <= 0.0:
