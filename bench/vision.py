@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from heliostat.config import load_field  # noqa: E402
+from heliostat.vision import _kernels as K  # noqa: E402
 from heliostat.vision import classical as C  # noqa: E402
 from heliostat.vision import detect_spot, prepare_flat, register_corners  # noqa: E402
 from heliostat.vision import signal as S  # noqa: E402
@@ -80,8 +81,32 @@ def _scene(width: int, height: int, bits: int):
     return field, tgt, cam, reg, reg_s, black
 
 
+def _captured_kernel_calls(run) -> dict[str, tuple]:
+    """The arguments of each compiled kernel's last call during ``run()``."""
+    seen: dict[str, tuple] = {}
+    names = ("coarse_pass", "label_components", "fine_sums")
+    orig = {n: getattr(K, n) for n in names}
+
+    def spy(name):
+        def call(*args):
+            seen[name] = args
+            return orig[name](*args)
+
+        return call
+
+    try:
+        for n in names:
+            setattr(K, n, spy(n))
+        run()
+    finally:
+        for n in names:
+            setattr(K, n, orig[n])
+    return seen
+
+
 def _stages(img, reg, dark, flat, black, bits) -> dict[str, float]:
-    """Time the detector's stages separately (same calls detect_spot makes). [ms]"""
+    """Where the time goes: the detector's stages (same calls detect_spot makes) and, inside
+    them, the compiled kernels (the rest of a stage is Python: masks, windows, flags). [ms]"""
     opts = C.DetectOptions()
     sat = float(2**bits - 1)
     c = C._coarse_stage(img, dark, flat, reg, black, sat, opts)
@@ -91,13 +116,26 @@ def _stages(img, reg, dark, flat, black, bits) -> dict[str, float]:
     t_f = _best(
         lambda: C._fine_stage(img, dark, flat, reg, black, sat, c, pick, list(flags), None, opts)
     )
+
+    def both() -> None:
+        c2 = C._coarse_stage(img, dark, flat, reg, black, sat, opts)
+        C._fine_stage(img, dark, flat, reg, black, sat, c2, pick, [], None, opts)
+
+    calls = _captured_kernel_calls(both)
+    t_k = {n: _best(lambda a=a, n=n: getattr(K, n)(*a)) for n, a in calls.items()}
+    fs = calls["fine_sums"]
+    wu0, wu1, wv0, wv1, k = fs[8:13]
     bx, by, bw, bh = (int(x) for x in c.stats[pick + 1, :4])
     return {
         "coarse_ms": 1e3 * t_c,
         "choose_ms": 1e3 * t_p,
         "fine_ms": 1e3 * t_f,
+        "kernel_coarse_pass_ms": 1e3 * t_k["coarse_pass"],
+        "kernel_labelling_ms": 1e3 * t_k["label_components"],
+        "kernel_fine_sums_ms": 1e3 * t_k["fine_sums"],
         "coarse_samples": int(c.sig.size),
         "component_box_coarse_px": [bw, bh],
+        "fine_window_px": [(wu1 - wu0 + k - 1) // k, (wv1 - wv0 + k - 1) // k],
     }
 
 

@@ -319,18 +319,6 @@ def test_load_image_bad_files(tmp_path, content, match):
         load_image(p)
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.int32])
-@pytest.mark.parametrize("shape", [(37, 53), (64, 64), (41, 40, 3), (33, 70, 4)])
-def test_coarse_sampling_equals_strided_slicing(dtype, shape):
-    # The fast path (OpenCV nearest resize) must pick exactly every s-th pixel from s // 2.
-    from heliostat.vision.signal import _coarse
-
-    rng = np.random.default_rng(4)
-    a = rng.integers(0, 200, shape).astype(dtype)
-    for s in (1, 2, 3, 8):
-        np.testing.assert_array_equal(_coarse(a, s), a[s // 2 :: s, s // 2 :: s])
-
-
 # --------------------------------------------------------------------------- fast paths
 # The detector's speed-ups (cached sampling geometry, pruned deblending, closed-form 3x3
 # solve, scalar plane->pixel, tie-aware median) must give the same numbers as the plain
@@ -402,31 +390,53 @@ def test_pruned_deblending_matches_the_plain_multilevel_thresholding():
     assert n_split >= 10 and n_multi >= 3
 
 
-def test_closed_form_3x3_solve_and_plane_fit():
-    from heliostat.vision.signal import _plane_bg, _solve3
+def test_closed_form_3x3_solve_and_ring_plane_fit():
+    from heliostat.vision import _kernels as K
 
     rng = np.random.default_rng(22)
     for _ in range(20):
         m = rng.normal(size=(3, 3))
         r = rng.normal(size=3)
-        np.testing.assert_allclose(_solve3(np.c_[m, r].tolist()), np.linalg.solve(m, r),
-                                   rtol=1e-9, atol=1e-12)  # fmt: skip
-    assert _solve3([[1.0, 2.0, 3.0, 1.0], [2.0, 4.0, 6.0, 1.0], [0.0, 1.0, 1.0, 1.0]]) is None
-    # The plane fit equals the plain normal-equation fit with one 3-sigma clip, and with a
-    # few outliers recovers the plane (noise 1, 2000 samples: coefficient scatter ~0.02 in
-    # the offset, ~4e-4 in the slopes; 0.1 and 0.01 are 5 sigma and more).
-    u, v = rng.uniform(-100, 100, 2000), rng.uniform(-100, 100, 2000)
-    z = 50.0 + 0.2 * u - 0.1 * v + rng.normal(0, 1.0, 2000)
-    z[:20] += 20.0
-    keep = np.ones(z.size, bool)
+        ok, *x = K._solve3(np.c_[m, r])
+        assert ok
+        np.testing.assert_allclose(x, np.linalg.solve(m, r), rtol=1e-9, atol=1e-12)
+    assert not K._solve3(np.array([[1.0, 2, 3, 1], [2, 4, 6, 1], [0, 1, 1, 1]]))[0]
+    # The ring's plane equals the plain normal-equation fit with one 3-sigma clip over the
+    # samples on the board, away (3 cells) from labelled samples and outside the window;
+    # with a few outliers it recovers the plane (noise 1, ~2000 samples: coefficient
+    # scatter ~0.025 in the offset, ~2e-4 / px in the slopes: bounds of 5 sigma and more).
+    nv, nu, s, o = 60, 70, 8, 4
+    ii, jj = np.mgrid[0:nv, 0:nu]
+    uc, vc = 300.0, 250.0
+    u, v = jj * s + o - uc, ii * s + o - vc
+    sig = (50.0 + 0.02 * u - 0.01 * v + rng.normal(0, 1.0, (nv, nu))).astype(np.float32)
+    sig[rng.random((nv, nu)) < 0.01] += 20.0  # outliers
+    full = rng.random((nv, nu)) > 0.05
+    labels = np.zeros((nv, nu), np.int32)
+    labels[28:33, 30:36] = 1  # a spot: it and two cells around it are left out
+    sig[26:35, 28:38] += 500.0
+    win = (25, 36, 27, 39)  # window cells: rows cv0:cv1, columns cu0:cu1
+    ring = np.zeros((nv, nu), bool)
+    ring[10:50, 10:60] = True
+    near = np.zeros((nv, nu), bool)
+    near[26:35, 28:38] = True
+    inside = np.zeros((nv, nu), bool)
+    inside[win[0] : win[1], win[2] : win[3]] = True
+    sel = ring & full & ~near & ~inside
+    assert 24 < sel.sum() <= 2048  # no subsetting here
+    keep = np.ones(sel.sum(), bool)
+    z = sig[sel].astype(np.float64)
+    a_all = np.c_[np.ones(sel.sum()), u[sel], v[sel]]
     for _ in range(2):
-        a = np.c_[np.ones(keep.sum()), u[keep], v[keep]]
-        ref = np.linalg.solve(a.T @ a, a.T @ z[keep])
-        keep = np.abs(z - (ref[0] + ref[1] * u + ref[2] * v)) < 3.0
-    got = _plane_bg(u, v, z, 1.0)
-    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
-    assert abs(got[0] - 50.0) < 0.1
-    assert abs(got[1] - 0.2) < 0.01 and abs(got[2] + 0.1) < 0.01
+        ref = np.linalg.lstsq(a_all[keep], z[keep], rcond=None)[0]
+        keep = np.abs(z - a_all @ ref) < 3.0
+    got = K.ring_plane(labels, full, sig, 10, 50, 10, 60, *win, s, o, uc, vc, 1.0, -1.0)
+    np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-9)
+    assert abs(got[0] - 50.0) < 0.15
+    assert abs(got[1] - 0.02) < 1e-3 and abs(got[2] + 0.01) < 1e-3
+    # Too few board samples: the fallback level.
+    assert K.ring_plane(labels, np.zeros_like(full), sig, 10, 50, 10, 60, *win, s, o, uc, vc,
+                        1.0, -1.0) == (-1.0, 0.0, 0.0)  # fmt: skip
 
 
 def test_scalar_plane_to_pixel_equals_the_array_version(reg):

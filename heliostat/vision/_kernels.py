@@ -9,11 +9,11 @@ deblending, the choice of candidate, flags.
 Frames are passed whole (C-contiguous, so rows are read as contiguous slices and the
 loops vectorise) with the target box's offset. Grey ``(H, W)`` and colour ``(H, W, 3|4)``
 frames get their own compiled row readers (:func:`_grey_row`); colour is converted to
-grey with the BT.601 luma weights (as ``cv2.COLOR_BGR2GRAY``, in floating point rather
-than OpenCV's rounded integers). Missing inputs (no dark frame, no flat field) are
-passed as empty arrays with a flag. Compiled code is cached on disk (``cache=True``):
-the first call in a process that finds no cache compiles (a few seconds per frame
-dtype), later processes load it.
+grey with the BT.601 luma weights (8/16-bit frames: OpenCV's fixed-point weights of
+``cv2.COLOR_BGR2GRAY`` without its rounding to integers). Missing inputs (no dark frame,
+no flat field) are passed as empty arrays with a flag. Compiled code is cached on disk
+(``cache=True``): the first call in a process that finds no cache compiles (a few seconds
+per frame dtype), later processes load it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "others_in_box",
     "own_extent",
     "own_flags",
+    "ring_plane",
 ]
 
 # No NaN/inf assumptions (inputs are validated finite); reassociation lets LLVM vectorise
@@ -72,6 +73,22 @@ def _grey_row_impl(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
                     out[j] = a[r, c0 + step * j]
 
         return grey2
+
+    if isinstance(a.dtype, nb.types.Integer) and a.dtype.bitwidth <= 16:
+
+        def grey3i(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
+            # OpenCV's fixed-point BT.601 weights (sum 2^14), without its rounding: integer
+            # arithmetic (vectorised), and equal channels give their value exactly.
+            for j in range(n):
+                c = c0 + step * j
+                acc = (
+                    np.int32(a[r, c, 0]) * np.int32(1868)
+                    + np.int32(a[r, c, 1]) * np.int32(9617)
+                    + np.int32(a[r, c, 2]) * np.int32(4899)
+                )
+                out[j] = np.float32(acc) * np.float32(1.0 / 16384.0)
+
+        return grey3i
 
     def grey3(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
         # float64, then rounded: equal channels give their value exactly.
@@ -384,6 +401,110 @@ def own_flags(labels, lab, x0, y0, w, h, cov_lt1, marker, check_marker):  # noqa
                         if marker[ii, jj]:
                             near = True
     return edge, near
+
+
+@nb.njit(**_JIT)
+def _solve3(g):  # noqa: ANN001, ANN202
+    """Solve the 3x3 system g[:, :3] c = g[:, 3] by Cramer's rule (ok False: singular)."""
+    a, b, c, r0 = g[0, 0], g[0, 1], g[0, 2], g[0, 3]
+    d, e, f, r1 = g[1, 0], g[1, 1], g[1, 2], g[1, 3]
+    h, i, j, r2 = g[2, 0], g[2, 1], g[2, 2], g[2, 3]
+    det = a * (e * j - f * i) - b * (d * j - f * h) + c * (d * i - e * h)
+    if det == 0.0 or not np.isfinite(det):
+        return False, 0.0, 0.0, 0.0
+    x0 = (r0 * (e * j - f * i) - b * (r1 * j - f * r2) + c * (r1 * i - e * r2)) / det
+    x1 = (a * (r1 * j - f * r2) - r0 * (d * j - f * h) + c * (d * r2 - r1 * h)) / det
+    x2 = (a * (e * r2 - r1 * i) - b * (d * r2 - r1 * h) + r0 * (d * i - e * h)) / det
+    return True, x0, x1, x2
+
+
+@nb.njit(**_JIT)
+def ring_plane(labels, full, sig, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, s, o, uc, vc, noise,
+               fallback):  # noqa: ANN001, ANN201  # fmt: skip
+    """Background plane ``bg0 + bgu (u − uc) + bgv (v − vc)`` (box pixel coordinates)
+    through the coarse samples around a window.
+
+    The samples are those of the ring box (grid rows ``rv0:rv1``, columns ``ru0:ru1``)
+    fully on the board (``full``), at least three cells from any labelled sample (a 5x5
+    dilation of ``labels > 0``) and outside the window's cells (rows ``cv0:cv1``, columns
+    ``cu0:cu1``) — with the window's cells when that leaves fewer than 24. At most 2048
+    of them (an even subset) go into a least-squares plane, refitted once without the
+    samples more than 3 ``noise`` from the first fit (a level, their median, when the
+    system is singular). Fewer than 6 samples: the level ``fallback``.
+
+    Returns (bg0, bgu, bgv).
+    """
+    nv, nu = labels.shape
+    hb = rv1 - rv0
+    wb = ru1 - ru0
+    excl = np.zeros((hb, wb), np.bool_)
+    for i in range(max(rv0 - 2, 0), min(rv1 + 2, nv)):
+        for j in range(max(ru0 - 2, 0), min(ru1 + 2, nu)):
+            if labels[i, j] > 0:
+                for ii in range(max(i - 2, rv0), min(i + 3, rv1)):
+                    for jj in range(max(j - 2, ru0), min(j + 3, ru1)):
+                        excl[ii - rv0, jj - ru0] = True
+    n_ring = 0
+    n_box = 0
+    for i in range(rv0, rv1):
+        for j in range(ru0, ru1):
+            if full[i, j] and not excl[i - rv0, j - ru0]:
+                n_box += 1
+                if not (cv0 <= i < cv1 and cu0 <= j < cu1):
+                    n_ring += 1
+    use_window = n_ring < 24
+    n = n_box if use_window else n_ring
+    if n < 6:
+        return fallback, 0.0, 0.0
+    step = n // 2048 + 1 if n > 2048 else 1
+    m = (n + step - 1) // step
+    pts = np.empty((m, 4))
+    t = 0
+    q = 0
+    for i in range(rv0, rv1):
+        for j in range(ru0, ru1):
+            if full[i, j] and not excl[i - rv0, j - ru0]:
+                if not use_window and cv0 <= i < cv1 and cu0 <= j < cu1:
+                    continue
+                if t % step == 0 and q < m:
+                    pts[q, 0] = 1.0
+                    pts[q, 1] = j * s + o - uc
+                    pts[q, 2] = i * s + o - vc
+                    pts[q, 3] = sig[i, j]
+                    q += 1
+                t += 1
+    pts = pts[:q]
+    coef = np.zeros(3)
+    keep = np.ones(q, np.bool_)
+    for it in range(2):
+        g = np.zeros((3, 4))
+        nk = 0
+        for r in range(q):
+            if keep[r]:
+                nk += 1
+                for a in range(3):
+                    for b in range(4):
+                        g[a, b] += pts[r, a] * pts[r, b]
+        if nk < 6:
+            break
+        ok, c0, c1, c2 = _solve3(g)
+        if not ok:
+            vals = np.empty(nk)
+            t = 0
+            for r in range(q):
+                if keep[r]:
+                    vals[t] = pts[r, 3]
+                    t += 1
+            coef[0] = _median(vals)
+            coef[1] = 0.0
+            coef[2] = 0.0
+            break
+        coef[0], coef[1], coef[2] = c0, c1, c2
+        if it == 0:
+            for r in range(q):
+                res = pts[r, 3] - (c0 + c1 * pts[r, 1] + c2 * pts[r, 2])
+                keep[r] = abs(res) < 3.0 * noise
+    return coef[0], coef[1], coef[2]
 
 
 @nb.njit(**_JIT)

@@ -52,7 +52,6 @@ from heliostat.errors import InputError
 from heliostat.vision import _kernels as _K
 from heliostat.vision.signal import (
     FlatField,
-    _plane_bg,
     _robust_stats,
     _saturation_level,
     prepare_flat,
@@ -736,25 +735,10 @@ def _fine_stage(
         pu, pv = max(cu1 - cu0, 8), max(cv1 - cv0, 8)
         ru0, ru1 = max(cu0 - pu // 2, 0), min(cu1 + pu // 2, nu)
         rv0, rv1 = max(cv0 - pv // 2, 0), min(cv1 + pv // 2, nv)
-        # The dilation only needs the ring's box plus two cells on each side.
-        eu0, eu1 = max(ru0 - 2, 0), min(ru1 + 2, nu)
-        ev0, ev1 = max(rv0 - 2, 0), min(rv1 + 2, nv)
-        lab_e = (c.labels[ev0:ev1, eu0:eu1] > 0).view(np.uint8)
-        excl = cv2.dilate(lab_e, _K5)[rv0 - ev0 : rv1 - ev0, ru0 - eu0 : ru1 - eu0] > 0
-        bg_box = c.full[rv0:rv1, ru0:ru1] & ~excl
-        ring = bg_box.copy()
-        ring[cv0 - rv0 : cv1 - rv0, cu0 - ru0 : cu1 - ru0] = False
-        if ring.sum() < 24:
-            ring = bg_box
-        if ring.sum() >= 6:
-            ii, jj = np.nonzero(ring)
-            if len(ii) > 2048:  # an even subset is plenty for three coefficients
-                ii, jj = ii[:: len(ii) // 2048 + 1], jj[:: len(jj) // 2048 + 1]
-            vals = c.sig[ii + rv0, jj + ru0].astype(np.float64)
-            coef = _plane_bg((jj + ru0) * s + o - uc, (ii + rv0) * s + o - vc, vals, noise)
-            bg0, bgu, bgv = (float(x) for x in coef)
-        else:
-            bg0 = c.bg
+        bg0, bgu, bgv = _K.ring_plane(
+            c.labels, c.full, c.sig, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, s, o,
+            uc, vc, noise, c.bg,
+        )  # fmt: skip
     use_marker = flat is None and any(
         a0 < wv1 and wv0 < a1 and b0 < wu1 and wu0 < b1 for a0, a1, b0, b1 in g.marker_boxes
     )

@@ -1,5 +1,5 @@
-"""Frame handling for the spot detector: validation, grey conversion, sparse sampling,
-robust statistics and the flat field. Pure functions on arrays."""
+"""Frame handling for the spot detector: validation, grey conversion, robust statistics and
+the flat field. Pure functions on arrays (the per-pixel passes are in ``_kernels``)."""
 
 from __future__ import annotations
 
@@ -88,32 +88,6 @@ def _gray_f32(a: NDArray) -> NDArray[np.float32]:
     return a.astype(np.float32)
 
 
-def _coarse(a: NDArray, s: int) -> NDArray:
-    """Every s-th pixel starting at s // 2 (OpenCV nearest resize: fast for colour)."""
-    if s == 1:
-        return a
-    o = s // 2
-    if a.ndim == 2:
-        # Grey: numpy's strided copy beats OpenCV's resize (no row/column tables to build).
-        return np.ascontiguousarray(a[o::s, o::s])
-    nv, nu = (a.shape[0] - o + s - 1) // s, (a.shape[1] - o + s - 1) // s
-    exact = (a.shape[0] - o) % s == 0 and (a.shape[1] - o) % s == 0
-    if not exact and a.dtype in (np.uint8, np.uint16, np.float32):
-        # Pad by one sampled row/column through a strided copy of the remainder.
-        nv_f, nu_f = (a.shape[0] - o) // s, (a.shape[1] - o) // s
-        out = np.empty((nv, nu) + a.shape[2:], a.dtype)
-        if nv_f and nu_f:
-            src = a[o : o + nv_f * s, o : o + nu_f * s]
-            out[:nv_f, :nu_f] = cv2.resize(src, (nu_f, nv_f), interpolation=cv2.INTER_NEAREST)
-        out[nv_f:, :] = a[o + nv_f * s :: s, o::s][:, :nu]
-        out[:, nu_f:] = a[o::s, o + nu_f * s :: s][:nv, :]
-        return out
-    if a.dtype in (np.uint8, np.uint16, np.float32):
-        src = a[o : o + nv * s, o : o + nu * s]
-        return cv2.resize(src, (nu, nv), interpolation=cv2.INTER_NEAREST)
-    return np.ascontiguousarray(a[o::s, o::s])
-
-
 def _saturation_level(dtype: np.dtype, bit_depth: int | None) -> float:
     if bit_depth is not None:
         if isinstance(bit_depth, bool) or int(bit_depth) not in range(1, 33):
@@ -151,65 +125,6 @@ def _robust_stats(v: NDArray, max_n: int = 4096) -> tuple[float, float]:
     return med, max(mad, 1.0 / math.sqrt(12.0))
 
 
-def _pixel_noise(sig: NDArray, mask: NDArray) -> float:
-    """Per-pixel noise sigma from differences of horizontally adjacent samples (MAD / sqrt 2).
-
-    Differencing removes anything smooth (a spot's wings, ambient gradients, albedo), so a
-    large spot covering much of the board does not inflate the estimate as the spread of
-    the samples themselves would.
-    """
-    d = sig[:, 1:] - sig[:, :-1]
-    m = mask[:, 1:] & mask[:, :-1]
-    v = d[m]
-    if v.size < 16:
-        return _robust_stats(sig[mask])[1] if np.any(mask) else 1.0 / math.sqrt(12.0)
-    if v.size > 4096:
-        v = v[:: v.size // 4096 + 1]
-    mad = _median(np.abs(v - np.float32(_median(v)))) * _MAD_TO_SIGMA / math.sqrt(2.0)
-    return max(mad, 1.0 / math.sqrt(12.0))
-
-
-def _solve3(g: list[list[float]]) -> tuple[float, float, float] | None:
-    """Solve the 3x3 system g[:3][:3] c = g[:3][3] by Cramer's rule (None: singular).
-
-    np.linalg.solve costs ~20-60 us per call on a 3x3 system; this costs ~2 us.
-    """
-    (a, b, c, r0), (d, e, f, r1), (h, i, j, r2) = g[0], g[1], g[2]
-    det = a * (e * j - f * i) - b * (d * j - f * h) + c * (d * i - e * h)
-    if det == 0.0 or not math.isfinite(det):
-        return None
-    x0 = (r0 * (e * j - f * i) - b * (r1 * j - f * r2) + c * (r1 * i - e * r2)) / det
-    x1 = (a * (r1 * j - f * r2) - r0 * (d * j - f * h) + c * (d * r2 - r1 * h)) / det
-    x2 = (a * (e * r2 - r1 * i) - b * (d * r2 - r1 * h) + r0 * (d * i - e * h)) / det
-    return x0, x1, x2
-
-
-def _plane_bg(u: NDArray, v: NDArray, val: NDArray, noise: float) -> NDArray[np.float64]:
-    """Robust least-squares plane a + b u + c v (normal equations, one 3-sigma clip).
-
-    The sums of the normal equations come from one small matrix product ([1 u v z]^T
-    [1 u v z] over the kept samples) rather than a dozen separate reductions.
-    """
-    n_all = len(val)
-    a = np.empty((n_all, 4))
-    a[:, 0], a[:, 1], a[:, 2], a[:, 3] = 1.0, u, v, val
-    keep: NDArray | None = None
-    coef = None
-    for _ in range(2):
-        ak = a if keep is None else a[keep]
-        if len(ak) < 6:
-            break
-        sol = _solve3((ak.T @ ak).tolist())
-        if sol is None:
-            coef = np.array([_median(ak[:, 3]), 0.0, 0.0])
-            break
-        coef = np.array(sol)
-        keep = np.abs(a[:, 3] - a[:, :3] @ coef) < 3.0 * noise
-    if coef is None:  # too few samples for a plane: a level
-        coef = np.array([_median(val), 0.0, 0.0])
-    return coef
-
-
 def prepare_flat(
     flat: NDArray, registration: TargetRegistration, *, black_level_dn: float = 0.0
 ) -> FlatField:
@@ -243,6 +158,3 @@ def prepare_flat(
         )
     gain = g / np.float32(ref)
     return FlatField(np.maximum(gain, np.float32(_MIN_GAIN)).astype(np.float32), m.roi)
-
-
-# --------------------------------------------------------------------------- stages
