@@ -78,15 +78,25 @@ def _grey_row_impl(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
 
         def grey3i(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
             # OpenCV's fixed-point BT.601 weights (sum 2^14), without its rounding: integer
-            # arithmetic (vectorised), and equal channels give their value exactly.
-            for j in range(n):
-                c = c0 + step * j
-                acc = (
-                    np.int32(a[r, c, 0]) * np.int32(1868)
-                    + np.int32(a[r, c, 1]) * np.int32(9617)
-                    + np.int32(a[r, c, 2]) * np.int32(4899)
-                )
-                out[j] = np.float32(acc) * np.float32(1.0 / 16384.0)
+            # arithmetic, and equal channels give their value exactly.
+            if step == 1:
+                row = a[r, c0 : c0 + n]  # contiguous: the loads vectorise
+                for j in range(n):
+                    acc = (
+                        np.int32(row[j, 0]) * np.int32(1868)
+                        + np.int32(row[j, 1]) * np.int32(9617)
+                        + np.int32(row[j, 2]) * np.int32(4899)
+                    )
+                    out[j] = np.float32(acc) * np.float32(1.0 / 16384.0)
+            else:
+                for j in range(n):
+                    c = c0 + step * j
+                    acc = (
+                        np.int32(a[r, c, 0]) * np.int32(1868)
+                        + np.int32(a[r, c, 1]) * np.int32(9617)
+                        + np.int32(a[r, c, 2]) * np.int32(4899)
+                    )
+                    out[j] = np.float32(acc) * np.float32(1.0 / 16384.0)
 
         return grey3i
 
