@@ -124,10 +124,10 @@ class DetectOptions:
         them lies below this fraction of each peak (the weaker one's sets it). [1]
         Measured on the coarse samples (``bench/vision.py`` scenes, spot sigma 10-40 px,
         aspect 0.4-1): a single faceted spot is split at 0.2 in 1 of 2500 frames, at 0.3
-        in 2, at 0.4 in 13 (its centroid then off by decimetres); a round neighbour
-        1.3-1.6 (rms_a + rms_b) away from a faceted spot is split in 14 %, 38 %, 72 %
-        of frames, one 1.6-2 away in 81 %, 91 %, 95 %. Pairs closer than ~1.1 have no
-        separate second peak and are never split.
+        in 2, at 0.4 in 13 (its centroid then off by decimetres); a faceted spot and a
+        round neighbour 1.3-1.6 (rms_a + rms_b) apart are parted in 3, 6, 8 of 11 frames,
+        1.6-2 apart in 35, 40, 42 of 45. Pairs closer than ~1.1 show no second peak and
+        are never parted. Raising it trades single spots for pairs at about that rate.
     deblend_min_fraction : float
         ... and, once every pixel of the component is given to the nearest piece, each
         part holds at least this fraction of the component's signal (a lone facet's
@@ -155,7 +155,7 @@ class DetectOptions:
     margin: float = 0.8
     min_snr: float = 10.0
     max_offset_m: float | None = None
-    deblend_contrast: float = 0.3
+    deblend_contrast: float = 0.2
     deblend_min_fraction: float = 0.2
     peaks_contrast: float = 0.7
     dark_offset: bool = False
