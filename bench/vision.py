@@ -14,7 +14,10 @@ before/after figures from one machine state.
 
 Accuracy (``--accuracy``): centroid errors against the simulator's truth for round,
 streaky and faceted spots of sigma 10-40 px anywhere on the target (centres up to 0.1 m
-from the edges), and the second-spot choice rate.
+from the edges), how often each single-spot case is flagged ``multiple_peaks`` or
+``overlapping_spots`` (the false-flag rate of those warnings), and the second-spot choice
+rate: overall, by separation in units of (rms_a + rms_b), and the bound an aim-based choice
+cannot beat (frames whose commanded aim lies nearer the neighbour's spot).
 
 Usage::
 
@@ -270,7 +273,7 @@ def accuracy(frames: int, seed: int) -> dict:
     for i_shape, shape in enumerate(("round", "streaky", "faceted")):
         for mode in ("dark+flat", "flat", "dark", "image_only"):
             r = np.random.default_rng([seed, i_shape])
-            px, mm, flagged = [], [], 0
+            px, mm, flagged, multi = [], [], 0, 0
             for _ in range(frames):
                 spot = _random_spot(r, ps0, shape, 2.4)
                 img, (truth,) = simcam.render_frame(cam, tgt, [spot], rng=r)
@@ -290,21 +293,28 @@ def accuracy(frames: int, seed: int) -> dict:
                 px.append(e / float(reg.pixel_scale_m([t])[0]))
                 mm.append(1e3 * e)
                 flagged += "on_marker" in res.flags
+                multi += bool({"multiple_peaks", "overlapping_spots"} & set(res.flags))
             px_a, mm_a = np.array(px), np.array(mm)
             out["cases"][f"{shape} {mode}"] = {
                 "median_px_equiv": float(np.median(px_a)),
                 "p95_mm": float(np.percentile(mm_a, 95)),
                 "max_mm": float(mm_a.max()),
                 "frames_on_marker": flagged,
+                "frames_flagged_multiple_peaks_or_overlapping": multi,
             }
     # Second spot: a neighbour's round spot (0.3x-3x the power) anywhere on the target.
     # "Right" = the heliostat under test, whose commanded aim is known to within its
     # pointing error (aim = truth + N(0, 0.2 m) per axis); the result is right when it is
     # nearer that spot's true centroid than the neighbour's. Pairs are "separated" when
     # their centres are more than 2.5 (rms_a + rms_b) apart; closer ones overlap.
+    # "aim_nearer_neighbour": frames whose aim lies nearer b's centroid than a's; a perfect
+    # deblender that picks the piece nearest the aim still gets those wrong, so
+    # 1 - aim_nearer_neighbour / frames bounds the rate any aim-based choice can reach.
     r = np.random.default_rng([seed, 99])
     tally = {"separated": [0, 0], "overlapping": [0, 0]}
-    silent_wrong = flagged = right_big = 0
+    silent_wrong = flagged = right_big = aim_nearer_b = 0
+    bins = (0.0, 0.4, 0.7, 1.0, 1.3, 1.6, 2.0, 2.5, math.inf)
+    by_sep = [[0, 0, 0] for _ in bins[:-1]]  # right, frames, wrong without a warning flag
     for _ in range(frames):
         a = _random_spot(r, ps0, "faceted", 2.0)
         b = _random_spot(r, ps0, "round", 2.2)
@@ -329,6 +339,13 @@ def accuracy(frames: int, seed: int) -> dict:
         warn = {"multiple_peaks", "overlapping_spots"} & set(res.flags)
         flagged += bool(warn)
         silent_wrong += (not ok) and not warn
+        aim_nearer_b += bool(
+            np.hypot(*(aim - tb.centroid_xy_m)) < np.hypot(*(aim - ta.centroid_xy_m))
+        )
+        k_bin = int(np.searchsorted(bins, sep / rms, side="right")) - 1
+        by_sep[k_bin][0] += ok
+        by_sep[k_bin][1] += 1
+        by_sep[k_bin][2] += (not ok) and not warn
         res2 = detect_spot(img, reg, **kw)
         right_big += near_a(res2) == (ta.power_on_target_w >= tb.power_on_target_w)
     out["second_spot"] = {
@@ -342,6 +359,12 @@ def accuracy(frames: int, seed: int) -> dict:
         "wrong_without_warning_flag": silent_wrong,
         "flagged_overlapping_or_multiple_peaks": flagged,
         "without_aim_the_larger_signal_is_picked": right_big / frames,
+        "aim_nearer_neighbour": aim_nearer_b,
+        "bound_right_with_perfect_split": 1.0 - aim_nearer_b / frames,
+        "by_separation_over_rms_sum": {
+            f"{lo:g}-{hi:g}": {"frames": n, "right": k, "wrong_without_warning_flag": w}
+            for lo, hi, (k, n, w) in zip(bins[:-1], bins[1:], by_sep, strict=True)
+        },
     }
     return out
 

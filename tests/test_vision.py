@@ -338,7 +338,7 @@ def _deblend_reference(sm, labels, lab, box_stats, thr, options):
         return None, False
     total = float(vals.sum())
     multi = False
-    for t in thr * (peak / thr) ** (np.arange(1, 16) / 16):
+    for t in thr * (peak / thr) ** (np.arange(1, 32) / 32):
         n, sl = cv2.connectedComponents((vals > t).astype(np.uint8), connectivity=8)
         if n <= 2:
             continue
@@ -349,10 +349,17 @@ def _deblend_reference(sm, labels, lab, box_stats, thr, options):
         seen = [k for k in range(n - 1) if flux[k] >= options.min_candidate_fraction * total
                 and t <= options.peaks_contrast * pk[k]]  # fmt: skip
         multi = multi or len(seen) >= 2
-        keep = [k + 1 for k in range(n - 1) if flux[k] >= options.deblend_min_fraction * total
+        keep = [k + 1 for k in range(n - 1) if flux[k] >= options.min_candidate_fraction * total
                 and t <= options.deblend_contrast * pk[k]]  # fmt: skip
-        if len(keep) >= 2:
-            return sorted(keep), False
+        # Every pixel to the nearest kept piece; drop the weakest part until each part
+        # holds deblend_min_fraction of the flux.
+        while len(keep) >= 2:
+            d = [cv2.distanceTransform((sl != k).astype(np.uint8), cv2.DIST_L2, 3) for k in keep]
+            owner = np.where(comp, np.argmin(np.stack(d), axis=0), -1)
+            part = [float(vals[owner == i].sum()) for i in range(len(keep))]
+            if min(part) >= options.deblend_min_fraction * total:
+                return sorted(keep), False
+            del keep[int(np.argmin(part))]
     return None, multi
 
 
