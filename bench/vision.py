@@ -113,7 +113,8 @@ def _stages(img, reg, dark, flat, black, bits) -> dict[str, float]:
     opts = C.DetectOptions()
     sat = float(2**bits - 1)
     c = C._coarse_stage(img, dark, flat, reg, black, sat, opts)
-    pick, flags = C._choose(c, reg, None, opts)
+    order, _, flags = C._choose(c, reg, None, opts)
+    pick = order[0]
     t_c = _best(lambda: C._coarse_stage(img, dark, flat, reg, black, sat, opts))
     t_p = _best(lambda: C._choose(c, reg, None, opts))
     t_f = _best(

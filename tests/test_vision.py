@@ -210,6 +210,44 @@ def test_brightest_integrated_signal_wins_over_a_glint(reg):
     assert abs(res2.x_m - 1.5) < 0.01 and abs(res2.y_m - 1.2) < 0.01
 
 
+def test_a_candidate_without_measurable_flux_is_no_number_and_the_next_is_taken(reg):
+    """A candidate chosen by the aim whose window holds only noise (a faint residue) gives
+    no centroid (with weights of either sign, one could lie anywhere, even off the
+    target); the detector then measures the next candidate nearest the aim."""
+    from dataclasses import replace
+
+    from heliostat.vision import classical as C
+
+    img = gaussian_frame(reg, (-1.0, -0.5), 0.3, 1500.0, rng=np.random.default_rng(12))
+    opts = DetectOptions()
+    c = C._coarse_stage(img, None, None, reg, 0.0, 4095.0, opts)
+    assert len(c.cand) == 1
+    # A fake candidate: a patch of noise-only coarse samples near the top right corner.
+    labels = c.labels.copy()
+    labels[4:8, 46:50] = len(c.stats)
+    assert c.full[4:8, 46:50].all()
+    stats = np.vstack([c.stats, [[46, 4, 4, 4, 16]]]).astype(c.stats.dtype)
+    fake = replace(
+        c, labels=labels, stats=stats, cand=np.array([c.cand[0], len(c.stats) - 1]),
+        integ=np.r_[c.integ, 1.0], cu=np.r_[c.cu, 47.5], cv=np.r_[c.cv, 5.5],
+    )  # fmt: skip
+    u0, v0 = reg.maps.roi[:2]
+    patch_xy = reg.pixel_to_plane([[u0 + 4 + 8 * 47.5, v0 + 4 + 8 * 5.5]])[0]
+    res = C._fine_stage(img, None, None, reg, 0.0, 4095.0, fake, len(c.stats) - 1, [], None, opts)
+    assert not res.ok and "no_spot" in res.flags and math.isnan(res.x_m)
+    # Through detect_spot with the aim on the residue: the real spot is measured instead.
+    real = C._fine_stage(img, None, None, reg, 0.0, 4095.0, fake, int(c.cand[0]), [], None, opts)
+    orig = C._coarse_stage
+    try:
+        C._coarse_stage = lambda *a, **k: fake
+        res2 = detect_spot(img, reg, bit_depth=12, expected_xy_m=patch_xy)
+    finally:
+        C._coarse_stage = orig
+    assert res2.ok and "multiple_candidates" in res2.flags
+    assert (res2.x_m, res2.y_m) == (real.x_m, real.y_m)
+    assert math.hypot(res2.x_m + 1.0, res2.y_m + 0.5) < 0.005
+
+
 def test_expected_far_away_is_flagged(reg):
     img = gaussian_frame(reg, (0.0, 0.0), 0.3, 2000.0, rng=np.random.default_rng(1))
     res = detect_spot(img, reg, expected_xy_m=(2.0, 1.5), options=DetectOptions(max_offset_m=0.5))

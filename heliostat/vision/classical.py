@@ -375,6 +375,9 @@ def _inv_gain(flat: FlatField, s: int = 1) -> NDArray[np.float32]:
     return inv
 
 
+#: A window whose flux is below this many of its noise sigmas is no measurement. [1]
+_MIN_FLUX_SNR = 5.0
+
 _AXY_CACHE: dict[int, tuple[NDArray, NDArray[np.float32], NDArray[np.float32]]] = {}
 
 
@@ -592,22 +595,27 @@ def _choose(
     registration: TargetRegistration,
     expected_xy_m: NDArray | None,
     options: DetectOptions,
-) -> tuple[int, list[str]]:
-    """Index (label - 1) of the chosen candidate and the flags the choice raises."""
+) -> tuple[list[int], list[float] | None, list[str]]:
+    """The candidates (label - 1) in order of preference, their distances from the
+    expected position (None without one) [m], and the flags the choice raises."""
     flags: list[str] = []
     if len(c.cand) > 1:
         flags.append("multiple_candidates")
     if expected_xy_m is None:
-        return int(c.cand[int(np.argmax(c.integ[c.cand]))]), flags
+        order = np.argsort(-c.integ[c.cand], kind="stable")
+        return c.cand[order].tolist(), None, flags
     s, o = int(options.stride_px), int(options.stride_px) // 2
     u0, v0 = registration.maps.roi[:2]
     uv = np.c_[u0 + o + s * c.cu[c.cand], v0 + o + s * c.cv[c.cand]]
     xy = registration.pixel_to_plane(uv)
     dist = np.hypot(xy[:, 0] - expected_xy_m[0], xy[:, 1] - expected_xy_m[1])
-    k = int(np.argmin(dist))
-    if options.max_offset_m is not None and float(dist[k]) > options.max_offset_m:
-        flags.append("far_from_expected")
-    return int(c.cand[k]), flags
+    order = np.argsort(dist, kind="stable")
+    return c.cand[order].tolist(), dist[order].tolist(), flags
+
+
+#: Candidates nearest the aim measured at most before giving up (the first normally
+#: succeeds; the next ones only when a nearer one holds no measurable flux).
+_MAX_TRIES = 3
 
 
 def detect_spot(
@@ -689,10 +697,22 @@ def detect_spot(
     c = _coarse_stage(img, drk, flat, registration, black_level_dn, sat, options)
     if isinstance(c, SpotResult):
         return c
-    pick, flags = _choose(c, registration, exp, options)
-    return _fine_stage(
-        img, drk, flat, registration, black_level_dn, sat, c, pick, flags, target, options
-    )
+    order, dist, flags = _choose(c, registration, exp, options)
+    # Chosen by the aim, a candidate may be a faint residue with no measurable flux: then
+    # the next nearest. Chosen by signal, the strongest failing leaves nothing better.
+    first = None
+    for rank, pick in enumerate(order[: _MAX_TRIES if exp is not None else 1]):
+        f = list(flags)
+        if dist is not None and options.max_offset_m is not None:
+            if dist[rank] > options.max_offset_m:
+                f.append("far_from_expected")
+        res = _fine_stage(
+            img, drk, flat, registration, black_level_dn, sat, c, pick, f, target, options
+        )
+        if res.ok:
+            return res
+        first = first or res
+    return first
 
 
 def _fine_stage(
@@ -790,9 +810,17 @@ def _fine_stage(
     (flux, s_x, s_y, f2, s_xx, s_yy, a2, a2x, a2y, a2r, peak_dn, sig_sum, n_above,
      n_sat) = sums.tolist()  # fmt: skip
     bg_level = bg0
-    if not flux > 0.0:
-        return _failed(("no_spot",), bg=bg_level, noise=noise, n_candidates=n_cand, peak=c.peak)
-    xc, yc = s_x / flux, s_y / flux
+    # The window's flux must stand out of its own noise (sum over half the rows: x2), and
+    # a flux-weighted centroid of on-target pixels lies on the target — unless noise and
+    # background residue dominate the weights (a faint residue chosen by the aim).
+    flux_sigma = noise * math.sqrt(2.0 * max(a2, 0.0))
+    xc = s_x / flux if flux else math.nan
+    yc = s_y / flux if flux else math.nan
+    half_w = 0.5 * registration.width_m * (1.0 + 1e-6)
+    half_h = 0.5 * registration.height_m * (1.0 + 1e-6)
+    if not (flux > _MIN_FLUX_SNR * flux_sigma and abs(xc) <= half_w and abs(yc) <= half_h):
+        fl = ("no_spot",) if not flux > 0.0 else ("low_snr", "no_spot")
+        return _failed(fl, bg=bg_level, noise=noise, n_candidates=n_cand, peak=c.peak)
     ex, ey = xc - xref, yc - yref
     f2 = max(f2, 1e-300)
     sxx = max(s_xx / f2 - ex * ex, 0.0)
