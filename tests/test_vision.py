@@ -248,6 +248,27 @@ def test_a_candidate_without_measurable_flux_is_no_number_and_the_next_is_taken(
     assert math.hypot(res2.x_m + 1.0, res2.y_m + 0.5) < 0.005
 
 
+def test_expected_flux_passes_over_a_neighbour_nearer_the_aim(reg):
+    rng = np.random.default_rng(13)
+    only_a = gaussian_frame(reg, (-1.0, -0.5), 0.3, 1500.0, bg_dn=0.0, rng=rng, noise_dn=0.0)
+    b = gaussian_frame(reg, (0.8, 0.6), 0.25, 3500.0, bg_dn=0.0, noise_dn=0.0)
+    f_a = detect_spot(only_a, reg, bit_depth=12).flux_dn_m2
+    noise = rng.normal(200.0, 3.0, only_a.shape)
+    img = np.clip(only_a.astype(float) + b + noise, 0, 4095).astype(np.uint16)
+    aim = (0.3, 0.3)  # nearer b: by the aim alone, b is chosen
+    by_aim = detect_spot(img, reg, bit_depth=12, expected_xy_m=aim)
+    assert abs(by_aim.x_m - 0.8) < 0.01
+    # b carries ~1.6x a's flux; with a's predicted flux (8 % off) a is measured instead.
+    res = detect_spot(img, reg, bit_depth=12, expected_xy_m=aim, expected_flux_dn_m2=1.08 * f_a)
+    assert res.ok and "flux_mismatch" not in res.flags
+    assert abs(res.x_m + 1.0) < 0.01 and abs(res.y_m + 0.5) < 0.01
+    # A prediction neither spot agrees with: the nearest, flagged.
+    res = detect_spot(img, reg, bit_depth=12, expected_xy_m=aim, expected_flux_dn_m2=4.0 * f_a)
+    assert res.ok and "flux_mismatch" in res.flags and abs(res.x_m - 0.8) < 0.01
+    with pytest.raises(InputError, match="expected_flux_dn_m2"):
+        detect_spot(img, reg, expected_xy_m=aim, expected_flux_dn_m2=float("nan"))
+
+
 def test_expected_far_away_is_flagged(reg):
     img = gaussian_frame(reg, (0.0, 0.0), 0.3, 2000.0, rng=np.random.default_rng(1))
     res = detect_spot(img, reg, expected_xy_m=(2.0, 1.5), options=DetectOptions(max_offset_m=0.5))

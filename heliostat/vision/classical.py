@@ -41,7 +41,7 @@ flags and the result).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -84,6 +84,7 @@ FLAGS: tuple[str, ...] = (
     "multiple_candidates",
     "overlapping_spots",
     "far_from_expected",
+    "flux_mismatch",
     "on_marker",
     "multiple_peaks",
 )
@@ -114,6 +115,11 @@ class DetectOptions:
     max_offset_m : float or None
         With an expected position: a chosen spot farther away is flagged
         ``far_from_expected``. [m]
+    flux_tolerance : float
+        With an expected flux: a measured flux within a factor ``1 + flux_tolerance`` of
+        it agrees (the prediction's uncertainty: DNI, soiling, attenuation, radiometric
+        factor; 0.35 takes a 10 % prediction error at 3 sigma, and still catches a spot
+        merged with a neighbour of a third of its power or more). [1]
     deblend_contrast : float
         Two peaks of one component count as separate spots when the saddle between
         them lies below this fraction of each peak (the weaker one's sets it). [1]
@@ -150,6 +156,7 @@ class DetectOptions:
     margin: float = 0.8
     min_snr: float = 10.0
     max_offset_m: float | None = None
+    flux_tolerance: float = 0.35
     deblend_contrast: float = 0.2
     deblend_min_fraction: float = 0.2
     peaks_contrast: float = 0.7
@@ -201,6 +208,8 @@ class SpotResult:
         it), with one they are measured but the dark ink makes them noisy.
         ``multiple_peaks``: the spot has separate bright parts that were not split into
         candidates (two spots too close to part, or a stray facet's image): check it.
+        ``flux_mismatch``: with an expected flux, no candidate near the aim carries it
+        (the spot merged with another, or the prediction is off).
     """
 
     ok: bool
@@ -627,6 +636,7 @@ def detect_spot(
     black_level_dn: float = 0.0,
     bit_depth: int | None = None,
     expected_xy_m: ArrayLike | None = None,
+    expected_flux_dn_m2: float | None = None,
     target: Target | None = None,
     options: DetectOptions = DetectOptions(),  # noqa: B008 - frozen, immutable default
 ) -> SpotResult:
@@ -656,6 +666,15 @@ def detect_spot(
         is known, while a neighbour's spot or a glint may be brighter. Without it the
         candidate with the largest integrated signal is chosen: a heliostat's whole spot
         carries far more flux than a reflection or a streak.
+    expected_flux_dn_m2 : float, optional
+        The flux the heliostat's whole spot should carry in this frame (``flux_dn_m2``
+        units: its predicted power, DNI x mirror area x cosine x reflectivity x
+        attenuation, times the camera's radiometric factor). With an expected position,
+        a candidate whose measured flux differs from it by more than
+        ``options.flux_tolerance`` is passed over for the next nearest one that agrees
+        (a neighbour's spot nearer the aim); when none agrees the nearest is returned
+        flagged ``flux_mismatch`` — also when it is two spots merged into one blob,
+        which no single frame can part. [DN m^2]
     target : Target, optional
         The target's pose, to report the centroid in ENU.
     options : DetectOptions
@@ -687,6 +706,12 @@ def detect_spot(
         exp = np.asarray(expected_xy_m, dtype=float).ravel()
         if exp.shape != (2,) or not np.all(np.isfinite(exp)):
             raise InputError(f"expected_xy_m: expected 2 finite numbers, got {expected_xy_m!r}")
+    if expected_flux_dn_m2 is not None and not (
+        math.isfinite(expected_flux_dn_m2) and expected_flux_dn_m2 > 0
+    ):
+        raise InputError(
+            f"expected_flux_dn_m2: expected a positive number, got {expected_flux_dn_m2!r}"
+        )
     if int(options.stride_px) < 1:
         raise InputError(f"options.stride_px: expected >= 1, got {options.stride_px!r}")
     if int(options.fine_step_px) < 1:
@@ -698,9 +723,10 @@ def detect_spot(
     if isinstance(c, SpotResult):
         return c
     order, dist, flags = _choose(c, registration, exp, options)
-    # Chosen by the aim, a candidate may be a faint residue with no measurable flux: then
-    # the next nearest. Chosen by signal, the strongest failing leaves nothing better.
-    first = None
+    # Chosen by the aim, a candidate may be a faint residue with no measurable flux, or
+    # (with an expected flux) a neighbour's spot: then the next nearest. Chosen by signal,
+    # the strongest failing leaves nothing better.
+    first = first_ok = None
     for rank, pick in enumerate(order[: _MAX_TRIES if exp is not None else 1]):
         f = list(flags)
         if dist is not None and options.max_offset_m is not None:
@@ -709,10 +735,16 @@ def detect_spot(
         res = _fine_stage(
             img, drk, flat, registration, black_level_dn, sat, c, pick, f, target, options
         )
-        if res.ok:
+        if not res.ok:
+            first = first or res
+            continue
+        if expected_flux_dn_m2 is None:
             return res
-        first = first or res
-    return first
+        ratio = res.flux_dn_m2 / expected_flux_dn_m2
+        if 1.0 / (1.0 + options.flux_tolerance) <= ratio <= 1.0 + options.flux_tolerance:
+            return res
+        first_ok = first_ok or replace(res, flags=res.flags + ("flux_mismatch",))
+    return first_ok or first
 
 
 def _fine_stage(
