@@ -217,3 +217,23 @@ def test_window_and_flag_kernels_match_numpy() -> None:
     assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, False) == (True, False)
     marker[29, 47], marker[28, 47] = False, True  # two cells away: not near
     assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True)[1] is False
+
+
+def test_local_maxima_count_matches_the_opencv_precheck() -> None:
+    """The deblending's pre-check (5x5 local maxima of the component above a level) as
+    `_deblend` computes it with OpenCV, on random lumpy components."""
+    rng = np.random.default_rng(21)
+    k5 = np.ones((5, 5), np.uint8)
+    counts = []
+    for _ in range(200):
+        sm = cv2.GaussianBlur(rng.normal(0, 1, (30, 40)).astype(np.float32), (5, 5), 1.5) * 10
+        labels = (sm > 0.5).astype(np.int32)
+        labels[:, 20:] *= 2  # two labels
+        x0, y0, w, h = 0, 0, 20, 30
+        vals = sm[y0 : y0 + h, x0 : x0 + w] * (labels[y0 : y0 + h, x0 : x0 + w] == 1)
+        level = float(rng.uniform(2.0, 20.0))
+        ref = int(np.count_nonzero((vals >= cv2.dilate(vals, k5)) & (vals > level)))
+        got = K.n_local_max5(labels, sm, 1, x0, y0, w, h, level)
+        assert got == min(ref, 2)
+        counts.append(ref)
+    assert min(counts) <= 1 and max(counts) >= 2  # both outcomes drawn

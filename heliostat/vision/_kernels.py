@@ -30,6 +30,7 @@ __all__ = [
     "count_at_least",
     "fine_sums",
     "label_components",
+    "n_local_max5",
     "others_in_box",
     "own_extent",
     "own_flags",
@@ -351,6 +352,33 @@ def label_components(sm, thr):  # noqa: ANN001, ANN201
     for q in range(1, n_lab):
         st[0, 4] -= st[q, 4]
     return n_lab, labels, st[:n_lab].copy(), mom[:n_lab].copy()
+
+
+@nb.njit(**_JIT)
+def n_local_max5(labels, sm, lab, x0, y0, w, h, level):  # noqa: ANN001, ANN201
+    """Samples of label ``lab`` (box x0, y0, w, h) above ``level`` that are the maximum of
+    their 5x5 neighbourhood, where samples of other labels count as 0 (stops at 2): the
+    deblending's pre-check, without building the masked box."""
+    n = 0
+    for i in range(y0, y0 + h):
+        for j in range(x0, x0 + w):
+            if labels[i, j] != lab:
+                continue
+            v = sm[i, j]
+            if not v > level:
+                continue
+            is_max = True
+            for ii in range(max(i - 2, y0), min(i + 3, y0 + h)):
+                for jj in range(max(j - 2, x0), min(j + 3, x0 + w)):
+                    if labels[ii, jj] == lab and sm[ii, jj] > v:
+                        is_max = False
+                    elif labels[ii, jj] != lab and v < 0.0:
+                        is_max = False
+            if is_max:
+                n += 1
+                if n >= 2:
+                    return n
+    return n
 
 
 @nb.njit(**_JIT)

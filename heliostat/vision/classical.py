@@ -450,6 +450,9 @@ def _coarse_stage(
     new_boxes = []
     multi_peak: set[int] = set()
     for j in np.flatnonzero(integ >= options.min_candidate_fraction * integ.max()).tolist():
+        x0, y0, w0, h0 = stats[j + 1, :4].tolist()
+        if w0 * h0 < 4 or _K.n_local_max5(labels, sm, j + 1, x0, y0, w0, h0, 2.0 * thr) < 2:
+            continue  # one peak: nothing to split (`_deblend`'s own first test)
         parts, multi = _deblend(sm, labels, j + 1, stats[j + 1], thr, options)
         if multi:
             multi_peak.add(j + 1)
