@@ -168,7 +168,7 @@ def test_label_components_match_opencv_closing() -> None:
     sm[10:30, 40] = 20.0  # a line with a one-sample gap at row 20: one component
     sm[20, 40] = -5.0
     thr = 6.0
-    n_lab, labels, stats, mom = K.label_components(sm, thr)
+    n_lab, labels, stats, mom = K.label_components(sm, thr, K.EMPTY2_F32, False)
     binary = (sm > thr).astype(np.uint8) * 255
     closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
     n_cv, lab_cv, st_cv, _ = cv2.connectedComponentsWithStats(closed, connectivity=8)
@@ -186,6 +186,14 @@ def test_label_components_match_opencv_closing() -> None:
         assert mom[a, 0] == pytest.approx(w.sum(), rel=1e-6)
         assert mom[a, 1] == pytest.approx((w * xx).sum(), rel=1e-6)
         assert mom[a, 2] == pytest.approx((w * yy).sum(), rel=1e-6)
+
+    # With a flat field, a sample's threshold scales with 1 / gain: a low-gain patch (dark
+    # paint: its noise is amplified by the division) needs a larger signal.
+    inv_gain = np.ones_like(sm)
+    inv_gain[40:50, 55:65] = 10.0  # the second blob (centre 40, 60, radius 7) partly
+    n2, lab2, _, _ = K.label_components(sm, thr, inv_gain, True)
+    assert n2 == n_lab
+    assert np.array_equal(lab2 > 0, (sm > thr * inv_gain))
 
 
 def test_window_and_flag_kernels_match_numpy() -> None:

@@ -265,8 +265,12 @@ def count_at_least(img, u0, v0, s, nu, full_idx, level):  # noqa: ANN001, ANN201
 
 
 @nb.njit(**_JIT)
-def label_components(sm, thr):  # noqa: ANN001, ANN201
+def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
     """Connected components of the coarse samples above ``thr``.
+
+    With a flat field (``has_gain``) a sample's threshold is ``thr`` / its gain
+    (``inv_gain`` on the coarse grid): dividing by the gain scales the noise too, so dark
+    paint (the markers) would otherwise throw up components of amplified noise.
 
     Samples are connected through their 8 neighbours and across a one-sample gap in a
     row or column (what a 3x3 morphological closing before 8-connected labelling joins:
@@ -288,13 +292,20 @@ def label_components(sm, thr):  # noqa: ANN001, ANN201
     # The samples above the threshold (a tight loop of its own), then a flood fill from
     # each one not yet labelled.
     smf = sm.ravel()
+    lim = np.empty(smf.size, np.float32)
+    if has_gain:
+        igf = inv_gain.ravel()
+        for q in range(smf.size):
+            lim[q] = th * igf[q]
+    else:
+        lim[:] = th
     n_above = 0
     for q in range(smf.size):
-        n_above += smf[q] > th
+        n_above += smf[q] > lim[q]
     seeds = np.empty(n_above, np.int64)
     t = 0
     for q in range(smf.size):
-        if smf[q] > th:
+        if smf[q] > lim[q]:
             seeds[t] = q
             t += 1
     stack = np.empty(n_above, np.int64)
@@ -334,7 +345,12 @@ def label_components(sm, thr):  # noqa: ANN001, ANN201
                 for t in range(12):
                     ii = i + di[t]
                     jj = j + dj[t]
-                    if 0 <= ii < nv and 0 <= jj < nu and labels[ii, jj] == 0 and sm[ii, jj] > th:
+                    if (
+                        0 <= ii < nv
+                        and 0 <= jj < nu
+                        and labels[ii, jj] == 0
+                        and smf[ii * nu + jj] > lim[ii * nu + jj]
+                    ):
                         labels[ii, jj] = lab
                         stack[top] = ii * nu + jj
                         top += 1

@@ -440,7 +440,7 @@ def _coarse_stage(
         return _failed(("no_spot",), bg=bg, noise=noise, peak=peak)
     # Segment at the noise threshold only: a faint spot next to a bright one keeps its
     # full extent (the relative threshold sets each spot's window later).
-    n_lab, labels, stats, mom = _K.label_components(sm, thr)
+    n_lab, labels, stats, mom = _K.label_components(sm, thr, inv_gain_c, flat is not None)
     if n_lab <= 1:
         return _failed(("no_spot",), bg=bg, noise=noise, peak=peak)
     integ = mom[1:, 0]
