@@ -422,7 +422,7 @@ def _coarse_stage(
     u0, v0 = registration.maps.roi[:2]
     inv_gain_c = _inv_gain(flat, s) if flat is not None else _K.EMPTY2_F32
     sig, sm, vmin, vmax, bg, noise, peak, thr = _K.coarse_pass(
-        img, drk if drk is not None else _K.EMPTY2_U8, drk is not None,
+        img, drk if drk is not None else img, drk is not None,
         inv_gain_c, flat is not None, float(black_level_dn), u0, v0, s, nv, nu, g.full_idx,
         g.on_f32, g.bg_idx, g.pair_idx_arr, float(options.k_noise),
     )  # fmt: skip
@@ -835,7 +835,7 @@ def _fine_stage(
     ax, ay = _area_moments(maps)
     free_c = (~others_d).view(np.uint8) if others_d is not None else _K.EMPTY2_U8
     sums, edge_hit = _K.fine_sums(
-        img, drk if drk is not None else _K.EMPTY2_U8, drk is not None,
+        img, drk if drk is not None else img, drk is not None,
         _inv_gain(flat) if flat is not None else _K.EMPTY2_F32, flat is not None,
         float(black_level_dn), u0, v0, wu0, wu1, wv0, wv1, k, bg0, bgu, bgv, uc, vc,
         maps.area_m2, ax, ay, maps.x_m, maps.y_m, xref, yref, maps.marker, use_marker,
