@@ -187,13 +187,14 @@ def test_label_components_match_opencv_closing() -> None:
         assert mom[a, 1] == pytest.approx((w * xx).sum(), rel=1e-6)
         assert mom[a, 2] == pytest.approx((w * yy).sum(), rel=1e-6)
 
-    # With a flat field, a sample's threshold scales with 1 / gain: a low-gain patch (dark
-    # paint: its noise is amplified by the division) needs a larger signal.
-    inv_gain = np.ones_like(sm)
-    inv_gain[40:50, 55:65] = 10.0  # the second blob (centre 40, 60, radius 7) partly
-    n2, lab2, _, _ = K.label_components(sm, thr, inv_gain, True)
-    assert n2 == n_lab
-    assert np.array_equal(lab2 > 0, (sm > thr * inv_gain))
+    # With a flat field the fourth moment is the signal x gain (before the division).
+    inv_gain = rng.uniform(0.5, 20.0, sm.shape).astype(np.float32)
+    n2, lab2, _, mom2 = K.label_components(sm, thr, inv_gain, True)
+    assert n2 == n_lab and np.array_equal(lab2, labels)
+    for a in range(1, n_lab):
+        sel = labels == a
+        assert mom2[a, 3] == pytest.approx(float((sm[sel] / inv_gain[sel]).sum()), rel=1e-5)
+        assert mom[a, 3] == pytest.approx(mom[a, 0])
 
 
 def test_window_and_flag_kernels_match_numpy() -> None:

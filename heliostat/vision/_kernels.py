@@ -270,10 +270,6 @@ def count_at_least(img, u0, v0, s, nu, full_idx, level):  # noqa: ANN001, ANN201
 def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
     """Connected components of the coarse samples above ``thr``.
 
-    With a flat field (``has_gain``) a sample's threshold is ``thr`` / its gain
-    (``inv_gain`` on the coarse grid): dividing by the gain scales the noise too, so dark
-    paint (the markers) would otherwise throw up components of amplified noise.
-
     Samples are connected through their 8 neighbours and across a one-sample gap in a
     row or column (what a 3x3 morphological closing before 8-connected labelling joins:
     the lumps of one faceted spot). Only the samples above ``thr`` are visited.
@@ -285,8 +281,11 @@ def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
     labels : int32 (nv, nu)
     stats : int32 (n_lab, 5)
         Per label: box x, y, width, height and sample count (OpenCV's layout).
-    moments : float64 (n_lab, 3)
-        Per label: Σ sm, Σ sm column, Σ sm row.
+    moments : float64 (n_lab, 4)
+        Per label: Σ sm, Σ sm column, Σ sm row, and Σ sm x gain (with a flat field,
+        ``has_gain``, ``inv_gain`` on the coarse grid; else Σ sm): the signal before the
+        division by the gain, which weighs dark paint's amplified noise (the markers)
+        down to what it is.
     """
     nv, nu = sm.shape
     labels = np.zeros((nv, nu), np.int32)
@@ -294,25 +293,18 @@ def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
     # The samples above the threshold (a tight loop of its own), then a flood fill from
     # each one not yet labelled.
     smf = sm.ravel()
-    lim = np.empty(smf.size, np.float32)
-    if has_gain:
-        igf = inv_gain.ravel()
-        for q in range(smf.size):
-            lim[q] = th * igf[q]
-    else:
-        lim[:] = th
     n_above = 0
     for q in range(smf.size):
-        n_above += smf[q] > lim[q]
+        n_above += smf[q] > th
     seeds = np.empty(n_above, np.int64)
     t = 0
     for q in range(smf.size):
-        if smf[q] > lim[q]:
+        if smf[q] > th:
             seeds[t] = q
             t += 1
     stack = np.empty(n_above, np.int64)
     st = np.zeros((n_above + 1, 5), np.int32)
-    mom = np.zeros((n_above + 1, 3))
+    mom = np.zeros((n_above + 1, 4))
     di = (-1, -1, -1, 0, 0, 1, 1, 1, -2, 2, 0, 0)
     dj = (-1, 0, 1, -1, 1, -1, 0, 1, 0, 0, -2, 2)
     n_lab = 1
@@ -329,7 +321,7 @@ def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
             x0 = x1 = j0
             y0 = y1 = i0
             cnt = 0
-            s0 = s1 = s2 = 0.0
+            s0 = s1 = s2 = s3 = 0.0
             while top > 0:
                 top -= 1
                 q = stack[top]
@@ -340,6 +332,7 @@ def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
                 s0 += w
                 s1 += w * j
                 s2 += w * i
+                s3 += w / inv_gain[i, j] if has_gain else w
                 x0 = min(x0, j)
                 x1 = max(x1, j)
                 y0 = min(y0, i)
@@ -347,12 +340,7 @@ def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
                 for t in range(12):
                     ii = i + di[t]
                     jj = j + dj[t]
-                    if (
-                        0 <= ii < nv
-                        and 0 <= jj < nu
-                        and labels[ii, jj] == 0
-                        and smf[ii * nu + jj] > lim[ii * nu + jj]
-                    ):
+                    if 0 <= ii < nv and 0 <= jj < nu and labels[ii, jj] == 0 and sm[ii, jj] > th:
                         labels[ii, jj] = lab
                         stack[top] = ii * nu + jj
                         top += 1
@@ -364,6 +352,7 @@ def label_components(sm, thr, inv_gain, has_gain):  # noqa: ANN001, ANN201
             mom[lab, 0] = s0
             mom[lab, 1] = s1
             mom[lab, 2] = s2
+            mom[lab, 3] = s3
     st[0, 2] = nu
     st[0, 3] = nv
     st[0, 4] = nv * nu
@@ -564,10 +553,10 @@ def ring_plane(labels, full, sig, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, s, o, 
 
 
 @nb.njit(**_JIT)
-def component_moments(sm, labels, n_lab):  # noqa: ANN001, ANN201
-    """Per label (row = label): sum of ``max(sm, 0)``, and its first moments in grid
-    column and row. float64 (n_lab, 3)."""
-    out = np.zeros((n_lab, 3))
+def component_moments(sm, labels, n_lab, inv_gain, has_gain):  # noqa: ANN001, ANN201
+    """Per label (row = label): sum of ``max(sm, 0)``, its first moments in grid column
+    and row, and its sum x gain (as :func:`label_components`). float64 (n_lab, 4)."""
+    out = np.zeros((n_lab, 4))
     nv, nu = sm.shape
     for i in range(nv):
         for j in range(nu):
@@ -578,6 +567,7 @@ def component_moments(sm, labels, n_lab):  # noqa: ANN001, ANN201
                     out[lab, 0] += w
                     out[lab, 1] += w * j
                     out[lab, 2] += w * i
+                    out[lab, 3] += w / inv_gain[i, j] if has_gain else w
     return out
 
 

@@ -443,7 +443,7 @@ def _coarse_stage(
     n_lab, labels, stats, mom = _K.label_components(sm, thr, inv_gain_c, flat is not None)
     if n_lab <= 1:
         return _failed(("no_spot",), bg=bg, noise=noise, peak=peak)
-    integ = mom[1:, 0]
+    integ = mom[1:, 3]  # before the flat field's division: markers' noise weighs little
     # Two spots close together merge at the low threshold: split components whose
     # brightness has two well-separated peaks (a deep saddle between them).
     n_new = n_lab
@@ -471,10 +471,10 @@ def _coarse_stage(
             stats[lab_k] = [cc.min(), rr.min(), cc.max() - cc.min() + 1, rr.max() - rr.min() + 1,
                             len(rr)]  # fmt: skip
         n_lab = n_new
-        mom = _K.component_moments(sm, labels, n_lab)
-        integ = mom[1:, 0]
+        mom = _K.component_moments(sm, labels, n_lab, inv_gain_c, flat is not None)
+        integ = mom[1:, 3]
     cand = np.flatnonzero(integ >= options.min_candidate_fraction * integ.max())
-    tot = np.maximum(integ, 1e-30)
+    tot = np.maximum(mom[1:, 0], 1e-30)
     cu = mom[1:, 1] / tot
     cv = mom[1:, 2] / tot
     return _Coarse(
