@@ -180,6 +180,9 @@ def test_sim_controllers_command_serves_until_interrupted(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C in a terminal: SIGINT at its default, even when this test runs in a
+        # background job (which starts with SIGINT ignored, and so would its child).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         lines = []
@@ -212,7 +215,11 @@ def test_sim_controllers_command_serves_until_interrupted(tmp_path):
         assert [row["ok"] for row in json.loads(r.stdout)] == [True, True]
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(20) == 0
+        try:
+            assert proc.wait(20) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(proc.stderr.read()[-3000:]) from None
 
 
 def test_address_zero_is_broadcast_stow_only(plant, capsys):

@@ -54,7 +54,6 @@ _WB, _WG, _WR = 0.114, 0.587, 0.299
 #: Stand-ins for a missing dark frame, flat field or mask.
 EMPTY2_F32 = np.zeros((0, 0), np.float32)
 EMPTY2_U8 = np.zeros((0, 0), np.uint8)
-EMPTY2_BOOL = np.zeros((0, 0), np.bool_)
 
 
 def _grey_row(out, a, r, c0, n, step):  # noqa: ANN001, ANN202 - compiled via overload
@@ -122,26 +121,6 @@ def _hot_impl(a, r, c, sat):  # noqa: ANN001, ANN202
     if a.ndim == 2:
         return lambda a, r, c, sat: a[r, c] >= sat
     return lambda a, r, c, sat: a[r, c, 0] >= sat or a[r, c, 1] >= sat or a[r, c, 2] >= sat
-
-
-@nb.njit(**_JIT)
-def _signal_row(out, tmp, img, dark, has_dark, inv_gain, has_gain, black, r, c0, n, step, gr,
-                gc0, gstep):  # noqa: ANN001, ANN202  # fmt: skip
-    """``out[:n]`` = (grey − dark grey or black) / gain along row ``r`` at columns
-    ``c0 + step * j`` (``inv_gain`` = 1 / gain read at row ``gr``, columns
-    ``gc0 + gstep * j``)."""
-    _grey_row(out, img, r, c0, n, step)
-    if has_dark:
-        _grey_row(tmp, dark, r, c0, n, step)
-        for j in range(n):
-            out[j] -= tmp[j]
-    else:
-        b = np.float32(black)
-        for j in range(n):
-            out[j] -= b
-    if has_gain:
-        for j in range(n):
-            out[j] *= inv_gain[gr, gc0 + gstep * j]
 
 
 @nb.njit(**_JIT)

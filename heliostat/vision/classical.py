@@ -291,8 +291,6 @@ class _Geom:
     on: NDArray[np.bool_]  # samples usable for the spot (on target, not masked)
     full: NDArray[np.bool_]  # samples fully on the board (background statistics)
     on_f32: NDArray[np.float32]  # `on` as 0/1
-    on_u8: NDArray[np.uint8]  # `on` as 0/255
-    full_u8: NDArray[np.uint8]  # `full` as 0/255
     n_full: int
     full_idx: NDArray[np.intp]  # flat indices of the `full` samples
     any_on: bool
@@ -347,8 +345,6 @@ def _geom(maps, s: int, mask_markers: bool) -> _Geom:
         on=on,
         full=full,
         on_f32=on.astype(np.float32),
-        on_u8=on.astype(np.uint8) * np.uint8(255),
-        full_u8=full.astype(np.uint8) * np.uint8(255),
         n_full=int(np.count_nonzero(full)),
         full_idx=np.flatnonzero(full),
         any_on=bool(np.any(on)),
