@@ -284,10 +284,6 @@ class _Coarse:
 class _Geom:
     """Per-registration sampling geometry of the coarse pass (cached, internal)."""
 
-    # The arrays it was sampled from: identity check of a cache entry (held, so their ids
-    # cannot be reused; the rest of the maps is not kept alive by the cache).
-    coverage_src: NDArray[np.float32]
-    marker_src: NDArray[np.bool_]
     on: NDArray[np.bool_]  # samples usable for the spot (on target, not masked)
     full: NDArray[np.bool_]  # samples fully on the board (background statistics)
     on_f32: NDArray[np.float32]  # `on` as 0/1
@@ -302,8 +298,25 @@ class _Geom:
     edge_sum: NDArray[np.int32]  # integral image of maps.edge: edge pixels in any box
 
 
-_GEOM_CACHE: dict[tuple[int, int, int, bool], _Geom] = {}
-_GEOM_CACHE_MAX = 8
+# Per-registration (and per-flat-field) arrays, computed once: key -> (the source arrays,
+# value). The sources are held, so their ids cannot be reused while the entry lives, and
+# an entry counts only if they are the very arrays asked about.
+_CACHE: dict[tuple, tuple[tuple[NDArray, ...], object]] = {}
+_CACHE_MAX = 24
+
+
+def _cached(key: tuple, sources: tuple[NDArray, ...], make):  # noqa: ANN001, ANN202
+    """``make()``, computed once per ``key`` and the identity of ``sources``."""
+    hit = _CACHE.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], sources, strict=True)):
+        return hit[1]
+    value = make()
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
+    _CACHE[key] = (sources, value)
+    return value
+
+
 # Samples for the coarse background median and noise MAD: an even subset of at most this
 # many (the median's scatter is then 4 % of the noise sigma, the MAD's about 5 %).
 _ROBUST_MAX_N = 1024
@@ -318,10 +331,11 @@ def _strided_subset(idx: NDArray[np.intp]) -> NDArray[np.intp]:
 
 def _geom(maps, s: int, mask_markers: bool) -> _Geom:
     """Sampled masks and index sets of a registration for stride ``s`` (computed once)."""
-    key = (id(maps.coverage), id(maps.marker), s, mask_markers)
-    g = _GEOM_CACHE.get(key)
-    if g is not None and g.coverage_src is maps.coverage and g.marker_src is maps.marker:
-        return g
+    key = ("geom", id(maps.coverage), id(maps.marker), s, mask_markers)
+    return _cached(key, (maps.coverage, maps.marker), lambda: _make_geom(maps, s, mask_markers))
+
+
+def _make_geom(maps, s: int, mask_markers: bool) -> _Geom:  # noqa: ANN001
     o = s // 2
     rh, rw = maps.coverage.shape
     nv, nu = (rh - o + s - 1) // s, (rw - o + s - 1) // s
@@ -339,9 +353,7 @@ def _geom(maps, s: int, mask_markers: bool) -> _Geom:
     pair_idx = _strided_subset(rr * nu + cc) if rr.size >= 16 else np.zeros(0, np.intp)
     n_mk, _, st, _ = cv2.connectedComponentsWithStats(maps.marker.view(np.uint8), connectivity=8)
     boxes = tuple((int(y), int(y + h), int(x), int(x + w)) for x, y, w, h, _ in st[1:n_mk].tolist())
-    g = _Geom(
-        coverage_src=maps.coverage,
-        marker_src=maps.marker,
+    return _Geom(
         on=on,
         full=full,
         on_f32=on.astype(np.float32),
@@ -355,49 +367,34 @@ def _geom(maps, s: int, mask_markers: bool) -> _Geom:
         marker_boxes=boxes,
         edge_sum=cv2.integral(maps.edge.astype(np.uint8)),
     )
-    if len(_GEOM_CACHE) >= _GEOM_CACHE_MAX:
-        _GEOM_CACHE.clear()
-    _GEOM_CACHE[key] = g
-    return g
-
-
-_GAIN_CACHE: dict[tuple[int, int], tuple[NDArray[np.float32], NDArray[np.float32]]] = {}
 
 
 def _inv_gain(flat: FlatField, s: int = 1) -> NDArray[np.float32]:
     """1 / the flat field's gain, over the target box (``s = 1``) or at the coarse samples
     of stride ``s`` (contiguous; computed once per flat field): the kernels multiply."""
-    key = (id(flat.gain_roi), s)
-    hit = _GAIN_CACHE.get(key)
-    if hit is not None and hit[0] is flat.gain_roi:
-        return hit[1]
     o = s // 2
     src = flat.gain_roi if s == 1 else flat.gain_roi[o::s, o::s]
-    inv = np.ascontiguousarray(np.float32(1.0) / src, dtype=np.float32)
-    if len(_GAIN_CACHE) >= _GEOM_CACHE_MAX:
-        _GAIN_CACHE.clear()
-    _GAIN_CACHE[key] = (flat.gain_roi, inv)
-    return inv
+    return _cached(
+        ("inv_gain", id(flat.gain_roi), s),
+        (flat.gain_roi,),
+        lambda: np.ascontiguousarray(np.float32(1.0) / src, dtype=np.float32),
+    )
 
 
 #: A window whose flux is below this many of its noise sigmas is no measurement. [1]
 _MIN_FLUX_SNR = 5.0
 
-_AXY_CACHE: dict[int, tuple[NDArray, NDArray[np.float32], NDArray[np.float32]]] = {}
-
 
 def _area_moments(maps) -> tuple[NDArray[np.float32], NDArray[np.float32]]:  # noqa: ANN001
     """``area x x`` and ``area x y`` over the target box (float32; computed once per
     registration): the fine pass's first moments are then two products per pixel."""
-    hit = _AXY_CACHE.get(id(maps.area_m2))
-    if hit is not None and hit[0] is maps.area_m2:
-        return hit[1], hit[2]
-    ax = (maps.area_m2.astype(np.float64) * maps.x_m).astype(np.float32)
-    ay = (maps.area_m2.astype(np.float64) * maps.y_m).astype(np.float32)
-    if len(_AXY_CACHE) >= _GEOM_CACHE_MAX:
-        _AXY_CACHE.clear()
-    _AXY_CACHE[id(maps.area_m2)] = (maps.area_m2, ax, ay)
-    return ax, ay
+
+    def make() -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        a = maps.area_m2.astype(np.float64)
+        return (a * maps.x_m).astype(np.float32), (a * maps.y_m).astype(np.float32)
+
+    key = ("area_moments", id(maps.area_m2), id(maps.x_m), id(maps.y_m))
+    return _cached(key, (maps.area_m2, maps.x_m, maps.y_m), make)
 
 
 def _coarse_stage(
@@ -446,9 +443,6 @@ def _coarse_stage(
     new_boxes = []
     multi_peak: set[int] = set()
     for j in np.flatnonzero(integ >= options.min_candidate_fraction * integ.max()).tolist():
-        x0, y0, w0, h0 = stats[j + 1, :4].tolist()
-        if w0 * h0 < 4 or _K.n_local_max5(labels, sm, j + 1, x0, y0, w0, h0, 2.0 * thr) < 2:
-            continue  # one peak: nothing to split (`_deblend`'s own first test)
         parts, multi = _deblend(sm, labels, j + 1, stats[j + 1], thr, options)
         if multi:
             multi_peak.add(j + 1)
@@ -509,18 +503,14 @@ def _deblend(
     version).
     """
     x0, y0, w0, h0 = box_stats[:4].tolist()
-    if w0 * h0 < 4:
+    # Cheap pre-check (compiled; most components have one peak): two or more 5x5 local
+    # maxima well above the threshold.
+    if w0 * h0 < 4 or _K.n_local_max5(labels, sm, lab, x0, y0, w0, h0, 2.0 * thr) < 2:
         return None, False
     box = (slice(y0, y0 + h0), slice(x0, x0 + w0))
     comp = labels[box] == lab
     vals = sm[box] * comp
     peak = cv2.minMaxLoc(vals)[1]
-    if peak <= thr * 1.5:
-        return None, False
-    # Cheap pre-check: two or more 5x5 local maxima well above the threshold.
-    lm = (vals >= cv2.dilate(vals, _K5)) & (vals > 2.0 * thr)
-    if np.count_nonzero(lm) < 2:
-        return None, False
     mr, mc = np.nonzero((vals >= cv2.dilate(vals, _K3)) & comp)
     mv = vals[mr, mc]
     order = np.argsort(-mv, kind="stable")
