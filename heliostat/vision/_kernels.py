@@ -3,8 +3,8 @@
 Each kernel replaces a chain of small numpy/OpenCV calls by one pass over the pixels it
 needs, so a detection costs one pass over the coarse grid and **one** pass over the fine
 window (``bench/vision.py``). The Python layer (:mod:`heliostat.vision.classical`) keeps
-the logic that is not per pixel: geometry caches, connected components (OpenCV),
-deblending, the choice of candidate, flags.
+the logic that is not per pixel: geometry caches, the deblending's multi-level split,
+the choice of candidate, flags.
 
 Frames are passed whole (C-contiguous, so rows are read as contiguous slices and the
 loops vectorise) with the target box's offset. Grey ``(H, W)`` and colour ``(H, W, 3|4)``
@@ -26,6 +26,8 @@ import numba as nb
 import numpy as np
 from numba.extending import overload
 
+from heliostat.vision.signal import _MAD_TO_SIGMA
+
 __all__ = [
     "coarse_pass",
     "component_moments",
@@ -44,7 +46,6 @@ __all__ = [
 _FLAGS = {"reassoc", "contract", "arcp", "nsz"}
 _JIT = {"cache": True, "nogil": True, "fastmath": _FLAGS}
 
-_MAD_TO_SIGMA = 1.482602218505602
 _QUANT_SIGMA = 1.0 / math.sqrt(12.0)
 
 # BT.601 luma weights for B, G, R (OpenCV's BGR order).
@@ -54,6 +55,14 @@ _WB, _WG, _WR = 0.114, 0.587, 0.299
 #: Stand-ins for a missing dark frame, flat field or mask.
 EMPTY2_F32 = np.zeros((0, 0), np.float32)
 EMPTY2_U8 = np.zeros((0, 0), np.uint8)
+
+
+@nb.njit(inline="always", **_JIT)
+def _luma_fixed(b, g, r):  # noqa: ANN001, ANN202
+    """Grey of an 8/16-bit BGR pixel with OpenCV's fixed-point BT.601 weights (sum 2^14),
+    without its rounding: integer arithmetic, and equal channels give their value."""
+    acc = np.int32(b) * np.int32(1868) + np.int32(g) * np.int32(9617) + np.int32(r) * np.int32(4899)
+    return np.float32(acc) * np.float32(1.0 / 16384.0)
 
 
 def _grey_row(out, a, r, c0, n, step):  # noqa: ANN001, ANN202 - compiled via overload
@@ -79,26 +88,14 @@ def _grey_row_impl(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
     if isinstance(a.dtype, nb.types.Integer) and a.dtype.bitwidth <= 16:
 
         def grey3i(out, a, r, c0, n, step):  # noqa: ANN001, ANN202
-            # OpenCV's fixed-point BT.601 weights (sum 2^14), without its rounding: integer
-            # arithmetic, and equal channels give their value exactly.
             if step == 1:
                 row = a[r, c0 : c0 + n]  # contiguous: the loads vectorise
                 for j in range(n):
-                    acc = (
-                        np.int32(row[j, 0]) * np.int32(1868)
-                        + np.int32(row[j, 1]) * np.int32(9617)
-                        + np.int32(row[j, 2]) * np.int32(4899)
-                    )
-                    out[j] = np.float32(acc) * np.float32(1.0 / 16384.0)
+                    out[j] = _luma_fixed(row[j, 0], row[j, 1], row[j, 2])
             else:
                 for j in range(n):
                     c = c0 + step * j
-                    acc = (
-                        np.int32(a[r, c, 0]) * np.int32(1868)
-                        + np.int32(a[r, c, 1]) * np.int32(9617)
-                        + np.int32(a[r, c, 2]) * np.int32(4899)
-                    )
-                    out[j] = np.float32(acc) * np.float32(1.0 / 16384.0)
+                    out[j] = _luma_fixed(a[r, c, 0], a[r, c, 1], a[r, c, 2])
 
         return grey3i
 
@@ -356,9 +353,8 @@ def n_local_max5(labels, sm, lab, x0, y0, w, h, level):  # noqa: ANN001, ANN201
             is_max = True
             for ii in range(max(i - 2, y0), min(i + 3, y0 + h)):
                 for jj in range(max(j - 2, x0), min(j + 3, x0 + w)):
-                    if labels[ii, jj] == lab and sm[ii, jj] > v:
-                        is_max = False
-                    elif labels[ii, jj] != lab and v < 0.0:
+                    other = sm[ii, jj] if labels[ii, jj] == lab else 0.0
+                    if other > v:
                         is_max = False
             if is_max:
                 n += 1
@@ -663,7 +659,7 @@ def fine_sums(
         if use_free:
             c = min(max((wu0 + j * k - o + s // 2) // s, 0), nu - 1) - cu0
             cj[j] = min(max(c, 0), fw - 1)
-    acc = np.zeros(11)
+    out = np.zeros(14)  # in the order of the returned sums
     smax = -np.inf
     n_above = 0
     n_sat = 0
@@ -700,10 +696,10 @@ def fine_sums(
             ar = ab
             f, sx, sy, ssum = _row_first(g, tmp, has_dark, black, gb, has_gain, rowbg, bgc, m,
                                          ab, axb, ayb)  # fmt: skip
-        acc[0] += f
-        acc[1] += sx
-        acc[2] += sy
-        acc[10] += ssum
+        out[0] += f
+        out[1] += sx
+        out[2] += sy
+        out[11] += ssum
         if ii % 2 == 0:
             if k == 1:
                 xrow = xm[r, wu0:c1]
@@ -715,7 +711,7 @@ def fine_sums(
                 yrow = yb
             sums2 = _row_second(g, m, ar, xrow, yrow, xr, yr)
             for q in range(7):
-                acc[3 + q] += sums2[q]
+                out[3 + q] += sums2[q]
             na, rmax = _row_count_max(g, thr)
             smax = max(smax, float(rmax))
             if na:
@@ -727,10 +723,7 @@ def fine_sums(
                             n_sat += 1
                         if use_edge and edge[r, c]:
                             edge_hit = True
-    out = np.empty(14)
-    out[:10] = acc[:10]
     out[10] = smax
-    out[11] = acc[10]
     out[12] = n_above
     out[13] = n_sat
     return out, edge_hit
