@@ -348,3 +348,44 @@ def test_a_lossy_line_loses_no_observation(tmp_path):
         _no_command_applied_twice(sp)
     finally:
         sp.stop()
+
+
+def test_a_neighbour_on_the_target_cancels_and_does_not_spoil_the_flat(tmp_path):
+    """Another heliostat's spot stays on the target through the visits, overlapping the
+    spots measured. It is in the sun-off frames too, so it cancels in (on - off), and those
+    frames are no flat field (dividing by one would suppress the spot where it overlaps):
+    the detector is told, the spots are measured to the same accuracy as without it, and
+    each is flagged ``spot_in_dark``."""
+    from heliostat.vision import SpotInFlatError, prepare_flat
+    from heliostat.vision.io import load_image
+    from heliostat.vision.pipeline import register_for_camera
+    from sim.optics import spot_with_sigma
+
+    sp = make_sim_plant(tmp_path / "plant", n=1, seed=8)
+    try:
+        clock = sp.utc_clock("2025-04-01T09:30:00Z")
+        neighbour = spot_with_sigma([0.35, 0.25], 0.3, 3000.0)
+        src = sp.source(clock, neighbours=[neighbour])
+        s = run_campaign(
+            sp.plant(),
+            clock=clock,
+            source=src,
+            options=RunOptions(
+                until_utc=pd.Timestamp("2025-04-01T11:30:00Z"), send_corrections=False
+            ),
+        )
+        assert s["outcomes"].get("observed", 0) >= 2
+        p = sp.plant()
+        with History(p.history_db, readonly=True) as h:
+            obs = h.observations()
+        truth = src.camera.truths
+        for r in obs.itertuples():
+            t = truth[(r.heliostat_id, r.slot_utc)]
+            assert math.hypot(r.spot_x_m - t[0], r.spot_y_m - t[1]) < 0.015
+            assert "spot_in_dark" in r.quality_flags.split("|")
+        dark = load_image(p.frames_dir / obs["dark_frame"].iloc[0])
+        reg = register_for_camera(p.camera, p.target, dark)
+        with pytest.raises(SpotInFlatError, match="brightness"):
+            prepare_flat(dark, reg, black_level_dn=p.camera.black_level_dn)
+    finally:
+        sp.stop()

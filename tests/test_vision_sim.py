@@ -182,6 +182,21 @@ def test_aruco_registration_on_a_rendered_frame(scene):
     np.testing.assert_allclose(reg.corners_px, cam.project(tgt.corners_enu_m()), atol=0.25)
 
 
+def test_aruco_registration_with_a_spot_in_the_frame(scene):
+    """A frame exposed for a sun spot (a neighbour's in a sun-off frame) leaves the board
+    at a few percent of full scale: the markers must still be found (the 8-bit stretch
+    up to the 99.5th percentile alone lands in the spot and loses them)."""
+    cam, tgt = scene["camera"], scene["target"]
+    rng = np.random.default_rng(29)
+    spot = optics.spot_with_sigma([0.4, -0.3], 0.3, 3000.0)
+    img, _ = camera_mod.render_frame(cam, tgt, [spot], rng=rng)
+    reg = register_aruco(
+        img, tgt.markers, tgt.width_m, tgt.height_m, k_px=cam.k_px, dist_coeffs=cam.dist_coeffs
+    )
+    assert reg.n_markers == 4
+    np.testing.assert_allclose(reg.corners_px, cam.project(tgt.corners_enu_m()), atol=0.5)
+
+
 def test_no_spot_on_a_dark_frame(scene):
     rng = np.random.default_rng(7)
     img, _ = camera_mod.render_frame(scene["camera"], scene["target"], [], rng=rng)

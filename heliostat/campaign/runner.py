@@ -206,6 +206,7 @@ class CampaignRunner:
         self.buses, self.options, self.log, self.confirm = buses, options, log, confirm
         self.aim_enu_m = plant.target.plane_to_enu(np.asarray(plant.schedule.aim_xy_m)[None])[0]
         self._registration = None
+        self._flat = None  # the last good flat field (FlatField)
         self.counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -312,10 +313,12 @@ class CampaignRunner:
             except InputError as exc:
                 raise VisitSkipped("no_registration", str(exc)) from None
         reg = self._registration
+        # The flat field from this visit's sun-off frame; when it holds a neighbour's
+        # spot (or no signal), the last good one.
         try:
-            flat = prepare_flat(dark, reg, black_level_dn=cam.black_level_dn)
+            self._flat = flat = prepare_flat(dark, reg, black_level_dn=cam.black_level_dn)
         except InputError:
-            flat = None
+            flat = self._flat
         try:
             res = detect_spot(
                 on,

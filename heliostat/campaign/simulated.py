@@ -42,11 +42,17 @@ class SimulatedCamera:
         The emulated controllers (their clock must be the campaign's).
     rng : numpy.random.Generator
         Sensor noise.
+    neighbours : sequence of sim.optics.FluxSpot
+        Spots of heliostats not under test that stay on the target (in sun-on and sun-off
+        frames alike), e.g. others aimed at the target for their own measurement.
     """
 
-    def __init__(self, field, camera, target, truth: Mapping, controllers: Mapping, rng) -> None:
+    def __init__(
+        self, field, camera, target, truth: Mapping, controllers: Mapping, rng, neighbours=()
+    ) -> None:
         self.field, self.camera, self.target = field, camera, target
         self.truth, self.controllers, self.rng = truth, controllers, rng
+        self.neighbours = list(neighbours)
         self._exposure: float | None = None
         self._sun_on: tuple | None = None  # (heliostat, slot, u_sun, dni) of the sun-on frame
         self.truths: dict[tuple[str, str], NDArray] = {}
@@ -78,11 +84,13 @@ class SimulatedCamera:
         spot = self._spot(request)
         hit = self.target.contains(spot.centre_xy_m[None])[0]
         if request.phase == "on":
-            img, truths = render_frame(self.camera, self.target, [spot], rng=self.rng)
+            img, truths = render_frame(
+                self.camera, self.target, [spot, *self.neighbours], rng=self.rng
+            )
             self._exposure = truths[0].exposure
             self.truths[(request.heliostat_id, request.slot)] = truths[0].centroid_xy_m
             return img
-        spots = [spot] if hit else []
+        spots = ([spot] if hit else []) + self.neighbours
         img, _ = render_frame(
             self.camera, self.target, spots, rng=self.rng, exposure=self._exposure
         )
@@ -176,8 +184,9 @@ class SimPlant:
 
         return SteppedClock(start_utc, self.clock)
 
-    def source(self, clock, seed: int = 1) -> FolderFeeder:
-        """Simulated camera feeding the plant's watched folder."""
+    def source(self, clock, seed: int = 1, neighbours=()) -> FolderFeeder:
+        """Simulated camera feeding the plant's watched folder (``neighbours``: see
+        :class:`SimulatedCamera`)."""
         p = self.plant()
         cam = SimulatedCamera(
             p.field,
@@ -186,6 +195,7 @@ class SimPlant:
             self.truth,
             self.controllers,
             np.random.default_rng(seed),
+            neighbours,
         )
         return FolderFeeder(cam, p.source.folder, clock)
 

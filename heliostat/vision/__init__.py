@@ -7,7 +7,7 @@ arrays and return dataclasses; :mod:`~heliostat.vision.io` reads files;
 """
 
 from heliostat.vision.classical import FLAGS, DetectOptions, SpotResult, detect_spot
-from heliostat.vision.signal import FlatField, prepare_flat
+from heliostat.vision.signal import FlatField, SpotInFlatError, prepare_flat
 from heliostat.vision.target import (
     PlaneMaps,
     TargetRegistration,
@@ -25,6 +25,7 @@ __all__ = [
     "TargetRegistration",
     "check_quadrilateral",
     "detect_spot",
+    "SpotInFlatError",
     "prepare_flat",
     "register_aruco",
     "register_corners",

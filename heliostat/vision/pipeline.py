@@ -22,7 +22,7 @@ from heliostat.config import CameraConfig, Target, load_camera, load_field
 from heliostat.errors import InputError
 from heliostat.vision.classical import DetectOptions, SpotResult, detect_spot
 from heliostat.vision.io import load_image
-from heliostat.vision.signal import FlatField, prepare_flat, validate_frame
+from heliostat.vision.signal import FlatField, SpotInFlatError, prepare_flat, validate_frame
 from heliostat.vision.target import TargetRegistration, register_aruco, register_corners
 
 __all__ = [
@@ -62,20 +62,29 @@ def mean_flat(
 ) -> FlatField:
     """Flat field from several sun-off frames (any exposures): each one, less the black
     level, is scaled to a median of 1 on the board, then they are averaged. Averaging N
-    frames cuts the flat's own noise by sqrt(N).
+    frames cuts the flat's own noise by sqrt(N). A frame with a spot on the target (a
+    neighbour's, when its heliostat was on the target too) is left out.
 
     Raises
     ------
     InputError
-        No frames, or a frame with no signal on the board.
+        No frames, a frame with no signal on the board, or every frame with a spot.
     """
     acc = None
-    n = 0
+    n = n_spot = 0
+    spot_err = None
     for f in frames:
-        ff = prepare_flat(f, registration, black_level_dn=black_level_dn)
+        try:
+            ff = prepare_flat(f, registration, black_level_dn=black_level_dn)
+        except SpotInFlatError as exc:
+            n_spot += 1
+            spot_err = exc
+            continue
         acc = ff.gain_roi.astype(np.float64) if acc is None else acc + ff.gain_roi
         n += 1
     if acc is None:
+        if spot_err is not None:
+            raise InputError(f"mean_flat: all {n_spot} sun-off frames have a spot ({spot_err})")
         raise InputError("mean_flat: no sun-off frames given")
     return FlatField((acc / n).astype(np.float32), registration.maps.roi)
 

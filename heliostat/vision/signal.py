@@ -13,10 +13,18 @@ from numpy.typing import NDArray
 from heliostat.errors import InputError
 from heliostat.vision.target import TargetRegistration
 
-__all__ = ["FlatField", "prepare_flat", "validate_frame"]
+__all__ = ["FlatField", "SpotInFlatError", "prepare_flat", "validate_frame"]
 
 _MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): MAD -> sigma for Gaussian noise
 _MIN_GAIN = 0.02  # flat-field gains below this (sky, deep shadow) are not divided by
+#: A flat whose board, smoothed over 5x5 px, is brighter than this many times its median
+#: holds a spot or a glint: paint and pixel response vary by tens of percent, while a
+#: heliostat's spot is 10-100x the ambient light.
+MAX_FLAT_GAIN = 2.0
+
+
+class SpotInFlatError(InputError):
+    """A flat-field frame with a bright patch on the target (a neighbour's spot, a glint)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +150,9 @@ def prepare_flat(
     ------
     InputError
         Wrong shape, or a flat frame with no signal on the board.
+    SpotInFlatError
+        A patch of the board more than :data:`MAX_FLAT_GAIN` times its median (a spot in
+        the frame): dividing by it would suppress the spot measured there.
     """
     f = validate_frame(flat, "flat", registration.image_size_px)
     u0, v0, u1, v1 = registration.maps.roi
@@ -157,4 +168,14 @@ def prepare_flat(
             f"(median {ref + black_level_dn:.1f} DN)"
         )
     gain = g / np.float32(ref)
+    smooth = cv2.blur(gain, (5, 5))
+    bright = board & (smooth > np.float32(MAX_FLAT_GAIN))
+    if np.any(bright):
+        vv, uu = np.nonzero(bright)
+        raise SpotInFlatError(
+            f"flat: a patch of the target around pixel ({u0 + int(np.median(uu))}, "
+            f"{v0 + int(np.median(vv))}) is {float(smooth[bright].max()):.1f}x its median "
+            "brightness (a sun spot or a glint in the sun-off frame?); take the flat from "
+            "a frame without one"
+        )
     return FlatField(np.maximum(gain, np.float32(_MIN_GAIN)).astype(np.float32), m.roi)

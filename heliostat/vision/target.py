@@ -471,10 +471,19 @@ def _aruco_dictionary(name: str):
     return cv2.aruco.getPredefinedDictionary(code)
 
 
+#: Upper percentiles of the 8-bit stretches tried for marker detection, in order.
+_STRETCH_PERCENTILES = (99.5, 95.0, 85.0, 70.0)
+
+
 def detect_markers(
     image: NDArray, markers: ArucoMarkers
 ) -> tuple[dict[int, NDArray[np.float64]], int]:
     """Detect a target's ArUco markers with sub-pixel corner refinement.
+
+    The frame is contrast-stretched to 8 bits up to its 99.5th percentile; when that finds
+    fewer than all markers, lower percentiles are tried (a sun spot on the target, a
+    neighbour's in a sun-off frame, can fill the top percent and leave the board dark)
+    and the stretch that finds the most is kept.
 
     Returns
     -------
@@ -484,25 +493,28 @@ def detect_markers(
     n_other : int
         Markers detected whose ids do not belong to this target.
     """
-    gray = to_gray_u8(image)
     params = cv2.aruco.DetectorParameters()
     params.cornerRefinementMethod = cv2.aruco.CORNER_REFINE_SUBPIX
     params.cornerRefinementWinSize = 5
     params.cornerRefinementMaxIterations = 100
     params.cornerRefinementMinAccuracy = 0.001
     det = cv2.aruco.ArucoDetector(_aruco_dictionary(markers.dictionary), params)
-    corners, ids, _ = det.detectMarkers(gray)
-    found: dict[int, NDArray[np.float64]] = {}
-    n_other = 0
-    if ids is None:
-        return found, 0
     want = list(markers.ids)
-    for c, i in zip(corners, ids.ravel(), strict=True):
-        if int(i) in want and want.index(int(i)) not in found:
-            found[want.index(int(i))] = c.reshape(4, 2).astype(np.float64)
-        else:
-            n_other += 1
-    return found, n_other
+    best: tuple[dict[int, NDArray[np.float64]], int] = ({}, 0)
+    for hi_pct in _STRETCH_PERCENTILES:
+        corners, ids, _ = det.detectMarkers(to_gray_u8(image, hi_pct=hi_pct))
+        found: dict[int, NDArray[np.float64]] = {}
+        n_other = 0
+        for c, i in zip(corners, () if ids is None else ids.ravel(), strict=True):
+            if int(i) in want and want.index(int(i)) not in found:
+                found[want.index(int(i))] = c.reshape(4, 2).astype(np.float64)
+            else:
+                n_other += 1
+        if len(found) > len(best[0]):
+            best = (found, n_other)
+        if len(found) == len(want):
+            break
+    return best
 
 
 def _line_tls(p: NDArray) -> tuple[NDArray, NDArray]:
