@@ -32,6 +32,7 @@ __all__ = [
     "coarse_pass",
     "component_moments",
     "count_at_least",
+    "dark_spot_light",
     "fine_sums",
     "label_components",
     "n_local_max5",
@@ -727,3 +728,46 @@ def fine_sums(
     out[12] = n_above
     out[13] = n_sat
     return out, edge_hit
+
+
+@nb.njit(**_JIT)
+def dark_spot_light(
+    dark, inv_gain, has_gain, black, u0, v0, s, full, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1,
+    thr,
+):  # noqa: ANN001, ANN201  # fmt: skip
+    """Light of a spot in the sun-off frame ``dark`` inside a box of coarse cells. [DN px]
+
+    The dark frame's samples on the coarse grid (as :func:`coarse_pass` takes them: grey,
+    less ``black``, times ``inv_gain`` when ``has_gain``) on the board (``full``) over the
+    ring box ``[rv0, rv1) x [ru0, ru1)`` give the ambient level (their median); the excess
+    of the samples in the inner box ``[cv0, cv1) x [cu0, cu1)`` that stand more than
+    ``thr`` above it, summed and times ``s * s`` (the pixels a sample stands for). 0 when
+    the ring has fewer than 8 board samples.
+    """
+    o = s // 2
+    nw = ru1 - ru0
+    d = np.empty((rv1 - rv0, nw), np.float32)
+    vals = np.empty((rv1 - rv0) * nw, np.float32)
+    b = np.float32(black)
+    m = 0
+    for i in range(rv0, rv1):
+        row = d[i - rv0]
+        _grey_row(row, dark, v0 + o + s * i, u0 + o + s * ru0, nw, s)
+        for j in range(nw):
+            x = row[j] - b
+            if has_gain:
+                x *= inv_gain[i, ru0 + j]
+            row[j] = x
+            if full[i, ru0 + j]:
+                vals[m] = x
+                m += 1
+    if m < 8:
+        return 0.0
+    ambient = np.float32(_median(vals[:m]))
+    light = 0.0
+    for i in range(cv0, cv1):
+        for j in range(cu0, cu1):
+            x = d[i - rv0, j - ru0] - ambient
+            if full[i, j] and x > thr:
+                light += x
+    return light * s * s

@@ -809,9 +809,11 @@ def _fine_stage(
     rv0, rv1 = max(cv0 - pv // 2, 0), min(cv1 + pv // 2, nv)
     dark_light = 0.0
     if drk is not None:
-        dark_light = _dark_spot_light(
-            drk, flat, maps.roi, s, c.full, (rv0, rv1, ru0, ru1), (cv0, cv1, cu0, cu1),
-            float(black_level_dn), options.k_noise * noise,
+        # The sun-off frame's own spot light in the window (a neighbour's spot).
+        dark_light = _K.dark_spot_light(
+            drk, _inv_gain(flat, s) if flat is not None else _K.EMPTY2_F32, flat is not None,
+            float(black_level_dn), u0, v0, s, c.full, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1,
+            options.k_noise * noise,
         )  # fmt: skip
     # Background: with a dark frame it is already removed (a residual offset only when
     # asked for); without one, a plane through the board samples around the window.
@@ -921,45 +923,6 @@ def _fine_stage(
         noise_dn=float(noise),
         flags=tuple(flags),
     )
-
-
-def _dark_spot_light(
-    drk: NDArray,
-    flat: FlatField | None,
-    roi: tuple[int, int, int, int],
-    s: int,
-    full: NDArray[np.bool_],
-    ring: tuple[int, int, int, int],
-    box: tuple[int, int, int, int],
-    black_level_dn: float,
-    threshold_dn: float,
-) -> float:
-    """Light of a spot in the sun-off frame inside the window's cells. [DN px]
-
-    The dark frame's coarse samples (grey: mean of the colour channels; flat-fielded when
-    a flat is given) on the board in the window's cells ``box`` are compared with their
-    ambient level, the median over the ``ring`` of cells around it (rows, then columns,
-    half-open, in coarse cells): the excess of the samples more than ``threshold_dn``
-    above it, times the pixels a sample stands for (``s``^2), summed.
-    """
-    rv0, rv1, ru0, ru1 = ring
-    cv0, cv1, cu0, cu1 = box
-    u0, v0 = roi[:2]
-    o = s // 2
-    d = drk[v0 + o + s * rv0 : v0 + o + s * rv1 : s, u0 + o + s * ru0 : u0 + o + s * ru1 : s]
-    d = d.astype(np.float32)
-    if d.ndim == 3:
-        d = d[..., :3].mean(axis=2)
-    d -= np.float32(black_level_dn)
-    if flat is not None:
-        d *= _inv_gain(flat, s)[rv0:rv1, ru0:ru1]
-    board = full[rv0:rv1, ru0:ru1]
-    if board.sum() < 8:
-        return 0.0
-    ambient = float(np.median(d[board]))
-    inner = (slice(cv0 - rv0, cv1 - rv0), slice(cu0 - ru0, cu1 - ru0))
-    excess = d[inner][board[inner]] - np.float32(ambient)
-    return float(excess[excess > threshold_dn].sum(dtype=np.float64)) * s * s
 
 
 def _plane_to_pixel_1(registration: TargetRegistration, x: float, y: float) -> tuple[float, float]:
