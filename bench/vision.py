@@ -288,7 +288,7 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
     for i_shape, shape in enumerate(("round", "streaky", "faceted") if singles else ()):
         for mode in ("dark+flat", "flat", "dark", "image_only"):
             r = np.random.default_rng([seed, i_shape])
-            px, mm, flagged, multi = [], [], 0, 0
+            px, mm, flagged, multi, in_dark = [], [], 0, 0, 0
             for _ in range(frames):
                 spot = _random_spot(r, ps0, shape, 2.4)
                 img, (truth,) = simcam.render_frame(cam, tgt, [spot], rng=r)
@@ -309,6 +309,7 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
                 mm.append(1e3 * e)
                 flagged += "on_marker" in res.flags
                 multi += bool({"multiple_peaks", "overlapping_spots"} & set(res.flags))
+                in_dark += "spot_in_dark" in res.flags  # no spot in these dark frames
             px_a, mm_a = np.array(px), np.array(mm)
             out["cases"][f"{shape} {mode}"] = {
                 "median_px_equiv": float(np.median(px_a)),
@@ -316,6 +317,7 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
                 "max_mm": float(mm_a.max()),
                 "frames_on_marker": flagged,
                 "frames_flagged_multiple_peaks_or_overlapping": multi,
+                "frames_flagged_spot_in_dark": in_dark,
             }
     # Second spot: a neighbour's round spot (0.3x-3x the power) anywhere on the target.
     # "Right" = the heliostat under test, whose commanded aim is known to within its
@@ -344,6 +346,7 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
     onoff = {j: [0, 0, 0, 0] for j in JITTER_MRAD}  # right, wrong w/o flag, flagged, errors
     onoff_err: dict[float, list[float]] = {j: [] for j in JITTER_MRAD}
     n_in_dark = dict.fromkeys(JITTER_MRAD, 0)
+    n_4sig = dict.fromkeys(JITTER_MRAD, 0)
     tally = {"separated": [0, 0], "overlapping": [0, 0]}
     silent_wrong = flagged = right_big = aim_nearer_b = 0
     right_flux = silent_wrong_flux = flagged_flux = 0
@@ -410,6 +413,7 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
                 e4 = math.hypot(res4.x_m - ta.centroid_xy_m[0], res4.y_m - ta.centroid_xy_m[1])
                 onoff_err[jit].append(1e3 * e4)
                 tal[3] += e4 > 1e-3 and not warn4
+                n_4sig[jit] += e4 > 4.0 * res4.sigma_m and not warn4
     out["second_spot"] = {
         "frames": frames,
         "rule": "candidate nearest the commanded aim (aim = truth + N(0, 0.2 m) per axis)",
@@ -445,6 +449,9 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
                     "error_mm_median": float(np.median(onoff_err[j])),
                     "error_mm_p99": float(np.percentile(onoff_err[j], 99)),
                     "over_1_mm_without_warning_flag": onoff[j][3],
+                    # the reported sigma_m is per axis: a radial error beyond 4 sigma has
+                    # a chance of exp(-8) = 3e-4 from noise alone
+                    "over_4_sigma_without_warning_flag": n_4sig[j],
                 }
                 for j in JITTER_MRAD
             },

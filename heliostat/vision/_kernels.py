@@ -732,17 +732,17 @@ def fine_sums(
 
 @nb.njit(**_JIT)
 def dark_spot_light(
-    dark, inv_gain, has_gain, black, u0, v0, s, full, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1,
-    thr,
+    dark, black, u0, v0, s, full, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, thr,
 ):  # noqa: ANN001, ANN201  # fmt: skip
     """Light of a spot in the sun-off frame ``dark`` inside a box of coarse cells. [DN px]
 
     The dark frame's samples on the coarse grid (as :func:`coarse_pass` takes them: grey,
-    less ``black``, times ``inv_gain`` when ``has_gain``) on the board (``full``) over the
-    ring box ``[rv0, rv1) x [ru0, ru1)`` give the ambient level (their median); the excess
-    of the samples in the inner box ``[cv0, cv1) x [cu0, cu1)`` that stand more than
-    ``thr`` above it, summed and times ``s * s`` (the pixels a sample stands for). 0 when
-    the ring has fewer than 8 board samples.
+    less ``black``; not flat-fielded, which would amplify the noise of the dark marker
+    cells past any threshold) on the board (``full``) over the ring box ``[rv0, rv1) x
+    [ru0, ru1)`` give the ambient level (their median); the excess of the samples in the
+    inner box ``[cv0, cv1) x [cu0, cu1)`` that stand more than ``thr`` above it, summed
+    and times ``s * s`` (the pixels a sample stands for). 0 when the ring has fewer than 8
+    board samples.
     """
     o = s // 2
     nw = ru1 - ru0
@@ -754,12 +754,9 @@ def dark_spot_light(
         row = d[i - rv0]
         _grey_row(row, dark, v0 + o + s * i, u0 + o + s * ru0, nw, s)
         for j in range(nw):
-            x = row[j] - b
-            if has_gain:
-                x *= inv_gain[i, ru0 + j]
-            row[j] = x
+            row[j] -= b
             if full[i, ru0 + j]:
-                vals[m] = x
+                vals[m] = row[j]
                 m += 1
     if m < 8:
         return 0.0

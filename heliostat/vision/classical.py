@@ -811,9 +811,8 @@ def _fine_stage(
     if drk is not None:
         # The sun-off frame's own spot light in the window (a neighbour's spot).
         dark_light = _K.dark_spot_light(
-            drk, _inv_gain(flat, s) if flat is not None else _K.EMPTY2_F32, flat is not None,
-            float(black_level_dn), u0, v0, s, c.full, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1,
-            options.k_noise * noise,
+            drk, float(black_level_dn), u0, v0, s, c.full, rv0, rv1, ru0, ru1, cv0, cv1, cu0,
+            cu1, options.k_noise * noise,
         )  # fmt: skip
     # Background: with a dark frame it is already removed (a residual offset only when
     # asked for); without one, a plane through the board samples around the window.
