@@ -91,6 +91,7 @@ def test_fine_sums_match_numpy(k, colour, masked) -> None:
     ax = (area.astype(np.float64) * xm).astype(np.float32)
     ay = (area.astype(np.float64) * ym).astype(np.float32)
     marker = rng.random((bh, bw)) > 0.95
+    gain[marker] = 0.3  # dark ink: out of the noise fit (gain < 0.5)
     edge = rng.random((bh, bw)) > 0.97
     s, o = 8, 4
     nv, nu = (bh - o + s - 1) // s, (bw - o + s - 1) // s
@@ -104,7 +105,7 @@ def test_fine_sums_match_numpy(k, colour, masked) -> None:
     sums, edge_hit = K.fine_sums(
         img, dark, True, 1 / gain, True, 0.0, u0, v0, wu0, wu1, wv0, wv1, k,
         bg0, bgu, bgv, uc, vc, area, ax, ay, xm, ym, xref, yref,
-        marker, masked, free_c, masked, o, s, nv, nu, cv0, cu0, edge, True, sat, thr,
+        marker, masked, free_c, masked, o, s, nv, nu, cv0, cu0, edge, True, sat, thr, 5.0,
     )  # fmt: skip
     # Reference: the same quantities with numpy on the window.
     rr = np.arange(wv0, wv1, k)
@@ -126,16 +127,35 @@ def test_fine_sums_match_numpy(k, colour, masked) -> None:
     above = (g > thr) & half
     raw = img[R + v0, Cc + u0]
     hot = raw >= sat if raw.ndim == 2 else np.any(raw[..., :3] >= sat, axis=-1)
+    ig = 1.0 / gain[R, Cc].astype(np.float64)
+    d2 = dx * dx + dy * dy
+    qa, qb, qc = am**2 * ig**2, am**2 * (np.maximum(g, 0) + 5.0) * ig, am**2 * g**2
     ref = [
         w.sum(), (w * xm[R, Cc]).sum(), (w * ym[R, Cc]).sum(),
         w[half].sum(), (w * dx * dx)[half].sum(), (w * dy * dy)[half].sum(),
-        (am**2)[half].sum(), (am**2 * dx)[half].sum(), (am**2 * dy)[half].sum(),
-        (am**2 * (dx * dx + dy * dy))[half].sum(),
+        qa[half].sum(), (qa * dx)[half].sum(), (qa * dy)[half].sum(), (qa * d2)[half].sum(),
         g[half].max(), g.sum(), above.sum(), (above & hot).sum(),
     ]  # fmt: skip
-    scale = [np.abs(w).sum()] * 3 + [np.abs(w).sum()] * 3 + [(am**2).sum()] * 4
+    for q in (qb, qc):
+        ref += [q[half].sum(), (q * dx)[half].sum(), (q * dy)[half].sum(), (q * d2)[half].sum()]
+    # the noise fit: runs of four measured pixels off dark ink along the rows used
+    fit = np.zeros(6)
+    ok = (am > 0) & (ig <= 2.0)
+    for i in range(0, len(rr), 2):
+        for j in range(len(cc) - 3):
+            sb = g[i, j : j + 4].mean()
+            if ok[i, j : j + 4].all() and sb > 0:
+                y = (g[i, j] - 3 * g[i, j + 1] + 3 * g[i, j + 2] - g[i, j + 3]) ** 2 / 20
+                fit += [sb * y, sb * sb * y, sb, sb**2, sb**3, sb**4]
+    ref += list(fit)
+    assert fit[2] > 0
+    scale = [np.abs(w).sum()] * 6 + [np.abs(q).sum() for q in (qa,) * 4]
     for i in range(10):
         assert sums[i] == pytest.approx(ref[i], abs=2e-5 * scale[i] * 4), i
+    for i, q in zip(range(14, 22), (qb,) * 4 + (qc,) * 4, strict=True):
+        assert sums[i] == pytest.approx(ref[i], abs=1e-4 * np.abs(q).sum()), i
+    for i in range(22, 28):
+        assert sums[i] == pytest.approx(ref[i], rel=1e-4), i
     assert sums[10] == pytest.approx(ref[10], rel=1e-5)
     assert sums[11] == pytest.approx(ref[11], rel=1e-4, abs=1e-3 * np.abs(g).sum())
     assert sums[12] == ref[12] and sums[12] > 0
@@ -262,17 +282,18 @@ def test_dark_spot_light_matches_numpy(dtype, colour) -> None:
     dark = (dark + (blob[..., None] if colour else blob)).astype(dtype)
     full = rng.random((nv, nu)) > 0.1
     ring, box = (5, 33, 6, 36), (12, 26, 13, 29)
-    light = K.dark_spot_light(dark, 64.0, u0, v0, s, full, *ring, *box, 30.0)
+    light, ambient = K.dark_spot_light(dark, 64.0, u0, v0, s, full, *ring, *box, 30.0)
     rows = v0 + o + s * np.arange(nv)
     cols = u0 + o + s * np.arange(nu)
     d = _grey(dark)[np.ix_(rows, cols)] - 64.0
     r = np.s_[ring[0] : ring[1], ring[2] : ring[3]]
-    ambient = np.median(d[r][full[r]])
+    ambient_ref = np.median(d[r][full[r]])
     b = np.s_[box[0] : box[1], box[2] : box[3]]
-    ex = d[b][full[b]] - ambient
+    ex = d[b][full[b]] - ambient_ref
     ref = ex[ex > 30.0].sum() * s * s
     assert ref > 1e4  # the blob is in the box
     assert light == pytest.approx(ref, rel=1e-4)
+    assert ambient == pytest.approx(ambient_ref, rel=1e-6)
     # no board samples in the ring: no ambient level, no light
-    none = K.dark_spot_light(dark, 64.0, u0, v0, s, np.zeros_like(full), *ring, *box, 30.0)
+    none = K.dark_spot_light(dark, 64.0, u0, v0, s, np.zeros_like(full), *ring, *box, 30.0)[0]
     assert none == 0.0

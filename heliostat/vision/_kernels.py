@@ -570,10 +570,14 @@ def _row_first(g, tmp, has_dark, black, inv_gain, has_gain, rowbg, bgc, m, ar, a
 
 
 @nb.njit(**_JIT)
-def _row_second(g, m, ar, xr, yr, x0, y0):  # noqa: ANN001, ANN202
-    """One row's Σ w, Σ w dx², Σ w dy², Σ am², Σ am² dx, Σ am² dy, Σ am² (dx² + dy²)
-    with am = a m, w = g am, dx = xr − x0, dy = yr − y0 (vectorised)."""
-    f2 = sxx = syy = a2 = a2x = a2y = a2r = np.float32(0.0)
+def _row_second(g, m, ar, ig, xr, yr, x0, y0, amb, out):  # noqa: ANN001, ANN202
+    """Adds one row's sums to ``out[0:15]``: Σ w, Σ w dx², Σ w dy², then Σ q, Σ q dx,
+    Σ q dy, Σ q (dx² + dy²) for q = am² ig² (read noise through the flat field), for
+    q = am² (g⁺ + amb) ig (shot noise of the spot and of the ambient light) and for
+    q = am² g² (noise of the flat field itself), with am = a m, w = g am,
+    g⁺ = max(g, 0), dx = xr − x0, dy = yr − y0."""
+    f2 = sxx = syy = np.float32(0.0)
+    q = np.zeros(12, np.float32)
     for j in range(g.size):
         dx = xr[j] - x0
         dy = yr[j] - y0
@@ -582,12 +586,63 @@ def _row_second(g, m, ar, xr, yr, x0, y0):  # noqa: ANN001, ANN202
         f2 += wj
         sxx += wj * dx * dx
         syy += wj * dy * dy
+        d2 = dx * dx + dy * dy
         aa = am * am
-        a2 += aa
-        a2x += aa * dx
-        a2y += aa * dy
-        a2r += aa * (dx * dx + dy * dy)
-    return f2, sxx, syy, a2, a2x, a2y, a2r
+        qa = aa * ig[j] * ig[j]
+        qb = aa * (max(g[j], np.float32(0.0)) + amb) * ig[j]
+        qc = aa * g[j] * g[j]
+        q[0] += qa
+        q[1] += qa * dx
+        q[2] += qa * dy
+        q[3] += qa * d2
+        q[4] += qb
+        q[5] += qb * dx
+        q[6] += qb * dy
+        q[7] += qb * d2
+        q[8] += qc
+        q[9] += qc * dx
+        q[10] += qc * dy
+        q[11] += qc * d2
+    out[0] += f2
+    out[1] += sxx
+    out[2] += syy
+    for t in range(12):
+        out[3 + t] += q[t]
+
+
+@nb.njit(**_JIT)
+def _row_noise_fit(g, m, ar, ig, out):  # noqa: ANN001, ANN202
+    """Adds one row's sums for the fit of the signal-dependent noise to ``out[0:6]``.
+
+    Over runs of four pixels that are all measured (``m ar > 0``) and not on dark ink
+    (``ig <= 2``: gain >= 0.5), with t the third difference g0 − 3 g1 + 3 g2 − g3 (var t
+    = 20 var g; a smooth spot's shape adds little) and S > 0 the run's mean signal:
+    Σ S y, Σ S² y with y = t² / 20, and Σ S, Σ S², Σ S³, Σ S⁴ (float64: the normal
+    equations of y = noise² + c1 S + c2 S² need them to many digits)."""
+    sy1 = sy2 = s1 = s2 = s3 = s4 = 0.0
+    two = np.float32(2.0)
+    for j in range(g.size - 3):
+        ok = True
+        for k in range(4):
+            if not (m[j + k] * ar[j + k] > 0 and ig[j + k] <= two):
+                ok = False
+        sbar = 0.25 * (float(g[j]) + float(g[j + 1]) + float(g[j + 2]) + float(g[j + 3]))
+        if ok and sbar > 0.0:
+            t = float(g[j]) - 3.0 * (float(g[j + 1]) - float(g[j + 2])) - float(g[j + 3])
+            y = 0.05 * t * t
+            sq = sbar * sbar
+            sy1 += sbar * y
+            sy2 += sq * y
+            s1 += sbar
+            s2 += sq
+            s3 += sq * sbar
+            s4 += sq * sq
+    out[0] += sy1
+    out[1] += sy2
+    out[2] += s1
+    out[3] += s2
+    out[4] += s3
+    out[5] += s4
 
 
 @nb.njit(**_JIT)
@@ -609,7 +664,7 @@ def fine_sums(
     area, ax, ay, xm, ym, xref, yref,
     marker, use_marker,
     free_c, use_free, o, s, nv, nu, cv0, cu0,
-    edge, use_edge, sat, thr_px,
+    edge, use_edge, sat, thr_px, amb,
 ):  # noqa: ANN001, ANN201  # fmt: skip
     """Every sum the fine pass needs, in one pass over the window.
 
@@ -629,12 +684,16 @@ def fine_sums(
 
     Returns
     -------
-    sums : float64 (14,)
+    sums : float64 (28,)
         Σw (flux), Σw x, Σw y over all window pixels; on every second row Σw, Σw dx²,
-        Σw dy², Σa², Σa² dx, Σa² dy, Σa² (dx² + dy²) (a: area with the masks; dx =
-        x − xref, dy = y − yref); max signal (every second row); Σ signal (all); on
-        every second row the pixels above ``thr_px`` and those of them saturated (any
-        of the first three channels >= ``sat``).
+        Σw dy², Σq, Σq dx, Σq dy, Σq (dx² + dy²) with q = a² / gain² (a: area with the
+        masks; dx = x − xref, dy = y − yref); max signal (every second row); Σ signal
+        (all); on every second row the pixels above ``thr_px`` and those of them
+        saturated (any of the first three channels >= ``sat``); then on every second row
+        the same four sums with q = a² (max(signal, 0) + ``amb``) / gain (``amb``: the
+        ambient light in the frames subtracted, whose shot noise scales with the gain
+        too) and with q = a² signal², and the six sums of the noise fit
+        (:func:`_row_noise_fit`).
     edge_hit : bool
         An edge pixel (``edge``, read only with ``use_edge``) on those rows is above
         ``thr_px``.
@@ -661,6 +720,8 @@ def fine_sums(
             c = min(max((wu0 + j * k - o + s // 2) // s, 0), nu - 1) - cu0
             cj[j] = min(max(c, 0), fw - 1)
     out = np.zeros(14)  # in the order of the returned sums
+    sec = np.zeros(15)  # second moments and noise sums (_row_second)
+    fit = np.zeros(6)  # the noise fit's sums (_row_noise_fit)
     smax = -np.inf
     n_above = 0
     n_sat = 0
@@ -668,6 +729,7 @@ def fine_sums(
     xr = np.float32(xref)
     yr = np.float32(yref)
     thr = np.float32(thr_px)
+    ambf = np.float32(amb)
     c1 = wu0 + k * nu_w
     for ii in range(nv_w):
         r = wv0 + k * ii
@@ -710,9 +772,9 @@ def fine_sums(
                 yb[:] = ym[r, wu0:c1:k]
                 xrow = xb
                 yrow = yb
-            sums2 = _row_second(g, m, ar, xrow, yrow, xr, yr)
-            for q in range(7):
-                out[3 + q] += sums2[q]
+            igr = gr if k == 1 else gb
+            _row_second(g, m, ar, igr, xrow, yrow, xr, yr, ambf, sec)
+            _row_noise_fit(g, m, ar, igr, fit)
             na, rmax = _row_count_max(g, thr)
             smax = max(smax, float(rmax))
             if na:
@@ -724,10 +786,12 @@ def fine_sums(
                             n_sat += 1
                         if use_edge and edge[r, c]:
                             edge_hit = True
+    out[3:6] = sec[0:3]
+    out[6:10] = sec[3:7]
     out[10] = smax
     out[12] = n_above
     out[13] = n_sat
-    return out, edge_hit
+    return np.concatenate((out, sec[7:15], fit)), edge_hit
 
 
 @nb.njit(**_JIT)
@@ -741,8 +805,8 @@ def dark_spot_light(
     cells past any threshold) on the board (``full``) over the ring box ``[rv0, rv1) x
     [ru0, ru1)`` give the ambient level (their median); the excess of the samples in the
     inner box ``[cv0, cv1) x [cu0, cu1)`` that stand more than ``thr`` above it, summed
-    and times ``s * s`` (the pixels a sample stands for). 0 when the ring has fewer than 8
-    board samples.
+    and times ``s * s`` (the pixels a sample stands for), and the ambient level [DN].
+    (0, NaN) when the ring has fewer than 8 board samples.
     """
     o = s // 2
     nw = ru1 - ru0
@@ -759,7 +823,7 @@ def dark_spot_light(
                 vals[m] = row[j]
                 m += 1
     if m < 8:
-        return 0.0
+        return 0.0, math.nan
     ambient = np.float32(_median(vals[:m]))
     light = 0.0
     for i in range(cv0, cv1):
@@ -767,4 +831,4 @@ def dark_spot_light(
             x = d[i - rv0, j - ru0] - ambient
             if full[i, j] and x > thr:
                 light += x
-    return light * s * s
+    return light * s * s, float(ambient)

@@ -807,10 +807,11 @@ def _fine_stage(
     pu, pv = max(cu1 - cu0, 8), max(cv1 - cv0, 8)
     ru0, ru1 = max(cu0 - pu // 2, 0), min(cu1 + pu // 2, nu)
     rv0, rv1 = max(cv0 - pv // 2, 0), min(cv1 + pv // 2, nv)
-    dark_light = 0.0
+    dark_light, ambient = 0.0, math.nan
     if drk is not None:
-        # The sun-off frame's own spot light in the window (a neighbour's spot).
-        dark_light = _K.dark_spot_light(
+        # The sun-off frame's own spot light in the window (a neighbour's spot), and its
+        # ambient level.
+        dark_light, ambient = _K.dark_spot_light(
             drk, float(black_level_dn), u0, v0, s, c.full, rv0, rv1, ru0, ru1, cv0, cv1, cu0,
             cu1, options.k_noise * noise,
         )  # fmt: skip
@@ -843,6 +844,13 @@ def _fine_stage(
     iv, iu = wv0 + k * ((wv1 - wv0) // (2 * k)), wu0 + k * ((wu1 - wu0) // (2 * k))
     xref, yref = float(maps.x_m[iv, iu]), float(maps.y_m[iv, iu])
     ax, ay = _area_moments(maps)
+    # The ambient light's share of the noise is shot noise (it scales with the gain,
+    # like the spot's); in the frames subtracted: the sun-on and sun-off frames' ambient,
+    # or the sun-on frame's (its background plane) [DN].
+    if drk is not None:
+        amb_shot = 2.0 * ambient if ambient > 0.0 else 0.0
+    else:
+        amb_shot = max(bg0, 0.0)
     free_c = (~others_d).view(np.uint8) if others_d is not None else _K.EMPTY2_U8
     sums, edge_hit = _K.fine_sums(
         img, drk if drk is not None else img, drk is not None,
@@ -850,10 +858,10 @@ def _fine_stage(
         float(black_level_dn), u0, v0, wu0, wu1, wv0, wv1, k, bg0, bgu, bgv, uc, vc,
         maps.area_m2, ax, ay, maps.x_m, maps.y_m, xref, yref, maps.marker, use_marker,
         free_c, others_d is not None, o, s, nv, nu, cv0, cu0, maps.edge, n_edge > 0,
-        float(sat), float(thr_px),
+        float(sat), float(thr_px), amb_shot,
     )  # fmt: skip
     (flux, s_x, s_y, f2, s_xx, s_yy, a2, a2x, a2y, a2r, peak_dn, sig_sum, n_above,
-     n_sat) = sums.tolist()  # fmt: skip
+     n_sat, b2, b2x, b2y, b2r, c2, c2x, c2y, c2r, *fit) = sums.tolist()  # fmt: skip
     bg_level = bg0
     # The window's flux must stand out of its own noise (sum over half the rows: x2), and
     # a flux-weighted centroid of on-target pixels lies on the target — unless noise and
@@ -870,10 +878,21 @@ def _fine_stage(
     f2 = max(f2, 1e-300)
     sxx = max(s_xx / f2 - ex * ex, 0.0)
     syy = max(s_yy / f2 - ey * ey, 0.0)
-    # var(xc) = noise^2 sum((A (x - xc))^2) / flux^2, per axis (mean of the two; the
-    # sum is over half the rows: x2).
-    sum_a2d2 = max(a2r - 2.0 * (ex * a2x + ey * a2y) + (ex * ex + ey * ey) * a2, 0.0)
-    sigma_m = noise * math.sqrt(sum_a2d2) / flux
+    # var(xc) = sum((A (x - xc))^2 var_i) / flux^2 per axis (mean of the two; the sums
+    # are over half the rows: x2), with var_i = read^2 / gain_i^2 (read noise through the
+    # flat field) + c1 (signal_i + ambient) / gain_i (shot noise) + c2 signal_i^2 (the
+    # flat field's own noise, relative); c1, c2 fitted to the window.
+    c1, c2 = _signal_noise(noise, *fit)
+    # of the board's noise^2, c1 amb_shot is the ambient's shot noise; the rest is read
+    nv2 = max(noise * noise - c1 * amb_shot, 0.0)
+    sigma_m = (
+        math.sqrt(
+            nv2 * _about(ex, ey, a2, a2x, a2y, a2r)
+            + c1 * _about(ex, ey, b2, b2x, b2y, b2r)
+            + c2 * _about(ex, ey, c2, c2x, c2y, c2r)
+        )
+        / flux
+    )
     n_pix = 2 * k * k * int(n_above)  # counted on every second row
     sat_frac = n_sat / n_above if n_above else 0.0
     # The chosen component's samples: on a cell cut by the target edge? next to a marker?
@@ -922,6 +941,36 @@ def _fine_stage(
         noise_dn=float(noise),
         flags=tuple(flags),
     )
+
+
+def _about(ex: float, ey: float, q: float, qx: float, qy: float, qr: float) -> float:
+    """Σ q |p − c|² from Σ q, Σ q dx, Σ q dy, Σ q |d|² about a reference point, for the
+    point c at offset (ex, ey) from it (clipped at 0 against rounding)."""
+    return max(qr - 2.0 * (ex * qx + ey * qy) + (ex * ex + ey * ey) * q, 0.0)
+
+
+def _signal_noise(
+    noise: float, sy1: float, sy2: float, s1: float, s2: float, s3: float, s4: float
+) -> tuple[float, float]:
+    """Signal-dependent pixel variance var = noise² + c1 S + c2 S² fitted to the sums of
+    ``_kernels._row_noise_fit`` (least squares, c1 and c2 >= 0). [DN, 1]"""
+    b1 = sy1 - noise * noise * s1  # Σ S (y − noise²)
+    b2 = sy2 - noise * noise * s2  # Σ S² (y − noise²)
+    det = s2 * s4 - s3 * s3
+    if det > 1e-12 * s2 * s4:
+        c1 = (b1 * s4 - b2 * s3) / det
+        c2 = (s2 * b2 - s3 * b1) / det
+        if c1 >= 0.0 and c2 >= 0.0:
+            return c1, c2
+    # on the boundary: one term alone (the better of the two)
+    cand = []
+    if s2 > 0.0:
+        k1 = max(b1 / s2, 0.0)
+        cand.append((-(2.0 * k1 * b1 - k1 * k1 * s2), (k1, 0.0)))
+    if s4 > 0.0:
+        k2 = max(b2 / s4, 0.0)
+        cand.append((-(2.0 * k2 * b2 - k2 * k2 * s4), (0.0, k2)))
+    return min(cand)[1] if cand else (0.0, 0.0)
 
 
 def _plane_to_pixel_1(registration: TargetRegistration, x: float, y: float) -> tuple[float, float]:
