@@ -219,13 +219,17 @@ def test_window_and_flag_kernels_match_numpy() -> None:
     assert K.others_in_box(labels, 30, 35, 40, 48, 3, is_cand) == (False, False)
     cov_lt1 = np.zeros((40, 50), bool)
     marker = np.zeros((40, 50), bool)
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True) == (False, False)
+
+    def near(m: np.ndarray) -> np.ndarray:  # marker cells dilated by one cell (8-neighbours)
+        return cv2.dilate(m.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), True) == (False, False)
     marker[29, 47] = True  # diagonal neighbour of label 3's corner sample (30, 47)
     cov_lt1[34, 40] = True
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True) == (True, True)
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, False) == (True, False)
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), True) == (True, True)
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), False) == (True, False)
     marker[29, 47], marker[28, 47] = False, True  # two cells away: not near
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True)[1] is False
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), True)[1] is False
 
 
 def test_local_maxima_count_matches_the_opencv_precheck() -> None:

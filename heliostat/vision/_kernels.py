@@ -353,9 +353,11 @@ def n_local_max5(labels, sm, lab, x0, y0, w, h, level):  # noqa: ANN001, ANN201
             is_max = True
             for ii in range(max(i - 2, y0), min(i + 3, y0 + h)):
                 for jj in range(max(j - 2, x0), min(j + 3, x0 + w)):
-                    other = sm[ii, jj] if labels[ii, jj] == lab else 0.0
-                    if other > v:
+                    if labels[ii, jj] == lab and sm[ii, jj] > v:
                         is_max = False
+                        break
+                if not is_max:
+                    break
             if is_max:
                 n += 1
                 if n >= 2:
@@ -403,24 +405,17 @@ def others_in_box(labels, v0, v1, u0, u1, lab, is_cand):  # noqa: ANN001, ANN201
 
 
 @nb.njit(**_JIT)
-def own_flags(labels, lab, x0, y0, w, h, cov_lt1, marker, check_marker):  # noqa: ANN001, ANN201
+def own_flags(labels, lab, x0, y0, w, h, cov_lt1, marker_near, check_marker):  # noqa: ANN001, ANN201
     """For label ``lab`` (box x0, y0, w, h): does one of its samples lie on a partly
-    covered cell (``cov_lt1``: the target edge), and (``check_marker``) does a marker cell
-    lie within one cell of its samples?"""
-    nv, nu = labels.shape
+    covered cell (``cov_lt1``: the target edge), and (``check_marker``) on a cell of
+    ``marker_near`` (the marker cells dilated by one cell: a marker within one cell)?"""
     edge = near = False
     for i in range(y0, y0 + h):
         for j in range(x0, x0 + w):
-            if labels[i, j] != lab:
-                continue
-            if cov_lt1[i, j]:
-                edge = True
-            if check_marker and not near:
-                for ii in range(max(i - 1, 0), min(i + 2, nv)):
-                    for jj in range(max(j - 1, 0), min(j + 2, nu)):
-                        if marker[ii, jj]:
-                            near = True
-    return edge, near
+            if labels[i, j] == lab:
+                edge |= cov_lt1[i, j]
+                near |= marker_near[i, j]
+    return edge, near and check_marker
 
 
 @nb.njit(**_JIT)
@@ -590,15 +585,32 @@ def _row_second(g, m, ar, xr, yr, x0, y0):  # noqa: ANN001, ANN202
 
 
 @nb.njit(**_JIT)
-def _row_count_max(g, thr):  # noqa: ANN001, ANN202
-    """Values above ``thr`` and the largest value of a row."""
-    n = 0
+def _row_count(g, thr):  # noqa: ANN001, ANN202
+    """Values of a row above ``thr`` (counted in float32: exact below 2^24, and unlike an
+    integer count the loop vectorises)."""
+    n = np.float32(0.0)
     for j in range(g.size):
-        n += g[j] > thr
+        n += np.float32(1.0) if g[j] > thr else np.float32(0.0)
+    return int(n)
+
+
+@nb.njit(**_JIT)
+def _row_count_hot(g, raw, thr, sat):  # noqa: ANN001, ANN202
+    """Values of a row above ``thr`` whose raw grey value ``raw`` is at least ``sat``
+    (float64: as the frame's dtype compares; float32 count, vectorised)."""
+    n = np.float32(0.0)
+    for j in range(g.size):
+        n += np.float32(1.0) if g[j] > thr and raw[j] >= sat else np.float32(0.0)
+    return int(n)
+
+
+@nb.njit(**_JIT)
+def _row_max(g):  # noqa: ANN001, ANN202
+    """Largest value of a row."""
     rmax = np.float32(-np.inf)
     for j in range(g.size):
         rmax = max(rmax, g[j])
-    return n, rmax
+    return rmax
 
 
 @nb.njit(**_JIT)
@@ -668,6 +680,8 @@ def fine_sums(
     yr = np.float32(yref)
     thr = np.float32(thr_px)
     c1 = wu0 + k * nu_w
+    # Grey frame read pixel by pixel: the saturation count is a vectorised loop.
+    grey_rows = img.ndim == 2 and k == 1
     for ii in range(nv_w):
         r = wv0 + k * ii
         _grey_row(g, img, v0 + r, u0 + wu0, nu_w, k)
@@ -712,17 +726,23 @@ def fine_sums(
             sums2 = _row_second(g, m, ar, xrow, yrow, xr, yr)
             for q in range(7):
                 out[3 + q] += sums2[q]
-            na, rmax = _row_count_max(g, thr)
-            smax = max(smax, float(rmax))
+            na = _row_count(g, thr)
+            # The peak: a row without values above the threshold cannot hold it once
+            # another row has one; such rows are skipped unless none has (yet).
+            if na or not n_above:
+                smax = max(smax, float(_row_max(g)))
             if na:
                 n_above += na
-                for j in range(nu_w):
-                    if g[j] > thr:
-                        c = wu0 + k * j
-                        if _hot(img, v0 + r, u0 + c, sat):
-                            n_sat += 1
-                        if use_edge and edge[r, c]:
-                            edge_hit = True
+                if grey_rows:
+                    n_sat += _row_count_hot(g, img[v0 + r, u0 + wu0 : u0 + c1], thr, sat)
+                if use_edge or not grey_rows:
+                    for j in range(nu_w):
+                        if g[j] > thr:
+                            c = wu0 + k * j
+                            if not grey_rows and _hot(img, v0 + r, u0 + c, sat):
+                                n_sat += 1
+                            if use_edge and edge[r, c]:
+                                edge_hit = True
     out[10] = smax
     out[12] = n_above
     out[13] = n_sat

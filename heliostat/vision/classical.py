@@ -291,7 +291,7 @@ class _Geom:
     full_idx: NDArray[np.intp]  # flat indices of the `full` samples
     any_on: bool
     cov_lt1: NDArray[np.bool_]  # samples not fully on the board
-    marker: NDArray[np.bool_]  # samples on a marker
+    marker_near: NDArray[np.bool_]  # samples on or next to (8-neighbours) a marker sample
     bg_idx: NDArray[np.intp]  # flat indices of the `full` samples used for the median
     pair_idx_arr: NDArray[np.intp]  # left samples of horizontal `full` pairs (noise; may be empty)
     marker_boxes: tuple[tuple[int, int, int, int], ...]  # marker pixels' boxes (v0,v1,u0,u1)
@@ -361,7 +361,7 @@ def _make_geom(maps, s: int, mask_markers: bool) -> _Geom:  # noqa: ANN001
         full_idx=np.flatnonzero(full),
         any_on=bool(np.any(on)),
         cov_lt1=cov_c < 1,
-        marker=mk_c,
+        marker_near=cv2.dilate(mk_c.view(np.uint8), _K3).view(np.bool_),
         bg_idx=_strided_subset(np.flatnonzero(full)),
         pair_idx_arr=pair_idx,
         marker_boxes=boxes,
@@ -854,7 +854,7 @@ def _fine_stage(
     sat_frac = n_sat / n_above if n_above else 0.0
     # The chosen component's samples: on a cell cut by the target edge? next to a marker?
     on_cut, near_marker = _K.own_flags(
-        c.labels, lab, sx, sy, sw, sh, g.cov_lt1, g.marker, registration.markers is not None
+        c.labels, lab, sx, sy, sw, sh, g.cov_lt1, g.marker_near, registration.markers is not None
     )
     touches = edge_hit or on_cut
     if near_marker:
