@@ -390,18 +390,20 @@ def own_extent(labels, sm, x0, y0, w, h, lab, rel):  # noqa: ANN001, ANN201
 
 
 @nb.njit(**_JIT)
-def others_in_box(labels, v0, v1, u0, u1, lab, is_cand):  # noqa: ANN001, ANN201
+def others_in_box(labels, v0, v1, u0, u1, lab, cand):  # noqa: ANN001, ANN201
     """Whether the box holds samples of labels other than ``lab``, and whether any of
-    those is a candidate (``is_cand[label]``)."""
-    other = cand = False
+    those is a candidate (``cand``: the candidates' labels - 1)."""
+    other = is_cand = False
     for i in range(v0, v1):
         for j in range(u0, u1):
             q = labels[i, j]
             if q != 0 and q != lab:
                 other = True
-                if is_cand[q]:
-                    cand = True
-    return other, cand
+                if not is_cand:
+                    for c in cand:
+                        if c + 1 == q:
+                            is_cand = True
+    return other, is_cand
 
 
 @nb.njit(**_JIT)
