@@ -454,13 +454,28 @@ def ring_plane(labels, full, sig, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, s, o, 
     nv, nu = labels.shape
     hb = rv1 - rv0
     wb = ru1 - ru0
-    excl = np.zeros((hb, wb), np.bool_)
-    for i in range(max(rv0 - 2, 0), min(rv1 + 2, nv)):
-        for j in range(max(ru0 - 2, 0), min(ru1 + 2, nu)):
+    # excl: a labelled sample within two cells (5x5 box): each row's runs of labelled
+    # samples widened by two cells, then five rows or-ed together (uint8: vectorises).
+    i0, i1 = max(rv0 - 2, 0), min(rv1 + 2, nv)
+    j0, j1 = max(ru0 - 2, 0), min(ru1 + 2, nu)
+    near_h = np.zeros((i1 - i0, wb), np.uint8)
+    for i in range(i0, i1):
+        hr = near_h[i - i0]
+        j = j0
+        while j < j1:
             if labels[i, j] > 0:
-                for ii in range(max(i - 2, rv0), min(i + 3, rv1)):
-                    for jj in range(max(j - 2, ru0), min(j + 3, ru1)):
-                        excl[ii - rv0, jj - ru0] = True
+                a = j
+                while j < j1 and labels[i, j] > 0:
+                    j += 1
+                hr[max(a - 2, ru0) - ru0 : max(min(j + 2, ru1) - ru0, 0)] = 1
+            j += 1
+    excl = np.zeros((hb, wb), np.uint8)
+    for i in range(rv0, rv1):
+        er = excl[i - rv0]
+        for ii in range(max(i - 2, i0), min(i + 3, i1)):
+            hr = near_h[ii - i0]
+            for j in range(wb):
+                er[j] |= hr[j]
     n_ring = 0
     n_box = 0
     for i in range(rv0, rv1):
@@ -494,16 +509,31 @@ def ring_plane(labels, full, sig, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, s, o, 
     coef = np.zeros(3)
     keep = np.ones(q, np.bool_)
     for it in range(2):
-        g = np.zeros((3, 4))
+        # Normal equations of (1, u, v) -> z: nine sums over the kept samples, in
+        # scalars (a loop that vectorises; the 3x4 array's nested loops did not).
         nk = 0
+        n1 = su = sv = sz = suu = suv = suz = svv = svz = 0.0
         for r in range(q):
-            if keep[r]:
-                nk += 1
-                for a in range(3):
-                    for b in range(4):
-                        g[a, b] += pts[r, a] * pts[r, b]
+            kf = 1.0 if keep[r] else 0.0
+            u = pts[r, 1]
+            v = pts[r, 2]
+            z = pts[r, 3]
+            nk += keep[r]
+            n1 += kf
+            su += kf * u
+            sv += kf * v
+            sz += kf * z
+            suu += kf * u * u
+            suv += kf * u * v
+            suz += kf * u * z
+            svv += kf * v * v
+            svz += kf * v * z
         if nk < 6:
             break
+        g = np.empty((3, 4))
+        g[0, 0], g[0, 1], g[0, 2], g[0, 3] = n1, su, sv, sz
+        g[1, 0], g[1, 1], g[1, 2], g[1, 3] = su, suu, suv, suz
+        g[2, 0], g[2, 1], g[2, 2], g[2, 3] = sv, suv, svv, svz
         ok, c0, c1, c2 = _solve3(g)
         if not ok:
             vals = np.empty(nk)
