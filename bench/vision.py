@@ -101,7 +101,7 @@ def _scene(width: int, height: int, bits: int):
 def _captured_kernel_calls(run) -> dict[str, tuple]:
     """The arguments of each compiled kernel's last call during ``run()``."""
     seen: dict[str, tuple] = {}
-    names = ("coarse_pass", "label_components", "fine_sums")
+    names = ("coarse_pass", "label_components", "ring_plane", "fine_sums")
     orig = {n: getattr(K, n) for n in names}
 
     def spy(name):
@@ -151,6 +151,8 @@ def _stages(img, reg, dark, flat, black, bits) -> dict[str, float]:
         "kernel_coarse_pass_ms": 1e3 * t_k["coarse_pass"],
         "kernel_labelling_ms": 1e3 * t_k["label_components"],
         "kernel_fine_sums_ms": 1e3 * t_k["fine_sums"],
+        # The background plane (only without a dark frame).
+        "kernel_ring_plane_ms": 1e3 * t_k["ring_plane"] if "ring_plane" in t_k else None,
         "coarse_samples": int(c.sig.size),
         "component_box_coarse_px": [bw, bh],
         "fine_window_px": [(wu1 - wu0 + k - 1) // k, (wv1 - wv0 + k - 1) // k],

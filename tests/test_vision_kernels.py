@@ -233,19 +233,23 @@ def test_window_and_flag_kernels_match_numpy() -> None:
     assert (bx, by, bw, bh) == (cc.min(), rr.min(), np.ptp(cc) + 1, np.ptp(rr) + 1)
     # Only the peak is above 50 % of it: a one-sample box.
     assert K.own_extent(labels, sm, x0, y0, w, h, lab, 0.5)[1:] == (11, 9, 1, 1)
-    is_cand = np.array([False, True, False, True])
-    assert K.others_in_box(labels, 5, 20, 8, 30, 1, is_cand) == (True, False)
-    assert K.others_in_box(labels, 0, 40, 0, 50, 1, is_cand) == (True, True)
-    assert K.others_in_box(labels, 30, 35, 40, 48, 3, is_cand) == (False, False)
+    cand = np.array([0, 2], np.intp)  # labels 1 and 3 are candidates (label - 1)
+    assert K.others_in_box(labels, 5, 20, 8, 30, 1, cand) == (True, False)
+    assert K.others_in_box(labels, 0, 40, 0, 50, 1, cand) == (True, True)
+    assert K.others_in_box(labels, 30, 35, 40, 48, 3, cand) == (False, False)
     cov_lt1 = np.zeros((40, 50), bool)
     marker = np.zeros((40, 50), bool)
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True) == (False, False)
+
+    def near(m: np.ndarray) -> np.ndarray:  # marker cells dilated by one cell (8-neighbours)
+        return cv2.dilate(m.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), True) == (False, False)
     marker[29, 47] = True  # diagonal neighbour of label 3's corner sample (30, 47)
     cov_lt1[34, 40] = True
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True) == (True, True)
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, False) == (True, False)
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), True) == (True, True)
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), False) == (True, False)
     marker[29, 47], marker[28, 47] = False, True  # two cells away: not near
-    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, marker, True)[1] is False
+    assert K.own_flags(labels, 3, 40, 30, 8, 5, cov_lt1, near(marker), True)[1] is False
 
 
 def test_local_maxima_count_matches_the_opencv_precheck() -> None:

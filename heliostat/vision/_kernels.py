@@ -354,9 +354,11 @@ def n_local_max5(labels, sm, lab, x0, y0, w, h, level):  # noqa: ANN001, ANN201
             is_max = True
             for ii in range(max(i - 2, y0), min(i + 3, y0 + h)):
                 for jj in range(max(j - 2, x0), min(j + 3, x0 + w)):
-                    other = sm[ii, jj] if labels[ii, jj] == lab else 0.0
-                    if other > v:
+                    if labels[ii, jj] == lab and sm[ii, jj] > v:
                         is_max = False
+                        break
+                if not is_max:
+                    break
             if is_max:
                 n += 1
                 if n >= 2:
@@ -389,39 +391,34 @@ def own_extent(labels, sm, x0, y0, w, h, lab, rel):  # noqa: ANN001, ANN201
 
 
 @nb.njit(**_JIT)
-def others_in_box(labels, v0, v1, u0, u1, lab, is_cand):  # noqa: ANN001, ANN201
+def others_in_box(labels, v0, v1, u0, u1, lab, cand):  # noqa: ANN001, ANN201
     """Whether the box holds samples of labels other than ``lab``, and whether any of
-    those is a candidate (``is_cand[label]``)."""
-    other = cand = False
+    those is a candidate (``cand``: the candidates' labels - 1)."""
+    other = is_cand = False
     for i in range(v0, v1):
         for j in range(u0, u1):
             q = labels[i, j]
             if q != 0 and q != lab:
                 other = True
-                if is_cand[q]:
-                    cand = True
-    return other, cand
+                if not is_cand:
+                    for c in cand:
+                        if c + 1 == q:
+                            is_cand = True
+    return other, is_cand
 
 
 @nb.njit(**_JIT)
-def own_flags(labels, lab, x0, y0, w, h, cov_lt1, marker, check_marker):  # noqa: ANN001, ANN201
+def own_flags(labels, lab, x0, y0, w, h, cov_lt1, marker_near, check_marker):  # noqa: ANN001, ANN201
     """For label ``lab`` (box x0, y0, w, h): does one of its samples lie on a partly
-    covered cell (``cov_lt1``: the target edge), and (``check_marker``) does a marker cell
-    lie within one cell of its samples?"""
-    nv, nu = labels.shape
+    covered cell (``cov_lt1``: the target edge), and (``check_marker``) on a cell of
+    ``marker_near`` (the marker cells dilated by one cell: a marker within one cell)?"""
     edge = near = False
     for i in range(y0, y0 + h):
         for j in range(x0, x0 + w):
-            if labels[i, j] != lab:
-                continue
-            if cov_lt1[i, j]:
-                edge = True
-            if check_marker and not near:
-                for ii in range(max(i - 1, 0), min(i + 2, nv)):
-                    for jj in range(max(j - 1, 0), min(j + 2, nu)):
-                        if marker[ii, jj]:
-                            near = True
-    return edge, near
+            if labels[i, j] == lab:
+                edge |= cov_lt1[i, j]
+                near |= marker_near[i, j]
+    return edge, near and check_marker
 
 
 @nb.njit(**_JIT)
@@ -458,13 +455,28 @@ def ring_plane(labels, full, sig, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, s, o, 
     nv, nu = labels.shape
     hb = rv1 - rv0
     wb = ru1 - ru0
-    excl = np.zeros((hb, wb), np.bool_)
-    for i in range(max(rv0 - 2, 0), min(rv1 + 2, nv)):
-        for j in range(max(ru0 - 2, 0), min(ru1 + 2, nu)):
+    # excl: a labelled sample within two cells (5x5 box): each row's runs of labelled
+    # samples widened by two cells, then five rows or-ed together (uint8: vectorises).
+    i0, i1 = max(rv0 - 2, 0), min(rv1 + 2, nv)
+    j0, j1 = max(ru0 - 2, 0), min(ru1 + 2, nu)
+    near_h = np.zeros((i1 - i0, wb), np.uint8)
+    for i in range(i0, i1):
+        hr = near_h[i - i0]
+        j = j0
+        while j < j1:
             if labels[i, j] > 0:
-                for ii in range(max(i - 2, rv0), min(i + 3, rv1)):
-                    for jj in range(max(j - 2, ru0), min(j + 3, ru1)):
-                        excl[ii - rv0, jj - ru0] = True
+                a = j
+                while j < j1 and labels[i, j] > 0:
+                    j += 1
+                hr[max(a - 2, ru0) - ru0 : max(min(j + 2, ru1) - ru0, 0)] = 1
+            j += 1
+    excl = np.zeros((hb, wb), np.uint8)
+    for i in range(rv0, rv1):
+        er = excl[i - rv0]
+        for ii in range(max(i - 2, i0), min(i + 3, i1)):
+            hr = near_h[ii - i0]
+            for j in range(wb):
+                er[j] |= hr[j]
     n_ring = 0
     n_box = 0
     for i in range(rv0, rv1):
@@ -498,16 +510,31 @@ def ring_plane(labels, full, sig, rv0, rv1, ru0, ru1, cv0, cv1, cu0, cu1, s, o, 
     coef = np.zeros(3)
     keep = np.ones(q, np.bool_)
     for it in range(2):
-        g = np.zeros((3, 4))
+        # Normal equations of (1, u, v) -> z: nine sums over the kept samples, in
+        # scalars (a loop that vectorises; the 3x4 array's nested loops did not).
         nk = 0
+        n1 = su = sv = sz = suu = suv = suz = svv = svz = 0.0
         for r in range(q):
-            if keep[r]:
-                nk += 1
-                for a in range(3):
-                    for b in range(4):
-                        g[a, b] += pts[r, a] * pts[r, b]
+            kf = 1.0 if keep[r] else 0.0
+            u = pts[r, 1]
+            v = pts[r, 2]
+            z = pts[r, 3]
+            nk += keep[r]
+            n1 += kf
+            su += kf * u
+            sv += kf * v
+            sz += kf * z
+            suu += kf * u * u
+            suv += kf * u * v
+            suz += kf * u * z
+            svv += kf * v * v
+            svz += kf * v * z
         if nk < 6:
             break
+        g = np.empty((3, 4))
+        g[0, 0], g[0, 1], g[0, 2], g[0, 3] = n1, su, sv, sz
+        g[1, 0], g[1, 1], g[1, 2], g[1, 3] = su, suu, suv, suz
+        g[2, 0], g[2, 1], g[2, 2], g[2, 3] = sv, suv, svv, svz
         ok, c0, c1, c2 = _solve3(g)
         if not ok:
             vals = np.empty(nk)
@@ -646,15 +673,32 @@ def _row_noise_fit(g, m, ar, ig, out):  # noqa: ANN001, ANN202
 
 
 @nb.njit(**_JIT)
-def _row_count_max(g, thr):  # noqa: ANN001, ANN202
-    """Values above ``thr`` and the largest value of a row."""
-    n = 0
+def _row_count(g, thr):  # noqa: ANN001, ANN202
+    """Values of a row above ``thr`` (counted in float32: exact below 2^24, and unlike an
+    integer count the loop vectorises)."""
+    n = np.float32(0.0)
     for j in range(g.size):
-        n += g[j] > thr
+        n += np.float32(1.0) if g[j] > thr else np.float32(0.0)
+    return int(n)
+
+
+@nb.njit(**_JIT)
+def _row_count_hot(g, raw, thr, sat):  # noqa: ANN001, ANN202
+    """Values of a row above ``thr`` whose raw grey value ``raw`` is at least ``sat``
+    (float64: as the frame's dtype compares; float32 count, vectorised)."""
+    n = np.float32(0.0)
+    for j in range(g.size):
+        n += np.float32(1.0) if g[j] > thr and raw[j] >= sat else np.float32(0.0)
+    return int(n)
+
+
+@nb.njit(**_JIT)
+def _row_max(g):  # noqa: ANN001, ANN202
+    """Largest value of a row."""
     rmax = np.float32(-np.inf)
     for j in range(g.size):
         rmax = max(rmax, g[j])
-    return n, rmax
+    return rmax
 
 
 @nb.njit(**_JIT)
@@ -731,6 +775,8 @@ def fine_sums(
     thr = np.float32(thr_px)
     ambf = np.float32(amb)
     c1 = wu0 + k * nu_w
+    # Grey frame read pixel by pixel: the saturation count is a vectorised loop.
+    grey_rows = img.ndim == 2 and k == 1
     for ii in range(nv_w):
         r = wv0 + k * ii
         _grey_row(g, img, v0 + r, u0 + wu0, nu_w, k)
@@ -775,17 +821,23 @@ def fine_sums(
             igr = gr if k == 1 else gb
             _row_second(g, m, ar, igr, xrow, yrow, xr, yr, ambf, sec)
             _row_noise_fit(g, m, ar, igr, fit)
-            na, rmax = _row_count_max(g, thr)
-            smax = max(smax, float(rmax))
+            na = _row_count(g, thr)
+            # The peak: a row without values above the threshold cannot hold it once
+            # another row has one; such rows are skipped unless none has (yet).
+            if na or not n_above:
+                smax = max(smax, float(_row_max(g)))
             if na:
                 n_above += na
-                for j in range(nu_w):
-                    if g[j] > thr:
-                        c = wu0 + k * j
-                        if _hot(img, v0 + r, u0 + c, sat):
-                            n_sat += 1
-                        if use_edge and edge[r, c]:
-                            edge_hit = True
+                if grey_rows:
+                    n_sat += _row_count_hot(g, img[v0 + r, u0 + wu0 : u0 + c1], thr, sat)
+                if use_edge or not grey_rows:
+                    for j in range(nu_w):
+                        if g[j] > thr:
+                            c = wu0 + k * j
+                            if not grey_rows and _hot(img, v0 + r, u0 + c, sat):
+                                n_sat += 1
+                            if use_edge and edge[r, c]:
+                                edge_hit = True
     out[3:6] = sec[0:3]
     out[6:10] = sec[3:7]
     out[10] = smax

@@ -41,6 +41,7 @@ flags and the result).
 from __future__ import annotations
 
 import math
+import operator as op
 from dataclasses import dataclass, replace
 
 import cv2
@@ -306,7 +307,7 @@ class _Geom:
     full_idx: NDArray[np.intp]  # flat indices of the `full` samples
     any_on: bool
     cov_lt1: NDArray[np.bool_]  # samples not fully on the board
-    marker: NDArray[np.bool_]  # samples on a marker
+    marker_near: NDArray[np.bool_]  # samples on or next to (8-neighbours) a marker sample
     bg_idx: NDArray[np.intp]  # flat indices of the `full` samples used for the median
     pair_idx_arr: NDArray[np.intp]  # left samples of horizontal `full` pairs (noise; may be empty)
     marker_boxes: tuple[tuple[int, int, int, int], ...]  # marker pixels' boxes (v0,v1,u0,u1)
@@ -323,7 +324,7 @@ _CACHE_MAX = 24
 def _cached(key: tuple, sources: tuple[NDArray, ...], make):  # noqa: ANN001, ANN202
     """``make()``, computed once per ``key`` and the identity of ``sources``."""
     hit = _CACHE.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], sources, strict=True)):
+    if hit is not None and len(hit[0]) == len(sources) and all(map(op.is_, hit[0], sources)):
         return hit[1]
     value = make()
     if len(_CACHE) >= _CACHE_MAX:
@@ -376,7 +377,7 @@ def _make_geom(maps, s: int, mask_markers: bool) -> _Geom:  # noqa: ANN001
         full_idx=np.flatnonzero(full),
         any_on=bool(np.any(on)),
         cov_lt1=cov_c < 1,
-        marker=mk_c,
+        marker_near=cv2.dilate(mk_c.view(np.uint8), _K3).view(np.bool_),
         bg_idx=_strided_subset(np.flatnonzero(full)),
         pair_idx_arr=pair_idx,
         marker_boxes=boxes,
@@ -437,7 +438,7 @@ def _coarse_stage(
     if vmax <= 0.0:
         return _failed(("all_black", "no_spot"), bg=0.0, noise=0.0)
     if (
-        np.isfinite(sat)
+        math.isfinite(sat)
         and vmax >= sat
         and _K.count_at_least(img, u0, v0, s, nu, g.full_idx, sat) > 0.5 * g.n_full
     ):
@@ -457,7 +458,7 @@ def _coarse_stage(
     n_new = n_lab
     new_boxes = []
     multi_peak: set[int] = set()
-    for j in np.flatnonzero(integ >= options.min_candidate_fraction * integ.max()).tolist():
+    for j in _candidates(integ.tolist(), options.min_candidate_fraction):
         parts, multi = _deblend(sm, labels, j + 1, stats[j + 1], thr, options)
         if multi:
             multi_peak.add(j + 1)
@@ -478,13 +479,20 @@ def _coarse_stage(
         n_lab = n_new
         mom = _K.component_moments(sm, labels, n_lab, inv_gain_c, flat is not None)
         integ = mom[1:, 3]
-    cand = np.flatnonzero(integ >= options.min_candidate_fraction * integ.max())
+    cand = np.array(_candidates(integ.tolist(), options.min_candidate_fraction), np.intp)
     tot = np.maximum(mom[1:, 0], 1e-30)
     cu = mom[1:, 1] / tot
     cv = mom[1:, 2] / tot
     return _Coarse(
         sig, sm, on, full, labels, stats, integ, cu, cv, cand, bg, noise, peak, thr, multi_peak
     )
+
+
+def _candidates(integ: list[float], fraction: float) -> list[int]:
+    """Indices of the components whose integrated signal is at least ``fraction`` of the
+    largest one's (plain lists: a frame has a few components)."""
+    lim = fraction * max(integ)
+    return [j for j, v in enumerate(integ) if v >= lim]
 
 
 def _deblend(
@@ -615,6 +623,8 @@ def _choose(
     if len(c.cand) > 1:
         flags.append("multiple_candidates")
     if expected_xy_m is None:
+        if len(c.cand) == 1:
+            return c.cand.tolist(), None, flags
         order = np.argsort(-c.integ[c.cand], kind="stable")
         return c.cand[order].tolist(), None, flags
     s, o = int(options.stride_px), int(options.stride_px) // 2
@@ -789,9 +799,7 @@ def _fine_stage(
     # Pixels measured: all, or every k-th in each direction (options.fine_step_px).
     k = int(options.fine_step_px)
     others_d = None
-    is_cand = np.zeros(len(c.stats), np.bool_)
-    is_cand[c.cand + 1] = True
-    any_other, other_cand = _K.others_in_box(c.labels, cv0, cv1, cu0, cu1, lab, is_cand)
+    any_other, other_cand = _K.others_in_box(c.labels, cv0, cv1, cu0, cu1, lab, c.cand)
     if any_other:
         lab_w = c.labels[cv0:cv1, cu0:cu1]
         own_w = lab_w == lab
@@ -897,7 +905,7 @@ def _fine_stage(
     sat_frac = n_sat / n_above if n_above else 0.0
     # The chosen component's samples: on a cell cut by the target edge? next to a marker?
     on_cut, near_marker = _K.own_flags(
-        c.labels, lab, sx, sy, sw, sh, g.cov_lt1, g.marker, registration.markers is not None
+        c.labels, lab, sx, sy, sw, sh, g.cov_lt1, g.marker_near, registration.markers is not None
     )
     touches = edge_hit or on_cut
     if near_marker:
@@ -913,34 +921,16 @@ def _fine_stage(
         flags.append("saturated")
     if touches:
         flags.append("touches_edge")
-    uv = _plane_to_pixel_1(registration, xc, yc)
+    u_px, v_px = _plane_to_pixel_1(registration, xc, yc)
     e_m = n_m = up_m = math.nan
     if target is not None:
         e_m, n_m, up_m = (float(v) for v in target.plane_to_enu(np.array([xc, yc])))
+    # Positional, in the field order (a third of the keyword call's cost).
     return SpotResult(
-        ok=True,
-        x_m=xc,
-        y_m=yc,
-        u_px=float(uv[0]),
-        v_px=float(uv[1]),
-        e_m=e_m,
-        n_m=n_m,
-        u_m=up_m,
-        sigma_m=float(sigma_m),
-        size_x_m=math.sqrt(sxx),
-        size_y_m=math.sqrt(syy),
-        peak_dn=peak_dn,
-        integrated_dn=k * k * sig_sum,
-        flux_dn_m2=k * k * flux,
-        snr=snr,
-        n_pixels=n_pix,
-        saturated_fraction=sat_frac,
-        touches_edge=touches,
-        n_candidates=n_cand,
-        background_dn=float(bg_level),
-        noise_dn=float(noise),
-        flags=tuple(flags),
-    )
+        True, xc, yc, float(u_px), float(v_px), e_m, n_m, up_m, float(sigma_m),
+        math.sqrt(sxx), math.sqrt(syy), peak_dn, k * k * sig_sum, k * k * flux, snr, n_pix,
+        sat_frac, touches, n_cand, float(bg_level), float(noise), tuple(flags),
+    )  # fmt: skip
 
 
 def _about(ex: float, ey: float, q: float, qx: float, qy: float, qr: float) -> float:
@@ -977,18 +967,22 @@ def _plane_to_pixel_1(registration: TargetRegistration, x: float, y: float) -> t
     """``registration.plane_to_pixel`` for one point in plain floats (same formulas as
     ``target._apply_h`` and ``target._distort``; the array version costs ~50 us for one
     point)."""
-    d = np.ravel(registration.dist_coeffs).tolist()
+    h_r, k_r, d_r = registration.h_px_from_plane, registration.k_px, registration.dist_coeffs
+    d, h, kk = _cached(
+        ("p2p", id(h_r), id(k_r), id(d_r)), (h_r, k_r, d_r),
+        lambda: (np.ravel(d_r).tolist(), h_r.tolist(), k_r.tolist()),
+    )  # fmt: skip
     if len(d) > 5:
         u, v = registration.plane_to_pixel([[x, y]])[0]
         return float(u), float(v)
-    (h00, h01, h02), (h10, h11, h12), (h20, h21, h22) = registration.h_px_from_plane.tolist()
+    (h00, h01, h02), (h10, h11, h12), (h20, h21, h22) = h
     w = h20 * x + h21 * y + h22
     uu = (h00 * x + h01 * y + h02) / w
     vu = (h10 * x + h11 * y + h12) / w
     if not any(d):
         return uu, vu
     k1, k2, p1, p2, k3 = (d + [0.0] * 5)[:5]
-    (fx, skew, cx), (_, fy, cy), _ = registration.k_px.tolist()
+    (fx, skew, cx), (_, fy, cy), _ = kk
     yn = (vu - cy) / fy
     xn = (uu - cx - skew * yn) / fx
     r2 = xn * xn + yn * yn
