@@ -123,6 +123,7 @@ def test_fine_sums_match_numpy(k, colour, masked) -> None:
     w = g * m * a
     dx, dy = xm[R, Cc] - xref, ym[R, Cc] - yref
     half = (np.arange(len(rr)) % 2 == 0)[:, None] & np.ones(len(cc), bool)[None, :]
+    quarter = (np.arange(len(rr)) % 4 == 0)[:, None] & np.ones(len(cc), bool)[None, :]
     am = a * m
     above = (g > thr) & half
     raw = img[R + v0, Cc + u0]
@@ -133,15 +134,17 @@ def test_fine_sums_match_numpy(k, colour, masked) -> None:
     ref = [
         w.sum(), (w * xm[R, Cc]).sum(), (w * ym[R, Cc]).sum(),
         w[half].sum(), (w * dx * dx)[half].sum(), (w * dy * dy)[half].sum(),
-        qa[half].sum(), (qa * dx)[half].sum(), (qa * dy)[half].sum(), (qa * d2)[half].sum(),
+        qa[quarter].sum(), (qa * dx)[quarter].sum(), (qa * dy)[quarter].sum(),
+        (qa * d2)[quarter].sum(),
         g[half].max(), g.sum(), above.sum(), (above & hot).sum(),
     ]  # fmt: skip
     for q in (qb, qc):
-        ref += [q[half].sum(), (q * dx)[half].sum(), (q * dy)[half].sum(), (q * d2)[half].sum()]
+        q4 = q[quarter]
+        ref += [q4.sum(), (q * dx)[quarter].sum(), (q * dy)[quarter].sum(), (q * d2)[quarter].sum()]
     # the noise fit: runs of four measured pixels off dark ink along the rows used
     fit = np.zeros(6)
     ok = (am > 0) & (ig <= 2.0)
-    for i in range(0, len(rr), 2):
+    for i in range(0, len(rr), 8):
         for j in range(len(cc) - 3):
             sb = g[i, j : j + 4].mean()
             if ok[i, j : j + 4].all() and sb > 0:

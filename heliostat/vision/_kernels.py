@@ -597,73 +597,95 @@ def _row_first(g, tmp, has_dark, black, inv_gain, has_gain, rowbg, bgc, m, ar, a
 
 
 @nb.njit(**_JIT)
-def _row_second(g, m, ar, ig, xr, yr, x0, y0, amb, out):  # noqa: ANN001, ANN202
-    """Adds one row's sums to ``out[0:15]``: Σ w, Σ w dx², Σ w dy², then Σ q, Σ q dx,
-    Σ q dy, Σ q (dx² + dy²) for q = am² ig² (read noise through the flat field), for
-    q = am² (g⁺ + amb) ig (shot noise of the spot and of the ambient light) and for
-    q = am² g² (noise of the flat field itself), with am = a m, w = g am,
-    g⁺ = max(g, 0), dx = xr − x0, dy = yr − y0."""
+def _row_second(g, m, ar, xr, yr, x0, y0, out):  # noqa: ANN001, ANN202
+    """Adds one row's Σ w, Σ w dx², Σ w dy² to ``out[0:3]``, with w = g a m,
+    dx = xr − x0, dy = yr − y0 (vectorised)."""
     f2 = sxx = syy = np.float32(0.0)
-    q = np.zeros(12, np.float32)
     for j in range(g.size):
         dx = xr[j] - x0
         dy = yr[j] - y0
-        am = ar[j] * m[j]
-        wj = g[j] * am
+        wj = g[j] * ar[j] * m[j]
         f2 += wj
         sxx += wj * dx * dx
         syy += wj * dy * dy
-        d2 = dx * dx + dy * dy
-        aa = am * am
-        qa = aa * ig[j] * ig[j]
-        qb = aa * (max(g[j], np.float32(0.0)) + amb) * ig[j]
-        qc = aa * g[j] * g[j]
-        q[0] += qa
-        q[1] += qa * dx
-        q[2] += qa * dy
-        q[3] += qa * d2
-        q[4] += qb
-        q[5] += qb * dx
-        q[6] += qb * dy
-        q[7] += qb * d2
-        q[8] += qc
-        q[9] += qc * dx
-        q[10] += qc * dy
-        q[11] += qc * d2
     out[0] += f2
     out[1] += sxx
     out[2] += syy
-    for t in range(12):
-        out[3 + t] += q[t]
 
 
 @nb.njit(**_JIT)
-def _row_noise_fit(g, m, ar, ig, out):  # noqa: ANN001, ANN202
+def _row_noise(g, m, ar, ig, xr, yr, x0, y0, amb, out):  # noqa: ANN001, ANN202
+    """Adds one row's Σ q, Σ q dx, Σ q dy, Σ q (dx² + dy²) to ``out[0:12]`` for
+    q = am² ig² (read noise through the flat field), for q = am² (g⁺ + amb) ig (shot
+    noise of the spot and of the ambient light) and for q = am² g² (noise of the flat
+    field itself), with am = a m, g⁺ = max(g, 0), dx = xr − x0, dy = yr − y0
+    (vectorised: scalar accumulators)."""
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = np.float32(0.0)
+    zero = np.float32(0.0)
+    for j in range(g.size):
+        dx = xr[j] - x0
+        dy = yr[j] - y0
+        gj = g[j]
+        am = ar[j] * m[j]
+        d2 = dx * dx + dy * dy
+        aa = am * am
+        qa = aa * ig[j] * ig[j]
+        qb = aa * (max(gj, zero) + amb) * ig[j]
+        qc = aa * gj * gj
+        a0 += qa
+        a1 += qa * dx
+        a2 += qa * dy
+        a3 += qa * d2
+        b0 += qb
+        b1 += qb * dx
+        b2 += qb * dy
+        b3 += qb * d2
+        c0 += qc
+        c1 += qc * dx
+        c2 += qc * dy
+        c3 += qc * d2
+    out[0] += a0
+    out[1] += a1
+    out[2] += a2
+    out[3] += a3
+    out[4] += b0
+    out[5] += b1
+    out[6] += b2
+    out[7] += b3
+    out[8] += c0
+    out[9] += c1
+    out[10] += c2
+    out[11] += c3
+
+
+@nb.njit(**_JIT)
+def _row_noise_fit(g, m, ar, ig, ok, out):  # noqa: ANN001, ANN202
     """Adds one row's sums for the fit of the signal-dependent noise to ``out[0:6]``.
 
     Over runs of four pixels that are all measured (``m ar > 0``) and not on dark ink
     (``ig <= 2``: gain >= 0.5), with t the third difference g0 − 3 g1 + 3 g2 − g3 (var t
     = 20 var g; a smooth spot's shape adds little) and S > 0 the run's mean signal:
-    Σ S y, Σ S² y with y = t² / 20, and Σ S, Σ S², Σ S³, Σ S⁴ (float64: the normal
-    equations of y = noise² + c1 S + c2 S² need them to many digits)."""
-    sy1 = sy2 = s1 = s2 = s3 = s4 = 0.0
+    Σ S y, Σ S² y with y = t² / 20, and Σ S, Σ S², Σ S³, Σ S⁴ (for the normal equations
+    of y = noise² + c1 S + c2 S²). ``ok``: a float32 row buffer. Branch-free loops."""
+    n = g.size
     two = np.float32(2.0)
-    for j in range(g.size - 3):
-        ok = True
-        for k in range(4):
-            if not (m[j + k] * ar[j + k] > 0 and ig[j + k] <= two):
-                ok = False
-        sbar = 0.25 * (float(g[j]) + float(g[j + 1]) + float(g[j + 2]) + float(g[j + 3]))
-        if ok and sbar > 0.0:
-            t = float(g[j]) - 3.0 * (float(g[j + 1]) - float(g[j + 2])) - float(g[j + 3])
-            y = 0.05 * t * t
-            sq = sbar * sbar
-            sy1 += sbar * y
-            sy2 += sq * y
-            s1 += sbar
-            s2 += sq
-            s3 += sq * sbar
-            s4 += sq * sq
+    zero = np.float32(0.0)
+    for j in range(n):
+        ok[j] = np.float32((m[j] * ar[j] > zero) & (ig[j] <= two))
+    sy1 = sy2 = s1 = s2 = s3 = s4 = np.float32(0.0)
+    for j in range(n - 3):
+        sb = np.float32(0.25) * (g[j] + g[j + 1] + g[j + 2] + g[j + 3])
+        w = ok[j] * ok[j + 1] * ok[j + 2] * ok[j + 3] * np.float32(sb > zero)
+        t = g[j] - np.float32(3.0) * (g[j + 1] - g[j + 2]) - g[j + 3]
+        y = np.float32(0.05) * t * t
+        ws = w * sb
+        wss = ws * sb
+        sy1 += ws * y
+        sy2 += wss * y
+        s1 += ws
+        s2 += wss
+        s3 += wss * sb
+        s4 += wss * sb * sb
     out[0] += sy1
     out[1] += sy2
     out[2] += s1
@@ -723,21 +745,22 @@ def fine_sums(
     candidate's cells).
 
     The first moments and the signal's sum use every window pixel; the second moments,
-    the noise sums, the pixel counts and the peak, estimates, every second row. Sums
-    run in float32 along a row and in float64 over rows.
+    the pixel counts and the peak, estimates, every second row; the noise sums every
+    fourth, the noise fit every eighth. Sums run in float32 along a row and in float64
+    over rows.
 
     Returns
     -------
     sums : float64 (28,)
         Σw (flux), Σw x, Σw y over all window pixels; on every second row Σw, Σw dx²,
-        Σw dy², Σq, Σq dx, Σq dy, Σq (dx² + dy²) with q = a² / gain² (a: area with the
-        masks; dx = x − xref, dy = y − yref); max signal (every second row); Σ signal
-        (all); on every second row the pixels above ``thr_px`` and those of them
-        saturated (any of the first three channels >= ``sat``); then on every second row
-        the same four sums with q = a² (max(signal, 0) + ``amb``) / gain (``amb``: the
-        ambient light in the frames subtracted, whose shot noise scales with the gain
-        too) and with q = a² signal², and the six sums of the noise fit
-        (:func:`_row_noise_fit`).
+        Σw dy²; on every fourth Σq, Σq dx, Σq dy, Σq (dx² + dy²) with q = a² / gain² (a:
+        area with the masks; dx = x − xref, dy = y − yref); max signal (every second
+        row); Σ signal (all); on every second row the pixels above ``thr_px`` and those
+        of them saturated (any of the first three channels >= ``sat``); then on every
+        fourth row the same four sums with q = a² (max(signal, 0) + ``amb``) / gain
+        (``amb``: the ambient light in the frames subtracted, whose shot noise scales
+        with the gain too) and with q = a² signal²; on every eighth row the six sums of
+        the noise fit (:func:`_row_noise_fit`).
     edge_hit : bool
         An edge pixel (``edge``, read only with ``use_edge``) on those rows is above
         ``thr_px``.
@@ -764,8 +787,10 @@ def fine_sums(
             c = min(max((wu0 + j * k - o + s // 2) // s, 0), nu - 1) - cu0
             cj[j] = min(max(c, 0), fw - 1)
     out = np.zeros(14)  # in the order of the returned sums
-    sec = np.zeros(15)  # second moments and noise sums (_row_second)
+    sec = np.zeros(3)  # second moments (_row_second)
+    noi = np.zeros(12)  # noise sums (_row_noise)
     fit = np.zeros(6)  # the noise fit's sums (_row_noise_fit)
+    okb = np.empty(nu_w, np.float32)
     smax = -np.inf
     n_above = 0
     n_sat = 0
@@ -818,9 +843,12 @@ def fine_sums(
                 yb[:] = ym[r, wu0:c1:k]
                 xrow = xb
                 yrow = yb
-            igr = gr if k == 1 else gb
-            _row_second(g, m, ar, igr, xrow, yrow, xr, yr, ambf, sec)
-            _row_noise_fit(g, m, ar, igr, fit)
+            _row_second(g, m, ar, xrow, yrow, xr, yr, sec)
+            if ii % 4 == 0:
+                igr = gr if k == 1 else gb
+                _row_noise(g, m, ar, igr, xrow, yrow, xr, yr, ambf, noi)
+                if ii % 8 == 0:
+                    _row_noise_fit(g, m, ar, igr, okb, fit)
             na = _row_count(g, thr)
             # The peak: a row without values above the threshold cannot hold it once
             # another row has one; such rows are skipped unless none has (yet).
@@ -838,12 +866,12 @@ def fine_sums(
                                 n_sat += 1
                             if use_edge and edge[r, c]:
                                 edge_hit = True
-    out[3:6] = sec[0:3]
-    out[6:10] = sec[3:7]
+    out[3:6] = sec
+    out[6:10] = noi[0:4]
     out[10] = smax
     out[12] = n_above
     out[13] = n_sat
-    return np.concatenate((out, sec[7:15], fit)), edge_hit
+    return np.concatenate((out, noi[4:12], fit)), edge_hit
 
 
 @nb.njit(**_JIT)

@@ -868,13 +868,16 @@ def _fine_stage(
         free_c, others_d is not None, o, s, nv, nu, cv0, cu0, maps.edge, n_edge > 0,
         float(sat), float(thr_px), amb_shot,
     )  # fmt: skip
-    (flux, s_x, s_y, f2, s_xx, s_yy, a2, a2x, a2y, a2r, peak_dn, sig_sum, n_above,
-     n_sat, b2, b2x, b2y, b2r, c2, c2x, c2y, c2r, *fit) = sums.tolist()  # fmt: skip
+    v = sums.tolist()
+    flux, s_x, s_y, f2, s_xx, s_yy = v[0:6]
+    peak_dn, sig_sum, n_above, n_sat = v[10:14]
+    q_read, q_shot, q_flat, fit = v[6:10], v[14:18], v[18:22], v[22:28]
     bg_level = bg0
-    # The window's flux must stand out of its own noise (sum over half the rows: x2), and
-    # a flux-weighted centroid of on-target pixels lies on the target — unless noise and
-    # background residue dominate the weights (a faint residue chosen by the aim).
-    flux_sigma = noise * math.sqrt(2.0 * max(a2, 0.0))
+    # The window's flux must stand out of its own noise (sum over a quarter of the rows:
+    # x4), and a flux-weighted centroid of on-target pixels lies on the target — unless
+    # noise and background residue dominate the weights (a faint residue chosen by the
+    # aim).
+    flux_sigma = noise * math.sqrt(4.0 * max(q_read[0], 0.0))
     xc = s_x / flux if flux else math.nan
     yc = s_y / flux if flux else math.nan
     half_w = 0.5 * registration.width_m * (1.0 + 1e-6)
@@ -887,20 +890,19 @@ def _fine_stage(
     sxx = max(s_xx / f2 - ex * ex, 0.0)
     syy = max(s_yy / f2 - ey * ey, 0.0)
     # var(xc) = sum((A (x - xc))^2 var_i) / flux^2 per axis (mean of the two; the sums
-    # are over half the rows: x2), with var_i = read^2 / gain_i^2 (read noise through the
-    # flat field) + c1 (signal_i + ambient) / gain_i (shot noise) + c2 signal_i^2 (the
-    # flat field's own noise, relative); c1, c2 fitted to the window.
-    c1, c2 = _signal_noise(noise, *fit)
-    # of the board's noise^2, c1 amb_shot is the ambient's shot noise; the rest is read
-    nv2 = max(noise * noise - c1 * amb_shot, 0.0)
-    sigma_m = (
-        math.sqrt(
-            nv2 * _about(ex, ey, a2, a2x, a2y, a2r)
-            + c1 * _about(ex, ey, b2, b2x, b2y, b2r)
-            + c2 * _about(ex, ey, c2, c2x, c2y, c2r)
-        )
-        / flux
+    # are over a quarter of the rows: x4 / 2), with var_i = read^2 / gain_i^2 (read noise
+    # through the flat field) + k_shot (signal_i + ambient) / gain_i (shot noise) +
+    # k_flat signal_i^2 (the flat field's own noise, relative); k_shot, k_flat fitted to
+    # the window.
+    k_shot, k_flat = _signal_noise(noise, *fit)
+    # of the board's noise^2, k_shot amb_shot is the ambient's shot noise; the rest is read
+    read2 = max(noise * noise - k_shot * amb_shot, 0.0)
+    var_sum = (
+        read2 * _about(ex, ey, *q_read)
+        + k_shot * _about(ex, ey, *q_shot)
+        + k_flat * _about(ex, ey, *q_flat)
     )
+    sigma_m = math.sqrt(2.0 * var_sum) / flux
     n_pix = 2 * k * k * int(n_above)  # counted on every second row
     sat_frac = n_sat / n_above if n_above else 0.0
     # The chosen component's samples: on a cell cut by the target edge? next to a marker?
