@@ -27,7 +27,10 @@ Pipeline (pure: arrays in, a :class:`SpotResult` out):
    target and sits at its target-plane position (:class:`~heliostat.vision.target.PlaneMaps`):
    signal x area is the flux the pixel sees, whereas an image-plane centroid is biased
    under perspective. No threshold is applied inside the window: truncating a streaky or
-   lumpy spot's wings would move its centroid; noise adds variance there, not bias.
+   lumpy spot's wings would move its centroid; noise adds variance there, not bias. The
+   centroid's noise (``sigma_m``) propagates each pixel's variance: read + shot noise
+   (its signal-dependent part fitted to third differences along the window's rows, so no
+   camera constant is needed), divided by the flat field's gain.
 
 Cost (``bench/vision.py``): the per-pixel work runs in compiled kernels
 (:mod:`heliostat.vision._kernels`, numba): one pass over the coarse samples (1/64 of the
@@ -193,7 +196,11 @@ class SpotResult:
     e_m, n_m, u_m : float
         That point in site ENU when the target's pose is known, else NaN. [m]
     sigma_m : float
-        1-sigma uncertainty of the centroid per axis from the measured pixel noise. [m]
+        1-sigma uncertainty of the centroid per axis from the pixel noise: read and
+        ambient noise (measured on the board), the spot's own shot noise and the flat
+        field's noise (fitted to the window's pixel-to-pixel scatter), each through the
+        flat field, so a spot on a marker's dark ink is less sure. Noise only: not the
+        bias of a neighbour's residue or of a spot cut by the edge (see the flags). [m]
     size_x_m, size_y_m : float
         RMS width of the spot's flux along the target's x and y axes. [m]
     peak_dn : float
