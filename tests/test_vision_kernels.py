@@ -130,7 +130,8 @@ def test_fine_sums_match_numpy(k, colour, masked) -> None:
     hot = raw >= sat if raw.ndim == 2 else np.any(raw[..., :3] >= sat, axis=-1)
     ig = 1.0 / gain[R, Cc].astype(np.float64)
     d2 = dx * dx + dy * dy
-    qa, qb, qc = am**2 * ig**2, am**2 * (np.maximum(g, 0) + 5.0) * ig, am**2 * g**2
+    light = 2.0 * np.maximum(_grey(dark)[R + v0, Cc + u0], 0.0) * ig  # black level 0
+    qa, qb, qc = am**2 * ig**2, am**2 * (np.maximum(g, 0) + light) * ig, am**2 * g**2
     ref = [
         w.sum(), (w * xm[R, Cc]).sum(), (w * ym[R, Cc]).sum(),
         w[half].sum(), (w * dx * dx)[half].sum(), (w * dy * dy)[half].sum(),

@@ -614,15 +614,19 @@ def _row_second(g, m, ar, xr, yr, x0, y0, out):  # noqa: ANN001, ANN202
 
 
 @nb.njit(**_JIT)
-def _row_noise(g, m, ar, ig, xr, yr, x0, y0, amb, out):  # noqa: ANN001, ANN202
+def _row_noise(g, m, ar, ig, xr, yr, x0, y0, dk, has_dk, black, amb, out):  # noqa: ANN001, ANN202
     """Adds one row's Σ q, Σ q dx, Σ q dy, Σ q (dx² + dy²) to ``out[0:12]`` for
-    q = am² ig² (read noise through the flat field), for q = am² (g⁺ + amb) ig (shot
-    noise of the spot and of the ambient light) and for q = am² g² (noise of the flat
-    field itself), with am = a m, g⁺ = max(g, 0), dx = xr − x0, dy = yr − y0
-    (vectorised: scalar accumulators)."""
+    q = am² ig² (read noise through the flat field), for q = am² (g⁺ + l) ig (shot
+    noise of the spot and of the other light in the frames: l = 2 (dk − black) ig with a
+    sun-off frame row ``dk`` — the light of both frames, a neighbour's spot too — else
+    ``amb``) and for q = am² g² (noise of the flat field itself), with am = a m,
+    g⁺ = max(g, 0), dx = xr − x0, dy = yr − y0 (vectorised: scalar accumulators)."""
     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = np.float32(0.0)
     zero = np.float32(0.0)
+    two = np.float32(2.0)
+    b = np.float32(black)
     for j in range(g.size):
+        lj = two * max(dk[j] - b, zero) * ig[j] if has_dk else amb
         dx = xr[j] - x0
         dy = yr[j] - y0
         gj = g[j]
@@ -630,7 +634,7 @@ def _row_noise(g, m, ar, ig, xr, yr, x0, y0, amb, out):  # noqa: ANN001, ANN202
         d2 = dx * dx + dy * dy
         aa = am * am
         qa = aa * ig[j] * ig[j]
-        qb = aa * (max(gj, zero) + amb) * ig[j]
+        qb = aa * (max(gj, zero) + lj) * ig[j]
         qc = aa * gj * gj
         a0 += qa
         a1 += qa * dx
@@ -757,10 +761,10 @@ def fine_sums(
         area with the masks; dx = x − xref, dy = y − yref); max signal (every second
         row); Σ signal (all); on every second row the pixels above ``thr_px`` and those
         of them saturated (any of the first three channels >= ``sat``); then on every
-        fourth row the same four sums with q = a² (max(signal, 0) + ``amb``) / gain
-        (``amb``: the ambient light in the frames subtracted, whose shot noise scales
-        with the gain too) and with q = a² signal²; on every eighth row the six sums of
-        the noise fit (:func:`_row_noise_fit`).
+        fourth row the same four sums with q = a² (max(signal, 0) + light) / gain
+        (light: twice the dark frame's, flat-fielded, for the shot noise of both frames'
+        other light; without a dark frame ``amb``) and with q = a² signal²; on every
+        eighth row the six sums of the noise fit (:func:`_row_noise_fit`).
     edge_hit : bool
         An edge pixel (``edge``, read only with ``use_edge``) on those rows is above
         ``thr_px``.
@@ -846,7 +850,7 @@ def fine_sums(
             _row_second(g, m, ar, xrow, yrow, xr, yr, sec)
             if ii % 4 == 0:
                 igr = gr if k == 1 else gb
-                _row_noise(g, m, ar, igr, xrow, yrow, xr, yr, ambf, noi)
+                _row_noise(g, m, ar, igr, xrow, yrow, xr, yr, tmp, has_dark, black, ambf, noi)
                 if ii % 8 == 0:
                     _row_noise_fit(g, m, ar, igr, okb, fit)
             na = _row_count(g, thr)

@@ -859,9 +859,10 @@ def _fine_stage(
     iv, iu = wv0 + k * ((wv1 - wv0) // (2 * k)), wu0 + k * ((wu1 - wu0) // (2 * k))
     xref, yref = float(maps.x_m[iv, iu]), float(maps.y_m[iv, iu])
     ax, ay = _area_moments(maps)
-    # The ambient light's share of the noise is shot noise (it scales with the gain,
-    # like the spot's); in the frames subtracted: the sun-on and sun-off frames' ambient,
-    # or the sun-on frame's (its background plane) [DN].
+    # The other light's share of the noise is shot noise (it scales with the gain, like
+    # the spot's): with a sun-off frame, per pixel both frames' (fine_sums reads it,
+    # a neighbour's spot too), on the board twice the ambient level; without one, the
+    # sun-on frame's background plane [DN].
     if drk is not None:
         amb_shot = 2.0 * ambient if ambient > 0.0 else 0.0
     else:
