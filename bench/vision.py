@@ -345,7 +345,8 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
     # tracking, so between the two frames its beam wanders by its tracking jitter and its
     # power follows the DNI: a residue of b is left in (on - off), not a clean zero.
     r_off = np.random.default_rng([seed, 100])
-    onoff = {j: [0, 0, 0, 0] for j in JITTER_MRAD}  # right, wrong w/o flag, flagged, errors
+    # per jitter: right, wrong without a flag, flagged, over 1 mm without a flag
+    onoff = {j: [0, 0, 0, 0] for j in JITTER_MRAD}
     onoff_err: dict[float, list[float]] = {j: [] for j in JITTER_MRAD}
     n_in_dark = dict.fromkeys(JITTER_MRAD, 0)
     n_4sig = dict.fromkeys(JITTER_MRAD, 0)
@@ -439,7 +440,7 @@ def accuracy(frames: int, seed: int, singles: bool = True) -> dict:
         },
         "sun_off_protocol": {
             "scene": "the neighbour's spot in both frames; between them its beam wanders by "
-            f"its tracking jitter (per axis, 1 sigma; {BEAM_SPREAD_MRAD} mrad beam spread) "
+            f"its tracking jitter (per axis, 1 sigma; {BEAM_SPREAD_MRAD:.1f} mrad beam spread) "
             f"and its power changes by {100 * DNI_CHANGE:g} % (1 sigma); aim and expected "
             "flux as above",
             **{
