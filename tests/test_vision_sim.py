@@ -117,7 +117,7 @@ def test_reported_sigma_matches_the_scatter_from_noise(scene, shape, sigma_px, w
     a marker's dark ink has few photons: its sigma is several times larger). The same
     spot measured 24 times, each with new sun-on, sun-off and flat frames, scatters as
     sigma_m says (the scatter's own uncertainty over 24 x 2 values is ~10 %). Measured
-    0.98, 0.92, 0.94; with the read noise alone (before) 1.17, 1.02 and 5.5."""
+    0.98, 0.91, 0.93; with the read noise alone (before) 1.17, 1.02 and 5.5."""
     reg, cam, tgt = scene["reg"], scene["camera"], scene["target"]
     on_marker = where == "marker"
     if on_marker:
