@@ -15,7 +15,8 @@ heliostats take turns, one at a time, as on a real plant). Each visit:
 
 Visits the plant could not make or measure are left out and counted: sun too low,
 beam too weak under cloud (``min_dni_w_m2``), aim outside the actuator travel, spot off
-the target. Everything is seeded from one integer, so the same seed gives the same bytes.
+the target. Everything is seeded from one integer, so the same seed gives the same content
+(on one machine the same bytes; across CPUs see :mod:`sim.reproduce`).
 
 Layout of a campaign folder (:func:`write_campaign`)::
 
@@ -45,6 +46,7 @@ from heliostat.frames import intersect_plane, reflect
 from heliostat.kinematics import KinematicErrors, KinematicsError, Pose
 from sim.field import field_toml, truth_json
 from sim.observe import OBSERVATION_COLUMNS, observation_frame, perturb_directions
+from sim.reproduce import stable_numbers
 from sim.sky import Sky, clear_series, cloud_series, daylight_windows
 
 #: Schema tag of ``campaign.json``.
@@ -506,7 +508,7 @@ def write_campaign(
         )
         (out / "camera.toml").write_text(
             "# Simulated camera written by `heliostat sim` (sim/camera.py).\n"
-            + dumps_toml(camera_to_dict(camera)),
+            + dumps_toml(stable_numbers(camera_to_dict(camera))),
             encoding="utf-8",
         )
         files["camera"] = "camera.toml"

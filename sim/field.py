@@ -46,6 +46,7 @@ from heliostat.config import (
 from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, KinematicErrors, LinearAxis, RotaryAxis
 from sim.observe import draw_true_errors
+from sim.reproduce import stable_numbers
 
 #: Reference site of generated fields: the Jülich solar tower (DLR), WGS84.
 JUELICH_SITE = Site(50.913296, 6.387514, 87.0, "Simulated plant (Jülich site)")
@@ -263,7 +264,7 @@ def field_toml(field: FieldConfig) -> str:
         "# Simulated plant written by `heliostat sim` (sim/field.py). True kinematic\n"
         "# errors are not in this file: see truth.json next to it.\n"
     )
-    return header + dumps_toml(field_to_dict(field))
+    return header + dumps_toml(stable_numbers(field_to_dict(field)))
 
 
 # --------------------------------------------------------------------------- truth
@@ -285,8 +286,9 @@ def truth_to_dict(truth: Mapping[str, KinematicErrors], seed: int | None = None)
 
 
 def truth_json(truth: Mapping[str, KinematicErrors], seed: int | None = None) -> str:
-    """``truth.json`` text (stable key order, full float precision)."""
-    return json.dumps(truth_to_dict(truth, seed), indent=2) + "\n"
+    """``truth.json`` text (stable key order; floats at the precision every machine agrees
+    on, :func:`sim.reproduce.stable_numbers`)."""
+    return json.dumps(stable_numbers(truth_to_dict(truth, seed)), indent=2) + "\n"
 
 
 def load_truth(path: str | Path, field: FieldConfig | None = None) -> dict[str, KinematicErrors]:

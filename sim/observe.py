@@ -21,6 +21,7 @@ from heliostat.config import Heliostat, Target
 from heliostat.frames import Site, intersect_plane, normalize
 from heliostat.kinematics import KinematicErrors, error_names
 from heliostat.sun import sun_position
+from sim.reproduce import stable_float
 
 #: Columns of ``observations.csv`` written by the simulator, in order (docs/observations.md):
 #: the format's columns, then the ground truth.
@@ -52,6 +53,8 @@ def draw_true_errors(
         Standard deviation of each initial-stroke term. [m] On a Jülich-type lever
         (≈0.3 m) 0.5 mm turns the joint by ≈1.5 mrad, in line with the angular terms;
         2 mm would give ≈7 mrad per axis, beyond the 1–3 mrad spread asked for.
+
+    Each value keeps :data:`sim.reproduce.SIG_DIGITS` significant digits.
     """
     lo, hi = angular_mrad
     values = []
@@ -62,7 +65,9 @@ def draw_true_errors(
             values.append(rng.normal(0.0, stroke_m))
         else:
             values.append(rng.normal(0.0, translation_m))
-    return KinematicErrors(drive, tuple(values))
+    # 12 significant digits (sim.reproduce): truth.json then holds the truth exactly, and
+    # the same seed draws the same truth on any CPU.
+    return KinematicErrors(drive, tuple(stable_float(v) for v in values))
 
 
 def perturb_directions(

@@ -449,7 +449,10 @@ def test_kfold_does_not_depend_on_row_order():
         obs = _obs(df.iloc[perm].reset_index(drop=True))["AA39"]
         values.append(kfold_rms(kin, obs, fit_heliostat(kin, obs), k=5))
     # Same folds in canonical order; only the warm start (the full fit on permuted rows,
-    # differing in summation order at ~1e-12) differs -> rel 1e-8. Folds drawn over row
-    # positions gave differences of percent.
-    assert values[1] == pytest.approx(values[0], rel=1e-8)
-    assert values[2] == pytest.approx(values[0], rel=1e-8)
+    # differing in summation order at ~1e-12) differs. Each fold's fit then stops where
+    # least_squares' 1e-10 tolerances are met, which along this model's poorly identified
+    # directions leaves the k-fold RMS up to 1.2e-7 apart (measured over 6 permutations;
+    # another CPU's BLAS gave 1.2e-7 too): rel 1e-5 keeps a margin of ~100 and still
+    # catches folds drawn over row positions, which gave differences of percent.
+    assert values[1] == pytest.approx(values[0], rel=1e-5)
+    assert values[2] == pytest.approx(values[0], rel=1e-5)
