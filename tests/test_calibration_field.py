@@ -36,9 +36,14 @@ def _same(a, b):
     assert list(a) == list(b)
     for k in a:
         assert a[k].success and b[k].success
-        # Same computation in another process: bit-identical arithmetic.
-        np.testing.assert_array_equal(a[k].errors.values, b[k].errors.values)
-        assert a[k].loo_rms_mrad == b[k].loo_rms_mrad
+        # Same computation in another process. Not bit-identical on every machine: a
+        # worker may run BLAS with another thread count (Dask sets OPENBLAS_NUM_THREADS=1),
+        # which changes summation order at 1e-16; least_squares then stops at its 1e-10
+        # tolerances a little elsewhere along poorly identified directions (the k-fold
+        # order test measured 1.2e-7 relative). 1 nrad / 1 nm absolute and 1e-6 relative
+        # is far below anything physical and far above that spread.
+        np.testing.assert_allclose(a[k].errors.values, b[k].errors.values, rtol=1e-6, atol=1e-9)
+        assert a[k].loo_rms_mrad == pytest.approx(b[k].loo_rms_mrad, rel=1e-5)
 
 
 def test_process_pool_equals_sequential(jobs):
