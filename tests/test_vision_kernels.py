@@ -153,17 +153,25 @@ def test_fine_sums_match_numpy(k, colour, masked) -> None:
                 fit += [sb * y, sb * sb * y, sb, sb**2, sb**3, sb**4]
     ref += list(fit)
     assert fit[2] > 0
+    # ref is in the order of the names below; the kernel's output is read by name
+    fs = K.name_fine_sums(sums)
+    got = [fs.flux, fs.s_x, fs.s_y, fs.f2, fs.s_xx, fs.s_yy, *fs.q_read, fs.peak_dn,
+           fs.sig_sum, fs.n_above, fs.n_sat, *fs.q_shot, *fs.q_flat, *fs.fit]  # fmt: skip
+    assert len(got) == len(ref) == K.FS_SIZE
+    # float32 row sums against float64: relative round-off ~1e-6 per row, x4 margins
     scale = [np.abs(w).sum()] * 6 + [np.abs(q).sum() for q in (qa,) * 4]
     for i in range(10):
-        assert sums[i] == pytest.approx(ref[i], abs=2e-5 * scale[i] * 4), i
+        assert got[i] == pytest.approx(ref[i], abs=2e-5 * scale[i] * 4), i
     for i, q in zip(range(14, 22), (qb,) * 4 + (qc,) * 4, strict=True):
-        assert sums[i] == pytest.approx(ref[i], abs=1e-4 * np.abs(q).sum()), i
+        assert got[i] == pytest.approx(ref[i], abs=1e-4 * np.abs(q).sum()), i
     for i in range(22, 28):
-        assert sums[i] == pytest.approx(ref[i], rel=1e-4), i
-    assert sums[10] == pytest.approx(ref[10], rel=1e-5)
-    assert sums[11] == pytest.approx(ref[11], rel=1e-4, abs=1e-3 * np.abs(g).sum())
-    assert sums[12] == ref[12] and sums[12] > 0
-    assert sums[13] == ref[13]
+        assert got[i] == pytest.approx(ref[i], rel=1e-4), i
+    assert fs.peak_dn == pytest.approx(ref[10], rel=1e-5)
+    assert fs.sig_sum == pytest.approx(ref[11], rel=1e-4, abs=1e-3 * np.abs(g).sum())
+    # pixel counts: float32 vs float64 signal may differ on a pixel within round-off of
+    # the threshold (none in this seeded window; one would be a 1-pixel difference)
+    assert abs(fs.n_above - ref[12]) <= 1 and fs.n_above > 0
+    assert abs(fs.n_sat - ref[13]) <= 1
     assert edge_hit == bool((above & edge[R, Cc]).any())
 
 

@@ -278,8 +278,10 @@ def _failed(
 ) -> SpotResult:
     nan = math.nan
     return SpotResult(
-        False, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, peak, nan, nan, nan, 0, sat,
-        False, n_candidates, bg, noise, flags,
+        ok=False, x_m=nan, y_m=nan, u_px=nan, v_px=nan, e_m=nan, n_m=nan, u_m=nan,
+        sigma_m=nan, size_x_m=nan, size_y_m=nan, peak_dn=peak, integrated_dn=nan,
+        flux_dn_m2=nan, snr=nan, n_pixels=0, saturated_fraction=sat, touches_edge=False,
+        n_candidates=n_candidates, background_dn=bg, noise_dn=noise, flags=flags,
     )  # fmt: skip
 
 
@@ -877,10 +879,10 @@ def _fine_stage(
         free_c, others_d is not None, o, s, nv, nu, cv0, cu0, maps.edge, n_edge > 0,
         float(sat), float(thr_px), amb_shot,
     )  # fmt: skip
-    v = sums.tolist()
-    flux, s_x, s_y, f2, s_xx, s_yy = v[0:6]
-    peak_dn, sig_sum, n_above, n_sat = v[10:14]
-    q_read, q_shot, q_flat, fit = v[6:10], v[14:18], v[18:22], v[22:28]
+    fs = _K.name_fine_sums(sums)
+    flux, s_x, s_y, f2, s_xx, s_yy = fs.flux, fs.s_x, fs.s_y, fs.f2, fs.s_xx, fs.s_yy
+    q_read, q_shot, q_flat, fit = fs.q_read, fs.q_shot, fs.q_flat, fs.fit
+    peak_dn, sig_sum, n_above, n_sat = fs.peak_dn, fs.sig_sum, fs.n_above, fs.n_sat
     bg_level = bg0
     # The window's flux must stand out of its own noise (sum over a quarter of the rows:
     # x4), and a flux-weighted centroid of on-target pixels lies on the target — unless
@@ -936,11 +938,13 @@ def _fine_stage(
     e_m = n_m = up_m = math.nan
     if target is not None:
         e_m, n_m, up_m = (float(v) for v in target.plane_to_enu(np.array([xc, yc])))
-    # Positional, in the field order (a third of the keyword call's cost).
     return SpotResult(
-        True, xc, yc, float(u_px), float(v_px), e_m, n_m, up_m, float(sigma_m),
-        math.sqrt(sxx), math.sqrt(syy), peak_dn, k * k * sig_sum, k * k * flux, snr, n_pix,
-        sat_frac, touches, n_cand, float(bg_level), float(noise), tuple(flags),
+        ok=True, x_m=xc, y_m=yc, u_px=float(u_px), v_px=float(v_px), e_m=e_m, n_m=n_m,
+        u_m=up_m, sigma_m=float(sigma_m), size_x_m=math.sqrt(sxx), size_y_m=math.sqrt(syy),
+        peak_dn=peak_dn, integrated_dn=k * k * sig_sum, flux_dn_m2=k * k * flux, snr=snr,
+        n_pixels=n_pix, saturated_fraction=sat_frac, touches_edge=touches,
+        n_candidates=n_cand, background_dn=float(bg_level), noise_dn=float(noise),
+        flags=tuple(flags),
     )  # fmt: skip
 
 
