@@ -17,10 +17,10 @@ import pytest
 
 from firmware_bridge import registers as R
 from heliostat.campaign import History, RunOptions, run_campaign
-from heliostat.campaign.simulated import make_sim_plant
 from heliostat.commands import campaign as campaign_cmd
 from heliostat.kinematics import KinematicErrors
 from heliostat.kinematics.pointing import pointing_change
+from sim.plant import make_sim_plant
 
 END_UTC = pd.Timestamp("2025-04-01T17:30:00Z")
 

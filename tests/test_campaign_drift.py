@@ -8,9 +8,9 @@ import pytest
 
 from heliostat.campaign import History, RunOptions, run_campaign
 from heliostat.campaign.history import heliostat_record
-from heliostat.campaign.simulated import PLANT_TOML, make_sim_plant
 from heliostat.kinematics import KinematicErrors
 from heliostat.kinematics.pointing import pointing_change
+from sim.plant import PLANT_TOML, make_sim_plant
 
 DRIFT_RAD = 1.5e-3
 
