@@ -16,14 +16,8 @@ import time
 
 import numpy as np
 
-from heliostat.ledger.gain import (
-    CircularAperture,
-    RectangularAperture,
-    heliogen_like,
-    plant_like,
-    pointing_gain,
-    pointing_intercept,
-)
+from heliostat.ledger.gain import heliogen_like, plant_like, pointing_gain
+from heliostat.optics import CircularAperture, RectangularAperture, pointing_intercept
 
 N = 4_000_000
 

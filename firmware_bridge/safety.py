@@ -34,6 +34,7 @@ from firmware_bridge.errors import SafetyRefused
 from firmware_bridge.registers import I32_MAX, I32_MIN
 from heliostat.config import FieldConfig, Heliostat
 from heliostat.kinematics import error_names
+from heliostat.kinematics.pointing import pointing_change
 
 CORRECTIONS_FORMAT = "heliostat-corrections/1"
 #: Largest translation / stroke error the bridge will upload (a sanity bound). [m]
@@ -98,58 +99,17 @@ def correction_problems(
     return out
 
 
-def _sun_grid() -> np.ndarray:
-    """Sun directions over the sky the field works in (azimuth every 30°, elevation
-    10°–80°): 48 unit vectors, ENU."""
-    from heliostat.frames import azel_to_enu
-
-    az, el = np.meshgrid(np.radians(np.arange(0.0, 360.0, 30.0)), np.radians([10, 30, 55, 80]))
-    return azel_to_enu(az.ravel(), el.ravel())
-
-
 def param_correction_mrad(h: Heliostat, errors, aim_enu_m) -> float:
     """Largest mirror rotation an error-parameter set commands, over the sky. [mrad]
 
-    The controller aims with ``nominal + errors``. Over a grid of sun positions (those
-    the heliostat can serve within its travel limits) this compares the motor steps that
-    put the beam on ``aim_enu_m`` with and without the error set, and returns the largest
-    angle between the mirror normals the nominal model gives for the two: how far the
-    correction turns the mirror (the beam turns twice as far). Joint angles themselves
-    are a poor measure here: near a vertical normal a small tilt needs a large azimuth
-    change, and the parameters of a poorly conditioned fit may be large one by one while
-    their joint effect is small. NaN when no pose is reachable.
+    The controller aims with ``nominal + errors``: this is the mirror turn of
+    :func:`heliostat.kinematics.pointing.pointing_change` from the nominal model to
+    ``errors`` over its sky grid (the suns the heliostat can serve within its travel
+    limits): the largest angle between the mirror normals the nominal model gives for the
+    steps aimed at ``aim_enu_m`` without and with the error set (the beam turns up to
+    twice as far). NaN when no pose is reachable.
     """
-    from heliostat.kinematics import KinematicsError
-
-    kin = h.kinematics
-    sun = _sun_grid()
-    aim = np.broadcast_to(np.asarray(aim_enu_m, dtype=float), sun.shape)
-
-    # Motor steps commanded without and with the error set (zero offsets and strokes act
-    # only here, in steps ↔ angles), then the mirror normals the nominal model gives.
-    def steps(e):
-        try:
-            th = kin.inverse_angles(aim, sun, e)
-        except KinematicsError:  # rare: solve row by row, dropping the unreachable
-            th = np.full((len(sun), 2), np.nan)
-            for k, (a, s) in enumerate(zip(aim, sun, strict=True)):
-                try:
-                    th[k] = kin.inverse_angles(a, s, e)[0]
-                except KinematicsError:
-                    pass
-        with np.errstate(invalid="ignore"):
-            return kin.angles_to_steps(th, e)
-
-    nom, cor = steps(None), steps(errors)
-    fin = np.all(np.isfinite(nom), axis=1) & np.all(np.isfinite(cor), axis=1)
-    nom, cor = nom[fin], cor[fin]
-    ok = kin.within_limits(nom) & kin.within_limits(cor)
-    if not np.any(ok):
-        return math.nan
-    n_nom = kin.forward(nom[ok]).u_normal_enu
-    n_cor = kin.forward(cor[ok]).u_normal_enu
-    cos = np.clip(np.sum(n_nom * n_cor, axis=1), -1.0, 1.0)
-    return float(np.max(np.arccos(cos)) * 1e3)
+    return pointing_change(h.kinematics, None, errors, aim_enu_m).mirror_max_mrad
 
 
 def param_problems(

@@ -1,5 +1,9 @@
 """Optics of the simulator: the flux spot a heliostat throws on a target plane.
 
+The plant physics this rendering uses (sun shape, atmospheric attenuation, a Gaussian's
+flux density and its power on a rectangle) lives in :mod:`heliostat.optics`, the one home
+the ledger uses too; this module traces the exact geometry and renders spots.
+
 Model and why
 -------------
 An analytic elliptical-Gaussian model in the spirit of HFLCAL [1]_ and Collado's analytic
@@ -19,7 +23,8 @@ including the stretch of oblique incidence on the target, without small-angle fo
 for the projection. The contributions (independent, so covariances add):
 
 * sun shape: Gaussian of ``sun_sigma_mrad`` per axis on the incoming direction; 2.51 mrad
-  is the HFLCAL value [1]_ (:func:`buie_sigma_mrad` gives the RMS of Buie's profile [4]_);
+  is the HFLCAL value [1]_ (:func:`heliostat.optics.buie_sigma_mrad` gives the RMS of
+  Buie's profile [4]_);
 * mirror slope error: ``Mirror.slope_error_mrad`` per axis on the *normal*; reflection
   doubles it in the plane of incidence and gives 2·σ·cos θ across it (θ = incidence angle),
   which the Jacobian reproduces without a separate formula;
@@ -32,7 +37,8 @@ for the projection. The contributions (independent, so covariances add):
   astigmatism of [1]_, H_t ∝ |D/f − cos θ|, W_s ∝ |D/f·cos θ − 1|.
 
 Power: P = DNI · A · cos θ · ρ · τ(D), with τ the Vittitoe & Biggs clear-day (23 km
-visibility) attenuation [3]_ as used in HFLCAL and by Schmitz et al. [5]_.
+visibility) attenuation [3]_ as used in HFLCAL and by Schmitz et al. [5]_
+(:func:`heliostat.optics.atmospheric_attenuation`).
 
 Faceted and streaky spots (``shape=``): the mirror is split into facets (or long strips),
 each a Gaussian sub-spot with its own aperture image, offset by its own canting error
@@ -61,23 +67,24 @@ References
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.integrate import trapezoid
 
 from heliostat.config import Heliostat, Target
 from heliostat.frames import normalize
 from heliostat.kinematics import Pose
+from heliostat.optics import (
+    SUN_SIGMA_MRAD,
+    atmospheric_attenuation,
+    gaussian_irradiance,
+    gaussian_power_on_rectangle,
+)
 
 SHAPES: tuple[str, ...] = ("round", "faceted", "streaky")
-
-#: Gaussian-equivalent sun shape per axis used by HFLCAL [1]. [mrad]
-SUN_SIGMA_MRAD = 2.51
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,68 +130,6 @@ class FluxSpot:
     def scaled(self, factor: float) -> FluxSpot:
         """The same spot with its power multiplied by ``factor`` (e.g. a cloud). [1]"""
         return FluxSpot(self.centre_xy_m, self.cov_xy_m2, self.power_w * factor, self.components)
-
-
-# --------------------------------------------------------------------------- attenuation
-def atmospheric_attenuation(slant_range_m: ArrayLike, model: str = "clear") -> float | NDArray:
-    """Fraction of the reflected beam transmitted over a slant range. [1]
-
-    Parameters
-    ----------
-    slant_range_m : float or array_like
-        Mirror-to-target distance, >= 0. [m]
-    model : {"clear", "hazy"}
-        ``"clear"``: Vittitoe & Biggs 23 km visibility [3]_ (HFLCAL default):
-        τ = 0.99321 − 1.176e-4 D + 1.97e-8 D² for D <= 1000 m, τ = exp(−1.106e-4 D) beyond.
-        ``"hazy"``: 5 km visibility: τ = 0.98707 − 2.748e-4 D + 3.394e-8 D², D <= 1000 m.
-
-    Raises
-    ------
-    ValueError
-        For a negative or non-finite range, an unknown model, or a hazy range > 1000 m.
-    """
-    d = np.asarray(slant_range_m, dtype=float)
-    if not np.all(np.isfinite(d)) or np.any(d < 0):
-        raise ValueError(f"slant_range_m must be finite and >= 0, got {slant_range_m!r}")
-    if model == "clear":
-        tau = np.where(
-            d <= 1000.0,
-            0.99321 - 1.176e-4 * d + 1.97e-8 * d**2,  # [3], 23 km visibility
-            np.exp(-1.106e-4 * d),
-        )
-    elif model == "hazy":
-        if np.any(d > 1000.0):
-            raise ValueError("the hazy-day attenuation fit is valid up to 1000 m slant range")
-        tau = 0.98707 - 2.748e-4 * d + 3.394e-8 * d**2  # [3], 5 km visibility
-    else:
-        raise ValueError(f"model must be 'clear' or 'hazy', got {model!r}")
-    return float(tau) if tau.ndim == 0 else tau
-
-
-def buie_sigma_mrad(csr: float, theta_max_mrad: float = 43.6) -> float:
-    """Per-axis RMS angle of Buie's sunshape [4]_ for a circumsolar ratio. [mrad]
-
-    The profile is φ(θ) = cos(0.326 θ)/cos(0.308 θ) on the disc (θ <= 4.65 mrad) and
-    e^κ θ^γ in the aureole up to ``theta_max_mrad``, κ = 0.9 ln(13.5 χ) χ^−0.3,
-    γ = 2.2 ln(0.52 χ) χ^0.43 − 0.1 (χ = CSR). The RMS per axis is the Gaussian with the
-    same second moment, the equivalent used by the analytic spot model.
-    """
-    if not 0.0 <= csr < 1.0:
-        raise ValueError(f"csr must lie in [0, 1), got {csr!r}")
-    disc = 4.65
-    th = np.linspace(0.0, disc, 4001)
-    phi = np.cos(0.326 * th) / np.cos(0.308 * th)
-    w0 = trapezoid(phi * th, th)
-    m2 = trapezoid(phi * th**3, th)
-    if csr > 0:
-        kappa = 0.9 * math.log(13.5 * csr) * csr**-0.3
-        gamma = 2.2 * math.log(0.52 * csr) * csr**0.43 - 0.1
-        ta = np.geomspace(disc, theta_max_mrad, 4001)
-        pa = np.exp(kappa) * ta**gamma
-        w0 += trapezoid(pa * ta, ta)
-        m2 += trapezoid(pa * ta**3, ta)
-    # 2-D radial second moment / 2 = per-axis variance.
-    return math.sqrt(0.5 * m2 / w0)
 
 
 # --------------------------------------------------------------------------- tracing
@@ -301,7 +246,7 @@ def flux_spot(
         Draws canting errors; default: seeded from the heliostat id, so a heliostat keeps
         its facets' errors from frame to frame.
     attenuation_model : {"clear", "hazy"}
-        See :func:`atmospheric_attenuation`.
+        See :func:`heliostat.optics.atmospheric_attenuation`.
 
     Returns
     -------
@@ -457,18 +402,6 @@ def spot_with_sigma(
 
 
 # --------------------------------------------------------------------------- evaluation
-def gaussian_irradiance(
-    mean_xy_m: NDArray, cov_xy_m2: NDArray, power_w: float, xy_m: NDArray
-) -> NDArray[np.float64]:
-    """Irradiance of one 2-D Gaussian of total ``power_w`` at points ``xy_m`` (..., 2)."""
-    inv = np.linalg.inv(cov_xy_m2)
-    norm = power_w / (2.0 * math.pi * math.sqrt(np.linalg.det(cov_xy_m2)))
-    dx = xy_m[..., 0] - mean_xy_m[0]
-    dy = xy_m[..., 1] - mean_xy_m[1]
-    q = inv[0, 0] * dx * dx + 2.0 * inv[0, 1] * dx * dy + inv[1, 1] * dy * dy
-    return norm * np.exp(-0.5 * q)
-
-
 def irradiance_w_m2(spot: FluxSpot, xy_m: ArrayLike) -> NDArray[np.float64]:
     """Irradiance the spot puts on the target plane at points ``xy_m`` (..., 2). [W/m^2]"""
     xy = np.asarray(xy_m, dtype=float)
@@ -480,46 +413,20 @@ def irradiance_w_m2(spot: FluxSpot, xy_m: ArrayLike) -> NDArray[np.float64]:
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _leggauss(n: int) -> tuple[NDArray, NDArray]:
-    return np.polynomial.legendre.leggauss(n)  # pure; cached (an eigensolve per call)
-
-
-def _gauss_legendre_box(lo: NDArray, hi: NDArray, n: int) -> tuple[NDArray, NDArray]:
-    x, w = _leggauss(n)
-    px = 0.5 * (hi[0] - lo[0]) * x + 0.5 * (hi[0] + lo[0])
-    py = 0.5 * (hi[1] - lo[1]) * x + 0.5 * (hi[1] + lo[1])
-    wx = 0.5 * (hi[0] - lo[0]) * w
-    wy = 0.5 * (hi[1] - lo[1]) * w
-    gx, gy = np.meshgrid(px, py, indexing="xy")
-    return np.stack([gx, gy], axis=-1), np.outer(wy, wx)
-
-
 def on_target_flux(spot: FluxSpot, target: Target) -> tuple[float, NDArray[np.float64]]:
     """Power on the target rectangle [W] and its centroid in the target plane [m].
 
-    Each Gaussian is integrated over the part of its ±8σ box inside the target with a
-    96×96 Gauss–Legendre rule (smooth integrand on that box, error < 1e-9 relative); a
-    Gaussian whose box lies wholly inside contributes its full power at its mean.
-    The centroid is NaN when nothing lands on the target.
+    Each Gaussian component goes through :func:`heliostat.optics.gaussian_power_on_rectangle`
+    (Gauss–Legendre quadrature over the part of its ±8σ box on the target, error < 1e-9
+    relative). The centroid is NaN when nothing lands on the target.
     """
     half = np.array([target.width_m / 2, target.height_m / 2])
     total = 0.0
     moment = np.zeros(2)
     for mean, cov, p in spot.gaussians():
-        sd = np.sqrt(np.diag(cov))
-        lo = np.maximum(mean - 8 * sd, -half)
-        hi = np.minimum(mean + 8 * sd, half)
-        if np.all(mean - 8 * sd >= -half) and np.all(mean + 8 * sd <= half):
-            total += p
-            moment += p * mean
-            continue
-        if np.any(hi <= lo):
-            continue
-        pts, wts = _gauss_legendre_box(lo, hi, 96)
-        e = gaussian_irradiance(mean, cov, p, pts) * wts
-        total += float(e.sum())
-        moment += np.tensordot(e, pts, axes=([0, 1], [0, 1]))
+        p_on, m_on = gaussian_power_on_rectangle(mean, cov, p, half)
+        total += p_on
+        moment += m_on
     if total <= 0:
         return 0.0, np.full(2, np.nan)
     return total, moment / total

@@ -17,10 +17,10 @@ import pytest
 
 from firmware_bridge import registers as R
 from heliostat.campaign import History, RunOptions, run_campaign
-from heliostat.campaign.history import pointing_change_mrad
-from heliostat.campaign.simulated import make_sim_plant
 from heliostat.commands import campaign as campaign_cmd
 from heliostat.kinematics import KinematicErrors
+from heliostat.kinematics.pointing import pointing_change
+from sim.plant import make_sim_plant
 
 END_UTC = pd.Timestamp("2025-04-01T17:30:00Z")
 
@@ -179,8 +179,8 @@ def test_fits_appear_when_thresholds_are_met_and_recover_the_truth(campaigns):
             # data and 2 mm spot noise leave a fraction of a mrad).
             fitted = KinematicErrors.from_dict("azel", last["parameters"])
             nominal = KinematicErrors.zeros("azel")
-            before = pointing_change_mrad(hel.kinematics, nominal, a.truth[hid], aim)[0]
-            after = pointing_change_mrad(hel.kinematics, fitted, a.truth[hid], aim)[0]
+            before = pointing_change(hel.kinematics, nominal, a.truth[hid], aim).beam_rms_mrad
+            after = pointing_change(hel.kinematics, fitted, a.truth[hid], aim).beam_rms_mrad
             assert before > 2.0
             assert after < before / 4
 

@@ -157,7 +157,7 @@ def test_campaign_never_attributes_a_late_frame_to_the_next_heliostat(tmp_path):
     import math
 
     from heliostat.campaign import History, RunOptions, run_campaign
-    from heliostat.campaign.simulated import make_sim_plant
+    from sim.plant import make_sim_plant
 
     sp = make_sim_plant(tmp_path)
     try:

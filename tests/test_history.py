@@ -18,11 +18,11 @@ from heliostat.campaign.history import (
     ObservationRecord,
     heliostat_record,
     parameter_changes,
-    pointing_change_mrad,
 )
 from heliostat.commands import history as history_cmd
 from heliostat.config import load_field
 from heliostat.kinematics import KinematicErrors
+from heliostat.kinematics.pointing import pointing_change
 from heliostat.ledger.book import LedgerBook
 
 DATA = Path(__file__).parent / "data"
@@ -64,23 +64,6 @@ def _obs(slot: str) -> ObservationRecord:
     )
 
 
-def test_pointing_change_of_an_elevation_zero_offset():
-    """A change d of the elevation-axis zero turns the mirror by d about a horizontal axis
-    lying in the mirror plane: the beam turns by at most 2d (exactly 2d when that axis is
-    perpendicular to the plane of incidence, 2d*cos(incidence) at the other extreme)."""
-    cfg = load_field(DATA / "field_small.toml")
-    kin, aim = cfg.heliostats["H001"].kinematics, cfg.targets["cal1"].centre_enu_m
-    d = 1e-3
-    a = KinematicErrors.from_dict("azel", {"axis1_zero_rad": 2e-3})
-    b = KinematicErrors.from_dict("azel", {"axis1_zero_rad": 2e-3, "axis2_zero_rad": d})
-    rms, mx = pointing_change_mrad(kin, a, b, aim)
-    assert mx <= 2 * d * 1e3 * (1 + 1e-6)
-    assert mx > 1.9 * d * 1e3  # some sun of the grid is near the perpendicular case
-    assert rms > 1.0 * d * 1e3  # incidence angles stay below 60 deg over most of the grid
-    # identical models: zero up to the inverse kinematics' convergence (1e-9 rad)
-    assert max(pointing_change_mrad(kin, b, b, aim)) < 1e-5
-
-
 def test_parameter_changes_in_display_units():
     ch = parameter_changes(
         {"axis1_zero_rad": 1e-3, "mirror_offset_e_m": 0.01},
@@ -108,7 +91,8 @@ def db(tmp_path):
         p2 = {**p1, "axis2_zero_rad": 1e-3}
         f1 = h.add_fit(_fit(p1), "2025-04-01T12:00:00Z", ids[0])
         e1, e2 = (KinematicErrors.from_dict("azel", p) for p in (p1, p2))
-        change = pointing_change_mrad(kin, e1, e2, aim)
+        pc = pointing_change(kin, e1, e2, aim)
+        change = (pc.beam_rms_mrad, pc.beam_max_mrad)
         f2 = h.add_fit(_fit(p2), "2025-04-03T12:00:00Z", ids[2], f1, change)
         bad = FitResult(
             "H001",

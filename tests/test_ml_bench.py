@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from heliostat.ml.compare import CompareSettings, run_comparison, summary_rows
+from heliostat.bench.compare import CompareSettings, run_comparison, summary_rows
 
 
 @pytest.fixture(scope="module")

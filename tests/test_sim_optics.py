@@ -14,12 +14,11 @@ import pytest
 from heliostat.config import Target, load_field
 from heliostat.frames import intersect_plane, reflect
 from heliostat.kinematics import Pose
+from heliostat.optics import atmospheric_attenuation, beam_sigma_rad
 from heliostat.sun import sun_position
 from sim.observe import draw_true_errors
 from sim.optics import (
     FluxSpot,
-    atmospheric_attenuation,
-    buie_sigma_mrad,
     flux_spot,
     irradiance_w_m2,
     on_target_flux,
@@ -61,47 +60,6 @@ def _grid_moments(spot: FluxSpot, half_m: float, n: int = 1201, box=None):
     e = irradiance_w_m2(spot, np.stack([gx, gy], axis=-1)) * hx * hy
     p = e.sum()
     return p, np.array([(e * gx).sum() / p, (e * gy).sum() / p])
-
-
-# ----------------------------------------------------------------- attenuation
-def test_attenuation_vittitoe_biggs_published_fit():
-    # Clear day (23 km visibility) fit of Vittitoe & Biggs (1978), as printed with 5
-    # significant digits in HFLCAL / Schmitz et al. (2006): hand-evaluated values.
-    assert atmospheric_attenuation(0.0) == pytest.approx(0.99321, abs=1e-12)
-    assert atmospheric_attenuation(500.0) == pytest.approx(0.99321 - 0.0588 + 0.004925, abs=1e-9)
-    # The polynomial (D <= 1 km) and the exponential (D > 1 km) are two published fits of
-    # the same data; they must meet at 1 km to the fits' 4-digit precision.
-    below = atmospheric_attenuation(1000.0)
-    above = atmospheric_attenuation(1000.0 + 1e-9)
-    assert below == pytest.approx(0.89531, abs=1e-9)
-    assert above == pytest.approx(math.exp(-0.1106), abs=1e-9)
-    assert abs(below - above) < 2e-4
-    # 5 km visibility (hazy) is lower everywhere on its range.
-    d = np.linspace(0, 1000, 11)
-    assert np.all(atmospheric_attenuation(d, "hazy") < atmospheric_attenuation(d))
-    assert atmospheric_attenuation(1000.0, "hazy") == pytest.approx(0.74621, abs=1e-9)
-
-
-def test_attenuation_array_and_errors():
-    out = atmospheric_attenuation(np.array([[100.0, 2000.0]]))
-    assert out.shape == (1, 2) and np.all(np.diff(out) < 0)
-    with pytest.raises(ValueError, match="slant_range_m"):
-        atmospheric_attenuation(-1.0)
-    with pytest.raises(ValueError, match="slant_range_m"):
-        atmospheric_attenuation(np.nan)
-    with pytest.raises(ValueError, match="model"):
-        atmospheric_attenuation(10.0, "foggy")
-    with pytest.raises(ValueError, match="1000 m"):
-        atmospheric_attenuation(1500.0, "hazy")
-
-
-def test_buie_sigma_disc_and_aureole():
-    # CSR -> 0: limb-darkened disc of 4.65 mrad; a uniform disc has σ = R/2 = 2.325 mrad
-    # and limb darkening concentrates light to the centre, so σ is a little smaller.
-    s0 = buie_sigma_mrad(0.0)
-    assert 2.0 < s0 < 2.325
-    # More circumsolar light -> wider effective sun.
-    assert s0 < buie_sigma_mrad(0.02) < buie_sigma_mrad(0.1)
 
 
 # ----------------------------------------------------------------- spot geometry
@@ -149,6 +107,8 @@ def test_round_spot_normal_incidence_is_hflcal_sum(field):
     pose, s = _oblique(0.0)
     spot = flux_spot(h, pose, s, 1000.0, t, sun_sigma_mrad=2.51, tracking_sigma_mrad=0.5)
     var = 100.0**2 * ((2.51e-3) ** 2 + (3.0e-3) ** 2 + (0.5e-3) ** 2)
+    # ... which is the plant's beam budget (heliostat.optics) times the slant range.
+    assert var == pytest.approx((100.0 * float(beam_sigma_rad(2.51e-3, 1.5e-3, 0.5e-3))) ** 2)
     # Finite-difference Jacobians are exact to ~1e-9 relative here (linear map).
     np.testing.assert_allclose(spot.cov_xy_m2, var * np.eye(2), rtol=1e-6, atol=1e-12)
 

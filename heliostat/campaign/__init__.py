@@ -4,8 +4,9 @@
 - :mod:`~heliostat.campaign.schedule`: clocks, time slots, setpoints, spread thresholds;
 - :mod:`~heliostat.campaign.sources`: camera frame sources (OpenCV, watched folder);
 - :mod:`~heliostat.campaign.history`: the campaign's tables in the history database;
-- :mod:`~heliostat.campaign.runner`: the loop (visit, observe, fit, propose corrections);
-- :mod:`~heliostat.campaign.simulated`: a simulated camera for tests and rehearsals.
+- :mod:`~heliostat.campaign.runner`: the loop (visit, observe, fit, propose corrections).
+
+A simulated camera and rehearsal plant for tests live in the simulator (:mod:`sim.plant`).
 
 See ``docs/campaign.md``.
 """

@@ -10,7 +10,8 @@
     same key, so a resumed run does not retry them in the same slot.
 ``campaign_fits``
     every fit: parameters, standard errors, RMS before/after, leave-one-out, and the
-    predicted pointing change against the heliostat's previous successful fit (drift).
+    predicted pointing change against the heliostat's previous successful fit (drift:
+    the beam change of :func:`heliostat.kinematics.pointing.pointing_change`).
 ``campaign_corrections``
     parameter sets proposed from fits, and what became of them (refused by safety,
     declined, approved, sent).
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from heliostat.calibration.observations import OBSERVATION_COLUMNS
@@ -449,53 +449,6 @@ def parameter_changes(a: Mapping[str, float], b: Mapping[str, float]) -> dict[st
         else:
             out[name] = d
     return out
-
-
-def sun_grid() -> np.ndarray:
-    """Sun directions for drift figures: azimuth every 30°, elevation 15°, 35°, 55°, 75°
-    (48 unit vectors, ENU)."""
-    from heliostat.frames import azel_to_enu
-
-    az, el = np.meshgrid(np.radians(np.arange(0.0, 360.0, 30.0)), np.radians([15, 35, 55, 75]))
-    return azel_to_enu(az.ravel(), el.ravel())
-
-
-def pointing_change_mrad(kin, errors_a, errors_b, aim_enu_m) -> tuple[float, float]:
-    """Predicted pointing change between two fitted models, (RMS, max). [mrad]
-
-    Over :func:`sun_grid` (the suns the heliostat can serve within its travel), the
-    setpoints that model ``a`` computes to put the beam on ``aim_enu_m`` are run through
-    model ``b``: the angle between that beam and the aim direction is how far the beam
-    lands off the aim if the heliostat moved from ``a`` to ``b`` and were still aimed
-    with ``a``. (NaN, NaN) when no sun of the grid is reachable.
-    """
-    from heliostat.frames import angle_between, normalize
-    from heliostat.kinematics import KinematicsError
-
-    sun = sun_grid()
-    aim = np.broadcast_to(np.asarray(aim_enu_m, dtype=float), sun.shape)
-    try:  # one batched inverse; row by row only when some sun is unreachable
-        st = kin.inverse(aim, sun, errors_a)
-        ok = np.all(np.isfinite(st), axis=1)
-        ok[ok] &= kin.within_limits(st[ok])
-        keep, steps = list(np.flatnonzero(ok)), list(st[ok])
-    except (KinematicsError, ValueError):
-        keep, steps = [], []
-        for i in range(sun.shape[0]):
-            try:
-                st = kin.inverse(aim[i : i + 1], sun[i : i + 1], errors_a)
-            except (KinematicsError, ValueError):
-                continue
-            if np.all(np.isfinite(st)) and kin.within_limits(st)[0]:
-                keep.append(i)
-                steps.append(st[0])
-    if not keep:
-        return math.nan, math.nan
-    st = np.array(steps)
-    s = sun[keep]
-    r, c = kin.reflected(st, s, errors_b)
-    ang = angle_between(r, normalize(aim[keep] - c)) * 1e3
-    return float(np.sqrt(np.mean(ang**2))), float(np.max(ang))
 
 
 # --------------------------------------------------------------------------- reports

@@ -39,7 +39,7 @@ import pandas as pd
 from firmware_bridge import registers as R
 from firmware_bridge.errors import ActuatorError, ControllerTimeout, PortError, SafetyRefused
 from heliostat.campaign.config import PlantConfig
-from heliostat.campaign.history import History, ObservationRecord, pointing_change_mrad
+from heliostat.campaign.history import History, ObservationRecord
 from heliostat.campaign.schedule import (
     Clock,
     iso_utc,
@@ -51,6 +51,7 @@ from heliostat.campaign.schedule import (
 )
 from heliostat.campaign.sources import CaptureRequest, FrameSource, FrameSourceError
 from heliostat.errors import InputError
+from heliostat.kinematics.pointing import pointing_change
 from heliostat.sun import sun_position
 
 #: Status reads tried in a row before a settling heliostat counts as unreachable.
@@ -442,7 +443,8 @@ class CampaignRunner:
         change = None
         if prev is not None and r.success:
             e_prev = KinematicErrors.from_dict(prev["drive"], prev["parameters"])
-            change = pointing_change_mrad(h.kinematics, e_prev, r.errors, self.aim_enu_m)
+            pc = pointing_change(h.kinematics, e_prev, r.errors, self.aim_enu_m)
+            change = (pc.beam_rms_mrad, pc.beam_max_mrad)
         fid = self.history.add_fit(
             r,
             iso_utc(self.clock.now_utc()),

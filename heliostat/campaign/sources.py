@@ -12,7 +12,7 @@ recorded as skipped, never filled with a stale frame).
   a capture that timed out) and are moved into ``stale/``, never used. Writers must make
   a file appear complete: write under a name starting with ``.`` or ending in ``.part`` /
   ``.tmp`` and rename it.
-* :mod:`heliostat.campaign.simulated` renders frames from the simulator.
+* :mod:`sim.plant` renders frames from the simulator.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from heliostat.ml.compare import CompareSettings, run_comparison, summary_rows, write_plots
+    from heliostat.bench.compare import CompareSettings, run_comparison, summary_rows, write_plots
 
     if args.frames < 1:
         raise ValueError(f"--frames: expected at least 1, got {args.frames}")

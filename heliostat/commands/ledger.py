@@ -186,6 +186,7 @@ def run_summary(args: argparse.Namespace) -> int:
 
 
 def _point_from_args(args: argparse.Namespace):
+    from heliostat import optics
     from heliostat.ledger import gain as gm
 
     point = gm.OPERATING_POINTS[args.point]()
@@ -206,13 +207,13 @@ def _point_from_args(args: argparse.Namespace):
             raise ValueError(f"--slope-mrad must be >= 0, got {args.slope_mrad}")
         ch["slope_rad"] = args.slope_mrad * 1e-3
     if args.aperture_radius_m is not None:
-        ap = gm.CircularAperture(args.aperture_radius_m)
+        ap = optics.CircularAperture(args.aperture_radius_m)
         ch["aperture"] = ap
         ch["absorber"] = gm.replace(ch.get("absorber", point.absorber), area_m2=ap.area_m2)
     elif args.aperture_width_m is not None or args.aperture_height_m is not None:
         if args.aperture_width_m is None or args.aperture_height_m is None:
             raise ValueError("give both --aperture-width-m and --aperture-height-m")
-        ap = gm.RectangularAperture(args.aperture_width_m, args.aperture_height_m)
+        ap = optics.RectangularAperture(args.aperture_width_m, args.aperture_height_m)
         ch["aperture"] = ap
         ch["absorber"] = gm.replace(ch.get("absorber", point.absorber), area_m2=ap.area_m2)
     return gm.with_changes(point, **ch) if ch else point

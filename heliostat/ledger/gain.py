@@ -1,41 +1,16 @@
 """What better pointing gains: intercept, target temperature, thermal energy, CO2.
 
-Beam model (HFLCAL-type, a circular Gaussian of angular standard deviation per axis)
----------------------------------------------------------------------------------
-All angular errors are standard deviations **per axis** of the reflected beam, except the
-calibration pointing error, which is a **radial RMS** (what cross-validation reports:
-``sqrt(mean(ex² + ey²))``) and so contributes ``X/√2`` per axis.
-
-``σ_beam² = σ_sun² + (2·σ_slope)² + σ_track² + σ_ast²``  [rad²]
-
-* sun shape ``σ_sun`` (2.51 mrad, HFLCAL's value) is not doubled: the mirror only turns the
-  incoming cone;
-* mirror slope error ``σ_slope`` is an error of the **surface normal**: a normal tilted by
-  δ turns the reflected ray by 2δ, so it **doubles** (in the plane of incidence; across it
-  the factor is 2·cos θ_i, which the model ignores, a slightly conservative choice);
-* tracking jitter ``σ_track`` is quoted for the reflected beam (project convention) and is
-  not doubled again; a tracking error quoted for the normal must be doubled by the caller;
-* astigmatism of an off-axis focused heliostat, HFLCAL's ``σ_ast = √(½(H_t² + W_s²))/(4D)``
-  with ``H_t = d|D/f − cos ω|``, ``W_s = d|D/f·cos ω − 1|`` (d: square-root of the mirror
-  area, f: focal length, D: slant range, ω: incidence angle on the mirror) [1]_.
-
-Pointing error as a distribution
---------------------------------
-A pointing error of X mrad RMS is a spread over time (and heliostats), not a fixed offset.
-We average the intercept over a 2-D circular Gaussian offset with that RMS. The average of
-a Gaussian beam's intercept over a Gaussian offset is exactly the intercept of a centred
-beam with ``σ_eff² = σ_beam² + X²/2`` (Gaussians convolve), so ``treatment="gaussian"``
-(default) is that. ``treatment="fixed"`` puts the beam at a fixed radial offset ``X·D``
-(Rice / Marcum-Q for a circle): a heliostat with a constant bias, the pessimistic reading.
-The Gaussian treatment matches what an RMS is, and it is what a field of heliostats with
-independent residuals sees on average.
+Beam and intercept
+------------------
+The beam spread, the intercept of a Gaussian beam on a circular or rectangular aperture
+(with a pointing error of a given radial RMS, ``treatment="gaussian"`` or ``"fixed"``) and
+the atmospheric attenuation come from :mod:`heliostat.optics`, the one home the simulator
+uses too; its docstring states the model. A pointing error of X mrad RMS is a spread over
+time (and heliostats), not a fixed offset: the Gaussian treatment matches what an RMS is,
+and it is what a field of heliostats with independent residuals sees on average.
 
 Target
 ------
-Apertures are taken normal to the central ray (give a tilted aperture as its projection).
-Circle of radius R, Gaussian σ, offset d: ``η = 1 − Q₁(d/σ, R/σ)`` with
-``Q₁(a, b) = ncx2.sf(b², 2, a²)``. Rectangle w × h: product of two error-function terms.
-
 The target is a lumped absorber of area ``A_abs`` at one temperature T:
 
 ``α·P/A_abs = εσ_SB(T⁴ − T_amb⁴) + h(T − T_amb) + U(T − T_fluid)``
@@ -47,14 +22,8 @@ no losses but radiation and no useful heat its limit is the stagnation temperatu
 The field is N identical copies of one representative heliostat (slant range D, elevation
 of the aim point seen from the heliostat β, due pole-ward of the tower's north/south
 side). Power on the target: ``P = N·DNI·A_m·cos θ_i·ρ·τ_atm(D)·η_int``, with the
-Vittitoe–Biggs clear-day (23 km visibility) attenuation [2]_.
-
-References
-----------
-.. [1] F. J. Collado, "One-point fitting of the flux density produced by a heliostat,"
-   Solar Energy 84(4), 673-684, 2010. doi:10.1016/j.solener.2010.01.019
-.. [2] C. N. Vittitoe and F. Biggs, "Terrestrial propagation loss," Sandia report
-   SAND78-1137C, 1978 (as used in DELSOL and HFLCAL).
+Vittitoe–Biggs clear-day (23 km visibility) attenuation
+(:func:`heliostat.optics.atmospheric_attenuation`).
 """
 
 from __future__ import annotations
@@ -65,7 +34,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
-from scipy import special, stats
 
 from heliostat.frames import Site, normalize
 from heliostat.ledger.carbon import (
@@ -74,207 +42,24 @@ from heliostat.ledger.carbon import (
     Energy,
     displaced_gas_emissions,
 )
+from heliostat.optics import (
+    SUN_SHAPE_RAD,
+    Aperture,
+    CircularAperture,
+    RectangularAperture,
+    astigmatism_sigma_rad,
+    atmospheric_attenuation,
+    beam_sigma_rad,
+    pointing_intercept,
+)
 
 #: Stefan–Boltzmann constant (CODATA 2018, exact in SI). [W m⁻² K⁻⁴]
 SIGMA_SB = 5.670374419e-8
-#: Sun-shape standard deviation per axis used by HFLCAL. [rad]
-SUN_SHAPE_RAD = 2.51e-3
 #: Zero °C. [K]
 ZERO_C_K = 273.15
 
 
-# ------------------------------------------------------------------- beam spread
-def beam_sigma_rad(
-    sun_shape_rad: ArrayLike = SUN_SHAPE_RAD,
-    slope_rad: ArrayLike = 1.5e-3,
-    tracking_beam_rad: ArrayLike = 0.0,
-    astigmatism_rad: ArrayLike = 0.0,
-) -> NDArray[np.float64]:
-    """Per-axis standard deviation of the reflected beam. [rad]
-
-    ``σ² = σ_sun² + (2σ_slope)² + σ_track² + σ_ast²``; the slope error is of the surface
-    normal and doubles on reflection; the others are already beam quantities.
-    """
-    s = np.asarray(sun_shape_rad, float)
-    sl = np.asarray(slope_rad, float)
-    t = np.asarray(tracking_beam_rad, float)
-    a = np.asarray(astigmatism_rad, float)
-    for name, v in (("sun_shape", s), ("slope", sl), ("tracking", t), ("astigmatism", a)):
-        if np.any(v < 0):
-            raise ValueError(f"{name} error must be >= 0 [rad], got {v!r}")
-    return np.sqrt(s**2 + (2.0 * sl) ** 2 + t**2 + a**2)
-
-
-def astigmatism_sigma_rad(
-    mirror_area_m2: float, slant_m: ArrayLike, focal_m: ArrayLike, incidence_rad: ArrayLike
-) -> NDArray[np.float64]:
-    """HFLCAL astigmatic spread ``√(½(H_t² + W_s²))/(4D)`` (Collado 2010, Eq. 7). [rad]
-
-    Parameters
-    ----------
-    mirror_area_m2 : float
-        Reflective area; ``d = √A``. [m²]
-    slant_m : array_like
-        Heliostat-to-aim-point distance D. [m]
-    focal_m : array_like
-        Focal length f (``inf`` for a flat mirror). [m]
-    incidence_rad : array_like
-        Angle of incidence of the sun on the mirror ω. [rad]
-    """
-    d = math.sqrt(mirror_area_m2)
-    D = np.asarray(slant_m, float)
-    f = np.asarray(focal_m, float)
-    c = np.cos(np.asarray(incidence_rad, float))
-    ratio = D / f
-    h_t = d * np.abs(ratio - c)  # tangential image size
-    w_s = d * np.abs(ratio * c - 1.0)  # sagittal image size
-    return np.sqrt(0.5 * (h_t**2 + w_s**2)) / (4.0 * D)
-
-
-# ------------------------------------------------------------------- apertures
-@dataclass(frozen=True, slots=True)
-class CircularAperture:
-    """A circular target aperture, normal to the beam.
-
-    Attributes
-    ----------
-    radius_m : float
-        Radius. [m]
-    """
-
-    radius_m: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.radius_m) and self.radius_m > 0):
-            raise ValueError(f"aperture radius_m must be > 0, got {self.radius_m!r}")
-
-    @property
-    def area_m2(self) -> float:
-        """Aperture area. [m²]"""
-        return math.pi * self.radius_m**2
-
-    def intercept(self, sigma_m: ArrayLike, offset_x_m: ArrayLike = 0.0, offset_y_m=0.0):
-        """Share of a circular Gaussian spot inside the circle.
-
-        ``η = 1 − Q₁(d/σ, R/σ) = ncx2.cdf((R/σ)², 2, (d/σ)²)`` (Rice distribution of the
-        radial distance of a point with an offset mean).
-        """
-        return intercept_circle(self.radius_m, sigma_m, np.hypot(offset_x_m, offset_y_m))
-
-
-@dataclass(frozen=True, slots=True)
-class RectangularAperture:
-    """A rectangular target aperture, normal to the beam.
-
-    Attributes
-    ----------
-    width_m, height_m : float
-        Size along target-plane x and y. [m]
-    """
-
-    width_m: float
-    height_m: float
-
-    def __post_init__(self) -> None:
-        for k in ("width_m", "height_m"):
-            v = getattr(self, k)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"aperture {k} must be > 0, got {v!r}")
-
-    @property
-    def area_m2(self) -> float:
-        """Aperture area. [m²]"""
-        return self.width_m * self.height_m
-
-    def intercept(self, sigma_m: ArrayLike, offset_x_m: ArrayLike = 0.0, offset_y_m=0.0):
-        """Share of a circular Gaussian spot inside the rectangle."""
-        return intercept_rectangle(self.width_m, self.height_m, sigma_m, offset_x_m, offset_y_m)
-
-
-Aperture = CircularAperture | RectangularAperture
-
-
-def intercept_circle(radius_m: float, sigma_m: ArrayLike, offset_m: ArrayLike = 0.0):
-    """Intercept of a circular Gaussian spot (σ per axis) offset by d, in a circle of radius R.
-
-    Returns ``1 − Q₁(d/σ, R/σ)``, with Marcum's ``Q₁(a, b) = ncx2.sf(b², 2, a²)``. [-]
-    """
-    s = np.asarray(sigma_m, float)
-    d = np.abs(np.asarray(offset_m, float))
-    if np.any(~(s > 0)):
-        raise ValueError(f"sigma_m must be > 0, got {sigma_m!r}")
-    b2 = (radius_m / s) ** 2
-    a2 = (d / s) ** 2
-    centred = -np.expm1(-0.5 * b2)  # d = 0: 1 − exp(−R²/2σ²), the chi-square(2) cdf
-    with np.errstate(all="ignore"):
-        off = stats.ncx2.cdf(b2, 2, np.where(a2 > 0, a2, 1.0))
-    return np.where(a2 > 0, off, centred)
-
-
-def intercept_rectangle(
-    width_m: float, height_m: float, sigma_m: ArrayLike, offset_x_m=0.0, offset_y_m=0.0
-):
-    """Intercept of a circular Gaussian spot (σ per axis), offset (dx, dy), in a w × h box. [-]"""
-    s = np.asarray(sigma_m, float)
-    if np.any(~(s > 0)):
-        raise ValueError(f"sigma_m must be > 0, got {sigma_m!r}")
-    dx = np.asarray(offset_x_m, float)
-    dy = np.asarray(offset_y_m, float)
-    k = 1.0 / (s * math.sqrt(2.0))
-
-    def one(half: float, off):
-        return 0.5 * (special.erf((half - off) * k) + special.erf((half + off) * k))
-
-    return one(width_m / 2, dx) * one(height_m / 2, dy)
-
-
-def pointing_intercept(
-    aperture: Aperture,
-    beam_sigma_rad_: ArrayLike,
-    slant_m: ArrayLike,
-    pointing_rms_rad: float,
-    treatment: str = "gaussian",
-):
-    """Intercept with a pointing error of a given radial RMS.
-
-    Parameters
-    ----------
-    aperture : CircularAperture or RectangularAperture
-    beam_sigma_rad_ : array_like
-        Per-axis beam spread without the pointing error. [rad]
-    slant_m : array_like
-        Slant range. [m]
-    pointing_rms_rad : float
-        Radial RMS pointing error of the reflected beam. [rad]
-    treatment : {"gaussian", "fixed"}
-        "gaussian": intercept averaged over a 2-D Gaussian offset of that RMS (per axis
-        RMS/√2), exactly a centred beam with ``σ² + RMS²/2``. "fixed": a constant radial
-        offset ``RMS·D`` (along x for a rectangle).
-    """
-    if not (math.isfinite(pointing_rms_rad) and pointing_rms_rad >= 0):
-        raise ValueError(f"pointing error must be >= 0 [rad], got {pointing_rms_rad!r}")
-    sb = np.asarray(beam_sigma_rad_, float)
-    D = np.asarray(slant_m, float)
-    if treatment == "gaussian":
-        sig = np.sqrt(sb**2 + 0.5 * pointing_rms_rad**2) * D
-        return aperture.intercept(sig)
-    if treatment == "fixed":
-        return aperture.intercept(sb * D, pointing_rms_rad * D, 0.0)
-    raise ValueError(f"treatment must be 'gaussian' or 'fixed', got {treatment!r}")
-
-
-# ------------------------------------------------------------------- atmosphere, balance
-def atmospheric_transmittance(slant_m: ArrayLike) -> NDArray[np.float64]:
-    """Clear-day (23 km visibility) transmittance over a slant range (Vittitoe–Biggs). [-]
-
-    ``0.99321 − 1.176e-4·D + 1.97e-8·D²`` for D ≤ 1000 m, ``exp(−1.106e-4·D)`` beyond. [m]
-    """
-    D = np.asarray(slant_m, float)
-    if np.any(D < 0):
-        raise ValueError(f"slant range must be >= 0 [m], got {slant_m!r}")
-    return np.where(D <= 1000.0, 0.99321 - 1.176e-4 * D + 1.97e-8 * D**2, np.exp(-1.106e-4 * D))
-
-
+# ------------------------------------------------------------------- thermal balance
 def stagnation_temperature_k(
     flux_w_m2: ArrayLike, absorptivity: float = 1.0, emissivity: float = 1.0
 ) -> NDArray[np.float64]:
@@ -591,7 +376,7 @@ def field_state(
         * cos_i
         * point.reflectivity
         * point.other_efficiency
-        * atmospheric_transmittance(point.slant_m)
+        * atmospheric_attenuation(point.slant_m)
         * eta
     )
     p = np.where(operating, p, 0.0)

@@ -5,8 +5,10 @@
 - :mod:`heliostat.ml.hybrid` — the hybrid pointing model (geometric fit + learned residual);
 - :mod:`heliostat.ml.rectify` — target-plane crops (the detector's input);
 - :mod:`heliostat.ml.registry` — shipped models, hash-checked against their model cards;
-- :mod:`heliostat.ml.compare` — the classical-vs-ML comparison (``heliostat bench compare``);
 - :mod:`heliostat.ml.training` — PyTorch training and ONNX export (``train`` extra only).
+
+The classical-vs-ML comparison (``heliostat bench compare``) is a harness that uses the
+simulator, so it lives in :mod:`heliostat.bench.compare`.
 
 Nothing is imported here, so ``import heliostat.ml`` loads neither onnxruntime nor torch.
 """

@@ -1,4 +1,5 @@
-"""A simulated camera for campaigns against emulated controllers (tests, rehearsals).
+"""The simulated plant for campaigns: a camera against emulated controllers, and a
+rehearsal plant (tests, rehearsals).
 
 :class:`SimulatedCamera` is a :class:`~heliostat.campaign.sources.FrameSource`: for a
 sun-on request it reads the *physical* axis positions of the emulated controller
@@ -11,7 +12,9 @@ exposure. :class:`FolderFeeder` writes those frames into a watched folder and ta
 back through a :class:`~heliostat.campaign.sources.FolderSource`, so the folder path of
 a plant is exercised too.
 
-The simulator (``sim``) is imported lazily: the plant code does not depend on it.
+:func:`make_sim_plant` builds a rehearsal plant (field, hidden truth, emulated controllers
+on a pty, ``plant.toml``). This is a harness around the plant's campaign code, so it lives
+in the simulator: the plant's packages never import ``sim``.
 """
 
 from __future__ import annotations
