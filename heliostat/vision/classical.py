@@ -92,6 +92,8 @@ FLAGS: tuple[str, ...] = (
     "on_marker",
     "multiple_peaks",
     "spot_in_dark",
+    "low_contrast",
+    "shadow_edge",
 )
 
 
