@@ -69,9 +69,9 @@ from heliostat.calibration.observations import Observations
 from heliostat.errors import CalibrationError
 from heliostat.frames import normalize
 from heliostat.kinematics import (
-    DEFAULT_GROUPS,
     HeliostatKinematics,
     KinematicErrors,
+    default_groups,
     names_for_groups,
 )
 
@@ -98,8 +98,8 @@ def _bound(name: str) -> float:
 
 
 def resolve_names(drive: str, groups: Sequence[str] | None = None) -> tuple[str, ...]:
-    """Parameter names for groups (default: :data:`DEFAULT_GROUPS` of the drive)."""
-    return names_for_groups(drive, DEFAULT_GROUPS[drive] if groups is None else groups)
+    """Parameter names for groups (default: the drive's :func:`default_groups`)."""
+    return names_for_groups(drive, default_groups(drive) if groups is None else groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,7 +393,7 @@ def fit_heliostat(
     obs : Observations
         Valid observations of this heliostat.
     names : sequence of str, optional
-        Parameters to fit (default: the drive's :data:`DEFAULT_GROUPS`).
+        Parameters to fit (default: the drive's :func:`default_groups`).
     residual : {"angle", "plane"}
     robust : bool
         Robust first stage and outlier rejection (default); False fits plain least squares

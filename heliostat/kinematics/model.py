@@ -40,7 +40,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from heliostat.frames import normalize, reflect, rot_x, rot_y, rot_z
 from heliostat.kinematics.actuators import LinearAxis, RotaryAxis
-from heliostat.kinematics.errors import DRIVE_TYPES, KinematicErrors
+from heliostat.kinematics.drives import Drive, drive
+from heliostat.kinematics.errors import KinematicErrors
 
 
 class KinematicsError(ValueError):
@@ -77,6 +78,7 @@ class HeliostatKinematics:
     Attributes
     ----------
     drive : str
+        Name of a registered drive type (:mod:`heliostat.kinematics.drives`), e.g.
         ``"azel"`` (rotary slew drives) or ``"linear"`` (Jülich linear actuators).
     position_enu_m : tuple of 3 float
         Pivot (rotation centre) in site ENU. [m]
@@ -96,14 +98,14 @@ class HeliostatKinematics:
     axis2_offset_enu_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
     mirror_offset_enu_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
     _p0: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _spec: Drive = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.drive not in DRIVE_TYPES:
-            raise ValueError(f"drive must be one of {DRIVE_TYPES}, got {self.drive!r}")
-        kind = RotaryAxis if self.drive == "azel" else LinearAxis
-        for name in ("axis1", "axis2"):
-            if not isinstance(getattr(self, name), kind):
-                raise ValueError(f"{self.drive} drive needs {kind.__name__} for {name}")
+        spec = drive(self.drive)
+        object.__setattr__(self, "_spec", spec)
+        for name, kind in zip(("axis1", "axis2"), spec.axes, strict=True):
+            if not isinstance(getattr(self, name), kind.type):
+                raise ValueError(f"{self.drive} drive needs {kind.type.__name__} for {name}")
         object.__setattr__(self, "_p0", _vec3(self.position_enu_m, "position_enu_m"))
         for name in ("axis1_offset_enu_m", "axis2_offset_enu_m", "mirror_offset_enu_m"):
             _vec3(getattr(self, name), name)
@@ -117,6 +119,11 @@ class HeliostatKinematics:
                 f"error set is for drive {errors.drive!r}, heliostat is {self.drive!r}"
             )
         return errors
+
+    @property
+    def spec(self) -> Drive:
+        """The drive type's declaration (:mod:`heliostat.kinematics.drives`)."""
+        return self._spec
 
     @property
     def axes(self) -> tuple[RotaryAxis | LinearAxis, RotaryAxis | LinearAxis]:
