@@ -14,7 +14,7 @@ registry without an import cycle.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -311,8 +311,3 @@ class Drive:
             if param in g.params:
                 return g.fit_bound
         raise KeyError(f"{self.name} drive has no error parameter {param!r}")
-
-    @property
-    def config_keys(self) -> Mapping[str, frozenset[str]]:
-        """Keys of the ``[drives.NAME.axis1]`` and ``axis2`` tables."""
-        return {f"axis{i}": k.keys for i, k in enumerate(self.axes, start=1)}
