@@ -171,7 +171,7 @@ def speed(field_size: int, sample: int, workers: int) -> dict:
     for i in range(sample):
         _, obs = campaign("AA39", rng)
         obs = obs.__class__(f"H{i:05d}", *[getattr(obs, f) for f in obs.__slots__[1:]])
-        jobs.append(Job(kin, obs, resolve_names("linear"), "angle", "hat", None))
+        jobs.append(Job(kin, obs, resolve_names(kin.drive), "angle", "hat", None))
     t0 = time.perf_counter()
     for j in jobs[: min(50, sample)]:
         fit_heliostat(j.kinematics, j.observations, j.names)

@@ -281,7 +281,7 @@ class Bridge:
                 f"controller {address}: identity register 0 reads {regs[0]:#06x}, expected "
                 f"{R.MAGIC:#06x} (not a heliostat controller, or another register map)"
             )
-        drive = {v: k for k, v in R.DRIVE_CODES.items()}.get(regs[R.REG_DRIVE], "unknown")
+        drive = R.drive_name(regs[R.REG_DRIVE]) or "unknown"
         return {
             "address": address,
             "map_version": regs[R.REG_MAP_VERSION],

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from pymodbus.framer.rtu import FramerRTU
 
+from heliostat.kinematics.drives import drive, drive_for_code
+
 #: Identity block (read-only).
 MAGIC = 0x4843  # "HC": heliostat controller
 MAP_VERSION = 1
@@ -27,7 +29,7 @@ REG_MAGIC = 0
 REG_MAP_VERSION = 1
 REG_FW_VERSION = 2  # major << 8 | minor
 REG_FW_PATCH = 3
-REG_DRIVE = 4  # DRIVE_CODES
+REG_DRIVE = 4  # the drive type's register code: drive_code(), drive_name()
 REG_MAX_PARAMS = 5
 REG_SERIAL = 6  # u32
 IDENTITY_START, IDENTITY_COUNT = 0, 8
@@ -69,7 +71,24 @@ PARAM_BLOCK_COUNT = 1 + 2 * MAX_PARAMS
 #: Highest register address of the map (for bounds checks).
 MAP_END = REG_PARAM_ACTIVE + PARAM_BLOCK_COUNT
 
-DRIVE_CODES = {"azel": 1, "linear": 2}
+
+def drive_code(name: str) -> int:
+    """Value of the ``DRIVE`` register for a drive type (declared by its module in
+    :mod:`heliostat.kinematics.drives`: 1 az-el, 2 linear, ...).
+
+    Raises
+    ------
+    ValueError
+        For an unknown drive type, listing the known ones.
+    """
+    return drive(name).register_code
+
+
+def drive_name(code: int) -> str | None:
+    """The drive type a ``DRIVE`` register value stands for (None: unknown code)."""
+    d = drive_for_code(code)
+    return None if d is None else d.name
+
 
 U32_MAX = 0xFFFF_FFFF
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from heliostat.frames import Site, normalize, target_axes
-from heliostat.kinematics import HeliostatKinematics, LinearAxis, RotaryAxis
+from heliostat.kinematics import HeliostatKinematics, drive
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -355,48 +355,6 @@ class FieldConfig:
 
 
 # --------------------------------------------------------------------------- field.toml
-def _axis(t: _Table, drive_type: str) -> RotaryAxis | LinearAxis:
-    lim = dict(min_steps=t.int_("min_steps"), max_steps=t.int_("max_steps"))
-    if lim["min_steps"] >= lim["max_steps"]:
-        raise t.err("max_steps", f"must exceed min_steps ({lim['min_steps']})")
-    if drive_type == "azel":
-        t.check_unknown({"steps_per_deg", "zero_deg", "min_steps", "max_steps"})
-        spd = t.num("steps_per_deg")
-        if spd == 0:
-            raise t.err("steps_per_deg", "must be non-zero")
-        return RotaryAxis(
-            steps_per_rad=spd * 180.0 / math.pi,
-            zero_rad=math.radians(t.num("zero_deg", 0.0)),
-            **lim,
-        )
-    t.check_unknown(
-        {
-            "increment_steps_per_m",
-            "initial_stroke_m",
-            "offset_m",
-            "pivot_radius_m",
-            "initial_angle_deg",
-            "clockwise",
-            "min_steps",
-            "max_steps",
-        }
-    )
-    try:
-        return LinearAxis(
-            increment_steps_per_m=t.num("increment_steps_per_m", lo=0, lo_open=True),
-            initial_stroke_m=t.num("initial_stroke_m"),
-            offset_m=t.num("offset_m", lo=0, lo_open=True),
-            pivot_radius_m=t.num("pivot_radius_m", lo=0, lo_open=True),
-            initial_angle_rad=math.radians(t.num("initial_angle_deg")),
-            clockwise=t.bool_("clockwise"),
-            **lim,
-        )
-    except ValueError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise t.err("initial_stroke_m", str(exc)) from None
-
-
 _DRIVE_KEYS = {
     "type",
     "axis1",
@@ -409,11 +367,15 @@ _DRIVE_KEYS = {
 
 def _drive_template(t: _Table) -> dict[str, Any]:
     t.check_unknown(_DRIVE_KEYS)
-    kind = t.str_("type", choices=("azel", "linear"))
+    kind = t.str_("type")
+    try:
+        spec = drive(kind)
+    except ValueError as exc:
+        raise t.err("type", str(exc)) from None
     return dict(
         drive=kind,
-        axis1=_axis(t.table("axis1"), kind),
-        axis2=_axis(t.table("axis2"), kind),
+        axis1=spec.axes[0].read(t.table("axis1")),
+        axis2=spec.axes[1].read(t.table("axis2")),
         axis1_offset_enu_m=t.vec("axis1_offset_enu_m", default=[0.0, 0.0, 0.0]),
         axis2_offset_enu_m=t.vec("axis2_offset_enu_m", default=[0.0, 0.0, 0.0]),
         mirror_offset_enu_m=t.vec("mirror_offset_enu_m", default=[0.0, 0.0, 0.0]),
@@ -735,26 +697,6 @@ def dumps_toml(data: Mapping[str, Any]) -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def _axis_to_dict(axis: RotaryAxis | LinearAxis) -> dict[str, Any]:
-    if isinstance(axis, RotaryAxis):
-        return dict(
-            steps_per_deg=axis.steps_per_rad * math.pi / 180.0,
-            zero_deg=math.degrees(axis.zero_rad),
-            min_steps=axis.min_steps,
-            max_steps=axis.max_steps,
-        )
-    return dict(
-        increment_steps_per_m=axis.increment_steps_per_m,
-        initial_stroke_m=axis.initial_stroke_m,
-        offset_m=axis.offset_m,
-        pivot_radius_m=axis.pivot_radius_m,
-        initial_angle_deg=math.degrees(axis.initial_angle_rad),
-        clockwise=axis.clockwise,
-        min_steps=axis.min_steps,
-        max_steps=axis.max_steps,
-    )
-
-
 def _mirror_to_dict(m: Mirror) -> dict[str, Any]:
     d: dict[str, Any] = dict(
         width_m=m.width_m,
@@ -773,8 +715,8 @@ def _drive_to_dict(k: HeliostatKinematics) -> dict[str, Any]:
         axis1_offset_enu_m=list(k.axis1_offset_enu_m),
         axis2_offset_enu_m=list(k.axis2_offset_enu_m),
         mirror_offset_enu_m=list(k.mirror_offset_enu_m),
-        axis1=_axis_to_dict(k.axis1),
-        axis2=_axis_to_dict(k.axis2),
+        axis1=k.spec.axes[0].write(k.axis1),
+        axis2=k.spec.axes[1].write(k.axis2),
     )
 
 

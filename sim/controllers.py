@@ -70,7 +70,7 @@ class ControllerSpec:
     address : int
         Modbus address 1..247.
     drive : str
-        ``"azel"`` or ``"linear"`` (sets the parameter count it accepts).
+        Name of a registered drive type (sets the ``DRIVE`` register).
     n_params : int
         Length of the error-parameter set it accepts.
     min_steps, max_steps : tuple of 2 int
@@ -193,7 +193,7 @@ class ControllerModel:
         self.regs[R.REG_MAP_VERSION] = R.MAP_VERSION
         self.regs[R.REG_FW_VERSION] = (s.firmware[0] << 8) | s.firmware[1]
         self.regs[R.REG_FW_PATCH] = s.firmware[2]
-        self.regs[R.REG_DRIVE] = R.DRIVE_CODES.get(s.drive, 0)
+        self.regs[R.REG_DRIVE] = R.drive_code(s.drive)
         self.regs[R.REG_MAX_PARAMS] = s.n_params
         self.regs[R.REG_SERIAL : R.REG_SERIAL + 2] = R.u32_to_regs(s.serial & R.U32_MAX)
 

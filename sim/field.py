@@ -44,7 +44,8 @@ from heliostat.config import (
     field_to_dict,
 )
 from heliostat.frames import Site
-from heliostat.kinematics import HeliostatKinematics, KinematicErrors, LinearAxis, RotaryAxis
+from heliostat.kinematics import HeliostatKinematics, KinematicErrors, drive, drive_names
+from heliostat.kinematics.drives import azel, linear
 from sim.observe import draw_true_errors
 from sim.reproduce import stable_numbers
 
@@ -57,38 +58,61 @@ TRUTH_SCHEMA = "heliostat-sim-truth/1"
 #: Largest Modbus RTU slave address (addresses 1..247).
 MAX_MODBUS_ADDRESS = 247
 
-DRIVE_CHOICES = ("azel", "linear", "mixed")
+#: ``drives="mixed"``: this drive type within ±``linear_half_sector_deg`` of the meridian,
+#: where the limited travel of linear actuators reaches the target all day …
+MIXED_INNER = linear.DRIVE.name
+#: … and this one outside.
+MIXED_OUTER = azel.DRIVE.name
+
+#: Mirror reflectivity and slope error of generated heliostats. [1], [mrad]
+REFLECTIVITY = 0.93
+SLOPE_ERROR_MRAD = 1.5
+
+
+def drive_choices() -> tuple[str, ...]:
+    """Values of ``generate_field(drives=...)``: every registered drive type, or mixed."""
+    return (*drive_names(), "mixed")
 
 
 # --------------------------------------------------------------------------- drives
+def typical_kinematics(
+    drive_type: str, position_enu_m: tuple[float, float, float]
+) -> HeliostatKinematics:
+    """Nominal kinematics of a typical heliostat of a drive type (its module's
+    :class:`~heliostat.kinematics.drives.Typical`) at a position."""
+    t = drive(drive_type).typical
+    return HeliostatKinematics(
+        drive=drive_type,
+        position_enu_m=position_enu_m,
+        axis1=t.axis1,
+        axis2=t.axis2,
+        axis1_offset_enu_m=t.axis1_offset_enu_m,
+        axis2_offset_enu_m=t.axis2_offset_enu_m,
+        mirror_offset_enu_m=t.mirror_offset_enu_m,
+    )
+
+
+def typical_mirror(drive_type: str) -> Mirror:
+    """Mirror of a typical heliostat of a drive type."""
+    t = drive(drive_type).typical
+    return Mirror(t.mirror_width_m, t.mirror_height_m, REFLECTIVITY, SLOPE_ERROR_MRAD)
+
+
 def azel_drive(position_enu_m: tuple[float, float, float]) -> HeliostatKinematics:
     """Nominal az-el slew drive: 1000 steps per degree on both axes, azimuth zero
     facing south (the mirror of a pole-side heliostat faces the tower), ±170° travel."""
-    return HeliostatKinematics(
-        drive="azel",
-        position_enu_m=position_enu_m,
-        axis1=RotaryAxis(1000.0 * 180.0 / math.pi, math.radians(180.0), -170_000, 170_000),
-        axis2=RotaryAxis(1000.0 * 180.0 / math.pi, 0.0, -5_000, 92_000),
-        mirror_offset_enu_m=(0.0, 0.1, 0.0),
-    )
+    return typical_kinematics(azel.DRIVE.name, position_enu_m)
 
 
 def linear_drive(position_enu_m: tuple[float, float, float]) -> HeliostatKinematics:
     """Nominal Jülich-type drive with two linear actuators (the actuator numbers of the
     PAINT heliostat-properties files, as in ``tests/data/field_small.toml``)."""
-    return HeliostatKinematics(
-        drive="linear",
-        position_enu_m=position_enu_m,
-        axis1=LinearAxis(154166.666, 0.075, 0.34, 0.3204, math.radians(-90.0), False, 0, 70_000),
-        axis2=LinearAxis(154166.666, 0.075, 0.3479, 0.309, math.radians(55.0), True, 0, 70_000),
-        axis2_offset_enu_m=(0.0, 0.0, 0.315),
-        mirror_offset_enu_m=(0.0, -0.17755, -0.4045),
-    )
+    return typical_kinematics(linear.DRIVE.name, position_enu_m)
 
 
-#: Mirrors of the two heliostat types. [m]
-AZEL_MIRROR = Mirror(width_m=3.2, height_m=2.5, reflectivity=0.93, slope_error_mrad=1.5)
-LINEAR_MIRROR = Mirror(width_m=3.2, height_m=2.44, reflectivity=0.93, slope_error_mrad=1.5)
+#: Mirrors of the two built-in heliostat types. [m]
+AZEL_MIRROR = typical_mirror(azel.DRIVE.name)
+LINEAR_MIRROR = typical_mirror(linear.DRIVE.name)
 
 
 # --------------------------------------------------------------------------- layout
@@ -202,9 +226,11 @@ def generate_field(
     rng : numpy.random.Generator
         Seeded generator for the small terrain undulation (the caller owns the seed).
     drives : str
-        ``"azel"``, ``"linear"`` (Jülich-type linear actuators) or ``"mixed"``: linear
-        drives within ±``linear_half_sector_deg`` of the meridian, where their limited
-        actuator travel reaches the target all day, az-el drives outside.
+        A registered drive type (``"azel"``, ``"linear"`` for Jülich-type linear
+        actuators, …: every heliostat is its module's typical one) or ``"mixed"``:
+        :data:`MIXED_INNER` (linear) drives within ±``linear_half_sector_deg`` of the
+        meridian, where their limited actuator travel reaches the target all day,
+        :data:`MIXED_OUTER` (az-el) drives outside.
     site : Site
         Plant reference point (the tower foot).
     first_radius_m : float
@@ -217,17 +243,22 @@ def generate_field(
     FieldConfig
         Ids ``H001``…, buses ``bus1``… on ``loop://`` ports, addresses 1.. per bus.
     """
-    if drives not in DRIVE_CHOICES:
-        raise ValueError(f"drives must be one of {', '.join(DRIVE_CHOICES)}, got {drives!r}")
+    choices = drive_choices()
+    if drives not in choices:
+        raise ValueError(f"drives must be one of {', '.join(choices)}, got {drives!r}")
     if not 1 <= per_bus <= MAX_MODBUS_ADDRESS:
         raise ValueError(f"per_bus must lie in [1, {MAX_MODBUS_ADDRESS}], got {per_bus!r}")
+    used = (MIXED_INNER, MIXED_OUTER) if drives == "mixed" else (drives,)
     pole = 1.0 if site.latitude_deg >= 0 else -1.0
-    if pole < 0 and drives != "azel":
+    south_only = [d for d in used if drive(d).typical.northern_fields_only]
+    if pole < 0 and south_only:
         raise ValueError(
-            "linear (Jülich-type) drives face south at rest and suit northern fields only; "
-            f"site latitude is {site.latitude_deg} deg: use drives='azel'"
+            f"{', '.join(south_only)} drives face south at rest and suit northern fields "
+            f"only; site latitude is {site.latitude_deg} deg: use drives="
+            f"{', '.join(repr(d) for d in drive_names() if d not in south_only)}"
         )
-    diag = max(math.hypot(m.width_m, m.height_m) for m in (AZEL_MIRROR, LINEAR_MIRROR))
+    # spacing for the largest mirror of any drive type: the layout does not depend on the mix
+    diag = max(math.hypot(m.width_m, m.height_m) for m in map(typical_mirror, drive_names()))
     polar = radial_staggered_layout(n_heliostats, diag, first_radius_m)
     width = max(3, len(str(n_heliostats)))
     heliostats: dict[str, Heliostat] = {}
@@ -238,16 +269,13 @@ def generate_field(
         e = radius * math.sin(bearing)
         nn = pole * radius * math.cos(bearing)
         pos = (round(e, 3), round(nn, 3), round(0.005 * radius + float(bump), 3))
-        linear = drives == "linear" or (
-            drives == "mixed" and abs(bearing) <= math.radians(linear_half_sector_deg)
-        )
-        kin = linear_drive(pos) if linear else azel_drive(pos)
+        inner = abs(bearing) <= math.radians(linear_half_sector_deg)
+        kind = drives if drives != "mixed" else (MIXED_INNER if inner else MIXED_OUTER)
+        kin = typical_kinematics(kind, pos)
         bus = f"bus{i // per_bus + 1}"
         buses.setdefault(bus, Bus(bus, "loop://", 115200))
         hid = f"H{i + 1:0{width}d}"
-        heliostats[hid] = Heliostat(
-            hid, kin, LINEAR_MIRROR if linear else AZEL_MIRROR, bus, i % per_bus + 1
-        )
+        heliostats[hid] = Heliostat(hid, kin, typical_mirror(kind), bus, i % per_bus + 1)
     return FieldConfig(
         site=site,
         targets=tower_targets(pole),

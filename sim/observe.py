@@ -42,7 +42,7 @@ def draw_true_errors(
     Parameters
     ----------
     drive : str
-        ``"azel"`` or ``"linear"``.
+        Name of a registered drive type.
     rng : numpy.random.Generator
         Seeded generator (the caller owns the seed).
     angular_mrad : (float, float)

@@ -19,8 +19,9 @@ independent of the target's tilt.
 
 Estimator
 ---------
-1. ``scipy.optimize.least_squares``, plain least squares from the nominal model, bounds
-   ±50 mrad on angles, ±0.5 m on translations, ±50 mm on strokes;
+1. ``scipy.optimize.least_squares``, plain least squares from the nominal model, within
+   the bounds the drive module declares per parameter group (the built-in drives: ±50 mrad
+   on angles, ±0.5 m on translations, ±50 mm on strokes);
    ``dogbox`` method; residuals and central-difference Jacobian from one batched call
    (:mod:`heliostat.calibration.model`).
 2. Robust noise scale s = 1.4826·MAD of the residual components; an observation is an
@@ -69,9 +70,9 @@ from heliostat.calibration.observations import Observations
 from heliostat.errors import CalibrationError
 from heliostat.frames import normalize
 from heliostat.kinematics import (
-    DEFAULT_GROUPS,
     HeliostatKinematics,
     KinematicErrors,
+    default_groups,
     names_for_groups,
 )
 
@@ -91,15 +92,9 @@ ROBUST_SCALE_MRAD = 1.0
 RESIDUALS = ("angle", "plane")
 
 
-def _bound(name: str) -> float:
-    if name.startswith("actuator"):
-        return 0.05
-    return 0.05 if name.endswith("_rad") else 0.5
-
-
 def resolve_names(drive: str, groups: Sequence[str] | None = None) -> tuple[str, ...]:
-    """Parameter names for groups (default: :data:`DEFAULT_GROUPS` of the drive)."""
-    return names_for_groups(drive, DEFAULT_GROUPS[drive] if groups is None else groups)
+    """Parameter names for groups (default: the drive's :func:`default_groups`)."""
+    return names_for_groups(drive, default_groups(drive) if groups is None else groups)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +352,7 @@ def standard_errors(
 
 def _solve(prob: Problem, x0, loss: str, f_scale: float, rows: NDArray[np.bool_]):
     mask = np.repeat(rows, 2)
-    lb = np.array([-_bound(n) for n in prob.names])
+    lb = np.array([-prob.kin.spec.fit_bound(n) for n in prob.names])
     ub = -lb
     x0 = np.clip(x0, lb * 0.999, ub * 0.999)
     return least_squares(
@@ -393,7 +388,7 @@ def fit_heliostat(
     obs : Observations
         Valid observations of this heliostat.
     names : sequence of str, optional
-        Parameters to fit (default: the drive's :data:`DEFAULT_GROUPS`).
+        Parameters to fit (default: the drive's :func:`default_groups`).
     residual : {"angle", "plane"}
     robust : bool
         Robust first stage and outlier rejection (default); False fits plain least squares
@@ -506,7 +501,7 @@ def fit_heliostat(
         )
         if not suggested:
             suggested = identifiability(j, names, cond_limit=COND_WARN / 10)[1]
-    at_bound = [nm for i, nm in enumerate(names) if abs(x[i]) >= 0.999 * _bound(nm)]
+    at_bound = [nm for i, nm in enumerate(names) if abs(x[i]) >= 0.999 * kin.spec.fit_bound(nm)]
     if at_bound:
         warnings.append(
             f"{', '.join(at_bound)} reached the bound: the model or the data are wrong, or "

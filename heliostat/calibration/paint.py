@@ -48,9 +48,14 @@ from heliostat.calibration.observations import Observations, Rejection, observat
 from heliostat.config import FieldConfig, Heliostat, Mirror, Target
 from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, LinearAxis
+from heliostat.kinematics.drives.linear import DRIVE as LINEAR_DRIVE
 
 #: Focal-spot methods in the calibration files (CLI spelling → JSON key).
 SPOT_METHODS = {"helios": "HeliOS", "utis": "UTIS"}
+#: PAINT's ``type_axis`` of a linear actuator, the only kind its heliostats have (the
+#: archive's vocabulary, not our drive-type name). PAINT heliostats are read as
+#: :mod:`heliostat.kinematics.drives.linear` drives.
+PAINT_LINEAR_ACTUATOR = "linear"
 #: Axis-1 angle offset between PAINT/ARTIST and our chain. [rad]
 AXIS1_ANGLE_OFFSET_RAD = -math.pi / 2
 
@@ -151,8 +156,8 @@ def load_heliostat(path: str | Path, site: Site, heliostat_id: str | None = None
     axes = []
     for i, a in enumerate(acts):
         where = f"kinematic_properties.actuators[{i}]"
-        kind = str(a.get("type_axis", "linear")).lower()
-        if kind != "linear":
+        kind = str(a.get("type_axis", PAINT_LINEAR_ACTUATOR)).lower()
+        if kind != PAINT_LINEAR_ACTUATOR:
             raise ValueError(f"{p}: {where}.type_axis: only linear actuators, got {kind!r}")
         try:
             axes.append(
@@ -173,7 +178,7 @@ def load_heliostat(path: str | Path, site: Site, heliostat_id: str | None = None
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{p}: {where}: {exc}") from None
     kin = HeliostatKinematics(
-        "linear",
+        LINEAR_DRIVE.name,
         tuple(float(x) for x in pos),
         axes[0],
         axes[1],

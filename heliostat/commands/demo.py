@@ -53,7 +53,7 @@ class DemoOptions:
     out : str
         Output folder.
     drives : str
-        ``"mixed"``, ``"azel"`` or ``"linear"``.
+        ``"mixed"`` or a registered drive type (``"azel"``, ``"linear"``, …).
     start : str
         First campaign day, ``YYYY-MM-DD`` UTC.
     frame_heliostats : int

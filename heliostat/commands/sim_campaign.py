@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from heliostat.commands._common import print_json
+from heliostat.kinematics import drive_names
 
 #: Files a campaign folder holds; an existing folder with ``campaign.json`` is replaced.
 _CAMPAIGN_FILES = ("campaign.json", "field.toml", "camera.toml", "truth.json", "observations.csv")
@@ -92,7 +93,7 @@ def add_campaign_options(
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument(
         "--drives",
-        choices=("azel", "linear", "mixed"),
+        choices=(*drive_names(), "mixed"),
         default="mixed",
         help="drive types of a generated field (default mixed)",
     )

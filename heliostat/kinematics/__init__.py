@@ -1,10 +1,10 @@
 """Heliostat kinematics: steps ↔ angles ↔ mirror pose, with a named error model."""
 
 from heliostat.kinematics.actuators import LinearAxis, RotaryAxis
+from heliostat.kinematics.drives import DRIVES, Drive, drive, drive_names
 from heliostat.kinematics.errors import (
-    DEFAULT_GROUPS,
-    DRIVE_TYPES,
     KinematicErrors,
+    default_groups,
     error_names,
     group_names,
     names_for_groups,
@@ -12,14 +12,17 @@ from heliostat.kinematics.errors import (
 from heliostat.kinematics.model import HeliostatKinematics, KinematicsError, Pose
 
 __all__ = [
-    "DEFAULT_GROUPS",
-    "DRIVE_TYPES",
+    "DRIVES",
+    "Drive",
     "HeliostatKinematics",
     "KinematicErrors",
     "KinematicsError",
     "LinearAxis",
     "Pose",
     "RotaryAxis",
+    "default_groups",
+    "drive",
+    "drive_names",
     "error_names",
     "group_names",
     "names_for_groups",

@@ -1,8 +1,9 @@
 """Named kinematic error parameters, switchable in groups.
 
-Every drive type has a fixed, ordered tuple of error-parameter names; an error set is a
-value per name (angles in rad, lengths in m, the unit is in the name). All zeros give the
-nominal model exactly. Groups select what a calibration fits:
+Every drive type declares a fixed, ordered tuple of error-parameter names in groups (its
+module in :mod:`heliostat.kinematics.drives`); an error set is a value per name (angles
+in rad, lengths in m, the unit is in the name). All zeros give the nominal model exactly.
+Groups select what a calibration fits:
 
 ========================  ==================================================================
 group                     parameters
@@ -28,52 +29,23 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-DRIVE_TYPES = ("azel", "linear")
-
-_TRANSLATIONS = tuple(
-    f"{part}_offset_{c}_m" for part in ("axis1", "axis2", "mirror") for c in ("e", "n", "u")
-)
-
-_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
-    "azel": {
-        "first_axis_tilt": ("axis1_tilt_e_rad", "axis1_tilt_n_rad"),
-        "nonorthogonality": ("axis_nonorthogonality_rad",),
-        "zero_offsets": ("axis1_zero_rad", "axis2_zero_rad"),
-        "canting": ("mirror_collimation_rad",),
-        "joint_translations": _TRANSLATIONS,
-    },
-    "linear": {
-        "first_axis_tilt": ("axis1_tilt_n_rad", "axis1_tilt_u_rad"),
-        "nonorthogonality": ("axis_nonorthogonality_rad",),
-        "zero_offsets": ("axis1_zero_rad", "axis2_zero_rad"),
-        "canting": ("mirror_collimation_rad",),
-        "joint_translations": _TRANSLATIONS,
-        "actuator_stroke": ("actuator1_stroke_m", "actuator2_stroke_m"),
-    },
-}
-
-#: Groups fitted when the user names none: all angular terms (and strokes for linear).
-DEFAULT_GROUPS: dict[str, tuple[str, ...]] = {
-    "azel": ("first_axis_tilt", "nonorthogonality", "zero_offsets", "canting"),
-    "linear": ("first_axis_tilt", "nonorthogonality", "zero_offsets", "canting", "actuator_stroke"),
-}
-
-
-def _check_drive(drive: str) -> None:
-    if drive not in DRIVE_TYPES:
-        raise ValueError(f"drive must be one of {DRIVE_TYPES}, got {drive!r}")
+from heliostat.kinematics.drives import drive as _drive
 
 
 def error_names(drive: str) -> tuple[str, ...]:
     """All error-parameter names of a drive type, in canonical order."""
-    _check_drive(drive)
-    return tuple(n for names in _GROUPS[drive].values() for n in names)
+    return _drive(drive).error_names
 
 
 def group_names(drive: str) -> tuple[str, ...]:
     """Names of the parameter groups available for a drive type."""
-    _check_drive(drive)
-    return tuple(_GROUPS[drive])
+    return _drive(drive).group_names
+
+
+def default_groups(drive: str) -> tuple[str, ...]:
+    """Groups fitted when the user names none: all angular terms (and, for linear
+    actuators, the initial strokes)."""
+    return _drive(drive).default_groups
 
 
 def names_for_groups(drive: str, groups: Iterable[str]) -> tuple[str, ...]:
@@ -84,16 +56,9 @@ def names_for_groups(drive: str, groups: Iterable[str]) -> tuple[str, ...]:
     ValueError
         For a group the drive type does not have.
     """
-    _check_drive(drive)
-    groups = tuple(groups)
-    for g in groups:
-        if g not in _GROUPS[drive]:
-            raise ValueError(
-                f"unknown parameter group {g!r} for drive {drive!r}; "
-                f"choose from {', '.join(_GROUPS[drive])}"
-            )
-    wanted = {n for g in groups for n in _GROUPS[drive][g]}
-    return tuple(n for n in error_names(drive) if n in wanted)
+    d = _drive(drive)
+    wanted = {n for g in tuple(groups) for n in d.group(g).params}
+    return tuple(n for n in d.error_names if n in wanted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +68,7 @@ class KinematicErrors:
     Attributes
     ----------
     drive : str
-        ``"azel"`` or ``"linear"``.
+        Name of a registered drive type (:mod:`heliostat.kinematics.drives`).
     values : tuple of float
         One value per name of :func:`error_names` (rad for ``*_rad``, m for ``*_m``).
     """
@@ -112,7 +77,6 @@ class KinematicErrors:
     values: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        _check_drive(self.drive)
         n = len(error_names(self.drive))
         if len(self.values) != n:
             raise ValueError(f"{self.drive} error set needs {n} values, got {len(self.values)}")

@@ -1,6 +1,6 @@
 """Two-axis heliostat kinematics with an error model: forward and inverse.
 
-Both drive types are the same rigid-body chain with different axes:
+Every drive type is the same rigid-body chain with different constants:
 
 .. math::
 
@@ -13,21 +13,26 @@ tilt, :math:`A_2` the non-orthogonality of axis 2, :math:`C` the mirror collimat
 (canting) error, :math:`t_1, t_2, t_m` the first-joint, second-joint and concentrator
 translations, and :math:`n_0` the mirror normal at zero joint angles.
 
-==========  ======================  ========================  =========================
-drive       axis 1 (θ1)             axis 2 (θ2)               n0, A1, A2, C
-==========  ======================  ========================  =========================
-``azel``    vertical: R_z(−azimuth)  horizontal: R_x(elevation)  n0 = +N; A1 = R_x R_y;
-            (azimuth clockwise                                  A2 = R_y; C = R_z
-            from north)
-``linear``  horizontal E–W: R_x(θ1)  local up: R_z(θ2)          n0 = −N; A1 = R_y R_z;
-            (Jülich / ARTIST chain)                             A2 = R_y; C = R_x
-==========  ======================  ========================  =========================
+Each drive type's module in :mod:`heliostat.kinematics.drives` fills in the chain's
+constants (:class:`~heliostat.kinematics.drives.Chain`); :meth:`HeliostatKinematics.chain`
+reads them. The built-in drives (R_e, R_n, R_u rotate about east, north, up = R_x, R_y, R_z):
 
-The linear chain follows ARTIST's rigid-body kinematic (east rotation then up rotation,
-normal (0, −1, 0) at zero angles), so PAINT joint angles carry over unchanged.
+==========  ==================  ==================  ======  =======================  ======  ======
+drive       R1 (``joint1``)     R2 (``joint2``)     n0      A1 (``tilt``)            A2      C
+==========  ==================  ==================  ======  =======================  ======  ======
+``azel``    R_u(−θ1): azimuth,  R_e(θ2): elevation  +N      R_e(tilt_e) R_n(tilt_n)  R_n     R_u
+            clockwise from N
+``linear``  R_e(θ1): E–W axis   R_u(θ2): local up   −N      R_n(tilt_n) R_u(tilt_u)  R_n     R_e
+==========  ==================  ==================  ======  =======================  ======  ======
+
+(``tilt_e`` = ``axis1_tilt_e_rad`` etc.; A2 turns by ``axis_nonorthogonality_rad``, C by
+``mirror_collimation_rad``; ``tests/test_drives.py`` checks this table against the drive
+modules.) The linear chain follows ARTIST's rigid-body kinematic (east rotation then
+up rotation, normal (0, −1, 0) at zero angles), so PAINT joint angles carry over unchanged.
 The inverse solves n(θ) = (s + d(θ)) / |s + d(θ)|, d the unit vector from the mirror
-centre c(θ) to the aim point, by Gauss–Newton from an analytic nominal start; it
-converges to machine precision in a few iterations for any error set.
+centre c(θ) to the aim point, by Gauss–Newton from the nominal chain's analytic solution
+(:func:`nominal_angles`, valid for any drive whose n0 is perpendicular to both joints);
+it converges to machine precision in a few iterations for any error set.
 """
 
 from __future__ import annotations
@@ -40,11 +45,55 @@ from numpy.typing import ArrayLike, NDArray
 
 from heliostat.frames import normalize, reflect, rot_x, rot_y, rot_z
 from heliostat.kinematics.actuators import LinearAxis, RotaryAxis
-from heliostat.kinematics.errors import DRIVE_TYPES, KinematicErrors
+from heliostat.kinematics.drives import Chain, Drive, drive
+from heliostat.kinematics.errors import KinematicErrors
 
 
 class KinematicsError(ValueError):
     """A pose the kinematic model cannot produce (unreachable aim, bad steps)."""
+
+
+#: Rotation about an ENU axis by its letter (``Chain`` names axes so).
+_ROT = {"e": rot_x, "n": rot_y, "u": rot_z}
+
+
+def _unit(signed_axis: str) -> NDArray[np.float64]:
+    """``"+n"`` → (0, 1, 0), ``"-u"`` → (0, 0, −1)."""
+    out = np.zeros(3)
+    out["enu".index(signed_axis[1])] = 1.0 if signed_axis[0] == "+" else -1.0
+    return out
+
+
+def nominal_angles(chain: Chain, u_normal_enu: ArrayLike) -> NDArray[np.float64]:
+    """Joint angles (θ1, θ2) at which the error-free chain has normal ``u_normal_enu``.
+
+    With a = joint-1 axis, b = joint-2 axis, σ1, σ2 their signs and n0 ⊥ a, b:
+    a·n = a·R2 n0 = sin(σ2θ2) a·(b × n0), so σ2θ2 = arcsin(a·n / a·(b × n0)); then R1
+    turns w = R2 n0 onto n about a, σ1θ1 = atan2(a·(w⊥ × n⊥), w⊥·n⊥) with ⊥ the parts
+    perpendicular to a. For az-el this is azimuth = atan2(n_e, n_n), elevation = arcsin(n_u).
+
+    Parameters
+    ----------
+    chain : Chain
+        The drive's chain constants.
+    u_normal_enu : array_like of shape (N, 3)
+        Unit mirror normals.
+
+    Returns
+    -------
+    ndarray of shape (N, 2)
+        θ1 in (−π, π], θ2 in [−π/2, π/2]. [rad]
+    """
+    n = np.atleast_2d(np.asarray(u_normal_enu, dtype=float))
+    a = _unit("+" + chain.joint1)
+    b = _unit("+" + chain.joint2)
+    n0 = _unit(chain.normal0)
+    phi2 = np.arcsin(np.clip((n @ a) / float(a @ np.cross(b, n0)), -1.0, 1.0))
+    w = np.cos(phi2)[:, None] * n0 + np.sin(phi2)[:, None] * np.cross(b, n0)
+    w_p = w - (w @ a)[:, None] * a
+    n_p = n - (n @ a)[:, None] * a
+    phi1 = np.arctan2(np.cross(w_p, n_p) @ a, np.sum(w_p * n_p, axis=1))
+    return np.stack([chain.joint1_sign * phi1, chain.joint2_sign * phi2], axis=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +126,7 @@ class HeliostatKinematics:
     Attributes
     ----------
     drive : str
+        Name of a registered drive type (:mod:`heliostat.kinematics.drives`), e.g.
         ``"azel"`` (rotary slew drives) or ``"linear"`` (Jülich linear actuators).
     position_enu_m : tuple of 3 float
         Pivot (rotation centre) in site ENU. [m]
@@ -96,14 +146,14 @@ class HeliostatKinematics:
     axis2_offset_enu_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
     mirror_offset_enu_m: tuple[float, float, float] = (0.0, 0.0, 0.0)
     _p0: NDArray[np.float64] = field(init=False, repr=False, compare=False)
+    _spec: Drive = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.drive not in DRIVE_TYPES:
-            raise ValueError(f"drive must be one of {DRIVE_TYPES}, got {self.drive!r}")
-        kind = RotaryAxis if self.drive == "azel" else LinearAxis
-        for name in ("axis1", "axis2"):
-            if not isinstance(getattr(self, name), kind):
-                raise ValueError(f"{self.drive} drive needs {kind.__name__} for {name}")
+        spec = drive(self.drive)
+        object.__setattr__(self, "_spec", spec)
+        for name, kind in zip(("axis1", "axis2"), spec.axes, strict=True):
+            if not isinstance(getattr(self, name), kind.type):
+                raise ValueError(f"{self.drive} drive needs {kind.type.__name__} for {name}")
         object.__setattr__(self, "_p0", _vec3(self.position_enu_m, "position_enu_m"))
         for name in ("axis1_offset_enu_m", "axis2_offset_enu_m", "mirror_offset_enu_m"):
             _vec3(getattr(self, name), name)
@@ -117,6 +167,11 @@ class HeliostatKinematics:
                 f"error set is for drive {errors.drive!r}, heliostat is {self.drive!r}"
             )
         return errors
+
+    @property
+    def spec(self) -> Drive:
+        """The drive type's declaration (:mod:`heliostat.kinematics.drives`)."""
+        return self._spec
 
     @property
     def axes(self) -> tuple[RotaryAxis | LinearAxis, RotaryAxis | LinearAxis]:
@@ -178,18 +233,15 @@ class HeliostatKinematics:
         def v(name: str) -> float | NDArray:
             return values.get(name, 0.0)
 
+        k = self._spec.chain
         t1, t2 = theta[..., 0], theta[..., 1]
-        if self.drive == "azel":
-            a1 = rot_x(v("axis1_tilt_e_rad")) @ rot_y(v("axis1_tilt_n_rad"))
-            c = rot_z(v("mirror_collimation_rad"))
-            n0 = np.array([0.0, 1.0, 0.0])
-            r1, r2 = rot_z(-t1), rot_x(t2)
-        else:
-            a1 = rot_y(v("axis1_tilt_n_rad")) @ rot_z(v("axis1_tilt_u_rad"))
-            c = rot_x(v("mirror_collimation_rad"))
-            n0 = np.array([0.0, -1.0, 0.0])
-            r1, r2 = rot_x(t1), rot_z(t2)
-        a2 = rot_y(v("axis_nonorthogonality_rad"))
+        a1 = _ROT[k.tilt[0]](v(f"axis1_tilt_{k.tilt[0]}_rad"))
+        for t in k.tilt[1:]:
+            a1 = a1 @ _ROT[t](v(f"axis1_tilt_{t}_rad"))
+        a2 = _ROT[k.nonorthogonality](v("axis_nonorthogonality_rad"))
+        c = _ROT[k.collimation](v("mirror_collimation_rad"))
+        n0 = _unit(k.normal0)
+        r1, r2 = _ROT[k.joint1](k.joint1_sign * t1), _ROT[k.joint2](k.joint2_sign * t2)
         m2 = a1 @ r1 @ a2  # frame after joint 1
         m3 = m2 @ r2 @ c  # mirror frame
 
@@ -239,19 +291,13 @@ class HeliostatKinematics:
 
     # ----------------------------------------------------------------- inverse
     def _initial_angles(self, u_normal: NDArray[np.float64]) -> NDArray[np.float64]:
-        n = u_normal
-        if self.drive == "azel":
-            az = np.arctan2(n[:, 0], n[:, 1])
-            el = np.arcsin(np.clip(n[:, 2], -1, 1))
-            # Keep azimuth in the branch nearest the axis's zero so the steps stay in range.
+        theta = nominal_angles(self._spec.chain, u_normal)
+        if self._spec.axis1_full_turn:
+            # Keep axis 1 in the branch nearest its mid-travel so the steps stay in range.
             mid = 0.5 * (self.axis1.min_steps + self.axis1.max_steps)
             ref = float(self.axis1.steps_to_angle(mid))
-            az = ref + np.mod(az - ref + np.pi, 2 * np.pi) - np.pi
-            return np.stack([az, el], axis=1)
-        # n = (sin θ2, −cos θ2 cos θ1, −cos θ2 sin θ1) for the nominal linear chain.
-        t2 = np.arcsin(np.clip(n[:, 0], -1, 1))
-        t1 = np.arctan2(-n[:, 2], -n[:, 1])
-        return np.stack([t1, t2], axis=1)
+            theta[:, 0] = ref + np.mod(theta[:, 0] - ref + np.pi, 2 * np.pi) - np.pi
+        return theta
 
     def inverse_angles(
         self,
@@ -285,7 +331,7 @@ class HeliostatKinematics:
 
         def solve(theta: NDArray[np.float64], rows: NDArray[np.intp]) -> NDArray[np.float64]:
             # Gauss–Newton, vectorised over rows. Near the zenith singularity it may wind
-            # axis 1 through turns or pass 90° of elevation: _azel_branch corrects that.
+            # axis 1 through turns or pass 90° of elevation: _full_turn_branch corrects that.
             def res(th):
                 pose = self.forward_angles(th, e)
                 want = normalize(sun[rows] + normalize(aim[rows] - pose.centre_enu_m))
@@ -308,19 +354,20 @@ class HeliostatKinematics:
 
         every = np.arange(aim.shape[0])
         theta = solve(self._initial_angles(normalize(sun + normalize(aim - self._p0))), every)
-        if self.drive == "azel":
-            theta = self._azel_branch(theta, solve)
+        if self._spec.axis1_full_turn:
+            theta = self._full_turn_branch(theta, solve)
         err = np.linalg.norm(residual(theta), axis=1)
         if not np.all(err < 1e-9):
             bad = np.flatnonzero(~(err < 1e-9))
             raise KinematicsError(f"inverse kinematics did not converge for rows {bad.tolist()}")
         return theta
 
-    def _azel_branch(self, theta: NDArray[np.float64], solve) -> NDArray[np.float64]:
-        """Bring an az-el solution onto the usual branch: azimuth within ±π of the axis's
-        mid-travel (exact: the chain is 2π-periodic in θ1), elevation at most 90°. Past
-        the zenith the same normal is also reached near (θ1 + π, π − θ2): solve again
-        from there and keep that solution where it lands on the usual branch."""
+    def _full_turn_branch(self, theta: NDArray[np.float64], solve) -> NDArray[np.float64]:
+        """Bring a solution of a full-turn axis 1 (az-el) onto the usual branch: θ1
+        within ±π of the axis's mid-travel (exact: the chain is 2π-periodic in θ1), θ2
+        (elevation) at most 90°. Past the zenith the same normal is also reached near
+        (θ1 + π, π − θ2): solve again from there and keep that solution where it lands on
+        the usual branch."""
         mid = 0.5 * (self.axis1.min_steps + self.axis1.max_steps)
         ref = float(self.axis1.steps_to_angle(mid))
 
