@@ -215,14 +215,24 @@ def test_a_neighbour_in_the_sun_off_frame_cancels_and_is_flagged_when_near(reg):
 
 def test_dark_frame_of_another_dtype_gives_the_same_result(reg):
     # The integer fast path must subtract the dark frame (not the black level) whatever
-    # the dark frame's dtype; the values are equal, so the results must be identical.
+    # the dark frame's dtype; the values are equal, so the results must agree. Not bit
+    # for bit: each dtype runs its own compiled kernels, whose float32 row sums LLVM may
+    # reassociate differently (fastmath), ~1e-7 relative; subtracting the black level
+    # instead would move the centroid by centimetres.
     rng = np.random.default_rng(19)
     img = gaussian_frame(reg, (0.5, -0.5), 0.25, 2000.0, rng=rng)
     dark = gaussian_frame(reg, (0.0, 0.0), 0.2, 0.0, rng=rng)
     same = detect_spot(img, reg, dark=dark, black_level_dn=64.0, bit_depth=12)
     other = detect_spot(img, reg, dark=dark.astype(np.float64), black_level_dn=64.0,
                         bit_depth=12)  # fmt: skip
-    assert same.ok and same == other
+    assert same.ok and other.ok
+    a, b = same.as_dict(), other.as_dict()
+    for key, va in a.items():
+        if isinstance(va, float):
+            # 1 um on positions (1000 x below sigma_m here), 1e-5 relative on the rest
+            assert b[key] == pytest.approx(va, rel=1e-5, abs=1e-6, nan_ok=True), key
+        else:
+            assert b[key] == va, key
 
 
 def test_brightest_integrated_signal_wins_over_a_glint(reg):
