@@ -1,5 +1,6 @@
-"""Validated configuration: ``field.toml`` (site, targets, drives, heliostats, buses,
-safety) and ``camera.toml`` (intrinsics, distortion, pose).
+"""Reading and writing the configuration: ``field.toml`` (site, targets, drives,
+heliostats, buses, safety; records in :mod:`heliostat.plant`) and ``camera.toml``
+(intrinsics, distortion, pose; :mod:`heliostat.camera`), validated as they are read.
 
 Every error names the file, the key and what was expected. Degrees appear only here at
 the edge (``*_deg`` keys) and are converted to radians for the rest of the code.
@@ -11,20 +12,40 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
 
-from heliostat.frames import Site, normalize, target_axes
+# The records live in their domain modules (heliostat.plant, heliostat.camera); they are
+# re-exported here beside the readers and writers that build and write them.
+from heliostat.camera import CameraConfig, look_at
+from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, drive
+from heliostat.plant import ArucoMarkers, Bus, FieldConfig, Heliostat, Mirror, Safety, Target
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+__all__ = [
+    "ArucoMarkers",
+    "Bus",
+    "CameraConfig",
+    "ConfigError",
+    "FieldConfig",
+    "Heliostat",
+    "Mirror",
+    "Safety",
+    "Target",
+    "dumps_toml",
+    "field_to_dict",
+    "load_camera",
+    "load_field",
+    "look_at",
+]
 
 
 class ConfigError(ValueError):
@@ -138,220 +159,6 @@ def _load_toml(path: str | Path) -> _Table:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc}") from None
     return _Table(data, str(p), "")
-
-
-# --------------------------------------------------------------------------- records
-@dataclass(frozen=True, slots=True)
-class ArucoMarkers:
-    """ArUco registration markers printed on a target, one near each corner.
-
-    Attributes
-    ----------
-    dictionary : str
-        OpenCV predefined dictionary name, e.g. ``"DICT_4X4_50"``.
-    ids : tuple of 4 int
-        Marker ids at the upper-left, upper-right, lower-right, lower-left corners.
-    size_m : float
-        Marker side length (black border included). [m]
-    inset_m : float
-        Distance from each target edge to the marker's outer edge. [m]
-    """
-
-    dictionary: str
-    ids: tuple[int, int, int, int]
-    size_m: float
-    inset_m: float
-
-    def centres_xy_m(self, width_m: float, height_m: float) -> NDArray[np.float64]:
-        """Marker centres in target-plane metres, order UL, UR, LR, LL. Shape (4, 2)."""
-        dx = width_m / 2 - self.inset_m - self.size_m / 2
-        dy = height_m / 2 - self.inset_m - self.size_m / 2
-        return np.array([[-dx, dy], [dx, dy], [dx, -dy], [-dx, -dy]])
-
-    def corners_xy_m(self, width_m: float, height_m: float) -> NDArray[np.float64]:
-        """Each marker's four corners (ArUco order: its own UL, UR, LR, LL as printed)
-        in target-plane metres. Shape (4 markers, 4 corners, 2)."""
-        h = self.size_m / 2
-        offs = np.array([[-h, h], [h, h], [h, -h], [-h, -h]])
-        return self.centres_xy_m(width_m, height_m)[:, None, :] + offs[None, :, :]
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A planar target on the tower.
-
-    Attributes
-    ----------
-    id : str
-    centre_enu_m : ndarray (3,)
-        Target centre. [m]
-    u_normal_enu : ndarray (3,)
-        Unit normal, pointing toward the field (and the camera).
-    width_m, height_m : float
-        Extent along the target's x (right) and y (up) axes. [m]
-    u_x_enu, u_y_enu : ndarray (3,)
-        In-plane unit axes: x right and y up as the camera sees the target.
-    markers : ArucoMarkers or None
-        Registration markers, when the target carries them.
-    """
-
-    id: str
-    centre_enu_m: NDArray[np.float64]
-    u_normal_enu: NDArray[np.float64]
-    width_m: float
-    height_m: float
-    u_x_enu: NDArray[np.float64]
-    u_y_enu: NDArray[np.float64]
-    markers: ArucoMarkers | None = None
-
-    @classmethod
-    def make(
-        cls,
-        id: str,
-        centre_enu_m: ArrayLike,
-        u_normal_enu: ArrayLike,
-        width_m: float,
-        height_m: float,
-        markers: ArucoMarkers | None = None,
-    ) -> Target:
-        """Build a target, deriving its in-plane axes from the normal."""
-        n = normalize(u_normal_enu)
-        x, y = target_axes(n)
-        return cls(
-            id,
-            np.asarray(centre_enu_m, dtype=float),
-            n,
-            float(width_m),
-            float(height_m),
-            x,
-            y,
-            markers,
-        )
-
-    def enu_to_plane(self, p_enu_m: ArrayLike) -> NDArray[np.float64]:
-        """ENU points to target-plane (x, y) [m]; shape (..., 2). Off-plane part dropped."""
-        d = np.asarray(p_enu_m, dtype=float) - self.centre_enu_m
-        return np.stack([d @ self.u_x_enu, d @ self.u_y_enu], axis=-1)
-
-    def plane_to_enu(self, xy_m: ArrayLike) -> NDArray[np.float64]:
-        """Target-plane (x, y) [m] to ENU points [m]; shape (..., 3)."""
-        xy = np.asarray(xy_m, dtype=float)
-        return self.centre_enu_m + xy[..., :1] * self.u_x_enu + xy[..., 1:2] * self.u_y_enu
-
-    def corners_enu_m(self) -> NDArray[np.float64]:
-        """Corners UL, UR, LR, LL in ENU. Shape (4, 3) [m]."""
-        w, h = self.width_m / 2, self.height_m / 2
-        return self.plane_to_enu(np.array([[-w, h], [w, h], [w, -h], [-w, -h]]))
-
-    def contains(self, xy_m: ArrayLike) -> NDArray[np.bool_]:
-        """True where target-plane points lie on the target."""
-        xy = np.asarray(xy_m, dtype=float)
-        return (np.abs(xy[..., 0]) <= self.width_m / 2) & (np.abs(xy[..., 1]) <= self.height_m / 2)
-
-
-@dataclass(frozen=True, slots=True)
-class Mirror:
-    """Optical properties of a heliostat's concentrator.
-
-    Attributes
-    ----------
-    width_m, height_m : float
-        Reflective aperture. [m]
-    reflectivity : float
-        Solar-weighted specular reflectivity. [1]
-    slope_error_mrad : float
-        RMS surface slope error per axis (doubles on reflection). [mrad]
-    focal_length_m : float or None
-        Focal length of the canted/curved concentrator; None = focused at its slant range.
-    """
-
-    width_m: float = 4.0
-    height_m: float = 4.0
-    reflectivity: float = 0.93
-    slope_error_mrad: float = 1.5
-    focal_length_m: float | None = None
-
-    @property
-    def area_m2(self) -> float:
-        return self.width_m * self.height_m
-
-
-@dataclass(frozen=True, slots=True)
-class Bus:
-    """An RS-485 bus: a serial port (device path or pyserial URL) and its settings."""
-
-    name: str
-    port: str
-    baudrate: int = 115200
-    parity: str = "N"
-    stopbits: int = 1
-    timeout_s: float = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class Heliostat:
-    """One heliostat: nominal kinematics, mirror and its controller on a bus."""
-
-    id: str
-    kinematics: HeliostatKinematics
-    mirror: Mirror
-    bus: str
-    address: int
-
-    @property
-    def position_enu_m(self) -> NDArray[np.float64]:
-        return np.asarray(self.kinematics.position_enu_m, dtype=float)
-
-
-@dataclass(frozen=True, slots=True)
-class Safety:
-    """Limits the firmware bridge enforces before anything goes on the wire.
-
-    Attributes
-    ----------
-    max_correction_mrad : float
-        Largest joint-angle change a calibration correction may command, per axis. [mrad]
-    require_confirmation : bool
-        Real ports ask before sending unless ``--yes``.
-    """
-
-    max_correction_mrad: float = 20.0
-    require_confirmation: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class FieldConfig:
-    """A whole plant: site, targets, heliostats, buses, safety limits."""
-
-    site: Site
-    targets: dict[str, Target]
-    heliostats: dict[str, Heliostat]
-    buses: dict[str, Bus] = field(default_factory=dict)
-    safety: Safety = field(default_factory=Safety)
-    source: str = ""
-
-    def heliostat(self, heliostat_id: str) -> Heliostat:
-        try:
-            return self.heliostats[heliostat_id]
-        except KeyError:
-            raise KeyError(
-                f"heliostat {heliostat_id!r} is not in the field config "
-                f"{self.source or ''}".rstrip()
-            ) from None
-
-    def target(self, target_id: str) -> Target:
-        try:
-            return self.targets[target_id]
-        except KeyError:
-            raise KeyError(
-                f"target {target_id!r} is not in the field config {self.source or ''}".rstrip()
-            ) from None
-
-    def by_address(self, bus: str, address: int) -> Heliostat | None:
-        for h in self.heliostats.values():
-            if h.bus == bus and h.address == address:
-                return h
-        return None
 
 
 # --------------------------------------------------------------------------- field.toml
@@ -519,81 +326,6 @@ def load_field(path: str | Path) -> FieldConfig:
 
 
 # --------------------------------------------------------------------------- camera.toml
-@dataclass(frozen=True, slots=True)
-class CameraConfig:
-    """A pinhole camera with OpenCV lens distortion, fixed on the field looking at a target.
-
-    Attributes
-    ----------
-    width_px, height_px : int
-        Sensor size. [px]
-    k_px : ndarray (3, 3)
-        Intrinsic matrix (fx, fy, cx, cy in pixels).
-    dist_coeffs : ndarray (5,)
-        OpenCV distortion (k1, k2, p1, p2, k3).
-    bit_depth : int
-        ADC bits (8, 10, 12, 14 or 16).
-    position_enu_m : ndarray (3,) or None
-        Camera centre in site ENU. [m]
-    r_enu_cam : ndarray (3, 3) or None
-        Rotation taking ENU vectors into the OpenCV camera frame (x right, y down, z ahead).
-    target : str
-        Id of the target the camera looks at.
-    corners_px : ndarray (4, 2) or None
-        Surveyed target-corner pixels UL, UR, LR, LL (registration without markers).
-    black_level_dn : float
-        Sensor offset: the raw value of a pixel that receives no light. [DN]
-    """
-
-    width_px: int
-    height_px: int
-    k_px: NDArray[np.float64]
-    dist_coeffs: NDArray[np.float64]
-    bit_depth: int = 12
-    position_enu_m: NDArray[np.float64] | None = None
-    r_enu_cam: NDArray[np.float64] | None = None
-    target: str = ""
-    corners_px: NDArray[np.float64] | None = None
-    black_level_dn: float = 0.0
-
-    @property
-    def rvec_tvec(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """OpenCV (rvec, tvec) mapping ENU points into the camera frame."""
-        import cv2
-
-        if self.r_enu_cam is None or self.position_enu_m is None:
-            raise ValueError("camera pose is not set (position_enu_m and look_at_enu_m)")
-        rvec, _ = cv2.Rodrigues(self.r_enu_cam)
-        return rvec.ravel(), -self.r_enu_cam @ self.position_enu_m
-
-    def project(self, p_enu_m: ArrayLike) -> NDArray[np.float64]:
-        """Project ENU points to distorted pixel coordinates (u, v). Shape (N, 2) [px]."""
-        import cv2
-
-        pts = np.atleast_2d(np.asarray(p_enu_m, dtype=float)).reshape(-1, 1, 3)
-        rvec, tvec = self.rvec_tvec
-        uv, _ = cv2.projectPoints(pts, rvec, tvec, self.k_px, self.dist_coeffs)
-        return uv.reshape(-1, 2)
-
-
-def look_at(
-    position_enu_m: ArrayLike, look_at_enu_m: ArrayLike, roll_rad: float = 0.0
-) -> NDArray[np.float64]:
-    """Rotation ENU → OpenCV camera frame for a camera at ``position`` aimed at ``look_at``.
-
-    The image's x axis stays horizontal (then rolled by ``roll_rad``), y points down.
-    """
-    z = normalize(np.asarray(look_at_enu_m, float) - np.asarray(position_enu_m, float))
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    if np.linalg.norm(x) < 1e-9:
-        raise ValueError("camera looks straight up or down: roll is undefined")
-    x = normalize(x)
-    y = np.cross(z, x)
-    r = np.stack([x, y, z])
-    c, s = math.cos(roll_rad), math.sin(roll_rad)
-    return np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]]) @ r
-
-
 def load_camera(path: str | Path) -> CameraConfig:
     """Read and validate a ``camera.toml``."""
     root = _load_toml(path)

@@ -44,6 +44,7 @@ from numpy.typing import NDArray
 from heliostat.config import CameraConfig, FieldConfig, Heliostat, Target, dumps_toml
 from heliostat.frames import intersect_plane, reflect
 from heliostat.kinematics import KinematicErrors, KinematicsError, Pose
+from heliostat.vision.io import DARK_SUFFIX
 from sim.field import field_toml, truth_json
 from sim.observe import OBSERVATION_COLUMNS, observation_frame, perturb_directions
 from sim.reproduce import stable_numbers
@@ -51,9 +52,6 @@ from sim.sky import Sky, clear_series, cloud_series, daylight_windows
 
 #: Schema tag of ``campaign.json``.
 MANIFEST_SCHEMA = "heliostat-sim-campaign/1"
-
-#: Suffix of the dark (sun-off) frame next to each sun-on frame.
-DARK_SUFFIX = "_dark"
 
 #: Cloud factor below which a row is flagged ``cloud``. [1]
 CLOUD_FLAG_FACTOR = 0.9

@@ -37,6 +37,7 @@ import numpy as np
 from heliostat.calibration import Observations, fit_heliostat
 from heliostat.ml.hybrid import beam_residuals_mrad, fit_hybrid, hybrid_residuals_mrad
 from heliostat.ml.registry import load_card
+from heliostat.vision.io import dark_path
 
 __all__ = ["CompareSettings", "run_comparison", "summary_rows"]
 
@@ -240,7 +241,7 @@ def campaign_frames_comparison(campaign_dir: Path) -> dict | None:
     for _, row in df.iterrows():
         p = campaign_dir / row["frame"]
         img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        dark = cv2.imread(str(p.with_name(p.stem + "_dark.png")), cv2.IMREAD_UNCHANGED)
+        dark = cv2.imread(str(dark_path(p)), cv2.IMREAD_UNCHANGED)
         if img is None or dark is None:
             continue
         xy = np.array([float(row["true_spot_x_m"]), float(row["true_spot_y_m"])])

@@ -292,8 +292,10 @@ class CampaignRunner:
             return "", ""
         import cv2
 
-        stem = f"{hid}/{t.strftime('%Y%m%dT%H%M%SZ')}"
-        names = (stem + ".png", stem + "_dark.png")
+        from heliostat.vision.io import dark_path
+
+        on_name = f"{hid}/{t.strftime('%Y%m%dT%H%M%SZ')}.png"
+        names = (on_name, dark_path(on_name).as_posix())
         for name, img in zip(names, (on, dark), strict=True):
             p = d / name
             p.parent.mkdir(parents=True, exist_ok=True)

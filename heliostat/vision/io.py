@@ -15,7 +15,19 @@ from numpy.typing import NDArray
 
 from heliostat.errors import InputError
 
-__all__ = ["load_image"]
+__all__ = ["DARK_SUFFIX", "dark_path", "load_image"]
+
+#: Suffix of a sun-off frame next to its sun-on frame (``frames/H1/t.png`` →
+#: ``frames/H1/t_dark.png``): the campaign's, the simulator's and the detector's one
+#: spelling of the pairing.
+DARK_SUFFIX = "_dark"
+
+
+def dark_path(frame: str | Path, suffix: str = DARK_SUFFIX) -> Path:
+    """The sun-off frame's path for a sun-on frame (``t.png`` → ``t_dark.png``)."""
+    p = Path(frame)
+    return p.with_name(p.stem + suffix + p.suffix)
+
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

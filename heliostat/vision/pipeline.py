@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 from heliostat.config import CameraConfig, Target, load_camera, load_field
 from heliostat.errors import InputError
 from heliostat.vision.classical import DetectOptions, SpotResult, detect_spot
-from heliostat.vision.io import load_image
+from heliostat.vision.io import DARK_SUFFIX, dark_path, load_image
 from heliostat.vision.signal import FlatField, SpotInFlatError, prepare_flat, validate_frame
 from heliostat.vision.target import TargetRegistration, register_aruco, register_corners
 
@@ -35,9 +35,6 @@ __all__ = [
     "register_for_camera",
 ]
 
-#: Suffix of a sun-off frame next to its sun-on frame (``frames/H1/t.png`` →
-#: ``frames/H1/t_dark.png``).
-DARK_SUFFIX = "_dark"
 
 Loader = Callable[[Path], NDArray]
 
@@ -49,12 +46,6 @@ class FrameOutcome:
     path: str
     result: SpotResult | None
     error: str = ""
-
-
-def dark_path(frame: str | Path, suffix: str = DARK_SUFFIX) -> Path:
-    """The sun-off frame's path for a sun-on frame (``t.png`` → ``t_dark.png``)."""
-    p = Path(frame)
-    return p.with_name(p.stem + suffix + p.suffix)
 
 
 def mean_flat(
