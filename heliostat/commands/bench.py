@@ -18,6 +18,14 @@ from heliostat.commands._common import _jsonable, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat bench`` parser (with ``bench compare``) to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     p = sub.add_parser(
         "bench",
         help="benchmarks: classical vs learned methods",
@@ -58,6 +66,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    """Run ``heliostat bench compare``: classical vs learned spot detection and pointing,
+    with compute energy [J], gain and CO2 payback [h], as a table or JSON, plus plots in
+    ``--out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when the comparison ran.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.bench.compare import CompareSettings, run_comparison, summary_rows, write_plots
 
     if args.frames < 1:

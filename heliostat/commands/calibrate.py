@@ -9,6 +9,14 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat calibrate`` parser to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     p = sub.add_parser(
         "calibrate",
         help="fit heliostat error models from observations (CSV or PAINT files)",
@@ -85,6 +93,26 @@ def _names(drive: str, spec: str | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat calibrate``: fit each heliostat's error model from an observations
+    CSV (or PAINT records) and print the fit (RMS and leave-one-out errors [mrad]);
+    with ``--out`` write the corrections file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when every fit succeeded, 1 when one failed.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.calibration.corrections import (
         corrected_setpoints,
         corrections_document,

@@ -9,6 +9,14 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat campaign`` parser to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     p = sub.add_parser(
         "campaign",
         help="run a calibration campaign on the plant (camera, controllers, history)",

@@ -395,6 +395,14 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat demo`` parser to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     d = DemoOptions()
     p = sub.add_parser(
         "demo",
@@ -417,6 +425,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat demo``: the whole loop on a simulated plant (campaign, detection,
+    calibration, delivery, verification, ledger, report) into ``--out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when the demo ran.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     options = DemoOptions(
         heliostats=args.heliostats,
         days=args.days,

@@ -37,6 +37,14 @@ _FIELDS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat detect`` parser to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     p = sub.add_parser(
         "detect",
         help="find the sun spot on the target in camera frames",
@@ -192,6 +200,26 @@ def _row(image: str, res) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat detect``: the sun spot in each image (pixels, target-plane [m], ENU
+    [m], quality flags), or with ``--observations`` the spot columns of an observations
+    file filled from its frames.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when every spot was found, 1 when one was not.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
     from heliostat.vision.methods import detector_for

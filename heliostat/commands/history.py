@@ -12,6 +12,14 @@ DEFAULT_DB = "heliostat-history.sqlite"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat history`` parser to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     p = sub.add_parser(
         "history",
         help="a heliostat's record: observations, fits over time, drift, deliveries",
@@ -42,6 +50,26 @@ def _f(v, fmt: str = ".3f") -> str:
 
 
 def run(args) -> int:
+    """Run ``heliostat history``: the history database's overview, or one heliostat's
+    record (observations, fits, drift [mrad], deliveries); ``--csv`` writes the
+    observations.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.campaign.config import default_db
     from heliostat.campaign.history import (
         History,

@@ -21,6 +21,15 @@ def _default_db() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat ledger`` parser and its ``summary``, ``gain``, ``add`` and ``export``
+    subcommands to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     p = sub.add_parser(
         "ledger",
         help="energy ledger: compute CO2 against the CO2 better pointing displaces",
@@ -139,6 +148,25 @@ def _open_existing(db: str | None):
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger summary``: compute energy [kWh] and CO2e [kg] by stage
+    against the CO2e the recorded gains displace, per grid preset (or ``--grid``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.ledger.carbon import grid_intensity
 
     with _open_existing(args.db) as book:
@@ -220,6 +248,26 @@ def _point_from_args(args: argparse.Namespace):
 
 
 def run_gain(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger gain``: the modelled gain of improving the pointing from
+    ``--before-mrad`` to ``--after-mrad`` (radial RMS [mrad]): intercept, target
+    temperature [°C], thermal energy [kWh] and CO2e avoided [kg]; ``--db`` records it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.ledger.gain import pointing_gain
 
     point = _point_from_args(args)
@@ -288,6 +336,25 @@ def run_gain(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger add``: record one compute entry (energy [kWh] or [J], stage,
+    method) in the ledger book.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.ledger.book import LedgerBook, LedgerEntry
     from heliostat.ledger.carbon import Energy
 
@@ -315,6 +382,25 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger export``: write the ledger's entries with their CO2e [kg]
+    (``--grid`` preset) to a CSV file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.ledger.carbon import grid_intensity
 
     with _open_existing(args.db) as book:

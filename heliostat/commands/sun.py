@@ -12,6 +12,14 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat sun`` parser to the CLI.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The top-level subcommands the parser is added to.
+    """
+
     p = sub.add_parser(
         "sun",
         help="sun azimuth, elevation and ENU vector for a site",
@@ -36,6 +44,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat sun``: sun azimuth [deg, clockwise from north], elevation [deg] and
+    ENU unit vector at the site of ``--site`` for each ``--time`` (default: now, UTC).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+
+    Raises
+    ------
+    ValueError, OSError
+        For bad input (named in the message; the CLI prints it, exit code 2).
+    """
+
     from heliostat.config import load_field
     from heliostat.sun import sun_position, to_utc_index
 
