@@ -18,14 +18,8 @@ from heliostat.commands._common import _jsonable, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat bench`` parser (with ``bench compare``) to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat bench`` parser (with ``bench compare``) to ``sub``, the CLI's
+    top-level subcommands."""
     p = sub.add_parser(
         "bench",
         help="benchmarks: classical vs learned methods",
@@ -73,17 +67,14 @@ def run_compare(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--campaign``, ``--frames``, ``--json``,
+        ``--no-plots``, ``--out``, ``--paint``, ``--point``, ``--seed``,
+        ``--train-points``, ``--uses``.
 
     Returns
     -------
     int
         Exit code: 0 when the comparison ran.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.bench.compare import CompareSettings, run_comparison, summary_rows, write_plots

@@ -21,15 +21,8 @@ def _default_journal() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat bridge`` parser and its ``ping``, ``status``, ``move``, ``apply`` and
-    ``stow`` subcommands to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat bridge`` parser and its ``ping``, ``status``, ``move``, ``apply``
+    and ``stow`` subcommands to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "bridge",
         help="deliver commands and corrections to actuator controllers (Modbus RTU)",

@@ -9,14 +9,7 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat calibrate`` parser to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat calibrate`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "calibrate",
         help="fit heliostat error models from observations (CSV or PAINT files)",
@@ -100,17 +93,15 @@ def run(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--aim``, ``--at``, ``--backend``,
+        ``--field``, ``--json``, ``--kfold``, ``--loo``, ``OBS.csv``, ``--out``,
+        ``--paint``, ``--params``, ``--residual``, ``--spot``, ``--sun-tolerance-deg``,
+        ``--target``, ``--workers``.
 
     Returns
     -------
     int
         Exit code: 0 when every fit succeeded, 1 when one failed.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.calibration.corrections import (

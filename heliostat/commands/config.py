@@ -9,14 +9,8 @@ from heliostat.commands._common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat config`` parser (with ``config check``) to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat config`` parser (with ``config check``) to ``sub``, the CLI's
+    top-level subcommands."""
     p = sub.add_parser(
         "config", help="validate configuration files", description="Configuration file tools."
     )
@@ -93,7 +87,7 @@ def run_check(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``FILE...``, ``--json``.
 
     Returns
     -------

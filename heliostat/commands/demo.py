@@ -395,14 +395,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat demo`` parser to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat demo`` parser to ``sub``, the CLI's top-level subcommands."""
     d = DemoOptions()
     p = sub.add_parser(
         "demo",
@@ -431,17 +424,15 @@ def run(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--camera-size``, ``--cloudiness``,
+        ``--days``, ``--drives``, ``--frame-heliostats``, ``--frames-per-heliostat``,
+        ``--heliostats``, ``--interval-h``, ``--json``, ``--min-elevation-deg``,
+        ``--noise-mrad``, ``--out``, ``--seed``, ``--spot-shape``, ``--start``.
 
     Returns
     -------
     int
         Exit code: 0 when the demo ran.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     options = DemoOptions(

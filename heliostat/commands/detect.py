@@ -37,14 +37,7 @@ _FIELDS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat detect`` parser to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat detect`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "detect",
         help="find the sun spot on the target in camera frames",
@@ -207,17 +200,14 @@ def run(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--bit-depth``, ``--black-level``,
+        ``--dark``, ``--expected``, ``--flat``, ``IMAGE...``, ``--json``, ``--method``,
+        ``--observations``.
 
     Returns
     -------
     int
         Exit code: 0 when every spot was found, 1 when one was not.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.vision.classical import prepare_flat

@@ -12,14 +12,7 @@ DEFAULT_DB = "heliostat-history.sqlite"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat history`` parser to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat history`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "history",
         help="a heliostat's record: observations, fits over time, drift, deliveries",
@@ -57,17 +50,13 @@ def run(args) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--csv``, ``--db``, ``--heliostat``,
+        ``--json``.
 
     Returns
     -------
     int
         Exit code: 0.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.campaign.config import default_db

@@ -21,15 +21,8 @@ def _default_db() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat ledger`` parser and its ``summary``, ``gain``, ``add`` and ``export``
-    subcommands to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat ledger`` parser and its ``summary``, ``gain``, ``add`` and
+    ``export`` subcommands to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "ledger",
         help="energy ledger: compute CO2 against the CO2 better pointing displaces",
@@ -154,17 +147,12 @@ def run_summary(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--db``, ``--grid``, ``--json``.
 
     Returns
     -------
     int
         Exit code: 0.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.ledger.carbon import grid_intensity
@@ -255,17 +243,14 @@ def run_gain(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--after-mrad``, ``--before-mrad``,
+        ``--boiler-efficiency``, ``--date``, ``--db``, ``--dni-scale``, ``--json``,
+        ``--method``, ``--treatment``.
 
     Returns
     -------
     int
         Exit code: 0.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.ledger.gain import pointing_gain
@@ -342,17 +327,15 @@ def run_add(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--db``, ``--duration-s``, ``--energy-j``,
+        ``--energy-kwh``, ``--expected-inferences``, ``--heliostat-id``, ``--method``,
+        ``--model-id``, ``--n-inferences``, ``--note``, ``--pue``, ``--source``,
+        ``--stage``.
 
     Returns
     -------
     int
         Exit code: 0.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.ledger.book import LedgerBook, LedgerEntry
@@ -388,17 +371,12 @@ def run_export(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--csv``, ``--db``, ``--grid``.
 
     Returns
     -------
     int
         Exit code: 0.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.ledger.carbon import grid_intensity

@@ -178,14 +178,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat sim campaign`` parser to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The ``heliostat sim`` subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat sim campaign`` parser to ``sub``, ``heliostat sim``'s subcommands."""
     p = sub.add_parser(
         "campaign",
         help="simulate a calibration campaign (frames, observations.csv, truth)",
@@ -235,17 +228,12 @@ def run(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--json``, ``--out``, ``--seed``.
 
     Returns
     -------
     int
         Exit code: 0.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from sim.campaign import write_campaign

@@ -12,14 +12,7 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``heliostat sun`` parser to the CLI.
-
-    Parameters
-    ----------
-    sub : argparse._SubParsersAction
-        The top-level subcommands the parser is added to.
-    """
-
+    """Add the ``heliostat sun`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "sun",
         help="sun azimuth, elevation and ENU vector for a site",
@@ -50,17 +43,12 @@ def run(args: argparse.Namespace) -> int:
     Parameters
     ----------
     args : argparse.Namespace
-        The parsed command line.
+        The parsed command line; this reads ``--json``, ``--site``, ``--time``.
 
     Returns
     -------
     int
         Exit code: 0.
-
-    Raises
-    ------
-    ValueError, OSError
-        For bad input (named in the message; the CLI prints it, exit code 2).
     """
 
     from heliostat.config import load_field
