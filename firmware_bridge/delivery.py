@@ -21,13 +21,18 @@ exponential back-off between them. Only ``confirmed``, ``rejected`` and ``supers
 are final: a re-run of the batch sends the others again. On a resume, a command that a
 later command of the batch for the same controller already overrides ends
 ``superseded`` instead of being re-sent (see :mod:`firmware_bridge.journal`).
+
+A broadcast frame (address 0) reaches every controller on a bus, so the bridge sends one
+only for a stow of every controller configured on that bus
+(:func:`broadcast_stow_problem`, checked by :meth:`Bridge.run`): each of them is then
+journaled, confirmed by read-back and reported.
 """
 
 from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from firmware_bridge import registers as R
@@ -37,6 +42,7 @@ from firmware_bridge.errors import (
     ControllerRejected,
     ControllerTimeout,
     PortError,
+    SafetyRefused,
 )
 from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal, JournalEntry, utc_now
 from firmware_bridge.transport import ModbusLink
@@ -62,6 +68,54 @@ def check_address(address) -> int:
             f"got {address!r}"
         )
     return a
+
+
+def broadcast_stow_problem(
+    commands: Sequence[ActuatorCommand],
+    bus_members: Mapping[str, int] | None,
+    bus_name: str = "",
+) -> str | None:
+    """Why a broadcast stow of ``commands`` must not be sent, or None when it may.
+
+    A broadcast frame reaches every controller on the bus, so it is allowed only for
+    stows, and only when the commands are the stows of every controller configured on the
+    bus, each at its configured address: then all of them are journaled, confirmed by
+    read-back and reported, and no controller moves unrecorded.
+
+    Parameters
+    ----------
+    commands : sequence of ActuatorCommand
+        The batch to broadcast.
+    bus_members : mapping heliostat id -> address, or None
+        Every controller configured on the bus (from the field config, e.g.
+        ``{h.id: h.address for h in cfg.heliostats.values() if h.bus == name}``). None
+        is refused: without it the selection cannot be checked.
+    bus_name : str
+        The bus's name, for the message.
+    """
+    if any(c.kind != "stow" for c in commands):
+        return "broadcast is only allowed for stow"
+    where = f"bus {bus_name!r}" if bus_name else "the bus"
+    if bus_members is None:
+        return (
+            f"a broadcast stow reaches every controller on {where}: name them (bus_members, "
+            "from the field config) so that the selection can be checked"
+        )
+    selected = list(dict.fromkeys(c.heliostat for c in commands))
+    if set(selected) != set(bus_members):
+        verb = "is" if len(selected) == 1 else "are"
+        return (
+            f"a broadcast stow reaches every controller on {where} "
+            f"({', '.join(bus_members)}), but only {', '.join(selected) or 'none'} {verb} "
+            "selected: stow without --broadcast (and not --address 0), or select the whole bus"
+        )
+    for c in commands:
+        if c.address != bus_members[c.heliostat]:
+            return (
+                f"{c.heliostat}: address {c.address} is not its configured address "
+                f"{bus_members[c.heliostat]} on {where}"
+            )
+    return None
 
 
 def _group(kind: str) -> str:
@@ -419,13 +473,22 @@ class Bridge:
         commands: Sequence[ActuatorCommand],
         broadcast_stow: bool = False,
         progress: Callable[[Outcome, int, int], None] | None = None,
+        bus_members: Mapping[str, int] | None = None,
+        bus_name: str = "",
     ) -> list[Outcome]:
         """Journal a batch (or find it again) and deliver every command not yet settled.
 
-        With ``broadcast_stow`` (all commands must be stows), one broadcast frame carries
-        one shared command id; each controller is then confirmed by read-back and any that
-        missed it gets the same command unicast.
+        With ``broadcast_stow``, one broadcast frame carries one shared command id; each
+        controller is then confirmed by read-back and any that missed it gets the same
+        command unicast. The batch must be the stows of every controller on the bus,
+        ``bus_members`` (heliostat id -> address, from the field config; ``bus_name`` for
+        messages): anything else raises :class:`SafetyRefused` with nothing sent
+        (:func:`broadcast_stow_problem`).
         """
+        if broadcast_stow:
+            problem = broadcast_stow_problem(commands, bus_members, bus_name)
+            if problem:
+                raise SafetyRefused(f"{problem}; nothing sent")
         j = self.journal
         if j is None:  # pragma: no cover - set in __post_init__
             raise RuntimeError("bridge has no journal")
@@ -440,8 +503,6 @@ class Bridge:
                     "refusing to mix them"
                 )
         else:
-            if broadcast_stow and any(c.kind != "stow" for c in commands):
-                raise ValueError("broadcast is only allowed for stow")
             group = 0 if broadcast_stow else None
             entries = j.create_batch(
                 batch_key,

@@ -24,7 +24,7 @@ for the projection. The contributions (independent, so covariances add):
 
 * sun shape: Gaussian of ``sun_sigma_mrad`` per axis on the incoming direction; 2.51 mrad
   is the HFLCAL value [1]_ (:func:`heliostat.optics.buie_sigma_mrad` gives the RMS of
-  Buie's profile [4]_);
+  Buie's profile);
 * mirror slope error: ``Mirror.slope_error_mrad`` per axis on the *normal*; reflection
   doubles it in the plane of incidence and gives 2·σ·cos θ across it (θ = incidence angle),
   which the Jacobian reproduces without a separate formula;
@@ -37,8 +37,8 @@ for the projection. The contributions (independent, so covariances add):
   astigmatism of [1]_, H_t ∝ |D/f − cos θ|, W_s ∝ |D/f·cos θ − 1|.
 
 Power: P = DNI · A · cos θ · ρ · τ(D), with τ the Vittitoe & Biggs clear-day (23 km
-visibility) attenuation [3]_ as used in HFLCAL and by Schmitz et al. [5]_
-(:func:`heliostat.optics.atmospheric_attenuation`).
+visibility) attenuation of :func:`heliostat.optics.atmospheric_attenuation` (its
+references there).
 
 Faceted and streaky spots (``shape=``): the mirror is split into facets (or long strips),
 each a Gaussian sub-spot with its own aperture image, offset by its own canting error
@@ -56,13 +56,6 @@ References
    A. Gómez, J. A. Turégano, "An analytic function for the flux density due to sunlight
    reflected from a heliostat," Solar Energy 37(3), 215-234, 1986.
    doi:10.1016/0038-092X(86)90078-2
-.. [3] C. N. Vittitoe, F. Biggs, "Terrestrial propagation loss," Sandia report
-   SAND78-1137C, presented at the AS/ISES annual meeting, Denver, 1978.
-.. [4] D. Buie, A. G. Monger, C. J. Dey, "Sunshape distributions for terrestrial solar
-   simulations," Solar Energy 74(2), 113-122, 2003. doi:10.1016/S0038-092X(03)00125-7
-.. [5] M. Schmitz, P. Schwarzbözl, R. Buck, R. Pitz-Paal, "Assessment of the potential
-   improvement due to multiple apertures in central receiver systems with secondary
-   concentrators," Solar Energy 80(1), 111-120, 2006. doi:10.1016/j.solener.2005.02.012
 """
 
 from __future__ import annotations

@@ -181,15 +181,45 @@ def test_journal_refuses_a_batch_key_with_other_commands(field, tmp_path):
             br.run("same", "t", [ActuatorCommand("H001", 1, "move", (2, 2))])
 
 
+def _members(cfg):
+    """Every controller on the (one) bus of the field: heliostat id -> address."""
+    return {h.id: h.address for h in cfg.heliostats.values()}
+
+
 def test_broadcast_stow_is_confirmed_per_controller(field):
     bus, ctls = _bus(field, faults=FaultProfile(), seed=0)
     cmds = [ActuatorCommand(h.id, h.address, "stow") for h in field.heliostats.values()]
     with bus, _link(bus) as link:
-        outs = Bridge(link).run("stow", "t", cmds, broadcast_stow=True)
+        outs = Bridge(link).run("stow", "t", cmds, broadcast_stow=True, bus_members=_members(field))
     assert {o.state for o in outs} == {"confirmed"}
     assert len({o.command_id for o in outs}) == 1  # one command id, one broadcast frame
     assert bus.stats.broadcasts == 1
     assert all(c.applied_counts[outs[0].command_id] == 1 for c in ctls)
+
+
+def test_broadcast_stow_must_cover_the_whole_bus_in_the_library(field, tmp_path):
+    # The rule holds for a script calling the library, not only for the CLI: a broadcast
+    # that would move controllers outside the batch (unjournaled, unconfirmed) is refused
+    # with nothing on the wire and nothing journaled.
+    bus, ctls = _bus(field)
+    members = _members(field)
+    stows = [ActuatorCommand(h, a, "stow") for h, a in members.items()]
+    with bus, _link(bus) as link, Journal(tmp_path / "j.sqlite") as j:
+        br = Bridge(link, j)
+        with pytest.raises(SafetyRefused, match=r"every controller on bus 'bus1' \(H001, H002, "):
+            br.run("part", "t", stows[:2], broadcast_stow=True, bus_members=members,
+                   bus_name="bus1")  # fmt: skip
+        with pytest.raises(SafetyRefused, match="name them"):
+            br.run("unnamed", "t", stows, broadcast_stow=True)
+        with pytest.raises(SafetyRefused, match="only allowed for stow"):
+            move = ActuatorCommand("H001", members["H001"], "move", (1, 1))
+            br.run("move", "t", [move, *stows[1:]], broadcast_stow=True, bus_members=members)
+        wrong = [ActuatorCommand("H001", 9, "stow"), *stows[1:]]
+        with pytest.raises(SafetyRefused, match="H001: address 9 is not its configured address"):
+            br.run("addr", "t", wrong, broadcast_stow=True, bus_members=members)
+        assert not any(j.has_batch(k) for k in ("part", "unnamed", "move", "addr"))
+    assert bus.stats.frames_in == bus.stats.broadcasts == 0
+    assert all(not c.applied_counts for c in ctls)
 
 
 def test_transient_port_fault_is_reopened_and_retried(field):

@@ -18,6 +18,8 @@ from heliostat.commands._common import _jsonable, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat bench`` parser (with ``bench compare``) to ``sub``, the CLI's
+    top-level subcommands."""
     p = sub.add_parser(
         "bench",
         help="benchmarks: classical vs learned methods",
@@ -58,6 +60,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    """Run ``heliostat bench compare``: classical vs learned spot detection and pointing,
+    with compute energy [J], gain and CO2 payback [h], as a table or JSON, plus plots in
+    ``--out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--campaign``, ``--frames``, ``--json``,
+        ``--no-plots``, ``--out``, ``--paint``, ``--point``, ``--seed``,
+        ``--train-points``, ``--uses``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when the comparison ran.
+    """
+
     from heliostat.bench.compare import CompareSettings, run_comparison, summary_rows, write_plots
 
     if args.frames < 1:

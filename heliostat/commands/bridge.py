@@ -21,6 +21,8 @@ def _default_journal() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat bridge`` parser and its ``ping``, ``status``, ``move``, ``apply``
+    and ``stow`` subcommands to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "bridge",
         help="deliver commands and corrections to actuator controllers (Modbus RTU)",
@@ -146,9 +148,9 @@ def _check_heliostat_address(args, cfg) -> None:
             )
 
 
-def _bus_members(cfg, bus_name: str) -> list[str]:
-    """Every configured heliostat on a bus, in config order."""
-    return [h.id for h in cfg.heliostats.values() if h.bus == bus_name]
+def _bus_members(cfg, bus_name: str) -> dict[str, int]:
+    """Every configured heliostat on a bus and its address, in config order."""
+    return {h.id: h.address for h in cfg.heliostats.values() if h.bus == bus_name}
 
 
 def _link(args, port, bus=None):
@@ -289,7 +291,8 @@ def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
 
 
 def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
-    from firmware_bridge.delivery import Bridge, RetryPolicy
+    from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem
+    from firmware_bridge.errors import SafetyRefused
     from firmware_bridge.journal import DONE_STATES, Journal
 
     groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
@@ -297,19 +300,15 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
     missing = sorted({c.heliostat for c in commands} - covered)
     if missing:
         raise ValueError(f"no bus selected for {', '.join(missing)}; nothing sent")
-    # A broadcast reaches every controller on the bus: allowed only when the selection
-    # is every configured heliostat on it, so that all of them are journaled and reported.
+    # A broadcast reaches every controller on the bus: the bridge's rule
+    # (broadcast_stow_problem), checked here too so that a dry run meets it.
     bus_of = {port: cfg.heliostats[ids[0]].bus for port, _, ids in groups}
     if broadcast:
         for port, _bus, ids in groups:
-            members = _bus_members(cfg, bus_of[port])
-            if set(ids) != set(members):
-                raise ValueError(
-                    f"a broadcast stow reaches every controller on bus {bus_of[port]!r} "
-                    f"({', '.join(members)}), but only {', '.join(ids)} "
-                    f"{'is' if len(ids) == 1 else 'are'} selected: stow without --broadcast "
-                    "(and not --address 0), or select the whole bus; nothing sent"
-                )
+            cmds = [c for c in commands if c.heliostat in ids]
+            problem = broadcast_stow_problem(cmds, _bus_members(cfg, bus_of[port]), bus_of[port])
+            if problem:
+                raise SafetyRefused(f"{problem}; nothing sent")
     if args.dry_run:
         rows = []
         for port, _bus, ids in groups:
@@ -384,7 +383,15 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
                     def progress(o, i, n, port=port):  # noqa: E306
                         print(f"\r{port}: {i}/{n}", end="" if i < n else "\n", file=sys.stderr)
 
-                outcomes += br.run(key, source, cmds, broadcast_stow=broadcast, progress=progress)
+                outcomes += br.run(
+                    key,
+                    source,
+                    cmds,
+                    broadcast_stow=broadcast,
+                    progress=progress,
+                    bus_members=_bus_members(cfg, bus_of[port]) if broadcast else None,
+                    bus_name=bus_of[port],
+                )
                 health.update({f"{port}#{a}": h.to_dict() for a, h in br.health.items()})
     finally:
         journal.close()

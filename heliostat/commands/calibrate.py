@@ -9,6 +9,7 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat calibrate`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "calibrate",
         help="fit heliostat error models from observations (CSV or PAINT files)",
@@ -85,6 +86,24 @@ def _names(drive: str, spec: str | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat calibrate``: fit each heliostat's error model from an observations
+    CSV (or PAINT records) and print the fit (RMS and leave-one-out errors [mrad]);
+    with ``--out`` write the corrections file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--aim``, ``--at``, ``--backend``,
+        ``--field``, ``--json``, ``--kfold``, ``--loo``, ``OBS.csv``, ``--out``,
+        ``--paint``, ``--params``, ``--residual``, ``--spot``, ``--sun-tolerance-deg``,
+        ``--target``, ``--workers``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when every fit succeeded, 1 when one failed.
+    """
+
     from heliostat.calibration.corrections import (
         corrected_setpoints,
         corrections_document,

@@ -9,6 +9,7 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat campaign`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "campaign",
         help="run a calibration campaign on the plant (camera, controllers, history)",

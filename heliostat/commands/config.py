@@ -9,6 +9,8 @@ from heliostat.commands._common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat config`` parser (with ``config check``) to ``sub``, the CLI's
+    top-level subcommands."""
     p = sub.add_parser(
         "config", help="validate configuration files", description="Configuration file tools."
     )
@@ -79,6 +81,24 @@ def check_file(path: str) -> dict:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    """Run ``heliostat config check``: validate each ``field.toml`` / ``camera.toml`` /
+    ``plant.toml`` and print one line (or a JSON record) per file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``FILE...``, ``--json``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when every file is valid, 2 when one is not.
+
+    Notes
+    -----
+    A file's problem is reported in its record (and on stderr), not raised.
+    """
+
     results = [check_file(p) for p in args.files]
     if args.json:
         print_json(results)

@@ -395,6 +395,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat demo`` parser to ``sub``, the CLI's top-level subcommands."""
     d = DemoOptions()
     p = sub.add_parser(
         "demo",
@@ -417,6 +418,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat demo``: the whole loop on a simulated plant (campaign, detection,
+    calibration, delivery, verification, ledger, report) into ``--out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--camera-size``, ``--cloudiness``,
+        ``--days``, ``--drives``, ``--frame-heliostats``, ``--frames-per-heliostat``,
+        ``--heliostats``, ``--interval-h``, ``--json``, ``--min-elevation-deg``,
+        ``--noise-mrad``, ``--out``, ``--seed``, ``--spot-shape``, ``--start``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when the demo ran.
+    """
+
     options = DemoOptions(
         heliostats=args.heliostats,
         days=args.days,

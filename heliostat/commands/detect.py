@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from heliostat.commands._common import _jsonable, print_table
+from heliostat.vision.methods import DEFAULT_METHOD, METHODS, method_names
 
 #: Fields of a result printed per image (besides ``image`` and ``flags``).
 _FIELDS = (
@@ -36,6 +37,7 @@ _FIELDS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat detect`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "detect",
         help="find the sun spot on the target in camera frames",
@@ -63,10 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dark", metavar="DARK", help="sun-off frame at the same exposure")
     p.add_argument(
         "--method",
-        choices=("classical", "onnx"),
-        default="classical",
-        help="spot detector: classical flux centroid (default) or the learned ONNX model "
-        "(docs/ml.md; `heliostat bench compare` says which is better)",
+        choices=method_names(),
+        default=DEFAULT_METHOD,
+        help="spot detector: " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
     )
     p.add_argument("--flat", metavar="FLAT", help="sun-off frame exposed for the target")
     p.add_argument(
@@ -192,9 +193,26 @@ def _row(image: str, res) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from heliostat.ml.spot_model import detector_for
+    """Run ``heliostat detect``: the sun spot in each image (pixels, target-plane [m], ENU
+    [m], quality flags), or with ``--observations`` the spot columns of an observations
+    file filled from its frames.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--bit-depth``, ``--black-level``,
+        ``--dark``, ``--expected``, ``--flat``, ``IMAGE...``, ``--json``, ``--method``,
+        ``--observations``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 when every spot was found, 1 when one was not.
+    """
+
     from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
+    from heliostat.vision.methods import detector_for
 
     detect_spot = detector_for(args.method)
     if args.observations:
@@ -295,7 +313,7 @@ def _run_observations(args: argparse.Namespace) -> int:
         from heliostat.vision.classical import prepare_flat
 
         flat = prepare_flat(load_image(args.flat), reg, black_level_dn=args.black_level)
-    from heliostat.ml.spot_model import detector_for
+    from heliostat.vision.methods import detector_for
 
     out, outcomes = fill_observations(
         obs,

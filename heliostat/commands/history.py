@@ -12,6 +12,7 @@ DEFAULT_DB = "heliostat-history.sqlite"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat history`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "history",
         help="a heliostat's record: observations, fits over time, drift, deliveries",
@@ -42,6 +43,22 @@ def _f(v, fmt: str = ".3f") -> str:
 
 
 def run(args) -> int:
+    """Run ``heliostat history``: the history database's overview, or one heliostat's
+    record (observations, fits, drift [mrad], deliveries); ``--csv`` writes the
+    observations.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--csv``, ``--db``, ``--heliostat``,
+        ``--json``.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+
     from heliostat.campaign.config import default_db
     from heliostat.campaign.history import (
         History,

@@ -21,6 +21,8 @@ def _default_db() -> str:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat ledger`` parser and its ``summary``, ``gain``, ``add`` and
+    ``export`` subcommands to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "ledger",
         help="energy ledger: compute CO2 against the CO2 better pointing displaces",
@@ -139,6 +141,20 @@ def _open_existing(db: str | None):
 
 
 def run_summary(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger summary``: compute energy [kWh] and CO2e [kg] by stage
+    against the CO2e the recorded gains displace, per grid preset (or ``--grid``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--db``, ``--grid``, ``--json``.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+
     from heliostat.ledger.carbon import grid_intensity
 
     with _open_existing(args.db) as book:
@@ -220,6 +236,23 @@ def _point_from_args(args: argparse.Namespace):
 
 
 def run_gain(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger gain``: the modelled gain of improving the pointing from
+    ``--before-mrad`` to ``--after-mrad`` (radial RMS [mrad]): intercept, target
+    temperature [°C], thermal energy [kWh] and CO2e avoided [kg]; ``--db`` records it.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--after-mrad``, ``--before-mrad``,
+        ``--boiler-efficiency``, ``--date``, ``--db``, ``--dni-scale``, ``--json``,
+        ``--method``, ``--treatment``.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+
     from heliostat.ledger.gain import pointing_gain
 
     point = _point_from_args(args)
@@ -288,6 +321,23 @@ def run_gain(args: argparse.Namespace) -> int:
 
 
 def run_add(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger add``: record one compute entry (energy [kWh] or [J], stage,
+    method) in the ledger book.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--db``, ``--duration-s``, ``--energy-j``,
+        ``--energy-kwh``, ``--expected-inferences``, ``--heliostat-id``, ``--method``,
+        ``--model-id``, ``--n-inferences``, ``--note``, ``--pue``, ``--source``,
+        ``--stage``.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+
     from heliostat.ledger.book import LedgerBook, LedgerEntry
     from heliostat.ledger.carbon import Energy
 
@@ -315,6 +365,20 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger export``: write the ledger's entries with their CO2e [kg]
+    (``--grid`` preset) to a CSV file.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--csv``, ``--db``, ``--grid``.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+
     from heliostat.ledger.carbon import grid_intensity
 
     with _open_existing(args.db) as book:

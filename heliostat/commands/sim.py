@@ -14,6 +14,8 @@ SIM_COMMANDS: tuple[str, ...] = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat sim`` parser (with ``sim campaign`` and ``sim controllers``) to
+    ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "sim",
         help="simulator: campaigns, emulated controllers",

@@ -147,6 +147,20 @@ def add_campaign_options(
 
 
 def settings_from_args(args: argparse.Namespace):
+    """The simulated campaign's settings from the command line.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed ``heliostat sim campaign`` (or ``demo``) options: start date, days,
+        interval [h], minimum sun elevation [deg], pointing noise [mrad], cloudiness,
+        frame options.
+
+    Returns
+    -------
+    sim.campaign.CampaignSettings
+    """
+
     from sim.campaign import CampaignSettings
 
     return CampaignSettings(
@@ -165,6 +179,7 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat sim campaign`` parser to ``sub``, ``heliostat sim``'s subcommands."""
     p = sub.add_parser(
         "campaign",
         help="simulate a calibration campaign (frames, observations.csv, truth)",
@@ -208,6 +223,20 @@ def build_plant(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat sim campaign``: simulate a calibration campaign (frames,
+    ``observations.csv``, configs, hidden truth) into ``--out``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--json``, ``--out``, ``--seed``.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+
     from sim.campaign import write_campaign
 
     if args.seed < 0:

@@ -11,6 +11,7 @@ from heliostat.commands._common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat sim controllers`` parser to ``sub``, ``heliostat sim``'s subcommands."""
     p = sub.add_parser(
         "controllers",
         help="emulate a field's actuator controllers (Modbus RTU on pty ports)",

@@ -12,6 +12,7 @@ from heliostat.commands._common import print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``heliostat sun`` parser to ``sub``, the CLI's top-level subcommands."""
     p = sub.add_parser(
         "sun",
         help="sun azimuth, elevation and ENU vector for a site",
@@ -36,6 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``heliostat sun``: sun azimuth [deg, clockwise from north], elevation [deg] and
+    ENU unit vector at the site of ``--site`` for each ``--time`` (default: now, UTC).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line; this reads ``--json``, ``--site``, ``--time``.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+
     from heliostat.config import load_field
     from heliostat.sun import sun_position, to_utc_index
 

@@ -2,7 +2,8 @@
 
 :func:`detect_spot_onnx` has the classical detector's signature (the arguments it does
 not use are accepted and ignored, so callers can switch methods) and returns the same
-:class:`heliostat.vision.classical.SpotResult`:
+:class:`heliostat.vision.classical.SpotResult`; it is registered as the ``"onnx"`` method
+in :mod:`heliostat.vision.methods`:
 
 1. the frame is rectified to a 64 x 64 target-plane crop
    (:func:`~heliostat.ml.rectify.rectify_target`, minus the dark frame when given);
@@ -28,11 +29,9 @@ from heliostat.errors import InputError
 from heliostat.ml.rectify import Crop, rectify_target
 from heliostat.ml.registry import load_session
 
-__all__ = ["DETECT_METHODS", "MODEL_NAME", "detect_spot_onnx", "detector_for", "predict_crops"]
+__all__ = ["MODEL_NAME", "detect_spot_onnx", "predict_crops"]
 
 MODEL_NAME = "spot_cnn"
-#: Values of ``heliostat detect --method``; the first is the default.
-DETECT_METHODS = ("classical", "onnx")
 #: No-spot threshold on the crop's smoothed peak, in background noise sigmas. [1]
 K_NOISE = 6.0
 
@@ -159,22 +158,3 @@ def detect_spot_onnx(
         u_m=up_m, peak_dn=peak, snr=snr, saturated_fraction=sat_frac, touches_edge=touches,
         n_candidates=1, background_dn=0.0, noise_dn=noise, flags=tuple(flags),
     )  # fmt: skip
-
-
-def detector_for(method: str):
-    """The detector function for ``heliostat detect --method``: ``"classical"`` gives
-    :func:`heliostat.vision.classical.detect_spot`, ``"onnx"`` :func:`detect_spot_onnx`
-    (same keyword arguments, same :class:`~heliostat.vision.classical.SpotResult`).
-
-    Raises
-    ------
-    InputError
-        An unknown method name.
-    """
-    if method == "classical":
-        from heliostat.vision.classical import detect_spot
-
-        return detect_spot
-    if method == "onnx":
-        return detect_spot_onnx
-    raise InputError(f"--method: expected one of {', '.join(DETECT_METHODS)}, got {method!r}")

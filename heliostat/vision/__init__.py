@@ -3,30 +3,46 @@
 Pure core: :mod:`~heliostat.vision.target` (registration), :mod:`~heliostat.vision.signal`
 (frames, statistics, flat field) and :mod:`~heliostat.vision.classical` (detection) take
 arrays and return dataclasses; :mod:`~heliostat.vision.io` reads files;
-:mod:`~heliostat.vision.pipeline` turns campaign frames into observations.
+:mod:`~heliostat.vision.pipeline` turns campaign frames into observations;
+:mod:`~heliostat.vision.methods` names the detection methods.
+
+The names below are imported on first use (PEP 562), so importing a light submodule such
+as :mod:`~heliostat.vision.methods` (the CLI does, to list ``--method`` choices) does not
+load numba or OpenCV.
 """
 
-from heliostat.vision.classical import FLAGS, DetectOptions, SpotResult, detect_spot
-from heliostat.vision.signal import FlatField, SpotInFlatError, prepare_flat
-from heliostat.vision.target import (
-    PlaneMaps,
-    TargetRegistration,
-    check_quadrilateral,
-    register_aruco,
-    register_corners,
-)
+from __future__ import annotations
 
-__all__ = [
-    "FLAGS",
-    "DetectOptions",
-    "FlatField",
-    "PlaneMaps",
-    "SpotResult",
-    "TargetRegistration",
-    "check_quadrilateral",
-    "detect_spot",
-    "SpotInFlatError",
-    "prepare_flat",
-    "register_aruco",
-    "register_corners",
-]
+import importlib
+from typing import Any
+
+#: Public name -> submodule that defines it.
+_EXPORTS: dict[str, str] = {
+    "FLAGS": "classical",
+    "DetectOptions": "classical",
+    "SpotResult": "classical",
+    "detect_spot": "classical",
+    "FlatField": "signal",
+    "SpotInFlatError": "signal",
+    "prepare_flat": "signal",
+    "PlaneMaps": "target",
+    "TargetRegistration": "target",
+    "check_quadrilateral": "target",
+    "register_aruco": "target",
+    "register_corners": "target",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

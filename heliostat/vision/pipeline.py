@@ -109,7 +109,8 @@ def fill_observations(
     """Measure the spot in every row's frame and fill the spot columns.
 
     ``detector`` (default :func:`~heliostat.vision.classical.detect_spot`) may be any
-    function with its signature and result, e.g. ``heliostat.ml.spot_model.detector_for``.
+    function with its signature and result, e.g. one of
+    :func:`heliostat.vision.methods.detector_for`.
 
     Parameters
     ----------

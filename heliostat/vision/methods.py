@@ -1,0 +1,98 @@
+"""The spot-detection methods by name: one registry for the CLI, the pipeline and benches.
+
+Every method is a function with the call and result of
+:func:`heliostat.vision.classical.detect_spot` (``image, registration, *, dark, flat,
+black_level_dn, bit_depth, expected_xy_m, target, options`` ->
+:class:`~heliostat.vision.classical.SpotResult`; arguments a method does not use are
+accepted and ignored), so callers switch methods by name alone.
+
+A method is registered as the module and function that implement it, imported only when
+the method is asked for: reading the registry (``heliostat detect --help``, the CLI's
+``--method`` choices) loads neither numba, OpenCV nor onnxruntime.
+
+To add a method, add one :class:`DetectMethod` line to :data:`METHODS`; the CLI's
+``--method`` choices and :func:`detector_for` follow. The learned models' cards and
+hashes stay in :mod:`heliostat.ml.registry`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from heliostat.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class DetectMethod:
+    """One spot-detection method.
+
+    Attributes
+    ----------
+    name : str
+        The name callers use (``heliostat detect --method NAME``).
+    module, function : str
+        Where the detector function lives; imported when the method is asked for.
+    summary : str
+        One line for help texts.
+    """
+
+    name: str
+    module: str
+    function: str
+    summary: str
+
+    def load(self) -> Callable:
+        """The detector function (imports its module)."""
+        return getattr(importlib.import_module(self.module), self.function)
+
+
+#: The registered methods by name, in help order; the first is the default.
+METHODS: Mapping[str, DetectMethod] = MappingProxyType(
+    {
+        m.name: m
+        for m in (
+            DetectMethod(
+                "classical",
+                "heliostat.vision.classical",
+                "detect_spot",
+                "flux centroid of the dark-subtracted spot (default)",
+            ),
+            DetectMethod(
+                "onnx",
+                "heliostat.ml.spot_model",
+                "detect_spot_onnx",
+                "the learned ONNX model (docs/ml.md; `heliostat bench compare` says which "
+                "is better)",
+            ),
+        )
+    }
+)
+#: The method used when none is named.
+DEFAULT_METHOD = next(iter(METHODS))
+
+
+def method_names() -> tuple[str, ...]:
+    """Names of the registered methods, the default first."""
+    return tuple(METHODS)
+
+
+def detector_for(name: str) -> Callable:
+    """The detector function of a registered method.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`METHODS`.
+
+    Raises
+    ------
+    InputError
+        An unknown method name (the message lists the registered ones).
+    """
+    method = METHODS.get(name)
+    if method is None:
+        raise InputError(f"--method: expected one of {', '.join(method_names())}, got {name!r}")
+    return method.load()
