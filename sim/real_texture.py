@@ -20,18 +20,21 @@ lies beyond, as for the ArUco board.
 
 Light
 -----
-A grey level is albedo × illumination, and the two act differently on the spot: a seam or
-a mark is dark for the sun and for the beam alike, a shadow of the tower structure only
-for the sun. The image is split accordingly (:func:`board_image`): its illumination is
-the morphological closing of the image with a disc of ~6 % of its side (fills seams,
-bolts and mark strokes, keeps shadows larger than the disc with their sharp edges), its
-reflectance the image divided by that. A pixel's signal is then (Lambertian)
-``BOARD_ALBEDO · reflectance · E_spot + BOARD_ALBEDO · lit · E_ambient``, with ``lit`` the
-grey level relative to the sunlit board's typical level (median of the image where the
-illumination is within 15 % of its 95th percentile). Shadows added by :class:`Shadow`
-(a sharp-edged polygon in the target plane) remove the direct-sun share
-:data:`DIRECT_SHARE` of the ambient inside it and leave the spot's light alone (the
-structure is not between heliostat and target).
+A grey level is albedo × illumination, and the two act differently on the spot: a seam,
+a mark, soiling or the lens's fall-off are dark for the sun and for the beam alike, a
+shadow of the tower structure only for the sun. The image is split accordingly
+(:func:`board_image`): its large-scale level is the morphological closing of the image
+with a disc of ~6 % of its side (fills seams, bolts and mark strokes, keeps shadows
+larger than the disc with their sharp edges); a quadratic surface fitted (in log) to the
+sunlit part of it is the smooth gradient, which acts on both lights; what the closing
+falls below that surface is shade (shadows), which acts on the sunlight only. A pixel's
+signal is then (Lambertian) ``BOARD_ALBEDO · (lit / shade) · E_spot + BOARD_ALBEDO · lit ·
+E_ambient``, with ``lit`` the grey level relative to the sunlit board's typical level
+(median of the image where the closing is within 15 % of its 95th percentile). Shadows
+added by :class:`Shadow` (a sharp-edged polygon in the target plane) remove a share of
+the ambient inside it (at most the direct sun, :data:`DIRECT_SHARE`; drawn from
+:data:`SHADOW_DEPTH_RANGE`) and leave the spot's light alone (the structure is not
+between heliostat and target).
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ TARGET_STYLES = ("aruco", "sunlit")
 #: Share of a sunlit board's ambient light that is direct sun (a shadow removes it). [1]
 DIRECT_SHARE = 0.8
 
+#: Depth of the drawn shadows (share of the ambient blocked). In the shipped real images
+#: the darkest 3 % of the illumination lies at 81-91 % of its median: their shadows are
+#: shallow (skylight and the field's light still reach the board); drawn a bit deeper. [1]
+SHADOW_DEPTH_RANGE = (0.1, 0.35)
+
 #: Range of the sunlit board's level in the real frames, as a fraction of full scale. [1]
 BOARD_FRACTION_RANGE = (0.50, 0.62)
 
@@ -81,7 +89,8 @@ class BoardImage:
     name : str
         Where it came from (file name).
     reflectance : ndarray (H, W) float32
-        Reflectance relative to the clean white panel (seams, bolts, marks < 1). [1]
+        What the spot's light sees relative to a typical sunlit panel: seams, bolts,
+        marks and the smooth gradients, not the shadows (``lit / shade``). [1]
     lit : ndarray (H, W) float32
         Grey level relative to the sunlit board's typical level (shadows, gradients,
         exposure changes and the marks included). [1]
@@ -126,9 +135,20 @@ def board_image(grey: ArrayLike, name: str = "") -> BoardImage:
     board = float(np.median(g[sunlit]))
     if not board > 0:
         raise InputError(f"{where}: the board is black (no lit pixels)")
-    ratio = g / np.maximum(illum, 1e-6)
-    refl = np.clip(ratio / np.median(ratio[sunlit]), 0.0, 1.2).astype(np.float32)
+    # smooth gradient: quadratic in log(level) over the sunlit part, twice, dropping the
+    # pixels more than 5 % below the first fit (shadow edges the threshold let in)
+    yy, xx = np.mgrid[0 : g.shape[0], 0 : g.shape[1]]
+    u, v = xx / g.shape[1] - 0.5, yy / g.shape[0] - 0.5
+    basis = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+    log_il = np.log(np.maximum(illum, 1e-6))
+    use = sunlit
+    for _ in range(2):
+        coef = np.linalg.lstsq(basis[use], log_il[use], rcond=None)[0]
+        smooth = basis @ coef
+        use = sunlit & (log_il > smooth + math.log(0.95))
+    shade = np.clip(illum / np.exp(smooth), 1e-3, 1.0)
     lit = (g / board).astype(np.float32)
+    refl = np.clip(lit / shade, 0.0, 1.5).astype(np.float32)
     h = hashlib.sha256(refl.tobytes() + lit.tobytes()).hexdigest()
     return BoardImage(name, refl, lit, h)
 
@@ -297,7 +317,8 @@ def shadow_factor(
 def random_shadow(target: Target, rng: np.random.Generator) -> Shadow:
     """A shadow of the tower structure: a steep band across the board (a strut) or a
     block from a lower corner (a platform), sizes from the real images (5-20 % of the
-    width; a corner block up to a third of each side)."""
+    width; a corner block up to a third of each side), depth in
+    :data:`SHADOW_DEPTH_RANGE`."""
     w, h = target.width_m, target.height_m
     big = 2.0 * max(w, h)
     if rng.random() < 0.5:
@@ -315,7 +336,7 @@ def random_shadow(target: Target, rng: np.random.Generator) -> Shadow:
         xe, yb = sx * (w / 2 + big), -h / 2 - big
         xi, yt = sx * (w / 2 - bw), -h / 2 + bh
         poly = np.array([[xe, yb], [xi, yb], [xi, yt], [xe, yt]])
-    return Shadow(poly)
+    return Shadow(poly, float(rng.uniform(*SHADOW_DEPTH_RANGE)))
 
 
 # --------------------------------------------------------------------------- conditions
