@@ -329,6 +329,40 @@ def build_view(
     non-uniformity replaces ``albedo_variation``)."""
     import cv2
 
+    xy_safe, on_wall, area, on_board, texel = _geometry(camera, target)
+    if board is None:
+        tex, amb_tex = build_texture(target, texel, albedo_variation=albedo_variation), None
+    else:
+        tex, amb_tex = board_textures(target, texel, board)
+    col, row = (c.astype(np.float32) for c in tex.to_texel(xy_safe))
+
+    def sample(t: Texture) -> NDArray[np.float32]:
+        a = cv2.remap(
+            t.albedo,
+            col,
+            row,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=float(t.outside_albedo),
+        )
+        return np.where(on_wall, a, SKY_ALBEDO).astype(np.float32)
+
+    alb = sample(tex)
+    amb = None if amb_tex is None else sample(amb_tex)
+    return CameraView(xy_safe.astype(np.float32), on_wall, area, alb, tex, amb, on_board)
+
+
+_GEOMETRY: OrderedDict[bytes, tuple] = OrderedDict()
+
+
+def _geometry(camera: CameraConfig, target: Target) -> tuple:
+    """Pixel → plane map (sky far away), wall and board masks, footprint areas and the
+    texel side of a view; memoised for the last two (camera, target) pairs, so views of
+    several board images share the ray casting."""
+    key = _view_key(camera, target, 0.0, None)
+    if key in _GEOMETRY:
+        _GEOMETRY.move_to_end(key)
+        return _GEOMETRY[key]
     xy = _pixel_rays_to_plane(camera, target)
     half_w, top = _wall_box(target)
     finite = np.all(np.isfinite(xy), axis=-1)
@@ -345,29 +379,12 @@ def build_view(
     if ref.size == 0:
         raise ValueError(f"camera does not see target {target.id}'s tower wall at all")
     texel = 0.5 * math.sqrt(float(np.min(ref[ref > 0])))
-    if board is None:
-        tex, amb_tex = build_texture(target, texel, albedo_variation=albedo_variation), None
-    else:
-        tex, amb_tex = board_textures(target, texel, board)
-    xy_safe = np.where(on_wall[..., None], xy, 1e6)
-    col, row = (c.astype(np.float32) for c in tex.to_texel(xy_safe))
-
-    def sample(t: Texture) -> NDArray[np.float32]:
-        a = cv2.remap(
-            t.albedo,
-            col,
-            row,
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=float(t.outside_albedo),
-        )
-        return np.where(on_wall, a, SKY_ALBEDO).astype(np.float32)
-
-    alb = sample(tex)
-    amb = None if amb_tex is None else sample(amb_tex)
-    return CameraView(
-        xy_safe.astype(np.float32), on_wall, area.astype(np.float32), alb, tex, amb, on_board
-    )
+    xy_safe = np.where(on_wall[..., None], xy, 1e6)  # float64: texture lookups
+    geom = (xy_safe, on_wall, area.astype(np.float32), on_board, texel)
+    _GEOMETRY[key] = geom
+    while len(_GEOMETRY) > 2:
+        _GEOMETRY.popitem(last=False)
+    return geom
 
 
 _VIEWS: OrderedDict[bytes, CameraView] = OrderedDict()
