@@ -25,6 +25,11 @@ DN = black level + e⁻ / gain, gain = full well / (max DN − black level), rou
 clipped to the ADC range. Automatic exposure puts the brightest noise-free pixel at
 ``SensorModel.auto_fraction`` of full scale.
 
+Sunlit targets (``board=``, :mod:`sim.real_texture`): the board is a real empty-target
+image; the spot sees its reflectance, the ambient its grey levels (shadows included),
+``shadow=`` darkens the ambient only, ``board_fraction=`` exposes for the board and
+``contrast=`` sets the ambient from the spot's peak; :func:`render_sunlit_pair`.
+
 Truth: :class:`FrameTruth` per spot, the flux centroid of the part on the target (exact
 quadrature, :func:`sim.optics.on_target_flux`) in plane, ENU and distorted-pixel
 coordinates. :func:`render_pair` gives a sun-on frame and its dark frame at one exposure.
