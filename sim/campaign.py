@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -182,7 +182,9 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class CampaignResult:
-    """Observations (``OBSERVATION_COLUMNS``), counts of visits left out, frame count."""
+    """Observations (``OBSERVATION_COLUMNS``), counts of visits left out, frame count,
+    and for a sunlit target each sun-on frame's conditions (image, exposure level,
+    contrast, shadow, drift; :func:`sim.real_texture.SunlitConditions`) by frame path."""
 
     observations: pd.DataFrame
     scheduled: int
@@ -190,6 +192,7 @@ class CampaignResult:
     frames_written: int
     target_id: str
     camera: CameraConfig | None = None
+    frame_conditions: dict[str, dict] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -360,6 +363,7 @@ def simulate_campaign(
     sunlit = settings.target_style == "sunlit"
     image_paths = []
     boards: dict = {}
+    conditions: dict[str, dict] = {}
     if want_frames and sunlit:
         from sim.real_texture import target_image_paths
 
@@ -450,6 +454,8 @@ def simulate_campaign(
                         camera, target, [], rng=frame_rng, exposure=ft[0].exposure
                     )
                 stem = _frame_stem(hid, t_obs[j])
+                if sunlit:
+                    conditions[stem + ".png"] = _conditions_dict(cond, image_paths, ft[0])
                 frame_sink(Frame(stem + ".png", on_img))
                 frame_sink(Frame(stem + DARK_SUFFIX + ".png", dark_img))
                 frame_col[j] = stem + ".png"
@@ -482,7 +488,25 @@ def simulate_campaign(
         obs = obs.sort_values(["time_utc", "heliostat_id"], kind="stable").reset_index(drop=True)
         obs["time_utc"] = pd.DatetimeIndex(obs["time_utc"]).strftime("%Y-%m-%dT%H:%M:%SZ")
     obs = obs[list(OBSERVATION_COLUMNS)]
-    return CampaignResult(obs, len(sched), skipped, frames_written, target.id, camera)
+    return CampaignResult(obs, len(sched), skipped, frames_written, target.id, camera, conditions)
+
+
+def _conditions_dict(cond, image_paths, truth) -> dict:
+    """A sunlit frame pair's conditions as plain data for ``campaign.json``."""
+    sh = cond.shadow
+    return stable_numbers(
+        {
+            "image": image_paths[cond.image].name,
+            "board_fraction": cond.board_fraction,
+            "contrast": cond.contrast,
+            "peak_dn": truth.peak_dn,
+            "saturated_fraction": truth.saturated_fraction,
+            "dark_ambient_ratio": 1.0 + cond.drift,
+            "shadow_polygon_xy_m": None if sh is None else sh.polygon_xy_m.tolist(),
+            "shadow_blocked": None if sh is None else sh.blocked,
+            "dark_shadow_shift_xy_m": None if sh is None else cond.shadow_shift_xy_m.tolist(),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -532,6 +556,7 @@ def manifest(
             "naming": "frames/<heliostat>/<YYYYmmddTHHMMSSZ>.png sun-on, "
             f"same stem + '{DARK_SUFFIX}.png' sun-off",
             "written": result.frames_written,
+            **({"conditions": result.frame_conditions} if result.frame_conditions else {}),
         },
         "counts": {
             "heliostats": len(field_cfg.heliostats),

@@ -254,6 +254,12 @@ def test_sunlit_campaign_from_a_plants_folder_registers_by_pose(tmp_path):
     out = tmp_path / "camp"
     result, man = write_campaign(out, field, truth, settings, seed=4)
     assert man["settings"]["target_style"] == "sunlit" and result.frames_written == 6
+    cond = man["frames"]["conditions"]  # each sun-on frame's conditions, by its path
+    assert sorted(cond) == sorted(f for f in result.observations["frame"] if f)
+    for c in cond.values():
+        assert c["image"] in {p.name for p in own.iterdir()}
+        assert 0.5 <= c["board_fraction"] <= 0.62 and 1.2 <= c["contrast"] <= 2.5
+        assert abs(c["dark_ambient_ratio"] - 1) <= 0.02
     # a sunlit board has no ArUco markers: the written field says so, the camera is 8 bit
     assert load_field(out / "field.toml").target("cal1").markers is None
     assert field.target("cal1").markers is not None  # the caller's field is untouched
