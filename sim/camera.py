@@ -25,6 +25,11 @@ DN = black level + e⁻ / gain, gain = full well / (max DN − black level), rou
 clipped to the ADC range. Automatic exposure puts the brightest noise-free pixel at
 ``SensorModel.auto_fraction`` of full scale.
 
+Sunlit targets (``board=``, :mod:`sim.real_texture`): the board is a real empty-target
+image; the spot sees its reflectance, the ambient its grey levels (shadows included),
+``shadow=`` darkens the ambient only, ``board_fraction=`` exposes for the board and
+``contrast=`` sets the ambient from the spot's peak; :func:`render_sunlit_pair`.
+
 Truth: :class:`FrameTruth` per spot, the flux centroid of the part on the target (exact
 quadrature, :func:`sim.optics.on_target_flux`) in plane, ENU and distorted-pixel
 coordinates. :func:`render_pair` gives a sun-on frame and its dark frame at one exposure.
@@ -45,6 +50,7 @@ from numpy.typing import NDArray
 from heliostat.config import CameraConfig, FieldConfig, Target, look_at
 from heliostat.frames import normalize
 from sim.optics import FluxSpot, on_target_flux
+from sim.real_texture import BoardImage, Shadow, SunlitConditions, board_textures, shadow_factor
 from sim.target_texture import Texture, build_texture
 
 #: Albedo-equivalent of clear sky seen above the tower (signal = SKY · E_ambient). [1]
@@ -229,8 +235,13 @@ class CameraView:
     pixel_area_m2 : ndarray (H, W) float32
         Plane area of each pixel's footprint (0 on sky). [m^2]
     albedo : ndarray (H, W) float32
-        Footprint-averaged albedo (sky: :data:`SKY_ALBEDO`). [1]
+        Footprint-averaged albedo (sky: :data:`SKY_ALBEDO`), the one the spot sees. [1]
     texture : sim.target_texture.Texture
+    ambient_albedo : ndarray (H, W) float32 or None
+        Albedo the ambient light sees, when it differs from ``albedo`` (a sunlit board:
+        its image's shadows and exposure, :mod:`sim.real_texture`). [1]
+    on_board : ndarray (H, W) bool or None
+        True where the pixel centre lies on the target rectangle.
     """
 
     xy_m: NDArray[np.float32]
@@ -238,6 +249,8 @@ class CameraView:
     pixel_area_m2: NDArray[np.float32]
     albedo: NDArray[np.float32]
     texture: Texture
+    ambient_albedo: NDArray[np.float32] | None = None
+    on_board: NDArray[np.bool_] | None = None
 
     def footprint_jacobian(self, u: float, v: float) -> NDArray[np.float64]:
         """d(xy)/d(u, v) at a pixel (nearest, clipped into the frame). Shape (2, 2) [m/px]."""
@@ -308,12 +321,53 @@ def _wall_box(target: Target) -> tuple[float, float]:
     return max(1.5 * target.width_m, 6.0), target.height_m / 2 + max(0.5 * target.height_m, 2.0)
 
 
-def build_view(camera: CameraConfig, target: Target, albedo_variation: float = 0.02) -> CameraView:
+def build_view(
+    camera: CameraConfig,
+    target: Target,
+    albedo_variation: float = 0.02,
+    board: BoardImage | None = None,
+) -> CameraView:
     """Compute the pixel → target-plane map, footprint areas and albedo (see module doc).
     ``albedo_variation``: smooth relative non-uniformity of the board's albedo (soiling),
-    see :func:`sim.target_texture.build_texture`. [1]"""
+    see :func:`sim.target_texture.build_texture`. [1] ``board``: a real empty-target
+    image to draw instead of the ArUco board (:mod:`sim.real_texture`; its own
+    non-uniformity replaces ``albedo_variation``)."""
     import cv2
 
+    xy_safe, on_wall, area, on_board, texel = _geometry(camera, target)
+    if board is None:
+        tex, amb_tex = build_texture(target, texel, albedo_variation=albedo_variation), None
+    else:
+        tex, amb_tex = board_textures(target, texel, board)
+    col, row = (c.astype(np.float32) for c in tex.to_texel(xy_safe))
+
+    def sample(t: Texture) -> NDArray[np.float32]:
+        a = cv2.remap(
+            t.albedo,
+            col,
+            row,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=float(t.outside_albedo),
+        )
+        return np.where(on_wall, a, SKY_ALBEDO).astype(np.float32)
+
+    alb = sample(tex)
+    amb = None if amb_tex is None else sample(amb_tex)
+    return CameraView(xy_safe.astype(np.float32), on_wall, area, alb, tex, amb, on_board)
+
+
+_GEOMETRY: OrderedDict[bytes, tuple] = OrderedDict()
+
+
+def _geometry(camera: CameraConfig, target: Target) -> tuple:
+    """Pixel → plane map (sky far away), wall and board masks, footprint areas and the
+    texel side of a view; memoised for the last two (camera, target) pairs, so views of
+    several board images share the ray casting."""
+    key = _view_key(camera, target, 0.0, None)
+    if key in _GEOMETRY:
+        _GEOMETRY.move_to_end(key)
+        return _GEOMETRY[key]
     xy = _pixel_rays_to_plane(camera, target)
     half_w, top = _wall_box(target)
     finite = np.all(np.isfinite(xy), axis=-1)
@@ -330,26 +384,21 @@ def build_view(camera: CameraConfig, target: Target, albedo_variation: float = 0
     if ref.size == 0:
         raise ValueError(f"camera does not see target {target.id}'s tower wall at all")
     texel = 0.5 * math.sqrt(float(np.min(ref[ref > 0])))
-    tex = build_texture(target, texel, albedo_variation=albedo_variation)
-    xy_safe = np.where(on_wall[..., None], xy, 1e6)
-    col, row = tex.to_texel(xy_safe)
-    alb = cv2.remap(
-        tex.albedo,
-        col.astype(np.float32),
-        row.astype(np.float32),
-        cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=float(tex.outside_albedo),
-    )
-    alb = np.where(on_wall, alb, SKY_ALBEDO).astype(np.float32)
-    return CameraView(xy_safe.astype(np.float32), on_wall, area.astype(np.float32), alb, tex)
+    xy_safe = np.where(on_wall[..., None], xy, 1e6)  # float64: texture lookups
+    geom = (xy_safe, on_wall, area.astype(np.float32), on_board, texel)
+    _GEOMETRY[key] = geom
+    while len(_GEOMETRY) > 2:
+        _GEOMETRY.popitem(last=False)
+    return geom
 
 
 _VIEWS: OrderedDict[bytes, CameraView] = OrderedDict()
 _VIEWS_MAX = 4
 
 
-def _view_key(camera: CameraConfig, target: Target, albedo_variation: float) -> bytes:
+def _view_key(
+    camera: CameraConfig, target: Target, albedo_variation: float, board: BoardImage | None
+) -> bytes:
     parts = [
         np.array([camera.width_px, camera.height_px], dtype=np.float64),
         np.asarray(camera.k_px, np.float64),
@@ -362,16 +411,21 @@ def _view_key(camera: CameraConfig, target: Target, albedo_variation: float) -> 
         np.array([target.width_m, target.height_m, albedo_variation]),
     ]
     key = b"".join(np.ascontiguousarray(p).tobytes() for p in parts)
-    return key + repr((target.id, target.markers)).encode()
+    return key + repr((target.id, target.markers, board and board.digest)).encode()
 
 
-def camera_view(camera: CameraConfig, target: Target, albedo_variation: float = 0.02) -> CameraView:
+def camera_view(
+    camera: CameraConfig,
+    target: Target,
+    albedo_variation: float = 0.02,
+    board: BoardImage | None = None,
+) -> CameraView:
     """:func:`build_view`, memoised for the last few (camera, target) pairs (a pure cache:
     same inputs, same view)."""
-    key = _view_key(camera, target, albedo_variation)
+    key = _view_key(camera, target, albedo_variation, board)
     view = _VIEWS.get(key)
     if view is None:
-        view = build_view(camera, target, albedo_variation)
+        view = build_view(camera, target, albedo_variation, board)
         _VIEWS[key] = view
         while len(_VIEWS) > _VIEWS_MAX:
             _VIEWS.popitem(last=False)
@@ -413,6 +467,8 @@ class FrameTruth:
         Power on the target (cloud factor applied). [W]
     exposure : float
         Exposure used: electrons per W/m² of albedo-weighted irradiance. [e- m^2/W]
+    ambient_w_m2 : float
+        Ambient irradiance used (set by ``contrast`` on a sunlit target). [W/m^2]
     """
 
     centroid_xy_m: NDArray[np.float64]
@@ -424,6 +480,7 @@ class FrameTruth:
     saturated_fraction: float
     power_on_target_w: float = float("nan")
     exposure: float = float("nan")
+    ambient_w_m2: float = float("nan")
 
 
 def _pixel_box(camera: CameraConfig, target: Target, mean, cov, nsig: float = 6.0):
@@ -521,6 +578,10 @@ def render_frame(
     cloud_factor: float | Sequence[float] = 1.0,
     sensor: SensorModel | None = None,
     albedo_variation: float = 0.02,
+    board: BoardImage | None = None,
+    shadow: Shadow | None = None,
+    board_fraction: float | None = None,
+    contrast: float | None = None,
 ) -> tuple[NDArray, list[FrameTruth]]:
     """Render a raw camera frame of a target with flux spots, and each spot's truth.
 
@@ -549,6 +610,21 @@ def render_frame(
     albedo_variation : float
         Smooth relative albedo non-uniformity of the board (0 = uniform). A centroid
         taken on (on - dark) without dividing by the dark frame is biased by it. [1]
+    board : sim.real_texture.BoardImage, optional
+        Draw this real empty-target image as the board (the ``sunlit`` style) instead of
+        the ArUco board; the spot sees its reflectance, the ambient its grey levels.
+    shadow : sim.real_texture.Shadow, optional
+        Shadow of the tower structure: removes ``shadow.blocked`` of the ambient inside
+        its polygon, not the spot's light.
+    board_fraction : float, optional
+        Auto exposure (``exposure`` None) puts the median of the board's noise-free
+        ambient level at this fraction of full scale (a camera exposed for the sunlit
+        target) instead of the brightest pixel at ``sensor.auto_fraction``. [1]
+    contrast : float, optional
+        Sets the ambient instead of ``ambient_w_m2``: the spots' brightest point on the
+        board is ``contrast`` × the ambient level on a clean panel, i.e.
+        E_ambient = E_spot,max / (contrast - 1) (the sun lights board and beam alike,
+        so the ratio does not depend on the DNI or the clouds). Must be > 1. [1]
 
     Returns
     -------
@@ -567,19 +643,46 @@ def render_frame(
         raise ValueError(f"exposure must be positive, got {exposure!r}")
     if not (math.isfinite(albedo_variation) and 0 <= albedo_variation < 0.5):
         raise ValueError(f"albedo_variation must lie in [0, 0.5), got {albedo_variation!r}")
-    view = camera_view(camera, target, albedo_variation)
-    irr = np.full(view.on_wall.shape, np.float32(ambient_w_m2), dtype=np.float32)
-    per_spot = []
-    for spot, k in zip(spots, cf, strict=True):
-        e = spot_irradiance_image(camera, target, spot.scaled(float(k)), view)
-        per_spot.append(e)
-        irr += e
-    signal = view.albedo * irr  # albedo-weighted irradiance [W/m^2]
+    if board_fraction is not None and not 0 < board_fraction <= 1:
+        raise ValueError(f"board_fraction must lie in (0, 1], got {board_fraction!r}")
+    if contrast is not None and not (math.isfinite(contrast) and contrast > 1):
+        raise ValueError(f"contrast must be > 1, got {contrast!r}")
+    view = camera_view(camera, target, albedo_variation, board)
+    per_spot = [
+        spot_irradiance_image(camera, target, spot.scaled(float(k)), view)
+        for spot, k in zip(spots, cf, strict=True)
+    ]
+    on_board = view.on_board if view.on_board is not None else view.on_wall
+    if contrast is not None and per_spot:
+        e_max = float(np.max(np.sum(per_spot, axis=0)[on_board], initial=0.0))
+        if e_max > 0:
+            ambient_w_m2 = e_max / (contrast - 1.0)
+    if view.ambient_albedo is None and shadow is None:
+        irr = np.full(view.on_wall.shape, np.float32(ambient_w_m2), dtype=np.float32)
+        for e in per_spot:
+            irr += e
+        signal = view.albedo * irr  # albedo-weighted irradiance [W/m^2]
+        ambient = None
+    else:
+        amb_alb = view.albedo if view.ambient_albedo is None else view.ambient_albedo
+        ambient = amb_alb * np.float32(ambient_w_m2)
+        f = shadow_factor(view.xy_m, view.texture, shadow)
+        if f is not None:
+            ambient = ambient * f
+        signal = ambient.copy()
+        for e in per_spot:
+            signal += view.albedo * e
     bits = camera.bit_depth
     max_dn = float(2**bits - 1)
     black = sensor.black_dn(bits)
     gain = sensor.gain_e_per_dn(bits)
-    if exposure is None:
+    if exposure is None and board_fraction is not None:
+        amb = view.albedo * np.float32(ambient_w_m2) if ambient is None else ambient
+        level = float(np.median(amb[on_board])) if np.any(on_board) else 0.0
+        if level <= 0:
+            raise ValueError("the board is dark (ambient 0): give an exposure")
+        exposure = (board_fraction * max_dn - black) * gain / level
+    elif exposure is None:
         peak = float(signal.max())
         if peak <= 0:
             raise ValueError("nothing lit (ambient 0 and no spot): give an exposure")
@@ -616,6 +719,7 @@ def render_frame(
                 saturated_fraction=sat,
                 power_on_target_w=p_on * float(k),
                 exposure=float(exposure),
+                ambient_w_m2=float(ambient_w_m2),
             )
         )
     return image, truths
@@ -643,4 +747,57 @@ def render_pair(
     if exposure is None and truths:
         exposure = truths[0].exposure
     dark, _ = render_frame(camera, target, [], rng=rng, exposure=exposure, **kwargs)
+    return on, dark, truths
+
+
+def render_sunlit_pair(
+    camera: CameraConfig,
+    target: Target,
+    spots: Sequence[FluxSpot],
+    *,
+    rng: np.random.Generator,
+    board: BoardImage,
+    conditions: SunlitConditions,
+    **kwargs,
+) -> tuple[NDArray, NDArray, list[FrameTruth]]:
+    """A sun-on frame of a sunlit target and its sun-off frame, as a plant takes them.
+
+    The sun-on frame is exposed for the board (``conditions.board_fraction``), its
+    ambient set by ``conditions.contrast`` and shadowed by ``conditions.shadow``. The
+    sun-off frame is the same board with the heliostat moved off, at the same exposure,
+    but the ambient changed by ``conditions.drift`` (clouds, exposure drift) and the
+    shadow moved (``conditions.dark_shadow``): on - off is not a perfect spot image.
+    Keyword arguments (``cloud_factor``, ``noise``, ``sensor``) go to :func:`render_frame`.
+
+    Returns
+    -------
+    on_image, dark_image : ndarray (H, W)
+    truths : list of FrameTruth
+        For the sun-on frame.
+    """
+    if not spots:
+        raise ValueError("render_sunlit_pair needs at least one spot (it sets the contrast)")
+    on, truths = render_frame(
+        camera,
+        target,
+        spots,
+        rng=rng,
+        board=board,
+        shadow=conditions.shadow,
+        board_fraction=conditions.board_fraction,
+        contrast=conditions.contrast,
+        **kwargs,
+    )
+    kwargs.pop("cloud_factor", None)
+    dark, _ = render_frame(
+        camera,
+        target,
+        [],
+        rng=rng,
+        board=board,
+        shadow=conditions.dark_shadow,
+        exposure=truths[0].exposure,
+        ambient_w_m2=truths[0].ambient_w_m2 * (1.0 + conditions.drift),
+        **kwargs,
+    )
     return on, dark, truths

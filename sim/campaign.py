@@ -13,6 +13,16 @@ heliostats take turns, one at a time, as on a real plant). Each visit:
 4. for the heliostats chosen for images, the camera renders a sun-on frame (the flux spot
    of :func:`sim.optics.flux_spot` dimmed by the clouds) and a dark (sun-off) frame.
 
+Target styles (``CampaignSettings.target_style``): ``aruco`` draws the ArUco board on a
+darker wall in diffuse light, the camera exposed for the spot; ``sunlit`` draws a real
+empty-target image (:mod:`sim.real_texture`; the shipped Jülich set or
+``target_images``) in sunlight, the camera exposed for the board (50-62 % of full scale),
+the spot only 1.2-2.5x the board, sometimes a shadow of the tower structure, and the
+sun-off frame's ambient drifted by up to ±2 % and its shadow moved
+(:func:`sim.camera.render_sunlit_pair`). A sunlit board carries no ArUco markers, so the
+campaign's ``field.toml`` lists the target without them (:func:`campaign_field`) and the
+frames are registered by the camera's pose.
+
 Visits the plant could not make or measure are left out and counted: sun too low,
 beam too weak under cloud (``min_dni_w_m2``), aim outside the actuator travel, spot off
 the target. Everything is seeded from one integer, so the same seed gives the same content
@@ -34,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +99,12 @@ class CampaignSettings:
         Sensor size of the simulated camera. [px]
     spot_shape : str
         Flux-spot shape passed to :func:`sim.optics.flux_spot`.
+    target_style : str
+        ``"aruco"`` or ``"sunlit"`` (see the module doc).
+    target_images : str
+        Folder of empty-target images for ``sunlit``; empty = the shipped Jülich set.
+    camera_bit_depth : int
+        ADC bits of the simulated camera (the Jülich camera: 8). [bit]
     """
 
     start_date: str = "2025-04-01"
@@ -104,8 +120,21 @@ class CampaignSettings:
     camera_width_px: int = 1280
     camera_height_px: int = 1024
     spot_shape: str = "round"
+    target_style: str = "aruco"
+    target_images: str = ""
+    camera_bit_depth: int = 12
 
     def __post_init__(self) -> None:
+        from sim.real_texture import TARGET_STYLES
+
+        if self.target_style not in TARGET_STYLES:
+            raise ValueError(
+                f"target_style must be one of {', '.join(TARGET_STYLES)}, got {self.target_style!r}"
+            )
+        if self.camera_bit_depth not in (8, 10, 12, 14, 16):
+            raise ValueError(
+                f"camera_bit_depth must be 8, 10, 12, 14 or 16, got {self.camera_bit_depth!r}"
+            )
         if not isinstance(self.days, int) or self.days < 1:
             raise ValueError(f"days must be a positive integer, got {self.days!r}")
         if not (math.isfinite(self.interval_h) and self.interval_h > 0):
@@ -151,7 +180,9 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class CampaignResult:
-    """Observations (``OBSERVATION_COLUMNS``), counts of visits left out, frame count."""
+    """Observations (``OBSERVATION_COLUMNS``), counts of visits left out, frame count,
+    and for a sunlit target each sun-on frame's conditions (image, exposure level,
+    contrast, shadow, drift; :func:`sim.real_texture.SunlitConditions`) by frame path."""
 
     observations: pd.DataFrame
     scheduled: int
@@ -159,6 +190,7 @@ class CampaignResult:
     frames_written: int
     target_id: str
     camera: CameraConfig | None = None
+    frame_conditions: dict[str, dict] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -172,6 +204,20 @@ def pick_target(field_cfg: FieldConfig, target_id: str = "") -> Target:
     if not field_cfg.targets:
         raise ValueError(f"field {field_cfg.source!r} has no targets to calibrate on")
     return next(iter(field_cfg.targets.values()))
+
+
+def campaign_field(field_cfg: FieldConfig, settings: CampaignSettings) -> FieldConfig:
+    """The plant as the campaign draws it: for the ``sunlit`` style the calibration target
+    (:func:`pick_target`) without ArUco markers (a real board has none), kept first among
+    the targets so :func:`pick_target` still finds it; otherwise ``field_cfg`` itself."""
+    if settings.target_style != "sunlit":
+        return field_cfg
+    target = pick_target(field_cfg, settings.target_id)
+    if target.markers is None:
+        return field_cfg
+    targets = {target.id: replace(target, markers=None)}
+    targets.update((k, t) for k, t in field_cfg.targets.items() if k != target.id)
+    return replace(field_cfg, targets=targets)
 
 
 def plan_schedule(field_cfg: FieldConfig, settings: CampaignSettings) -> pd.DataFrame:
@@ -312,6 +358,14 @@ def simulate_campaign(
     if per_heliostat is None:
         per_heliostat = math.inf
     frame_rng = np.random.default_rng(seeds.frames)
+    sunlit = settings.target_style == "sunlit"
+    image_paths = []
+    boards: dict = {}
+    conditions: dict[str, dict] = {}
+    if want_frames and sunlit:
+        from sim.real_texture import target_image_paths
+
+        image_paths = target_image_paths(settings.target_images or None)
     noise_seeds = seeds.noise.spawn(len(field_cfg.heliostats))
     aim = target.centre_enu_m
     parts: list[pd.DataFrame] = []
@@ -373,12 +427,33 @@ def simulate_campaign(
                     rng=None,
                 )
                 cf = float(cloud_all[idx[j]])
-                on_img, ft = render_frame(camera, target, [spot], rng=frame_rng, cloud_factor=cf)
-                # the dark frame keeps the sun-on frame's exposure, as a camera would
-                dark_img, _ = render_frame(
-                    camera, target, [], rng=frame_rng, exposure=ft[0].exposure
-                )
+                if sunlit:
+                    from sim.camera import render_sunlit_pair
+                    from sim.real_texture import draw_conditions, load_board_image
+
+                    cond = draw_conditions(frame_rng, target, len(image_paths))
+                    if cond.image not in boards:
+                        boards[cond.image] = load_board_image(image_paths[cond.image])
+                    on_img, dark_img, ft = render_sunlit_pair(
+                        camera,
+                        target,
+                        [spot],
+                        rng=frame_rng,
+                        board=boards[cond.image],
+                        conditions=cond,
+                        cloud_factor=cf,
+                    )
+                else:
+                    on_img, ft = render_frame(
+                        camera, target, [spot], rng=frame_rng, cloud_factor=cf
+                    )
+                    # the dark frame keeps the sun-on frame's exposure, as a camera would
+                    dark_img, _ = render_frame(
+                        camera, target, [], rng=frame_rng, exposure=ft[0].exposure
+                    )
                 stem = _frame_stem(hid, t_obs[j])
+                if sunlit:
+                    conditions[stem + ".png"] = _conditions_dict(cond, image_paths, ft[0])
                 frame_sink(Frame(stem + ".png", on_img))
                 frame_sink(Frame(stem + DARK_SUFFIX + ".png", dark_img))
                 frame_col[j] = stem + ".png"
@@ -411,7 +486,25 @@ def simulate_campaign(
         obs = obs.sort_values(["time_utc", "heliostat_id"], kind="stable").reset_index(drop=True)
         obs["time_utc"] = pd.DatetimeIndex(obs["time_utc"]).strftime("%Y-%m-%dT%H:%M:%SZ")
     obs = obs[list(OBSERVATION_COLUMNS)]
-    return CampaignResult(obs, len(sched), skipped, frames_written, target.id, camera)
+    return CampaignResult(obs, len(sched), skipped, frames_written, target.id, camera, conditions)
+
+
+def _conditions_dict(cond, image_paths, truth) -> dict:
+    """A sunlit frame pair's conditions as plain data for ``campaign.json``."""
+    sh = cond.shadow
+    return stable_numbers(
+        {
+            "image": image_paths[cond.image].name,
+            "board_fraction": cond.board_fraction,
+            "contrast": cond.contrast,
+            "peak_dn": truth.peak_dn,
+            "saturated_fraction": truth.saturated_fraction,
+            "dark_ambient_ratio": 1.0 + cond.drift,
+            "shadow_polygon_xy_m": None if sh is None else sh.polygon_xy_m.tolist(),
+            "shadow_blocked": None if sh is None else sh.blocked,
+            "dark_shadow_shift_xy_m": None if sh is None else cond.shadow_shift_xy_m.tolist(),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -461,6 +554,7 @@ def manifest(
             "naming": "frames/<heliostat>/<YYYYmmddTHHMMSSZ>.png sun-on, "
             f"same stem + '{DARK_SUFFIX}.png' sun-off",
             "written": result.frames_written,
+            **({"conditions": result.frame_conditions} if result.frame_conditions else {}),
         },
         "counts": {
             "heliostats": len(field_cfg.heliostats),
@@ -488,6 +582,7 @@ def write_campaign(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    field_cfg = campaign_field(field_cfg, settings)
     camera = None
     files = {
         "field": "field.toml",
@@ -503,6 +598,7 @@ def write_campaign(
             target,
             width_px=settings.camera_width_px,
             height_px=settings.camera_height_px,
+            bit_depth=settings.camera_bit_depth,
         )
         (out / "camera.toml").write_text(
             "# Simulated camera written by `heliostat sim` (sim/camera.py).\n"

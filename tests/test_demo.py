@@ -58,8 +58,12 @@ def test_demo_writes_expected_files(tmp_path):
     # set confirmed by the emulated controller, and the held-out pointing error is far
     # below the uncalibrated one (truth from the simulator; 1 day of data, so loose: 5x).
     st = summary["stages"]
-    # 256 px across a 6 m target: a pixel covers ~29 mm; allow half a pixel.
-    assert st["detect"]["detected"] == 1 and st["detect"]["spot_error_mm_max"] < 15.0
+    # The demo's default target is the real-looking sunlit board (sim.real_texture): 8 bit,
+    # the spot saturated, the sun-off frame's ambient drifted by up to 2 %. The classical
+    # detector (on - off, divided by the flat) is measured at 52 mm here (~1.5 px of the
+    # ~36 mm footprint at 256x208 px), against < 15 mm (half a pixel) on the ArUco board;
+    # bound 3 px (100 mm): the loop must measure the spot, not yet to ArUco accuracy.
+    assert st["detect"]["detected"] == 1 and st["detect"]["spot_error_mm_max"] < 100.0
     assert st["calibrate"]["fitted"] == 4
     assert st["deliver"]["outcomes"] == {"confirmed": 4}
     v = st["verify"]

@@ -67,6 +67,13 @@ class DemoOptions:
         Campaign settings (see :class:`sim.campaign.CampaignSettings`).
     spot_shape : str
         Flux-spot shape in the frames: ``"round"``, ``"faceted"`` or ``"streaky"``.
+    target_style : str
+        ``"sunlit"`` (a real empty-target image in sunlight, registered by the camera
+        pose) or ``"aruco"`` (the ArUco board); see :mod:`sim.campaign`.
+    target_images : str
+        Folder of empty-target images for ``sunlit`` (empty = the shipped Jülich set).
+    bit_depth : int or None
+        Camera ADC bits; None = 8 for ``sunlit``, 12 for ``aruco``.
     """
 
     heliostats: int = 50
@@ -83,6 +90,9 @@ class DemoOptions:
     noise_mrad: float = 0.2
     min_elevation_deg: float = 10.0
     spot_shape: str = "round"
+    target_style: str = "sunlit"
+    target_images: str = ""
+    bit_depth: int | None = None
 
     def __post_init__(self) -> None:
         if self.heliostats < 1:
@@ -153,7 +163,7 @@ def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from sim.campaign import write_campaign
+    from sim.campaign import campaign_field, write_campaign
 
     o = ctx.options
     args = argparse.Namespace(
@@ -167,6 +177,9 @@ def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
         frame_heliostats=o.frame_heliostats,
         frames_per_heliostat=o.frames_per_heliostat,
         camera_size=o.camera_size,
+        target_style=o.target_style,
+        target_images=o.target_images,
+        bit_depth=o.bit_depth,
     )
     settings = settings_from_args(args)
     cdir = ctx.out / "campaign"
@@ -176,7 +189,9 @@ def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
         cdir, field_cfg, ctx.state["truth"], settings, o.seed, progress=ProgressBar("campaign")
     )
     obs = result.observations
+    field_cfg = campaign_field(field_cfg, settings)  # as written: a sunlit board has no markers
     ctx.state.update(
+        field=field_cfg,
         campaign_dir=cdir,
         observations=obs,
         camera=result.camera,
@@ -450,6 +465,9 @@ def run(args: argparse.Namespace) -> int:
         noise_mrad=args.noise_mrad,
         min_elevation_deg=args.min_elevation_deg,
         spot_shape=args.spot_shape,
+        target_style=args.target_style,
+        target_images=args.target_images,
+        bit_depth=args.bit_depth,
     )
     summary = run_demo(options)
     if args.json:

@@ -460,13 +460,27 @@ def _measure_on_camera(ctx, u_sun, reported, n: int = 2) -> dict[str, Any]:
     except ValueError:
         pass
     errs, reg, flat, shown = [], None, None, []
+    sunlit = getattr(ctx.options, "target_style", "aruco") == "sunlit"
+    if sunlit:
+        from sim.camera import render_sunlit_pair
+        from sim.real_texture import draw_conditions, load_board_image, target_image_paths
+
+        paths = target_image_paths(ctx.options.target_images or None)
     for hid, pos in list(reported.items())[:n]:
         h = field_cfg.heliostats[hid]
         pose = h.kinematics.forward(pos[None], truth[hid])
         spot = flux_spot(h, pose, u_sun, dni, tgt, rng=rng)
-        on, dark, truths = render_pair(camera, tgt, [spot], rng=rng)
+        if sunlit:  # the campaign's real-looking board, a sun-off frame with drift
+            cond = draw_conditions(rng, tgt, len(paths))
+            board = load_board_image(paths[cond.image])
+            on, dark, truths = render_sunlit_pair(
+                camera, tgt, [spot], rng=rng, board=board, conditions=cond
+            )
+        else:
+            on, dark, truths = render_pair(camera, tgt, [spot], rng=rng)
         if reg is None:
             reg = register_for_camera(camera, tgt, dark)
+        if flat is None or sunlit:  # a sunlit board changes from one pair to the next
             flat = prepare_flat(dark, reg, black_level_dn=camera.black_level_dn)
         with _metered(ctx, "vision", heliostat_id=hid):
             res = detect_spot(

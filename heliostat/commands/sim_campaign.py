@@ -144,6 +144,28 @@ def add_campaign_options(
         metavar="WxH",
         help="camera sensor size in pixels (default 1280x1024)",
     )
+    p.add_argument(
+        "--target-style",
+        choices=("sunlit", "aruco"),
+        default="sunlit",
+        help="sunlit: a real Jülich empty-target image in sunlight, camera exposed for the "
+        "board, registered by the camera pose; aruco: the ArUco board in diffuse light "
+        "(default sunlit)",
+    )
+    p.add_argument(
+        "--target-images",
+        default="",
+        metavar="DIR",
+        help="folder of the plant's own empty-target images for --target-style sunlit "
+        "(rectified, cropped to the corner marks; default: the shipped Jülich set)",
+    )
+    p.add_argument(
+        "--bit-depth",
+        type=int,
+        choices=(8, 10, 12, 14, 16),
+        default=None,
+        help="camera ADC bits (default 8 for sunlit, as the Jülich camera; 12 for aruco)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -163,6 +185,8 @@ def settings_from_args(args: argparse.Namespace):
 
     from sim.campaign import CampaignSettings
 
+    style = getattr(args, "target_style", "aruco")
+    bits = getattr(args, "bit_depth", None)
     return CampaignSettings(
         start_date=args.start,
         days=args.days,
@@ -175,6 +199,9 @@ def settings_from_args(args: argparse.Namespace):
         frames_per_heliostat=args.frames_per_heliostat,
         camera_width_px=args.camera_size[0],
         camera_height_px=args.camera_size[1],
+        target_style=style,
+        target_images=getattr(args, "target_images", "") or "",
+        camera_bit_depth=bits if bits is not None else (8 if style == "sunlit" else 12),
     )
 
 
