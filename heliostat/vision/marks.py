@@ -35,12 +35,13 @@ How a mark is found and refined
 3. Sub-pixel: across each reference edge, intensity profiles are sampled in the image
    (bilinear, along lines that ``H`` maps from the plane, so a rough ``H`` only tilts the
    profiles); the edge is where a profile crosses halfway between the bright board
-   beside the bar and the dark bar. Straight lines are fitted to the edge points (total
-   least squares in undistorted pixels, outliers beyond 3 robust sigma dropped) and
-   intersected. For a T's short bar both its edges are located on each profile and the
-   line runs through their midpoints.
-4. Steps 3 repeats once with the homography of the refined corners (profiles then run
-   square to the edges).
+   beside the bar and the bar's level next to that edge. Straight lines are fitted to the
+   edge points (total least squares in undistorted pixels, outliers beyond 3 robust
+   sigma dropped) and intersected. For a T's short bar both its edges are located on
+   each profile and the line runs through their midpoints.
+4. Step 3 repeats (three passes by default) with the homography of the previous
+   pass's corners: the profiles then run square to the edges and sample the bars where
+   they are, so the result no longer depends on the rough guess.
 
 Pixel convention (OpenCV): pixel (u, v) = (column, row); the centre of the top-left pixel
 is (0, 0). Corner order UL, UR, LR, LL.
@@ -302,13 +303,15 @@ def _crossings(prof: NDArray, s: NDArray, w: float) -> NDArray[np.float64]:
 
     The edge is the first position, searching inward from the bright side, where the
     intensity falls halfway from the bright level (median over -1.5 w..-0.6 w) to the
-    dark level (20th percentile over 0.15 w..0.85 w). NaN where there is no such step.
+    bar's level next to this edge (median over 0.2 w..0.6 w: real bars are shaded
+    across, and a level from the far half would put the half-way point into the
+    shading). NaN where there is no such step.
     """
     out_sel = (s >= -1.5 * w) & (s <= -0.6 * w)
-    in_sel = (s >= 0.15 * w) & (s <= 0.85 * w)
+    in_sel = (s >= 0.2 * w) & (s <= 0.6 * w)
     with np.errstate(all="ignore"):
         bright = np.nanmedian(prof[:, out_sel], axis=1)
-        dark = np.nanpercentile(prof[:, in_sel], 20, axis=1)
+        dark = np.nanmedian(prof[:, in_sel], axis=1)
     half = 0.5 * (bright + dark)
     good = np.isfinite(half) & (bright - dark > 0)
     start = int(np.flatnonzero(out_sel).max())
@@ -455,7 +458,7 @@ def refine_marks(
     dist_coeffs: ArrayLike | None = None,
     search_frac: float = 0.06,
     min_score: float = 0.45,
-    iterations: int = 2,
+    iterations: int = 3,
 ) -> tuple[CornerMarkFit, ...]:
     """Find a target's four corner marks near a rough guess and refine them to sub-pixel.
 
@@ -477,7 +480,8 @@ def refine_marks(
     min_score : float
         Smallest accepted template correlation of a mark. [1]
     iterations : int
-        Edge-fit passes (the second runs with the homography of the refined corners).
+        Edge-fit passes; each after the first runs with the homography of the previous
+        pass's corners (profiles square to the edges, samples where the bars are).
 
     Returns
     -------
@@ -509,8 +513,8 @@ def refine_marks(
     kinds: list[str] = []
     scores: list[float] = []
     for i in range(4):
-        # Resample at about the image's own resolution (never coarser than w / 4).
-        res_m = min(mapper.m_per_px(i), layout.bar_width_m / 4)
+        # The coarse match needs a fifth of a bar, not the image's full resolution.
+        res_m = max(mapper.m_per_px(i), layout.bar_width_m / 5)
         try_kinds = MARK_KINDS if layout.kinds is None else (layout.kinds[i],)
         best = _coarse(gray, mapper, i, layout, try_kinds, search_m, res_m)
         if best is None:
