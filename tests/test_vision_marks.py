@@ -7,6 +7,7 @@ bounds come from: ``bench/vision_registration.py`` (see docs/vision.md).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -205,3 +206,102 @@ def test_real_two_targets_register_the_one_asked_for():
     on_lo = np.all(np.abs(lo.registration.pixel_to_plane(spots)) < [4.3, 3.6], axis=1)
     assert on_up.tolist() == [True, False]
     assert on_lo.tolist() == [False, True]
+
+
+# --------------------------------------------------------------------------- CLI
+def _two_target_plant(tmp_path: Path):
+    """field.toml with the drawn scene's two stacked targets, a camera.toml whose pose is
+    off by about 1 mrad, and a frame rendered through the true pose. Returns the frame
+    path, the true corners and the two config paths."""
+    from heliostat.config import CameraConfig, dumps_toml, load_field, look_at
+    from sim.camera import camera_to_dict
+
+    base = (Path(__file__).parent / "data" / "field_small.toml").read_text()
+    start = base.index("[[targets]]")
+    end = base.index("[drives.slew]")
+    mid_z = 47.0
+    targets = "".join(
+        f'[[targets]]\nid = "{tid}"\ncentre_enu_m = [0.0, 0.0, {mid_z + dz}]\n'
+        f"normal_enu = [0.0, 1.0, 0.0]\nwidth_m = {W_M}\nheight_m = {H_M}\n\n"
+        for tid, dz in (("upper", H_M / 2), ("lower", -H_M / 2))
+    )
+    field_path = tmp_path / "field.toml"
+    field_path.write_text(base[:start] + targets + base[end:])
+    field = load_field(field_path)
+    up = field.target("upper")
+    size = (800, 1300)
+    f_px = 0.7 * size[0] * 150.0 / W_M
+
+    def camera(pos, aim):
+        k = np.array([[f_px, 0, (size[0] - 1) / 2], [0, f_px, (size[1] - 1) / 2], [0, 0, 1.0]])
+        return CameraConfig(
+            width_px=size[0],
+            height_px=size[1],
+            k_px=k,
+            dist_coeffs=np.zeros(5),
+            bit_depth=8,
+            position_enu_m=np.array(pos, float),
+            r_enu_cam=look_at(pos, aim),
+        )
+
+    mid = np.array([0.0, 0.0, mid_z])
+    true_cam = camera([4.0, 150.0, 8.0], mid)
+    # Tower plane (the scene's x right, y up, origin between the targets) -> pixels.
+    sq = np.array([[-5.0, 5.0], [5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    enu = mid + sq[:, :1] * up.u_x_enu + sq[:, 1:] * up.u_y_enu
+    h = cv2.getPerspectiveTransform(sq.astype(np.float32), true_cam.project(enu).astype(np.float32))
+    rng = np.random.default_rng(99)
+    sc = marks_scene.render(rng, h.astype(np.float64), size)
+    frame_path = tmp_path / "frame.png"
+    cv2.imwrite(str(frame_path), sc.frame)
+    # The surveyed pose is off: 0.3 m in position and 0.15 m in aim at 150 m (~1 mrad).
+    cam = camera([4.3, 150.0, 8.0], mid + [0.15, 0.0, -0.1])
+    cam_path = tmp_path / "camera.toml"
+    cam_path.write_text(dumps_toml(camera_to_dict(cam)))
+    rough = {t: cam.project(field.target(t).corners_enu_m()) for t in ("upper", "lower")}
+    return frame_path, sc.corners_px, rough, cam_path, field_path
+
+
+def test_cli_marks_from_the_camera_pose_measure_the_target_asked_for(tmp_path, capsys):
+    from heliostat.cli import main
+
+    frame, truth, rough, cam, field = _two_target_plant(tmp_path)
+    for tid in ("upper", "lower"):
+        # The pose's projection is the rough guess: several pixels off, not sub-pixel.
+        assert np.hypot(*(rough[tid] - truth[tid]).T).max() > 3.0
+        rc = main(
+            [
+                "detect", str(frame), "--camera", str(cam), "--field", str(field),
+                "--target", tid, "--marks", "--json",
+            ]
+        )  # fmt: skip
+        (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+        assert rc == 0, row
+        found = np.array(row["mark_corners_px"])
+        # Same bound as the drawn-scene test above (bench maximum 0.1 px, factor 2.5).
+        assert np.hypot(*(found - truth[tid]).T).max() < 0.25
+        assert row["mark_kinds"] == (["L", "L", "T", "T"] if tid == "upper" else list("TTLL"))
+
+
+def test_cli_marks_with_rough_corners_and_errors(tmp_path, capsys):
+    from heliostat.cli import main
+
+    frame, truth, rough, _, _ = _two_target_plant(tmp_path)
+    text = " ".join(f"{u + 4:.1f},{v - 3:.1f}" for u, v in truth["lower"])
+    rc = main(
+        ["detect", str(frame), "--corners", text, "--target-size", str(W_M), str(H_M),
+         "--marks", "--mark-kinds", "T,T,L,L", "--json"]
+    )  # fmt: skip
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+    assert rc == 0
+    assert np.hypot(*(np.array(row["mark_corners_px"]) - truth["lower"]).T).max() < 0.25
+    # Kinds that do not match the marks: the error names the corner.
+    rc = main(
+        ["detect", str(frame), "--corners", text, "--target-size", str(W_M), str(H_M),
+         "--marks", "--mark-kinds", "L,L,L,L", "--json"]
+    )  # fmt: skip
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+    assert rc == 1 and "upper-left mark" in row["error"] and "looks like a T" in row["error"]
+    # --marks with nothing to start from.
+    rc = main(["detect", str(frame), "--target-size", "8.6", "7.2", "--marks"])
+    assert rc == 2 and "--marks needs a rough guess" in capsys.readouterr().err

@@ -30,8 +30,9 @@ How a mark is found and refined
    each corner, a patch is resampled in the corner's own frame (a along the target's
    edge into the target, b along its side into the target, metres) with ``H0``.
 2. A drawn template of an L and of a T mark (dark bars on white) is matched by
-   zero-mean normalised cross-correlation over the patch (the kind with the better
-   score wins unless the caller fixes it); the peak is the coarse corner.
+   zero-mean normalised cross-correlation over the patch; the kind with the better
+   score is the mark's kind (checked against the layout's kinds when given), its peak
+   the coarse corner.
 3. Sub-pixel: across each reference edge, intensity profiles are sampled in the image
    (bilinear, along lines that ``H`` maps from the plane, so a rough ``H`` only tilts the
    profiles); the edge is where a profile crosses halfway between the bright board
@@ -99,8 +100,10 @@ class MarkLayout:
     Attributes
     ----------
     kinds : tuple of str, or None
-        Mark kind at UL, UR, LR, LL, each ``"L"`` or ``"T"``; None finds the kind of each
-        mark from the image (the template that matches better).
+        Mark kind at UL, UR, LR, LL, each ``"L"`` or ``"T"``. The kind of each mark is
+        always found from the image (the template that matches better); when given,
+        a mark found to be of the other kind is an error (an L's corner and a T's differ
+        by half a bar width, so a wrong kind would silently shift the corner).
     bar_width_m : float
         Width of the painted bars. [m] (Jülich: about 0.12-0.14 on the solar tower's
         targets, 0.10 on the multi-focus tower's.)
@@ -530,8 +533,7 @@ def refine_marks(
     for i in range(4):
         # The coarse match needs a fifth of a bar, not the image's full resolution.
         res_m = max(mapper.m_per_px(i), layout.bar_width_m / 5)
-        try_kinds = MARK_KINDS if layout.kinds is None else (layout.kinds[i],)
-        best = _coarse(gray, mapper, i, layout, try_kinds, search_m, res_m)
+        best = _coarse(gray, mapper, i, layout, MARK_KINDS, search_m, res_m)
         if best is None:
             raise InputError(
                 f"corner marks: the {CORNER_NAMES[i]} mark's search window lies outside "
@@ -540,10 +542,16 @@ def refine_marks(
         a, b, score, kind = best
         if score < min_score:
             raise InputError(
-                f"corner marks: no {'/'.join(try_kinds)} mark found near the "
+                f"corner marks: no L/T mark found near the "
                 f"{CORNER_NAMES[i]} rough corner {rough[i].round(1).tolist()} px "
                 f"(best template correlation {score:.2f} < {min_score}); check the rough "
                 f"corners (order UL, UR, LR, LL) and the target size"
+            )
+        if layout.kinds is not None and kind != layout.kinds[i]:
+            raise InputError(
+                f"corner marks: the {CORNER_NAMES[i]} mark near "
+                f"{rough[i].round(1).tolist()} px looks like a {kind} mark (template "
+                f"correlation {score:.2f}), the layout says {layout.kinds[i]}"
             )
         corners[i] = mapper.image(i, np.array([[a, b]]))[0]
         kinds.append(kind)
