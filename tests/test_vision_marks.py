@@ -305,3 +305,38 @@ def test_cli_marks_with_rough_corners_and_errors(tmp_path, capsys):
     # --marks with nothing to start from.
     rc = main(["detect", str(frame), "--target-size", "8.6", "7.2", "--marks"])
     assert rc == 2 and "--marks needs a rough guess" in capsys.readouterr().err
+
+
+def test_lens_distortion_is_removed_before_the_lines_are_fitted():
+    """A barrel-distorted frame (k1 = -0.2): the outer marks sit up to 36 px from their
+    pinhole positions. With the camera's intrinsics and distortion the corners are found
+    where the distortion put them, to the same bound as without distortion, and the
+    registration maps them onto the plane's corners. (Along one 70 px arm the edge bows
+    by only ~0.1 px here, so the line fits hardly notice; the plane mapping needs it.)"""
+    from heliostat.vision.target import _distort, _undistort
+
+    rng = np.random.default_rng(4242)
+    size = (640, 1000)
+    h = marks_scene.random_view(rng, size, fill=0.85)
+    sc = marks_scene.render(rng, h, size)
+    f = 900.0
+    k = np.array([[f, 0, (size[0] - 1) / 2], [0, f, (size[1] - 1) / 2], [0, 0, 1.0]])
+    dist = np.array([-0.2, 0.05, 0.0, 0.0, 0.0])
+    # The distorted frame samples the ideal one where each pixel's ray lands.
+    uu, vv = np.meshgrid(np.arange(size[0], dtype=float), np.arange(size[1], dtype=float))
+    ideal = _undistort(np.c_[uu.ravel(), vv.ravel()], k, dist).astype(np.float32)
+    frame = cv2.remap(
+        sc.frame,
+        ideal[:, 0].reshape(uu.shape),
+        ideal[:, 1].reshape(uu.shape),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    for key in ("upper", "lower"):
+        truth = _distort(sc.corners_px[key], k, dist)
+        rough = _perturb(rng, truth, 0.02)
+        m = register_marks(frame, rough, W_M, H_M, k_px=k, dist_coeffs=dist)
+        assert np.hypot(*(m.corners_px - truth).T).max() < 0.25
+        # The registration maps the distorted corner pixels back onto the plane corners.
+        xy = m.registration.pixel_to_plane(truth)
+        assert np.allclose(np.abs(xy), [W_M / 2, H_M / 2], atol=0.02)  # 0.02 m ~ 1 px
