@@ -34,17 +34,18 @@ How a mark is found and refined
    score is the mark's kind (checked against the layout's kinds when given), its peak
    the coarse corner.
 3. Sub-pixel: across each reference edge, intensity profiles are sampled in the image
-   (bilinear, along lines that ``H`` maps from the plane, so a rough ``H`` only tilts the
-   profiles); the edge is where a profile crosses halfway between the bright board
-   beside the bar and the bar's level next to that edge. Straight lines are fitted to the
-   edge points (total least squares in undistorted pixels, outliers beyond 3 robust
-   sigma dropped) and intersected. For a T's short bar both its edges are located on
-   each profile and the line runs through their midpoints.
-4. Step 3 repeats with the homography of the previous pass's corners until no corner
-   moves by 0.01 px (at most 10 passes; 3-6 on the Jülich frames): the profiles then run
-   square to the edges and sample the bars where they are, so the result does not depend
-   on the rough guess (real edges are not quite straight: a pass that samples another
-   stretch of a bar moves its line by a few tenths of a pixel).
+   (bilinear, about one per pixel along the bar, along lines that ``H`` maps from the
+   plane, so a rough ``H`` only tilts the profiles); the edge is where a profile crosses
+   halfway between the board just outside the bar and the bar next to that edge
+   (:func:`_crossings`). Straight lines are fitted to the edge points (total least
+   squares in undistorted pixels, Tukey-weighted against outliers) and intersected. For
+   a T's short bar both its edges are located on each profile and the line runs
+   through their midpoints.
+4. Step 3 repeats with the homography of the previous pass's corners (half way to them
+   from the third pass on) until no corner moves by 0.01 px, at most 10 passes: the
+   profiles then run square to the edges and sample the bars where they are, so the
+   result hardly depends on the rough guess (real edges are ragged: a pass that samples
+   another stretch of a bar moves its line by up to a few tenths of a pixel).
 
 Pixel convention (OpenCV): pixel (u, v) = (column, row); the centre of the top-left pixel
 is (0, 0). Corner order UL, UR, LR, LL.
@@ -280,20 +281,26 @@ def _line_tls(p: NDArray) -> tuple[NDArray, NDArray]:
 
 
 def _robust_line(p: NDArray) -> tuple[tuple[NDArray, NDArray], NDArray]:
-    """TLS line with iterative rejection beyond 3 robust sigma; (line, kept residuals)."""
-    keep = np.ones(len(p), bool)
-    for _ in range(4):
-        c, d = _line_tls(p[keep])
+    """Robust total-least-squares line: Tukey biweight (c = 4.685 sigma, sigma from the
+    median absolute residual) by iteratively reweighted TLS. Weights change smoothly
+    with the points, so the line does too (a hard 3-sigma cut flips points in and out
+    between refinement passes). Returns (line, residuals of the points with weight > 0)."""
+    c, d = _line_tls(p)
+    wts = np.ones(len(p))
+    for _ in range(10):
         n = np.array([-d[1], d[0]])
         r = (p - c) @ n
-        sig = 1.4826 * np.median(np.abs(r[keep])) + 0.05
-        new = np.abs(r) <= 3.0 * sig
-        if new.sum() < 4 or np.array_equal(new, keep):
+        sig = 1.4826 * np.median(np.abs(r - np.median(r))) + 0.02
+        u = r / (4.685 * sig)
+        wts = np.where(np.abs(u) < 1, (1 - u * u) ** 2, 0.0)
+        if wts.sum() < 4:
             break
-        keep = new
-    c, d = _line_tls(p[keep])
+        c = (wts[:, None] * p).sum(0) / wts.sum()
+        q = (p - c) * np.sqrt(wts)[:, None]
+        _, _, vt = np.linalg.svd(q, full_matrices=False)
+        d = vt[0]
     n = np.array([-d[1], d[0]])
-    return (c, d), ((p[keep] - c) @ n)
+    return (c, d), ((p - c) @ n)[wts > 0]
 
 
 def _intersect(l1, l2) -> NDArray[np.float64]:
@@ -309,33 +316,45 @@ def _crossings(prof: NDArray, s: NDArray, w: float) -> NDArray[np.float64]:
     """Edge position along each profile (rows), sampled at increasing ``s`` [m] from the
     bright board outside a bar (s < 0) into the bar (0 < s < w).
 
-    The edge is the first position, searching inward from the bright side, where the
-    intensity falls halfway from the bright level (median over -1.5 w..-0.6 w) to the
-    bar's level next to this edge (median over 0.2 w..0.6 w: real bars are shaded
-    across, and a level from the far half would put the half-way point into the
-    shading). NaN where there is no such step.
+    The edge is where the intensity crosses halfway between the bright level (median
+    over -0.8 w..-0.35 w: near enough that a shadow's edge or the board's border further
+    out does not enter, far enough to miss the blur) and the bar's level next to this
+    edge (median over 0.2 w..0.6 w: real bars are shaded across). The crossing is the
+    one nearest to s = 0.2 w, inside the bar: searched outward from there when the
+    profile is dark at 0.2 w, inward otherwise. (Some marks have a light relief band
+    along an edge; a search that started outside the bar would find the band's outer or
+    inner step depending on where it started, and the refinement passes would flip
+    between the two.) NaN where there is no such crossing.
     """
-    out_sel = (s >= -1.5 * w) & (s <= -0.6 * w)
+    out_sel = (s >= -0.8 * w) & (s <= -0.35 * w)
     in_sel = (s >= 0.2 * w) & (s <= 0.6 * w)
     with np.errstate(all="ignore"):
         bright = np.nanmedian(prof[:, out_sel], axis=1)
         dark = np.nanmedian(prof[:, in_sel], axis=1)
     half = 0.5 * (bright + dark)
     good = np.isfinite(half) & (bright - dark > 0)
-    start = int(np.flatnonzero(out_sel).max())
-    seg = prof[:, start:]
-    below = seg <= half[:, None]
-    below[~good] = False
-    has = below.any(axis=1)
-    j = start + np.argmax(below, axis=1)
+    j0 = int(np.searchsorted(s, 0.2 * w))
+    lo = int(np.flatnonzero(out_sel).min())
+    n = prof.shape[1]
+    above = prof > half[:, None]  # NaN samples count as not above
+    below = prof <= half[:, None]
     out = np.full(len(prof), np.nan)
-    rows = np.flatnonzero(has & (j > 0))
-    if rows.size:
-        jj = j[rows]
-        p0, p1 = prof[rows, jj - 1], prof[rows, jj]
-        # Linear interpolation between sample j-1 (above half) and j (at or below).
+    # Dark at j0: walk outward to the first sample above half (index ja), edge in ja..ja+1.
+    seg = above[:, lo : j0 + 1][:, ::-1]
+    has_out = seg.any(axis=1) & below[:, j0] & good
+    ja = j0 - np.argmax(seg, axis=1)
+    # Bright at j0: walk inward to the first sample at or below half (jb), edge in jb-1..jb.
+    seg = below[:, j0:n]
+    has_in = seg.any(axis=1) & above[:, j0] & good
+    jb = j0 + np.argmax(seg, axis=1)
+    for rows, j_hi in ((np.flatnonzero(has_out), ja), (np.flatnonzero(has_in), jb - 1)):
+        if rows.size == 0:
+            continue
+        jj = j_hi[rows]
+        p0, p1 = prof[rows, jj], prof[rows, jj + 1]
+        # Linear interpolation between sample jj (above half) and jj + 1 (at or below).
         f = np.clip((p0 - half[rows]) / np.maximum(p0 - p1, 1e-9), 0.0, 1.0)
-        out[rows] = s[jj - 1] + f * (s[jj] - s[jj - 1])
+        out[rows] = s[jj] + f * (s[jj + 1] - s[jj])
     return out
 
 
@@ -390,7 +409,10 @@ def _edge_points(gray, mapper, i, kind, layout, res_m):
     w, arm = layout.bar_width_m, layout.arm_length_m
     ds = min(res_m, w / 12)
     s = np.arange(-1.6 * w, 2.6 * w + ds / 2, ds)  # across a bar, from outside (s < 0)
-    n_along = 40
+    # About one profile per image pixel along a bar (at least 20, at most 200): a real
+    # edge is ragged at the pixel scale, and sparse profiles that shift with the
+    # homography between passes would each time catch another part of it.
+    n_along = int(np.clip((arm - 2.0 * w) / mapper.m_per_px(i), 20, 200))
 
     def cross(t, ab_of):
         """Edge position per t; ab_of(t, s) -> (a, b) grids."""
@@ -557,7 +579,7 @@ def refine_marks(
         kinds.append(kind)
         scores.append(score)
     fits: list[tuple] = []
-    for _ in range(max(1, int(iterations))):
+    for n_pass in range(max(1, int(iterations))):
         check_quadrilateral(corners, "corner marks (before refinement)")
         h = _homography_4pt(plane, _undistort(corners, k, d))
         mapper = _Mapper(h, k, d, width_m, height_m)
@@ -567,9 +589,12 @@ def refine_marks(
             fits.append(_fit_corner(gray, mapper, i, kinds[i], layout, res_m, k, d))
         new = np.array([f[0] for f in fits])
         moved = float(np.max(np.abs(new - corners)))
-        corners = new
         if moved < _CONVERGED_PX:
             break
+        # From the third pass on, go half way: a ragged edge can make the undamped
+        # passes cycle by a tenth of a pixel (the next pass samples another stretch).
+        corners = new if n_pass < 2 else 0.5 * (corners + new)
+    corners = new
     check_quadrilateral(corners, "refined corner marks")
     out = []
     for i, (uv, rms, n, width) in enumerate(fits):
