@@ -56,10 +56,11 @@ def scenes():
 def test_drawn_scene_corners_to_a_fraction_of_a_pixel(scenes):
     """Rough guesses up to 2 % of the target size off: found corners within 0.25 px.
 
-    The bench (12 frames of 1000 x 1600, 96 corners) measures a median 0.04 px and a
-    maximum 0.1 px on this scene (marks are ideal rectangles, 0.8 px blur, 2 DN noise);
-    here the frame is smaller (bars about 7 px instead of 10), so the bound keeps a factor
-    2.5 above that maximum.
+    The bench (12 frames of 1000 x 1600, 96 corners) measures a median 0.04 px, p95 0.11
+    and maximum 0.16 px on this scene (ideal rectangular marks, 0.8 px blur, 2 DN noise,
+    shadow band, spot); at this test's frame size (bars about 7 px instead of 10) 48
+    corners gave median 0.06, maximum 0.16 px. 0.25 px keeps a margin of 1.6 over that
+    maximum, and is 50x below the rough guesses' offsets (up to ~13 px).
     """
     for sc, rng in scenes:
         for key, kinds in (("upper", "LLTT"), ("lower", "TTLL")):
@@ -165,11 +166,11 @@ def _ncc(a, b):
 def test_real_frame_reproduces_paints_crop(case):
     """Warping with the found corners reproduces PAINT's crop: NCC > 0.99.
 
-    Measured (bench, 20 guesses each, up to 2 % off): refined 0.9927 / 0.9935 / 0.9953
-    (upper, lower, multi-focus; the same to 1e-4 for every guess), the perturbed guesses
-    themselves 0.951-0.974, PAINT's own points 0.99996. 0.99 separates the two. Our points
-    lie 0.7-6.2 px from PAINT's, which scatter about the marks' corners (PAINT matches
-    31 px templates to integer pixels); 7 px bounds that.
+    Measured (bench, 20 guesses each, up to 2 % off): refined 0.9922 / 0.9935 / 0.9951
+    (upper, lower, multi-focus; the same to 1e-5 for every guess), the perturbed guesses
+    themselves 0.939-0.978 (median 0.958-0.975), PAINT's own points 0.99996. 0.99 lies
+    between the two. Our points lie 0.7-6.4 px from PAINT's, which scatter about the
+    marks' corners (PAINT matches 31 px templates to integer pixels); 7 px bounds that.
     """
     frame_file, crop_file, (w_m, h_m), clicks, paint_pts = REAL_CASES[case]
     colour = cv2.imread(str(RAW / frame_file))
@@ -183,10 +184,12 @@ def test_real_frame_reproduces_paints_crop(case):
         m = register_marks(colour, rough, w_m, h_m)
         assert _ncc(_paint_warp(grey, m.corners_px), crop) > 0.99
         assert np.hypot(*(m.corners_px - np.array(paint_pts)).T).max() < 7.0
-        assert all(c.match_score > 0.8 and c.residual_px < 0.6 for c in m.corners)
+        # Scores 0.89-0.93 and edge residuals 0.1-0.6 px on these frames.
+        assert all(c.match_score > 0.8 and c.residual_px < 0.8 for c in m.corners)
         found.append(m.corners_px)
-    # Repeatable from different guesses: bench maximum spread 0.16 px.
-    assert np.abs(found[0] - found[1]).max() < 0.3
+    # Repeatable from different guesses: the bench's largest spread over 20 guesses is
+    # 0.008 px on these frames (0.06 px on 102067-raw); 0.1 px leaves room for BLAS.
+    assert np.abs(found[0] - found[1]).max() < 0.1
 
 
 @needs_real
