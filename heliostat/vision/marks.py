@@ -20,9 +20,10 @@ Call a bar's *outer* edge the one that faces away from the target's interior.
   target's lower-left corner is the lower target's upper-left).
 
 PAINT's crops of the Jülich frames (``stj_upper.png``, ``stj_lower.png``,
-``mft_crop.png``) were made with marker points that lie within a few pixels of these
-(PAINT locates its marks by integer-pixel template matching); ``bench/vision_registration.py``
-measures how closely warping with our points reproduces them.
+``mft_crop.png``) were cut with marker points 0.7-6.4 px from these, scattered without a
+common offset (PAINT matches a 31 px template per mark to integer pixels); it too uses one
+point for a shared side mark. ``bench/vision_registration.py`` measures how closely
+warping with our points reproduces PAINT's crops (docs/vision.md).
 
 How a mark is found and refined
 -------------------------------
