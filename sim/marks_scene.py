@@ -54,11 +54,14 @@ class MarksScene:
     h_px_from_plane : ndarray (3, 3)
         Homography from tower-plane metres (x right, y up, origin at the shared side
         marks' midpoint between the two targets) to pixels.
+    spot_xy_m : ndarray (2,) or None
+        Centre of the (round Gaussian) focal spot in tower-plane metres. [m]
     """
 
     frame: NDArray[np.uint8]
     corners_px: dict[str, NDArray[np.float64]]
     h_px_from_plane: NDArray[np.float64]
+    spot_xy_m: NDArray[np.float64] | None = None
 
 
 def _rects() -> NDArray[np.float64]:
@@ -164,8 +167,12 @@ def render(
     blur_px: float = 0.8,
     noise_dn: float = 2.0,
     spot: bool = True,
+    spot_peak: float = 1.4,
 ) -> MarksScene:
-    """Render the two-target scene through ``h_px_from_plane`` (see :func:`random_view`)."""
+    """Render the two-target scene through ``h_px_from_plane`` (see :func:`random_view`).
+
+    ``spot_peak`` is the spot's peak irradiance relative to full sun on white (1.4
+    saturates the 8-bit frame's core; below ~0.3 nothing saturates)."""
     w_px, h_px = size_px
     h_inv = np.linalg.inv(h_px_from_plane)
     tex = _board_texture(rng, empty_target)
@@ -203,7 +210,7 @@ def render(
             img = alb * light(x, y)
             if spot:
                 r2 = ((x - spot_xy[0]) ** 2 + (y - spot_xy[1]) ** 2) / spot_sig**2
-                img = img + on_board * 1.4 * np.exp(-0.5 * r2)
+                img = img + on_board * spot_peak * np.exp(-0.5 * r2)
             acc += 0.25 * img
     # Marks: the ink coverage of each pixel from 8x8 point samples, over each mark's
     # pixel bounding box only; the ink reflects INK_ALBEDO of the local light.
@@ -237,4 +244,9 @@ def render(
         k: cv2.perspectiveTransform(c[None].astype(np.float64), h_px_from_plane)[0]
         for k, c in true_corners_plane().items()
     }
-    return MarksScene(frame, corners, np.asarray(h_px_from_plane, dtype=np.float64))
+    return MarksScene(
+        frame,
+        corners,
+        np.asarray(h_px_from_plane, dtype=np.float64),
+        np.array(spot_xy) if spot else None,
+    )
