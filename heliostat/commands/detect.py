@@ -57,6 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--target-size", nargs=2, type=float, metavar=("W", "H"), help="target size [m]")
     p.add_argument(
+        "--marks",
+        action="store_true",
+        help="the corners (--corners, camera.toml corners_px, or the camera pose's projection "
+        "of the --target) are a rough guess: find the target's own L/T corner marks near them "
+        "and refine to sub-pixel (docs/vision.md, 'Registration by corner marks')",
+    )
+    p.add_argument(
+        "--mark-kinds",
+        metavar="K,K,K,K",
+        help="with --marks: the mark kind at UL,UR,LR,LL, each L or T (default: found from "
+        "the image)",
+    )
+    p.add_argument(
         "--field",
         metavar="FIELD_TOML",
         help="field.toml: the camera's target (size, markers, pose for ENU output)",
@@ -153,6 +166,8 @@ def _setup(args: argparse.Namespace):
     if corners is not None:
         if w_m is None:
             raise ValueError("corner registration needs the target size: --target-size W H")
+        if args.marks:
+            return camera, target, _marks_factory(args, corners, w_m, h_m, k, dist)
         by_size: dict[tuple[int, int], Any] = {}
 
         def from_corners(img):
@@ -168,6 +183,11 @@ def _setup(args: argparse.Namespace):
             return by_size[size]
 
         return camera, target, from_corners
+    if args.marks:
+        raise ValueError(
+            "--marks needs a rough guess of the corners: --corners, camera.toml corners_px, "
+            "or a camera pose with --field (and --target)"
+        )
     if markers is None or w_m is None:
         raise ValueError(
             "no registration: give --corners with --target-size, a camera.toml with "
@@ -182,6 +202,35 @@ def _setup(args: argparse.Namespace):
         return cache["reg"]
 
     return camera, target, aruco
+
+
+def _marks_factory(args, rough, w_m, h_m, k, dist):
+    """Registration by the target's corner marks near the rough corners, done once on the
+    first frame it is given (the sun-off frame when there is one); the marks' fit goes
+    into each JSON row."""
+    from heliostat.vision.marks import MarkLayout, register_marks
+
+    layout = MarkLayout()
+    if args.mark_kinds:
+        kinds = tuple(x.strip().upper() for x in args.mark_kinds.replace(",", " ").split())
+        layout = MarkLayout(kinds=kinds)  # type: ignore[arg-type]
+    cache: dict[str, Any] = {}
+
+    def from_marks(img):
+        if "reg" not in cache:
+            m = register_marks(img, rough, w_m, h_m, layout=layout, k_px=k, dist_coeffs=dist)
+            cache["reg"] = m.registration
+            from_marks.mark_info = {  # type: ignore[attr-defined]
+                "mark_corners_px": m.corners_px.round(3).tolist(),
+                "mark_kinds": [c.kind for c in m.corners],
+                "mark_scores": [round(c.match_score, 3) for c in m.corners],
+                "mark_residual_px": [round(c.residual_px, 3) for c in m.corners],
+                "mark_shift_px": [round(c.shift_px, 2) for c in m.corners],
+            }
+        return cache["reg"]
+
+    from_marks.mark_info = {}  # type: ignore[attr-defined]
+    return from_marks
 
 
 def _row(image: str, res) -> dict[str, Any]:
@@ -247,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
                 target=target,
             )
             row = _row(path, res)
+            row.update(getattr(reg_for, "mark_info", {}))
         except (ValueError, OSError, KeyError) as exc:
             failed += 1
             row = {"image": path, "error": str(exc)}
