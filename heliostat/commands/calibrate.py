@@ -152,7 +152,9 @@ def run(args: argparse.Namespace) -> int:
             jobs.append(job)
     backend = "sequential" if args.workers == 1 or len(jobs) < 2 else args.backend
     results = calibrate_field(jobs, backend=backend, max_workers=args.workers)
-    ordered = sorted([*results.values(), *notes], key=lambda r: r.heliostat_id)
+    # One row per heliostat in input order; heliostats refused before fitting last.
+    rank = {hid: i for i, hid in enumerate(obs)}
+    ordered = sorted([*results.values(), *notes], key=lambda r: rank.get(r.heliostat_id, len(rank)))
     results = {r.heliostat_id: r for r in ordered}
     summaries = [r.summary() for r in ordered]
 
