@@ -7,6 +7,14 @@ import sys
 
 from heliostat.commands._common import print_json, print_table
 
+#: With ``--paint`` and no ``--params``, heliostats with at least this many records get
+#: their parameter set chosen by cross-validation (:mod:`heliostat.calibration.selection`;
+#: fewer records leave nothing to check a choice with).
+MIN_RECORDS_TO_SELECT = 3
+#: The point the pointing error is measured from (the residual of
+#: :mod:`heliostat.calibration.fit`).
+ERROR_POINT = "mirror centre (pivot + PAINT's concentrator translation)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``heliostat calibrate`` parser to ``sub``, the CLI's top-level subcommands."""
@@ -140,11 +148,17 @@ def run(args: argparse.Namespace) -> int:
     if not obs and not notes:
         raise ValueError("no valid observations to fit")
     jobs = []
+    selections = {}
     for hid, o in obs.items():
         kin = field.heliostat(hid).kinematics
-        job = Job(
-            kin, o, _names(kin.drive, args.params), args.residual, args.loo, args.kfold or None
-        )
+        names = _names(kin.drive, args.params)
+        if args.paint and args.params is None and len(o) >= MIN_RECORDS_TO_SELECT:
+            from heliostat.calibration.selection import select_parameters
+
+            sel = select_parameters(kin, o, args.residual)
+            selections[hid] = sel
+            names = sel.names or names
+        job = Job(kin, o, names, args.residual, args.loo, args.kfold or None)
         few = too_few_records(job, explicit=args.params is not None) if args.paint else None
         if few is not None:
             notes.append(few)
@@ -157,6 +171,11 @@ def run(args: argparse.Namespace) -> int:
     ordered = sorted([*results.values(), *notes], key=lambda r: rank.get(r.heliostat_id, len(rank)))
     results = {r.heliostat_id: r for r in ordered}
     summaries = [r.summary() for r in ordered]
+    if args.paint:
+        for sm in summaries:
+            sel = selections.get(sm["heliostat"])
+            sm["parameter_selection"] = sel.summary() if sel is not None else None
+            sm["error_measured_from"] = ERROR_POINT
 
     if args.out and field is not None:
         target = field.target(args.target) if args.target else next(iter(field.targets.values()))
@@ -194,6 +213,15 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
         for s in summaries:
+            sel = selections.get(s["heliostat"])
+            if sel is not None:
+                print(f"{s['heliostat']}: parameters: {sel.reason}")
+                print(
+                    f"{s['heliostat']}: nested leave-one-out (the selection repeated without "
+                    f"each record): {sel.nested_loo_rms_mrad:.3g} mrad"
+                )
+            if args.paint:
+                print(f"{s['heliostat']}: pointing errors measured from the {ERROR_POINT}")
             for w in s["warnings"]:
                 print(f"{s['heliostat']}: warning: {w}")
             if not s["success"]:
