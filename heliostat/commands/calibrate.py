@@ -149,15 +149,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("no valid observations to fit")
     jobs = []
     selections = {}
+    if args.paint and args.params is None:
+        selections = _select_all(field, obs, args.residual, args.workers)
     for hid, o in obs.items():
         kin = field.heliostat(hid).kinematics
         names = _names(kin.drive, args.params)
-        if args.paint and args.params is None and len(o) >= MIN_RECORDS_TO_SELECT:
-            from heliostat.calibration.selection import select_parameters
-
-            sel = select_parameters(kin, o, args.residual)
-            selections[hid] = sel
-            names = sel.names or names
+        if hid in selections:
+            names = selections[hid].names or names
         job = Job(kin, o, names, args.residual, args.loo, args.kfold or None)
         few = too_few_records(job, explicit=args.params is not None) if args.paint else None
         if few is not None:
@@ -320,3 +318,26 @@ def _read_paint(args: argparse.Namespace):
         files.extend(c.files)
     label = lambda r: f"{files[r.row]}: " + r.reason.split(": ", 1)[-1]  # noqa: E731
     return field, obs, rejected, label, notes
+
+
+def _select_all(field, obs, residual: str, workers: int) -> dict:
+    """Parameter selection (:mod:`heliostat.calibration.selection`) for every heliostat
+    with at least :data:`MIN_RECORDS_TO_SELECT` records, in ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from heliostat.calibration.selection import select_parameters
+
+    todo = [
+        (hid, field.heliostat(hid).kinematics, o)
+        for hid, o in obs.items()
+        if len(o) >= MIN_RECORDS_TO_SELECT
+    ]
+    kins = [k for _, k, _ in todo]
+    observations = [o for _, _, o in todo]
+    res = [residual] * len(todo)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            out = list(pool.map(select_parameters, kins, observations, res))
+    else:
+        out = [select_parameters(k, o, r) for k, o, r in zip(kins, observations, res, strict=True)]
+    return {hid: sel for (hid, _, _), sel in zip(todo, out, strict=True)}
