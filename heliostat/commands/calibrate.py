@@ -262,6 +262,11 @@ def too_few_records(job, explicit: bool):
         f"nominal model misses by {', '.join(f'{v:.2f}' for v in before)} mrad "
         f"(RMS {rms:.2f} mrad)."
     )
+    if not explicit and n < MIN_RECORDS_TO_SELECT:
+        reason += (
+            f" Choosing the set by cross-validation needs at least {MIN_RECORDS_TO_SELECT} "
+            "records (one held out, and still a check of the choice)."
+        )
     return FitResult(
         job.observations.heliostat_id,
         job.kinematics.drive,
