@@ -1,7 +1,9 @@
 """Calibration: fit each heliostat's kinematic error model and compute its corrections.
 
 - :mod:`~heliostat.calibration.observations`: the ``observations.csv`` reader.
-- :mod:`~heliostat.calibration.paint`: the PAINT (DLR/Jülich) archive reader.
+- :mod:`~heliostat.calibration.paint`: the PAINT (DLR/Jülich) archive reader;
+  :mod:`~heliostat.calibration.paint_layout` finds its files (one heliostat or many).
+- :mod:`~heliostat.calibration.selection`: the parameter set chosen by cross-validation.
 - :mod:`~heliostat.calibration.fit`: robust least-squares fit, standard errors,
   identifiability check.
 - :mod:`~heliostat.calibration.crossval`: leave-one-out and k-fold pointing error.
@@ -26,14 +28,17 @@ from heliostat.calibration.observations import (
     observations_from_frame,
     read_observations,
 )
-from heliostat.calibration.paint import PaintCampaign, load_paint_dir
+from heliostat.calibration.paint import PaintArchive, PaintCampaign, load_paint_dir, load_paint_root
+from heliostat.calibration.selection import Selection, select_parameters
 
 __all__ = [
     "FitResult",
     "Job",
     "Observations",
+    "PaintArchive",
     "PaintCampaign",
     "Rejection",
+    "Selection",
     "Setpoints",
     "calibrate_field",
     "corrected_setpoints",
@@ -44,12 +49,14 @@ __all__ = [
     "loo_hat",
     "loo_rms",
     "load_paint_dir",
+    "load_paint_root",
     "make_jobs",
     "observations_from_frame",
     "pointing_residuals",
     "read_corrections",
     "read_observations",
     "resolve_names",
+    "select_parameters",
     "with_cross_validation",
     "write_corrections",
 ]

@@ -7,6 +7,14 @@ import sys
 
 from heliostat.commands._common import print_json, print_table
 
+#: With ``--paint`` and no ``--params``, heliostats with at least this many records get
+#: their parameter set chosen by cross-validation (:mod:`heliostat.calibration.selection`;
+#: fewer records leave nothing to check a choice with).
+MIN_RECORDS_TO_SELECT = 3
+#: The point the pointing error is measured from (the residual of
+#: :mod:`heliostat.calibration.fit`).
+ERROR_POINT = "mirror centre (pivot + PAINT's concentrator translation)"
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``heliostat calibrate`` parser to ``sub``, the CLI's top-level subcommands."""
@@ -21,7 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("observations", nargs="?", metavar="OBS.csv", help="observations.csv")
     p.add_argument("--field", metavar="FIELD_TOML", help="field.toml (with OBS.csv)")
     p.add_argument(
-        "--paint", metavar="DIR", help="directory with one heliostat's PAINT files instead"
+        "--paint",
+        metavar="DIR",
+        help="PAINT files instead: one heliostat's folder or a root holding many (PAINT's "
+        "download layout, flat, or ARTIST's tutorial layout); one row per heliostat",
     )
     p.add_argument(
         "--spot",
@@ -112,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         write_corrections,
     )
     from heliostat.calibration.field import Job, calibrate_field
+    from heliostat.calibration.fit import FitResult
     from heliostat.calibration.observations import SUN_TOLERANCE_DEG, read_observations
 
     if (args.paint is None) == (args.observations is None):
@@ -119,14 +131,10 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     tol = args.sun_tolerance_deg if args.sun_tolerance_deg is not None else SUN_TOLERANCE_DEG
+    notes: list[FitResult] = []
     if args.paint is not None:
-        from heliostat.calibration.paint import load_paint_dir
-
-        camp = load_paint_dir(args.paint, args.spot)
-        field, source = camp.field, args.paint
-        obs = {camp.heliostat_id: camp.observations} if camp.observations is not None else {}
-        rejected = camp.rejected
-        label = lambda r: f"{camp.files[r.row]}: " + r.reason.split(": ", 1)[-1]  # noqa: E731
+        field, obs, rejected, label, notes = _read_paint(args)
+        source = args.paint
     else:
         if args.field is None:
             raise ValueError("OBS.csv needs --field FIELD_TOML")
@@ -137,19 +145,37 @@ def run(args: argparse.Namespace) -> int:
         label = lambda r: f"{args.observations} row {r.row}: {r.reason}"  # noqa: E731
     for r in rejected:
         print(f"heliostat calibrate: rejected {label(r)}", file=sys.stderr)
-    if not obs:
+    if not obs and not notes:
         raise ValueError("no valid observations to fit")
     jobs = []
+    selections = {}
+    if args.paint and args.params is None:
+        selections = _select_all(field, obs, args.residual, args.workers)
     for hid, o in obs.items():
         kin = field.heliostat(hid).kinematics
-        jobs.append(
-            Job(kin, o, _names(kin.drive, args.params), args.residual, args.loo, args.kfold or None)
-        )
-    backend = "sequential" if args.workers == 1 else args.backend
+        names = _names(kin.drive, args.params)
+        if hid in selections:
+            names = selections[hid].names or names
+        job = Job(kin, o, names, args.residual, args.loo, args.kfold or None)
+        few = too_few_records(job, explicit=args.params is not None) if args.paint else None
+        if few is not None:
+            notes.append(few)
+        else:
+            jobs.append(job)
+    backend = "sequential" if args.workers == 1 or len(jobs) < 2 else args.backend
     results = calibrate_field(jobs, backend=backend, max_workers=args.workers)
-    summaries = [r.summary() for r in results.values()]
+    # One row per heliostat in input order; heliostats refused before fitting last.
+    rank = {hid: i for i, hid in enumerate(obs)}
+    ordered = sorted([*results.values(), *notes], key=lambda r: rank.get(r.heliostat_id, len(rank)))
+    results = {r.heliostat_id: r for r in ordered}
+    summaries = [r.summary() for r in ordered]
+    if args.paint:
+        for sm in summaries:
+            sel = selections.get(sm["heliostat"])
+            sm["parameter_selection"] = sel.summary() if sel is not None else None
+            sm["error_measured_from"] = ERROR_POINT
 
-    if args.out:
+    if args.out and field is not None:
         target = field.target(args.target) if args.target else next(iter(field.targets.values()))
         aim = parse_aim(args.aim)
         entries = []
@@ -185,8 +211,138 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
         for s in summaries:
+            sel = selections.get(s["heliostat"])
+            if sel is not None:
+                print(f"{s['heliostat']}: parameters: {sel.reason}")
+                print(
+                    f"{s['heliostat']}: nested leave-one-out (the selection repeated without "
+                    f"each record): {sel.nested_loo_rms_mrad:.3g} mrad"
+                )
+            if args.paint:
+                print(f"{s['heliostat']}: pointing errors measured from the {ERROR_POINT}")
             for w in s["warnings"]:
                 print(f"{s['heliostat']}: warning: {w}")
             if not s["success"]:
                 print(f"{s['heliostat']}: {s['reason']}")
     return 0 if all(s["success"] for s in summaries) else 1
+
+
+def too_few_records(job, explicit: bool):
+    """A failed :class:`FitResult` saying what ``job``'s records can and cannot determine
+    when they are too few for its parameters (None when they suffice).
+
+    n records give 2n residual components. A fit of p parameters needs 2n ≥ p + 1; a
+    leave-one-out check of it needs 2(n − 1) ≥ p + 1. The nominal model's pointing error
+    on the records (``rms_before_mrad``) is reported either way: it needs no fit.
+    """
+    import math
+
+    import numpy as np
+
+    from heliostat.calibration.fit import FitResult, pointing_residuals
+    from heliostat.kinematics import KinematicErrors
+
+    n, p = len(job.observations), len(job.names)
+    need_fit = 2 * n >= p + 1
+    need_loo = job.loo == "none" or 2 * (n - 1) >= p + 1
+    if need_fit and need_loo:
+        return None
+    zeros = KinematicErrors.zeros(job.kinematics.drive)
+    before = pointing_residuals(job.kinematics, job.observations, zeros, job.residual)
+    rms = float(np.sqrt(np.mean(before**2)))
+    max_fit, max_loo = 2 * n - 1, max(2 * (n - 1) - 1, 0)
+    n_needed = math.ceil((p + 1) / 2) + 1
+    which = "the chosen" if explicit else f"the default {job.kinematics.drive}-drive"
+    reason = (
+        f"{n} record(s) give {2 * n} residuals: too few for {which} set of {p} parameters "
+        f"({', '.join(job.names)}); a fit with a leave-one-out check needs at least "
+        f"{n_needed} records. These records can fit at most {max_fit} parameter(s), and "
+        f"check at most {max_loo} by leave-one-out (--params with fewer, e.g. "
+        f"--params axis2_zero_rad; --loo none skips the check). Without a fit: the "
+        f"nominal model misses by {', '.join(f'{v:.2f}' for v in before)} mrad "
+        f"(RMS {rms:.2f} mrad)."
+    )
+    if not explicit and n < MIN_RECORDS_TO_SELECT:
+        reason += (
+            f" Choosing the set by cross-validation needs at least {MIN_RECORDS_TO_SELECT} "
+            "records (one held out, and still a check of the choice)."
+        )
+    return FitResult(
+        job.observations.heliostat_id,
+        job.kinematics.drive,
+        job.names,
+        zeros,
+        {},
+        False,
+        reason,
+        n_points=n,
+        rms_before_mrad=rms,
+    )
+
+
+def _read_paint(args: argparse.Namespace):
+    """Read ``--paint`` (one heliostat or a root of many): field, observations by
+    heliostat, rejected records, their labeller, and failed rows for heliostats whose
+    files were refused."""
+    from heliostat.calibration.fit import FitResult
+    from heliostat.calibration.paint import load_paint_root
+    from heliostat.config import FieldConfig
+    from heliostat.errors import InputError
+    from heliostat.kinematics import KinematicErrors
+
+    archive = load_paint_root(args.paint, args.spot)
+    for path in archive.unassigned:
+        print(
+            f"heliostat calibrate: {path}: under no heliostat's folder, not used", file=sys.stderr
+        )
+    for hid in archive.without_records:
+        print(f"heliostat calibrate: {hid}: no calibration records, not fitted", file=sys.stderr)
+    notes = [
+        FitResult(hid, "", (), KinematicErrors.zeros("linear"), {}, False, f"refused: {why}")
+        for hid, why in archive.refused
+    ]
+    camps = archive.campaigns
+    if not camps and not notes:
+        raise InputError(f"{args.paint}: no heliostat with calibration records found")
+    site = camps[0].field.site if camps else None
+    targets, heliostats = {}, {}
+    for c in camps:
+        if c.field.site != site:
+            raise InputError(
+                f"{c.tower}: another plant reference point than {camps[0].tower}: "
+                "calibrate each plant's heliostats separately"
+            )
+        targets.update(c.field.targets)
+        heliostats.update(c.field.heliostats)
+    field = FieldConfig(site, targets, heliostats, source=str(args.paint)) if camps else None
+    obs = {c.heliostat_id: c.observations for c in camps if c.observations is not None}
+    rejected, files = [], []
+    for c in camps:
+        for r in c.rejected:
+            rejected.append(r.__class__(len(files) + r.row, r.reason))
+        files.extend(c.files)
+    label = lambda r: f"{files[r.row]}: " + r.reason.split(": ", 1)[-1]  # noqa: E731
+    return field, obs, rejected, label, notes
+
+
+def _select_all(field, obs, residual: str, workers: int) -> dict:
+    """Parameter selection (:mod:`heliostat.calibration.selection`) for every heliostat
+    with at least :data:`MIN_RECORDS_TO_SELECT` records, in ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from heliostat.calibration.selection import select_parameters
+
+    todo = [
+        (hid, field.heliostat(hid).kinematics, o)
+        for hid, o in obs.items()
+        if len(o) >= MIN_RECORDS_TO_SELECT
+    ]
+    kins = [k for _, k, _ in todo]
+    observations = [o for _, _, o in todo]
+    res = [residual] * len(todo)
+    if workers > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            out = list(pool.map(select_parameters, kins, observations, res))
+    else:
+        out = [select_parameters(k, o, r) for k, o, r in zip(kins, observations, res, strict=True)]
+    return {hid: sel for (hid, _, _), sel in zip(todo, out, strict=True)}

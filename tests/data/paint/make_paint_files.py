@@ -2,12 +2,15 @@
 
 Run from the repository root:  .venv/bin/python tests/data/paint/make_paint_files.py
 
-Writes into tests/data/paint/AA39/: ``WRI1030197-tower-measurements.json``,
-``Properties/AA39-heliostat-properties.json``, ``Calibration/<id>-calibration-properties.json``
-(one per record, plus one record with the sun below the horizon that the reader must
-reject) and ``truth.json`` (the true error parameters, for the tests). Geometry is our
-own, chosen like the Jülich plant (site = PAINT's power-plant reference point, a
-heliostat ~28 m north-east of the tower, two planar targets on the tower). The files use
+Writes into tests/data/paint/AA39/ in PAINT's download layout:
+``WRI1030197-tower-measurements.json`` (the real tower file, copied from
+tests/data/paint/real/), ``Properties/AA39-heliostat-properties.json``,
+``Calibration/<id>-calibration-properties.json`` (one per record, plus one record with the
+sun below the horizon that the reader must reject) and ``truth.json`` (the true error
+parameters, for the tests). The files follow the real archive's schema key for key
+(tests/data/paint/real/AA31: same keys, same order, same nesting; the test
+``test_synthetic_files_have_the_real_schema`` checks it). The heliostat is our own, ~28 m
+north-east of the tower, aiming at the real tower's two Jülich targets. The files use
 PAINT's conventions (docs/observations.md): WGS84 positions, sun azimuth from south
 positive toward east, axis-1 initial angle measured from the mirror-vertical pose.
 """
@@ -25,16 +28,19 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
+from heliostat.calibration.paint import load_tower  # noqa: E402
 from heliostat.config import Heliostat, Mirror, Target  # noqa: E402
-from heliostat.frames import Site  # noqa: E402
 from heliostat.kinematics import HeliostatKinematics, LinearAxis  # noqa: E402
 from sim.observe import draw_true_errors, simulate_observations  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "AA39"
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "AA39"
+REAL = HERE / "real"
+TOWER = REAL / "WRI1030197-tower-measurements.json"
 SEED = 20240901
 NOISE_MRAD = 0.2  # HeliOS spot noise per axis, as beam angle
 UTIS_NOISE_MRAD = 0.3
-SITE = Site(50.913421122592574, 6.387824755874856, 87.0, "WRI1030197")
+SITE, _TOWER_TARGETS = load_tower(TOWER)
 
 # Actuators in PAINT's spelling (initial_angle in PAINT's convention, radians).
 ACTUATORS = [
@@ -73,10 +79,8 @@ ACTUATORS = [
 ]
 POSITION_ENU_M = (13.26, 24.72, 1.69)
 CONCENTRATOR = (0.0, 0.175, 0.0)
-TARGETS = {  # centre ENU [m], width, height; normal +N (facing the field)
-    "solar_tower_juelich_upper": ((0.0, -2.6, 43.1), 8.6, 7.2),
-    "multi_focus_tower": ((-17.6, -2.7, 52.0), 5.4, 6.4),
-}
+#: The real tower's targets the records alternate between.
+TARGET_NAMES = ("solar_tower_juelich_upper", "solar_tower_juelich_lower")
 
 
 def kinematics() -> HeliostatKinematics:
@@ -100,7 +104,7 @@ def kinematics() -> HeliostatKinematics:
 
 
 def targets() -> dict[str, Target]:
-    return {k: Target.make(k, c, (0.0, 1.0, 0.0), w, h) for k, (c, w, h) in TARGETS.items()}
+    return {k: _TOWER_TARGETS[k] for k in TARGET_NAMES}
 
 
 def wgs84(p_enu) -> list[float]:
@@ -117,39 +121,23 @@ def main() -> None:
     (OUT / "Calibration").mkdir(parents=True, exist_ok=True)
     (OUT / "Properties").mkdir(parents=True, exist_ok=True)
 
-    tower = {"power_plant_properties": {"ID": SITE.name, "coordinates": wgs84((0, 0, 0))}}
-    for name, t in tg.items():
-        ul, ur, lr, ll = t.corners_enu_m()
-        tower[name] = {
-            "type": "planar",
-            "normal_vector": [0, 1, 0],
-            "coordinates": {
-                "center": wgs84(t.centre_enu_m),
-                "upper_left": wgs84(ul),
-                "upper_right": wgs84(ur),
-                "lower_left": wgs84(ll),
-                "lower_right": wgs84(lr),
-            },
-        }
-    tower["receiver"] = {
-        "type": "convex_cylinder",
-        "normal_vector": [0.0, 0.906, -0.423],
-        "coordinates": {"center": wgs84((0.0, -1.0, 55.0))},
-    }
-    (OUT / "WRI1030197-tower-measurements.json").write_text(json.dumps(tower, indent=2))
+    (OUT / "WRI1030197-tower-measurements.json").write_text(TOWER.read_text())
+    # Facets as the archive gives them (the same four for every Jülich heliostat).
+    real_props = json.loads((REAL / "AA31" / "AA31-heliostat-properties.json").read_text())
 
     props = {
         "heliostat_position": wgs84(POSITION_ENU_M),
         "height": 2.56,
         "width": 3.22,
         "initial_orientation": [0.0, -1.0, 0.0],
-        "kinematic_properties": {
+        "kinematics_properties": {
             "actuators": ACTUATORS,
             **{f"joint_translation_{c}_{j}": 0.0 for j in (1, 2) for c in "enu"},
             **{
                 f"concentrator_translation_{c}": v for c, v in zip("enu", CONCENTRATOR, strict=True)
             },
         },
+        "facet_properties": real_props["facet_properties"],
         "renovation": "2021-04-15",
     }
     (OUT / "Properties" / "AA39-heliostat-properties.json").write_text(json.dumps(props, indent=2))
