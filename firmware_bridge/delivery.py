@@ -21,6 +21,13 @@ exponential back-off between them. Only ``confirmed``, ``rejected`` and ``supers
 are final: a re-run of the batch sends the others again. On a resume, a command that a
 later command of the batch for the same controller already overrides ends
 ``superseded`` instead of being re-sent (see :mod:`firmware_bridge.journal`).
+
+A journal entry from an earlier run is never a confirmation of the controller's state
+now. On a re-run, a command ``confirmed`` before is read back: when the controller still
+holds its result (a move's targets, a stow, the active parameter block) the outcome is
+``confirmed`` with ``replayed=True`` (nothing sent); when it does not (a controller
+replaced or reset, a heliostat moved by someone else) the command is sent again under a
+fresh command id; when the controller does not answer it ends ``unreachable``.
 """
 
 from __future__ import annotations
@@ -134,6 +141,8 @@ class Outcome:
     exception_code: int | None = None
     detail: str = ""
     resumed: bool = False
+    #: Confirmed in an earlier run and verified now by read-back (nothing sent now).
+    replayed: bool = False
 
     def raise_for_state(self) -> Outcome:
         """Return self when done (confirmed, or superseded by a later confirmed command
@@ -157,6 +166,7 @@ class Outcome:
             "exception_code": self.exception_code,
             "detail": self.detail,
             "resumed": self.resumed,
+            "replayed": self.replayed,
         }
 
 
@@ -291,6 +301,17 @@ class Bridge:
             "n_params": regs[R.REG_MAX_PARAMS],
             "serial": R.regs_to_u32(regs[R.REG_SERIAL : R.REG_SERIAL + 2]),
         }
+
+    def holds(self, cmd: ActuatorCommand, st: R.Status) -> bool:
+        """Whether a controller, read back, holds a command's result, whatever command id
+        put it there: a move's setpoints as the axis targets, a stow under way or done,
+        or the parameter set as the active block (one more read)."""
+        if cmd.kind == "move":
+            return st.target_steps == tuple(cmd.setpoints_steps or ())
+        if cmd.kind == "stow":
+            return bool(st.flags & (R.Flag.STOWING | R.Flag.STOWED))
+        sent = R.encode_params(cmd.params or ())
+        return self._read(cmd.address, R.REG_PARAM_ACTIVE, len(sent)) == sent
 
     # ------------------------------------------------------------------ one command
     def _judge(self, cmd: ActuatorCommand, cid: int, st: R.Status) -> tuple[str, str] | None:
@@ -473,8 +494,27 @@ class Bridge:
                 superseded_by[e.row_id] = latest_confirmed[key]
             if e.state == "confirmed":
                 latest_confirmed[key] = e.command_id
+        # A command confirmed in an earlier run and followed, for the same controller and
+        # group, by another confirmed one is overridden by it: only the latest confirmed
+        # one of a group can be (and is) read back.
+        overridden_by: dict[int, int] = {}
+        latest: dict[tuple[int, str], int] = {}
+        for e in reversed(entries):
+            key = (e.address, _group(e.kind))
+            if e.state == "confirmed":
+                if key in latest:
+                    overridden_by[e.row_id] = latest[key]
+                else:
+                    latest[key] = e.command_id
         outcomes = []
         for i, e in enumerate(entries):
+            if e.state == "confirmed" and resuming:
+                e = self._replay(e, entries[i + 1 :], overridden_by.get(e.row_id))
+                if isinstance(e, Outcome):
+                    outcomes.append(e)
+                    if progress is not None:
+                        progress(e, i + 1, len(entries))
+                    continue
             cmd = ActuatorCommand.from_entry(e)
             resumed = e.state != "pending" or (e.seq == first_pending and resuming)
             by = superseded_by.get(e.row_id)
@@ -515,14 +555,88 @@ class Bridge:
                 limit = 1 if h.consecutive_failures >= self.retry.breaker_failures else None
                 prior = e.attempts
                 out = self.deliver(cmd, e.command_id, check_first=resumed, max_attempts=limit)
+                detail = f"{e.detail}; {out.detail}" if e.detail and out.detail else out.detail
                 out = Outcome(
-                    **{**out.to_dict(), "attempts": prior + out.attempts, "resumed": resumed}
+                    **{
+                        **out.to_dict(),
+                        "attempts": prior + out.attempts,
+                        "resumed": resumed,
+                        "detail": detail or e.detail,
+                    }
                 )
                 j.mark(e.row_id, out.state, out.attempts, out.exception_code, out.detail)
             outcomes.append(out)
             if progress is not None:
                 progress(out, i + 1, len(entries))
         return outcomes
+
+    def _replay(
+        self, e: JournalEntry, later: Sequence[JournalEntry], overridden_by: int | None
+    ) -> Outcome | JournalEntry:
+        """A command ``confirmed`` in an earlier run: its outcome now, or the journal
+        entry reissued under a fresh command id when it must be sent again.
+
+        Overridden by a later confirmed command of the batch → ``superseded`` (that one
+        is read back in its turn). Otherwise the controller is read back: holding the
+        result → ``confirmed``, ``replayed``; not answering → ``unreachable`` (the
+        journal keeps ``confirmed``; the next run reads back again); not holding it →
+        superseded if a later unsettled command of the batch is what it holds, else
+        reissued.
+        """
+        j = self.journal
+        if j is None:  # pragma: no cover - set in __post_init__
+            raise RuntimeError("bridge has no journal")
+        cmd = ActuatorCommand.from_entry(e)
+
+        def outcome(state: str, detail: str, replayed: bool = False) -> Outcome:
+            return Outcome(
+                e.heliostat,
+                e.address,
+                e.kind,
+                e.command_id,
+                state,
+                e.attempts,
+                None,
+                detail,
+                resumed=True,
+                replayed=replayed,
+            )
+
+        if overridden_by is not None:
+            return outcome(
+                "superseded",
+                f"confirmed in an earlier run, since overridden by command {overridden_by} "
+                f"of this batch for controller {e.address} (read back in its turn)",
+            )
+        try:
+            st = self.status(e.address)
+            held = self.holds(cmd, st)
+        except ActuatorError as exc:
+            return outcome(
+                "unreachable",
+                f"confirmed in an earlier run, not verified now (read-back failed: {exc})",
+            )
+        if held:
+            return outcome(
+                "confirmed", "confirmed in an earlier run; verified now by read-back", True
+            )
+        by = self._applied_later(e, later)
+        if by is not None:
+            return outcome(
+                "superseded",
+                f"confirmed in an earlier run; the controller now holds command {by}, a later "
+                "command of this batch",
+            )
+        what = {
+            "move": f"targets {st.target_steps}, not {cmd.setpoints_steps}",
+            "stow": "is not stowing or stowed",
+            "params": f"active parameter set {st.param_set_id} differs from the one sent",
+        }[e.kind]
+        return j.reissue(
+            e.row_id,
+            f"command {e.command_id}, confirmed in an earlier run, is not held now "
+            f"(controller {e.address} {what}): sent again under a new command id",
+        )
 
     def _applied_later(self, e: JournalEntry, later: Sequence[JournalEntry]) -> int | None:
         """Id of a later, unsettled command of the batch for the same controller and group

@@ -20,6 +20,10 @@ it would leave the heliostat on a stale setpoint, and the controller would take 
 later command's re-send as a repeat of an id it already applied and not restore it.
 ``superseded`` counts as done (:data:`DONE_STATES`): nothing is left to send.
 
+A command ``confirmed`` in an earlier run is not taken as confirmed now: a re-run reads
+the controller back and reports it *replayed* only when the controller still holds its
+result; otherwise the command gets a fresh id (:meth:`Journal.reissue`) and is sent again.
+
 ``synchronous=NORMAL`` in WAL mode survives a killed process (the case the journal is
 for) without an fsync per commit; after a power loss the last commits may be missing,
 which the read-back above covers.
@@ -182,6 +186,30 @@ class Journal:
             db.execute("ROLLBACK")
             raise
         return self.entries(batch_key)
+
+    def reissue(self, row_id: int, detail: str = "") -> JournalEntry:
+        """Give a command a fresh command id and make it ``pending`` again.
+
+        For a command confirmed in an earlier run whose result the controller no longer
+        holds (replaced, reset to factory state, or moved by someone else): the old id
+        is in the controller's history (or in nobody's), so only a new id is applied.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (cid,) = self.allocate_ids(1)
+            db.execute(
+                "UPDATE commands SET command_id = ?, state = 'pending', attempts = 0,"
+                " exception_code = NULL, detail = ?, updated_utc = ? WHERE row_id = ?",
+                (cid, detail, utc_now(), row_id),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        row = db.execute("SELECT batch_key, seq FROM commands WHERE row_id = ?", (row_id,))
+        key, seq = row.fetchone()
+        return next(e for e in self.entries(key) if e.seq == seq)
 
     def entries(self, batch_key: str) -> list[JournalEntry]:
         cur = self._db.execute(

@@ -166,7 +166,13 @@ def test_resume_from_journal_skips_settled_and_rechecks_the_in_flight_one(field,
                     j.mark(e.row_id, out.state, out.attempts)
         with Journal(jpath) as j:
             outs = Bridge(link, j).run("k", "test", cmds)
-    assert [o.state for o in outs] == ["confirmed"] * len(cmds)
+    # Per heliostat: parameter set, move, move. The first heliostat's params and last
+    # move are read back (replayed); its first move, overridden by the second, is
+    # superseded; the second heliostat's params (the 4th) likewise replayed, and the
+    # 5th (applied, never journaled) confirmed by its status read.
+    states = [o.state for o in outs]
+    assert states == ["confirmed", "superseded"] + ["confirmed"] * (len(cmds) - 2)
+    assert [o.replayed for o in outs[:5]] == [True, False, True, True, False]
     assert [o.resumed for o in outs[:5]] == [True] * 5 and not outs[5].resumed
     res = check_against_truth(outs, cmds, ctls)
     assert res["applied_twice"] == 0 and res["applied_wrongly"] == 0
