@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from heliostat.frames import Site, normalize, target_axes
 from heliostat.kinematics import HeliostatKinematics, LinearAxis, RotaryAxis
+from heliostat.paths import id_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -531,6 +532,9 @@ def load_field(path: str | Path) -> FieldConfig:
     for h in root.tables("heliostats"):
         h.check_unknown({"id", "position_enu_m", "drive", "bus", "address", "mirror"})
         hid = h.str_("id")
+        problem = id_problem(hid)  # ids name folders and files (frames/<id>/...)
+        if problem:
+            raise h.err("id", problem)
         if hid in heliostats:
             raise h.err("id", f"duplicate heliostat id {hid!r}")
         dname = h.str_("drive")

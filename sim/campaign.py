@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 from heliostat.config import CameraConfig, FieldConfig, Heliostat, Target, dumps_toml
 from heliostat.frames import intersect_plane, reflect
 from heliostat.kinematics import KinematicErrors, KinematicsError, Pose
+from heliostat.paths import join_inside
 from sim.field import field_toml, truth_json
 from sim.observe import OBSERVATION_COLUMNS, observation_frame, perturb_directions
 from sim.sky import Sky, clear_series, cloud_series, daylight_windows
@@ -512,7 +513,7 @@ def write_campaign(
         files["camera"] = "camera.toml"
 
     def sink(frame: Frame) -> None:
-        write_png(out / frame.path, frame.image)
+        write_png(join_inside(out, frame.path, "simulated frame"), frame.image)
 
     result = simulate_campaign(
         field_cfg,

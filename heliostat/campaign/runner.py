@@ -51,6 +51,7 @@ from heliostat.campaign.schedule import (
 )
 from heliostat.campaign.sources import CaptureRequest, FrameSource, FrameSourceError
 from heliostat.errors import InputError
+from heliostat.paths import join_inside
 from heliostat.sun import sun_position
 
 #: Status reads tried in a row before a settling heliostat counts as unreachable.
@@ -294,7 +295,7 @@ class CampaignRunner:
         stem = f"{hid}/{t.strftime('%Y%m%dT%H%M%SZ')}"
         names = (stem + ".png", stem + "_dark.png")
         for name, img in zip(names, (on, dark), strict=True):
-            p = d / name
+            p = join_inside(d, name, f"frame of heliostat {hid!r}")
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.with_name("." + p.name)
             if not cv2.imwrite(str(tmp) + ".png", img):

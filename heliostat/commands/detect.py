@@ -259,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_observations(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from heliostat.errors import InputError
+    from heliostat.paths import join_inside
     from heliostat.vision.io import load_image
     from heliostat.vision.pipeline import dark_path, fill_observations
 
@@ -276,7 +278,11 @@ def _run_observations(args: argparse.Namespace) -> int:
     # Register on the first readable sun-off (else sun-on) frame.
     ref = None
     for f in frames:
-        for cand in (dark_path(base / f), base / f):
+        try:
+            inside = join_inside(base, f, f"{obs_path}: frame")
+        except InputError:
+            continue  # reported per row by fill_observations
+        for cand in (dark_path(inside), inside):
             if cand.is_file():
                 try:
                     ref = load_image(cand)
