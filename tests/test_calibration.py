@@ -309,7 +309,7 @@ def test_read_corrections_rejects_float_steps(tmp_path):
     ]
     p = tmp_path / "c.json"
     p.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="axis1_steps: expected an integer"):
+    with pytest.raises(ValueError, match="key 'axis1_steps': expected a 32-bit integer"):
         read_corrections(p)
 
 

@@ -50,6 +50,7 @@ from heliostat.campaign.schedule import (
     spread_ok,
 )
 from heliostat.campaign.sources import CaptureRequest, FrameSource, FrameSourceError
+from heliostat.corrections_format import FORMAT as CORRECTIONS_FORMAT
 from heliostat.errors import InputError
 from heliostat.paths import join_inside
 from heliostat.sun import sun_position
@@ -584,7 +585,7 @@ class CampaignRunner:
                 "parameters": f["parameters"],
                 "setpoints": [],
             }
-            doc = {"format": "heliostat-corrections/1", "heliostats": [entry]}
+            doc = {"format": CORRECTIONS_FORMAT, "heliostats": [entry]}
             try:
                 cmds = plan_corrections(p.field, doc, params=True, setpoints="none")
             except SafetyRefused as exc:

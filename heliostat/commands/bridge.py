@@ -469,11 +469,12 @@ def _stow(args) -> int:
 
 
 def _apply(args) -> int:
-    from firmware_bridge.safety import load_corrections, plan_corrections
+    from firmware_bridge.safety import plan_corrections
+    from heliostat.corrections_format import read_corrections
 
     cfg = _require_field(args)
     _check_address(args)
-    data = load_corrections(args.corrections)
+    data = read_corrections(args.corrections)
     if args.address is not None:
         from firmware_bridge.safety import heliostat_for_address
 
