@@ -363,14 +363,27 @@ class Bridge:
         check_first: bool = False,
         on_sent: Callable[[int], None] | None = None,
         max_attempts: int | None = None,
+        reissue: Callable[[], int] | None = None,
     ) -> Outcome:
         """Deliver one command with id ``cid`` until it is settled or attempts run out.
 
         ``check_first`` reads the status before the first write (a resumed command may
         already be applied). ``on_sent(attempt)`` is called before each write goes out.
+
+        ``reissue`` (given for a command resumed from an earlier run) returns a fresh
+        command id. With it the command is also settled by the controller's *state*: an
+        earlier run may have applied it with its replies lost, after which another
+        command moved ``LAST_CMD_ID`` on. After a write the controller acknowledged:
+
+        * status shows the id → confirmed, as always;
+        * it holds the result (:meth:`holds`) → confirmed;
+        * neither → the controller took the write as a repeat of an id it applied once
+          and ignored it (its result since overridden): the command is sent again under
+          the id ``reissue()`` gives.
         """
         n_max = max_attempts or self.retry.max_attempts
         attempts, replied, last, last_code = 0, False, "", None
+        by_state = reissue is not None
         for attempt in range(1, n_max + 1):
             wait = self.retry.wait_s(attempt)
             if wait > 0:
@@ -390,11 +403,30 @@ class Bridge:
                 self._send(cmd, cid)
                 writing = False
                 replied = True
-                verdict = self._judge(cmd, cid, self.status(cmd.address))
+                st = self.status(cmd.address)
+                verdict = self._judge(cmd, cid, st)
                 if verdict:
                     return self._finish(cmd, cid, verdict[0], attempts, None, verdict[1])
                 last = f"controller {cmd.address}: status does not show command {cid}"
                 last_code = None
+                if by_state and reissue is not None:
+                    if self.holds(cmd, st):
+                        return self._finish(
+                            cmd,
+                            cid,
+                            "confirmed",
+                            attempts,
+                            None,
+                            f"controller {cmd.address} holds the result (its last command is "
+                            f"{st.last_command_id}, a later one)",
+                        )
+                    old, cid = cid, reissue()
+                    by_state = False  # a fresh id is applied or rejected, never ignored
+                    check_first = False
+                    last = (
+                        f"controller {cmd.address} ignored command {old} as a repeat and does "
+                        f"not hold its result; sent again as command {cid}"
+                    )
             except ControllerRejected as exc:
                 replied = True
                 if not writing or exc.exception_code in TRANSIENT_EXCEPTIONS:
@@ -554,7 +586,16 @@ class Bridge:
                 h = self._health(e.address)
                 limit = 1 if h.consecutive_failures >= self.retry.breaker_failures else None
                 prior = e.attempts
-                out = self.deliver(cmd, e.command_id, check_first=resumed, max_attempts=limit)
+                reissue = None
+                if resumed:
+
+                    def reissue(row_id=e.row_id, old=e.command_id) -> int:
+                        why = f"command {old} was ignored as a repeat; sent under a new id"
+                        return j.reissue(row_id, why).command_id
+
+                out = self.deliver(
+                    cmd, e.command_id, check_first=resumed, max_attempts=limit, reissue=reissue
+                )
                 detail = f"{e.detail}; {out.detail}" if e.detail and out.detail else out.detail
                 out = Outcome(
                     **{
@@ -653,7 +694,14 @@ class Bridge:
             return None
         try:
             st = self.status(e.address)
+            shown = st.param_set_id if group == "params" else st.last_command_id
+            if shown in cids:
+                return shown
+            # Applied with its replies lost, then LAST_CMD_ID moved on (another batch's
+            # command): the controller's state still shows which one it holds.
+            for x in reversed(later):
+                if x.command_id in cids and self.holds(ActuatorCommand.from_entry(x), st):
+                    return x.command_id
         except ActuatorError:
             return None
-        shown = st.param_set_id if group == "params" else st.last_command_id
-        return shown if shown in cids else None
+        return None

@@ -177,3 +177,56 @@ def test_rerun_with_an_unreachable_controller_does_not_report_confirmed(plant):
         (out,) = _bridge(link, j).run("k", "t", cmds)
     assert out.state == "unreachable" and "not verified now" in out.detail
     assert j.entries("k")[0].state == "confirmed"  # the next run reads back again
+
+
+class GarbledReplies(ModbusLink):
+    """Every write reaches the controller and is applied, but every reply (to writes and
+    reads) arrives garbled: the bridge sees only timeouts."""
+
+    def write_registers(self, address, start, values):
+        super().write_registers(address, start, values)
+        raise ControllerTimeout("simulated: garbled reply (CRC error)")
+
+    def read_registers(self, address, start, count, input_regs=False):
+        raise ControllerTimeout("simulated: garbled reply (CRC error)")
+
+
+def test_moves_applied_before_a_later_parameter_upload_are_confirmed_by_state(plant):
+    # Moves A, B were applied but every reply was garbled; then a parameter upload (its
+    # own batch) moved LAST_CMD_ID on. The controller holds B's targets: a re-run must
+    # settle the batch (A superseded, B confirmed) instead of failing it forever.
+    bus, ctl, j = plant
+    moves = [ActuatorCommand("H001", 1, "move", A), ActuatorCommand("H001", 1, "move", B)]
+    with GarbledReplies(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        first = _bridge(link, j, attempts=2).run("moves", "t", moves)
+    assert {o.state for o in first} <= {"failed", "unreachable"}
+    assert ctl.target_steps == list(B)
+    params = (
+        ActuatorCommand("H001", 1, "params", params=tuple(1e-4 for _ in error_names("azel"))),
+    )
+    with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        (p,) = _bridge(link, j).run("params", "t", params)
+    assert p.state == "confirmed" and ctl.last_command_id == p.command_id
+    for _ in range(2):  # and it stays settled on a further run
+        with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+            again = _bridge(link, j).run("moves", "t", moves)
+        assert [o.state for o in again] == ["superseded", "confirmed"]
+        assert ctl.target_steps == list(B)
+    assert max(ctl.applied_counts.values()) == 1
+
+
+def test_a_resumed_move_whose_repeat_is_ignored_is_sent_under_a_new_id(plant):
+    # Move A was applied (replies garbled); the heliostat was then moved elsewhere by
+    # another batch. A re-send of A's id is ignored as a repeat, so the bridge gives A a
+    # new command id and the controller holds A again.
+    bus, ctl, j = plant
+    with GarbledReplies(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        (first,) = _bridge(link, j, attempts=1).run(
+            "a", "t", [ActuatorCommand("H001", 1, "move", A)]
+        )
+    assert first.state == "unreachable" and ctl.target_steps == list(A)
+    with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0) as link:
+        _bridge(link, j).run("b", "t", [ActuatorCommand("H001", 1, "move", B)])
+        (again,) = _bridge(link, j).run("a", "t", [ActuatorCommand("H001", 1, "move", A)])
+    assert again.state == "confirmed" and again.command_id != first.command_id
+    assert ctl.target_steps == list(A) and ctl.last_command_id == again.command_id
