@@ -14,8 +14,9 @@ Semantics that make retries harmless:
 Each command ends ``confirmed``, ``rejected`` (a Modbus exception 1–4 to the command's
 write, or the controller's own reject reason in its status), ``unreachable`` (no valid
 reply at all) or ``failed`` (replies, but no confirmation: this includes the transient
-exceptions 5 "acknowledge" and 6 "server device busy" when they persist, and exceptions
-to status / read-back reads, which say nothing about the command) — after at most
+exceptions 5 "acknowledge", 6 "server device busy", 10 "gateway path unavailable" and 11
+"gateway target failed to respond" when they persist, any other code but 1–4, and
+exceptions to status / read-back reads, which say nothing about the command) — after at most
 ``RetryPolicy.max_attempts`` attempts, each bounded by the link's timeout, with
 exponential back-off between them. Only ``confirmed``, ``rejected`` and ``superseded``
 are final: a re-run of the batch sends the others again. On a resume, a command that a
@@ -50,8 +51,14 @@ from firmware_bridge.transport import ModbusLink
 
 KINDS = ("move", "stow", "params")
 #: Modbus exceptions that mean "not now" (5 acknowledge: still processing a long request;
-#: 6 server device busy): retried with back-off, never a final rejection.
-TRANSIENT_EXCEPTIONS = frozenset({5, 6})
+#: 6 server device busy; 10 gateway path unavailable and 11 gateway target failed to
+#: respond: a TCP/RTU gateway could not reach the controller this time): retried with
+#: back-off, never a final rejection.
+TRANSIENT_EXCEPTIONS = frozenset({5, 6, 10, 11})
+#: The only exceptions that reject a command (to its write): 1 illegal function, 2 illegal
+#: data address, 3 illegal data value, 4 server device failure. Any other code (8, or
+#: one this map does not know) is not a verdict on the command: retried, ends failed.
+REJECTION_EXCEPTIONS = frozenset({1, 2, 3, 4})
 #: Unicast controller addresses (0 is the broadcast; 248-255 are reserved by Modbus).
 ADDRESS_MIN, ADDRESS_MAX = 1, 247
 
@@ -429,9 +436,9 @@ class Bridge:
                     )
             except ControllerRejected as exc:
                 replied = True
-                if not writing or exc.exception_code in TRANSIENT_EXCEPTIONS:
-                    # Busy / acknowledge, or a read refused: the command itself was not
-                    # rejected. Try again after the back-off; the next attempt starts with
+                if not writing or exc.exception_code not in REJECTION_EXCEPTIONS:
+                    # Busy / acknowledge / gateway, or a read refused: the command itself
+                    # was not rejected. Try again after the back-off; the next attempt starts with
                     # a status read, so a command the controller did apply is not re-sent.
                     last, last_code = str(exc), exc.exception_code
                     continue
