@@ -473,7 +473,7 @@ class CampaignRunner:
         slot = slot_key(now, p.schedule.slot_s)
         sp = self._sun(now)
         el = float(sp.elevation_rad[0])
-        done = self.history.done_keys()
+        done = self.history.done_keys(self.options.run_id)
         rows = []
         for hid in p.schedule.heliostats:
             h = p.field.heliostats[hid]
@@ -523,7 +523,9 @@ class CampaignRunner:
             next_slot = slot_start(now, s.slot_s) + pd.Timedelta(seconds=s.slot_s)
             sun_now = self._sun(now)
             el = float(sun_now.elevation_rad[0])
-            done = self.history.done_keys() if el >= s.min_elevation_rad else set()
+            done = (
+                self.history.done_keys(self.options.run_id) if el >= s.min_elevation_rad else set()
+            )
             pending = [h for h in s.heliostats if (h, slot) not in done]
             if el < s.min_elevation_rad or not pending:
                 self.clock.sleep((min(next_slot, end) - now).total_seconds())
