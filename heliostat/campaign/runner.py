@@ -395,6 +395,10 @@ class CampaignRunner:
             self.options.run_id,
         )
         oid = self.history.add_observation(rec)
+        if oid is None:  # the slot was stored meanwhile by another writer: not ours
+            self._count("already_stored")
+            self.log(f"{slot} {hid}: slot already in the history; this observation not stored")
+            return None
         self._count("observed")
         self.log(
             f"{slot} {hid}: spot ({res.x_m:+.3f}, {res.y_m:+.3f}) m at steps {pos}, "
@@ -672,9 +676,15 @@ def run_campaign(
             return CampaignRunner(plant, hist, None, clock, None, options, log, confirm).run()
         finally:
             hist.close()
+    from heliostat.campaign.lock import PlantLock
     from heliostat.campaign.sources import open_source
 
-    hist = History(plant.history_db)
+    lock = PlantLock(plant.history_db).acquire()  # refused while another run holds it
+    try:
+        hist = History(plant.history_db)
+    except BaseException:
+        lock.release()
+        raise
     buses = None
     own_source = source is None
     try:
@@ -692,3 +702,4 @@ def run_campaign(
         if buses is not None:
             buses.close()
         hist.close()
+        lock.release()
