@@ -692,7 +692,8 @@ def run_campaign(
         for bus in dict.fromkeys(plant.field.heliostats[h].bus for h in plant.schedule.heliostats):
             buses.bridge(bus)  # opens the port: PortError now rather than at every visit
         if source is None:
-            source = open_source(plant.source, clock, log)  # stale frames are logged
+            size = (plant.camera.width_px, plant.camera.height_px)
+            source = open_source(plant.source, clock, log, size)  # stale frames are logged
             if hasattr(source, "open"):
                 source.open()
         return CampaignRunner(plant, hist, source, clock, buses, options, log, confirm).run()

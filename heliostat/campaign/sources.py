@@ -177,6 +177,9 @@ class FolderSource:
         (mtime resolution, a trigger or clock a little ahead). [s]
     log : callable, optional
         ``log(message)`` for frames set aside (default: the module's logger, warning).
+    expected_size_px : (int, int), optional
+        (width, height) of the camera's frames (``camera.toml``); a file of another size
+        (or beyond ``heliostat.vision.io.MAX_PIXELS``) is refused from its header. [px]
     """
 
     #: Hidden file whose mtime gives the filesystem's "now" at each capture.
@@ -192,8 +195,10 @@ class FolderSource:
         clock: Clock | None = None,
         arrival_tolerance_s: float = DEFAULT_ARRIVAL_TOLERANCE_S,
         log: Callable[[str], None] | None = None,
+        expected_size_px: tuple[int, int] | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.expected_size_px = expected_size_px
         self.folder.mkdir(parents=True, exist_ok=True)
         self.timeout_s, self.poll_s = float(timeout_s), float(poll_s)
         self.arrival_tolerance_s = float(arrival_tolerance_s)
@@ -311,7 +316,7 @@ class FolderSource:
                 try:
                     from heliostat.vision.io import load_image
 
-                    return to_grey(load_image(p))
+                    return to_grey(load_image(p, expected_size_px=self.expected_size_px))
                 except InputError as exc:
                     raise FrameSourceError(str(exc)) from None
             if waited >= self.timeout_s:
@@ -333,13 +338,17 @@ class FolderSource:
 
 
 def open_source(
-    cfg, clock: Clock | None = None, log: Callable[[str], None] | None = None
+    cfg,
+    clock: Clock | None = None,
+    log: Callable[[str], None] | None = None,
+    expected_size_px: tuple[int, int] | None = None,
 ) -> FrameSource:
     """The source a :class:`~heliostat.campaign.config.SourceConfig` describes.
 
-    ``log`` receives the folder source's stale-frame messages.
+    ``log`` receives the folder source's stale-frame messages; ``expected_size_px`` is
+    the camera's (width, height), which folder frames must have. [px]
     """
     if cfg.type == "opencv":
         return OpenCVSource(cfg.device, cfg.discard_frames)
     tol = cfg.arrival_tolerance_s
-    return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock, tol, log)
+    return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock, tol, log, expected_size_px)

@@ -191,6 +191,11 @@ def _row(image: str, res) -> dict[str, Any]:
     return row
 
 
+def _camera_size(camera) -> tuple[int, int] | None:
+    """(width, height) frames must have, from camera.toml (None without one). [px]"""
+    return (camera.width_px, camera.height_px) if camera is not None else None
+
+
 def run(args: argparse.Namespace) -> int:
     from heliostat.ml.spot_model import detector_for
     from heliostat.vision.classical import prepare_flat
@@ -201,10 +206,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_observations(args)
     if not args.images:
         raise ValueError("no images given (or use --observations OBS_CSV)")
-    dark = load_image(args.dark) if args.dark else None
-    flat_img = load_image(args.flat) if args.flat else None
-    ref = flat_img if flat_img is not None else dark
     camera, target, reg_for = _setup(args)
+    size = _camera_size(camera)
+    dark = load_image(args.dark, expected_size_px=size) if args.dark else None
+    flat_img = load_image(args.flat, expected_size_px=size) if args.flat else None
+    ref = flat_img if flat_img is not None else dark
     bits = args.bit_depth or (camera.bit_depth if camera is not None else None)
     if ref is not None:
         # Register once on a sun-off frame (markers unobstructed by the spot).
@@ -214,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            img = load_image(path)
+            img = load_image(path, expected_size_px=size)
             reg = reg_for(img)
             if flat is None and flat_img is not None:
                 flat = prepare_flat(flat_img, reg, black_level_dn=args.black_level)
@@ -275,6 +281,8 @@ def _run_observations(args: argparse.Namespace) -> int:
     frames = [f for f in obs.get("frame", pd.Series(dtype=str)).fillna("") if str(f).strip()]
     if not frames:
         raise ValueError(f"{obs_path}: no rows with a frame")
+    camera, target, reg_for = _setup(args)
+    size = _camera_size(camera)
     # Register on the first readable sun-off (else sun-on) frame.
     ref = None
     for f in frames:
@@ -285,13 +293,12 @@ def _run_observations(args: argparse.Namespace) -> int:
         for cand in (dark_path(inside), inside):
             if cand.is_file():
                 try:
-                    ref = load_image(cand)
+                    ref = load_image(cand, expected_size_px=size)
                     break
                 except ValueError:
                     continue
         if ref is not None:
             break
-    camera, target, reg_for = _setup(args)
     if ref is None:
         raise ValueError(f"{obs_path}: none of the frames could be read")
     reg = reg_for(ref)
@@ -300,7 +307,11 @@ def _run_observations(args: argparse.Namespace) -> int:
     if args.flat:
         from heliostat.vision.classical import prepare_flat
 
-        flat = prepare_flat(load_image(args.flat), reg, black_level_dn=args.black_level)
+        flat = prepare_flat(
+            load_image(args.flat, expected_size_px=size), reg, black_level_dn=args.black_level
+        )
+    from functools import partial
+
     from heliostat.ml.spot_model import detector_for
 
     out, outcomes = fill_observations(
@@ -313,6 +324,7 @@ def _run_observations(args: argparse.Namespace) -> int:
         flat=flat,
         aim_xy_m=args.expected,
         detector=detector_for(args.method),
+        load=partial(load_image, expected_size_px=size),
     )
     if args.out:
         out.to_csv(args.out, index=False)
