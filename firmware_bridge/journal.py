@@ -115,12 +115,16 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            if self._meta("next_command_id") is None:
+                # A random start keeps ids from a fresh journal clear of those a controller
+                # remembers from an old one (it refuses a reused id with other content).
+                self._set_meta("next_command_id", str(1 + secrets.randbelow(2**30)))
         except sqlite3.Error as exc:
-            raise OSError(f"cannot open bridge journal {self.path}: {exc}") from None
-        if self._meta("next_command_id") is None:
-            # A random start keeps ids from a fresh journal clear of those a controller
-            # remembers from an old one (it refuses a reused id with other content).
-            self._set_meta("next_command_id", str(1 + secrets.randbelow(2**30)))
+            from heliostat.store import database_problem
+
+            raise OSError(
+                "cannot open " + database_problem(self.path, exc, "bridge journal")
+            ) from None
 
     def close(self) -> None:
         self._db.close()
@@ -248,6 +252,30 @@ class Journal:
             sql += " WHERE batch_key = ?"
             args = (batch_key,)
         return dict(self._db.execute(sql + " GROUP BY state", args).fetchall())
+
+
+def _file_errors(fn):
+    """Method wrapper: an SQLite error of the file (damaged, disk full, locked) becomes
+    an OSError naming the journal, instead of a bare DatabaseError."""
+    import functools
+
+    from heliostat.store import database_problem, is_database_error
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not is_database_error(exc):
+                raise
+            raise OSError(database_problem(self.path, exc, "bridge journal")) from None
+
+    return call
+
+
+for _name, _fn in list(vars(Journal).items()):
+    if callable(_fn) and not _name.startswith("_") and _name not in ("close",):
+        setattr(Journal, _name, _file_errors(_fn))
 
 
 def peek_counts(path: str | Path) -> dict[str, int]:

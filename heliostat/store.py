@@ -81,3 +81,30 @@ def ensure_schema(conn: sqlite3.Connection, component: str, version: int, ddl: s
             "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
             (component, version),
         )
+
+
+def database_problem(path: str | Path, exc: sqlite3.Error, what: str = "database") -> str:
+    """A one-line message for an SQLite error on a file, naming the file and the cause.
+
+    ``database or disk is full`` becomes "disk full" (SQLite has rolled the failed
+    transaction back: what was committed before is intact); a damaged file says so.
+    """
+    text = str(exc)
+    if "database or disk is full" in text:
+        return (
+            f"{path}: disk full: the {what} could not be written ({text}); nothing of the "
+            "failed step was stored, what was stored before is intact; free space and run again"
+        )
+    if "malformed" in text or "not a database" in text:
+        return (
+            f"{path}: the {what} file is damaged ({text}); restore it from a backup "
+            "(`sqlite3 FILE .recover` can salvage its rows)"
+        )
+    return f"{path}: {what} error: {text}"
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """An SQLite error caused by the file or the disk, not by a bug in the SQL."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.ProgrammingError | sqlite3.InterfaceError
+    )

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 
 from heliostat.calibration.observations import OBSERVATION_COLUMNS
-from heliostat.store import ensure_schema, open_db
+from heliostat.errors import InputError
+from heliostat.store import database_problem, ensure_schema, is_database_error, open_db
 
 #: Visit outcomes a later run retries (the cause may be gone: a camera program that was
 #: restarted). Every other outcome of a slot is final.
@@ -442,6 +443,28 @@ class History:
 
 #: Columns of ``observations.csv`` (docs/observations.md) the history fills.
 CSV_COLUMNS = OBSERVATION_COLUMNS
+
+
+def _file_errors(fn):
+    """Method wrapper: an SQLite error of the file (damaged, disk full, locked) becomes
+    an InputError naming the history file, instead of a bare DatabaseError."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not is_database_error(exc):
+                raise
+            raise InputError(database_problem(self.path, exc, "history database")) from None
+
+    return call
+
+
+for _name, _fn in list(vars(History).items()):
+    if callable(_fn) and (not _name.startswith("_") or _name == "__init__"):
+        setattr(History, _name, _file_errors(_fn))
 
 
 def write_observations_csv(hist: History, path: str | Path, heliostat_id: str | None = None):
