@@ -187,7 +187,10 @@ class Journal:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite has already rolled back after some errors (a full disk): a second
+            # ROLLBACK would replace the cause with "no transaction is active".
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return self.entries(batch_key)
 
@@ -209,7 +212,10 @@ class Journal:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite has already rolled back after some errors (a full disk): a second
+            # ROLLBACK would replace the cause with "no transaction is active".
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         row = db.execute("SELECT batch_key, seq FROM commands WHERE row_id = ?", (row_id,))
         key, seq = row.fetchone()

@@ -10,6 +10,7 @@ import pytest
 from firmware_bridge.journal import Journal
 from heliostat.campaign import History
 from heliostat.cli import main
+from heliostat.errors import InputError
 
 
 def _corrupt_middle(path) -> None:
@@ -51,3 +52,28 @@ def test_a_corrupt_journal_is_a_one_line_error(tmp_path):
         with Journal(jpath) as j:
             for k in range(60):
                 j.entries(f"b{k}")
+
+
+def test_disk_full_in_the_journal_names_the_cause_and_keeps_what_was_stored(tmp_path):
+    # SQLite's page limit gives the same SQLITE_FULL as a full disk.
+    jpath = tmp_path / "j.sqlite"
+    with Journal(jpath) as j:
+        first = j.create_batch("a", "t", [("H001", "p", 1, "stow", {}, None)])
+        j._db.execute("PRAGMA max_page_count = 12")
+        big = [("H001", "p", 1, "move", {"x": "y" * 2000}, None)] * 200
+        with pytest.raises(OSError, match=r"j.sqlite: disk full: the bridge journal could not"):
+            j.create_batch("b", "t", big)  # was: "cannot rollback - no transaction is active"
+        assert not j.has_batch("b")
+        assert j.entries("a") == first
+
+
+def test_disk_full_in_the_history_names_the_cause_and_keeps_what_was_stored(tmp_path):
+    db = tmp_path / "h.sqlite"
+    _history(db, n=3)
+    with History(db) as h:
+        h.con.execute("PRAGMA max_page_count = 8")
+        with pytest.raises(InputError, match=r"h.sqlite: disk full: the history database"):
+            for i in range(1000):
+                h.add_visit("H002", f"t{i:04d}", "2025-01-01T00:00:00Z", "x", "y" * 500)
+    with History(db, readonly=True) as h:
+        assert (h.visits()["heliostat_id"] == "H001").sum() == 3
