@@ -547,6 +547,7 @@ class Bridge:
                     latest[key] = e.command_id
         outcomes = []
         for i, e in enumerate(entries):
+            notes: list[str] = []  # why a command goes out under a new id
             if e.state == "confirmed" and resuming:
                 e = self._replay(e, entries[i + 1 :], overridden_by.get(e.row_id))
                 if isinstance(e, Outcome):
@@ -554,6 +555,7 @@ class Bridge:
                     if progress is not None:
                         progress(e, i + 1, len(entries))
                     continue
+                notes.append(e.detail)
             cmd = ActuatorCommand.from_entry(e)
             resumed = e.state != "pending" or (e.seq == first_pending and resuming)
             by = superseded_by.get(e.row_id)
@@ -596,20 +598,20 @@ class Bridge:
                 reissue = None
                 if resumed:
 
-                    def reissue(row_id=e.row_id, old=e.command_id) -> int:
+                    def reissue(row_id=e.row_id, old=e.command_id, notes=notes) -> int:
                         why = f"command {old} was ignored as a repeat; sent under a new id"
+                        notes.append(why)
                         return j.reissue(row_id, why).command_id
 
                 out = self.deliver(
                     cmd, e.command_id, check_first=resumed, max_attempts=limit, reissue=reissue
                 )
-                detail = f"{e.detail}; {out.detail}" if e.detail and out.detail else out.detail
                 out = Outcome(
                     **{
                         **out.to_dict(),
                         "attempts": prior + out.attempts,
                         "resumed": resumed,
-                        "detail": detail or e.detail,
+                        "detail": "; ".join(x for x in (*notes, out.detail) if x),
                     }
                 )
                 j.mark(e.row_id, out.state, out.attempts, out.exception_code, out.detail)
@@ -656,13 +658,21 @@ class Bridge:
                 f"confirmed in an earlier run, since overridden by command {overridden_by} "
                 f"of this batch for controller {e.address} (read back in its turn)",
             )
-        try:
-            st = self.status(e.address)
-            held = self.holds(cmd, st)
-        except ActuatorError as exc:
+        st, held, failure = None, False, ""
+        for attempt in range(1, self.retry.max_attempts + 1):  # a read-back, retried
+            wait = self.retry.wait_s(attempt)
+            if wait > 0:
+                self.sleep(wait)
+            try:
+                st = self.status(e.address)
+                held = self.holds(cmd, st)
+                break
+            except ActuatorError as exc:
+                st, failure = None, str(exc)
+        if st is None:
             return outcome(
                 "unreachable",
-                f"confirmed in an earlier run, not verified now (read-back failed: {exc})",
+                f"confirmed in an earlier run, not verified now (read-back failed: {failure})",
             )
         if held:
             return outcome(

@@ -229,4 +229,5 @@ def test_a_resumed_move_whose_repeat_is_ignored_is_sent_under_a_new_id(plant):
         _bridge(link, j).run("b", "t", [ActuatorCommand("H001", 1, "move", B)])
         (again,) = _bridge(link, j).run("a", "t", [ActuatorCommand("H001", 1, "move", A)])
     assert again.state == "confirmed" and again.command_id != first.command_id
+    assert f"command {first.command_id} was ignored as a repeat" in again.detail
     assert ctl.target_steps == list(A) and ctl.last_command_id == again.command_id
