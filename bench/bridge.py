@@ -189,9 +189,13 @@ def crash_resume(n_commands: int, kills: int, seed: int) -> dict:
                 )
                 if target is None:
                     out, err = proc.communicate(timeout=3600)
-                    if proc.returncode != 0:
-                        raise RuntimeError(f"final run failed: {err.decode()[-500:]}")
-                    report = json.loads(out)
+                    final_rc = proc.returncode
+                    try:
+                        report = json.loads(out)
+                    except ValueError:
+                        raise RuntimeError(
+                            f"final run failed (exit {final_rc}): {err.decode()[-500:]}"
+                        ) from None
                     break
                 while proc.poll() is None and peek_counts(jpath).get("confirmed", 0) < target:
                     time.sleep(0.01)
@@ -199,15 +203,36 @@ def crash_resume(n_commands: int, kills: int, seed: int) -> dict:
                 proc.wait()
                 killed.append(peek_counts(jpath).get("confirmed", 0))
         applied = [(c.spec.address, cid) for c in ctls for cid, _, _ in c.applied]
+        # Commands any run sent again under a new id (the journal keeps the note): the
+        # controller no longer held an earlier run's result (e.g. its watchdog stowed the
+        # heliostat while the batch served the others), or ignored a repeat.
+        import sqlite3
+
+        with sqlite3.connect(jpath) as db:
+            resent = db.execute(
+                "SELECT COUNT(*) FROM commands WHERE detail LIKE '%under a new%'"
+            ).fetchone()[0]
         journaled = {(o["address"], o["command_id"]) for o in report["outcomes"]}
         return {
             "commands": n_total,
             "kills": len(killed),
             "confirmed_when_killed": killed,
             "runs": runs,
+            "final_exit_code": final_rc,  # 0: every command confirmed or superseded
             "final_counts": report["counts"],
+            "final_not_done": [
+                {k: o[k] for k in ("heliostat", "kind", "command_id", "state", "detail")}
+                for o in report["outcomes"]
+                if o["state"] not in ("confirmed", "superseded")
+            ],
+            "replayed": sum(1 for o in report["outcomes"] if o.get("replayed")),
+            # confirmed in an earlier run, not held now (e.g. the watchdog stowed the
+            # heliostat while the batch served the others): sent again under a new id
+            "resent_under_new_id": resent,
             "applied": len(applied),
             "applied_twice": len(applied) - len(set(applied)),
+            # ids applied that the journal no longer holds: those replaced by a re-send
+            # under a new id (equal to resent_under_new_id when nothing else went wrong)
             "applied_not_in_journal": len(set(applied) - journaled),
             "confirmed_not_applied": sum(
                 1

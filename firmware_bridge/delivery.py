@@ -14,8 +14,9 @@ Semantics that make retries harmless:
 Each command ends ``confirmed``, ``rejected`` (a Modbus exception 1–4 to the command's
 write, or the controller's own reject reason in its status), ``unreachable`` (no valid
 reply at all) or ``failed`` (replies, but no confirmation: this includes the transient
-exceptions 5 "acknowledge" and 6 "server device busy" when they persist, and exceptions
-to status / read-back reads, which say nothing about the command) — after at most
+exceptions 5 "acknowledge", 6 "server device busy", 10 "gateway path unavailable" and 11
+"gateway target failed to respond" when they persist, any other code but 1–4, and
+exceptions to status / read-back reads, which say nothing about the command) — after at most
 ``RetryPolicy.max_attempts`` attempts, each bounded by the link's timeout, with
 exponential back-off between them. Only ``confirmed``, ``rejected`` and ``superseded``
 are final: a re-run of the batch sends the others again. On a resume, a command that a
@@ -26,6 +27,13 @@ A broadcast frame (address 0) reaches every controller on a bus, so the bridge s
 only for a stow of every controller configured on that bus
 (:func:`broadcast_stow_problem`, checked by :meth:`Bridge.run`): each of them is then
 journaled, confirmed by read-back and reported.
+
+A journal entry from an earlier run is never a confirmation of the controller's state
+now. On a re-run, a command ``confirmed`` before is read back: when the controller still
+holds its result (a move's targets, a stow, the active parameter block) the outcome is
+``confirmed`` with ``replayed=True`` (nothing sent); when it does not (a controller
+replaced or reset, a heliostat moved by someone else) the command is sent again under a
+fresh command id; when the controller does not answer it ends ``unreachable``.
 """
 
 from __future__ import annotations
@@ -49,8 +57,14 @@ from firmware_bridge.transport import ModbusLink
 
 KINDS = ("move", "stow", "params")
 #: Modbus exceptions that mean "not now" (5 acknowledge: still processing a long request;
-#: 6 server device busy): retried with back-off, never a final rejection.
-TRANSIENT_EXCEPTIONS = frozenset({5, 6})
+#: 6 server device busy; 10 gateway path unavailable and 11 gateway target failed to
+#: respond: a TCP/RTU gateway could not reach the controller this time): retried with
+#: back-off, never a final rejection.
+TRANSIENT_EXCEPTIONS = frozenset({5, 6, 10, 11})
+#: The only exceptions that reject a command (to its write): 1 illegal function, 2 illegal
+#: data address, 3 illegal data value, 4 server device failure. Any other code (8, or
+#: one this map does not know) is not a verdict on the command: retried, ends failed.
+REJECTION_EXCEPTIONS = frozenset({1, 2, 3, 4})
 #: Unicast controller addresses (0 is the broadcast; 248-255 are reserved by Modbus).
 ADDRESS_MIN, ADDRESS_MAX = 1, 247
 
@@ -188,6 +202,8 @@ class Outcome:
     exception_code: int | None = None
     detail: str = ""
     resumed: bool = False
+    #: Confirmed in an earlier run and verified now by read-back (nothing sent now).
+    replayed: bool = False
 
     def raise_for_state(self) -> Outcome:
         """Return self when done (confirmed, or superseded by a later confirmed command
@@ -211,6 +227,7 @@ class Outcome:
             "exception_code": self.exception_code,
             "detail": self.detail,
             "resumed": self.resumed,
+            "replayed": self.replayed,
         }
 
 
@@ -346,6 +363,17 @@ class Bridge:
             "serial": R.regs_to_u32(regs[R.REG_SERIAL : R.REG_SERIAL + 2]),
         }
 
+    def holds(self, cmd: ActuatorCommand, st: R.Status) -> bool:
+        """Whether a controller, read back, holds a command's result, whatever command id
+        put it there: a move's setpoints as the axis targets, a stow under way or done,
+        or the parameter set as the active block (one more read)."""
+        if cmd.kind == "move":
+            return st.target_steps == tuple(cmd.setpoints_steps or ())
+        if cmd.kind == "stow":
+            return bool(st.flags & (R.Flag.STOWING | R.Flag.STOWED))
+        sent = R.encode_params(cmd.params or ())
+        return self._read(cmd.address, R.REG_PARAM_ACTIVE, len(sent)) == sent
+
     # ------------------------------------------------------------------ one command
     def _judge(self, cmd: ActuatorCommand, cid: int, st: R.Status) -> tuple[str, str] | None:
         """(state, detail) when the status settles the command, else None."""
@@ -396,14 +424,27 @@ class Bridge:
         check_first: bool = False,
         on_sent: Callable[[int], None] | None = None,
         max_attempts: int | None = None,
+        reissue: Callable[[], int] | None = None,
     ) -> Outcome:
         """Deliver one command with id ``cid`` until it is settled or attempts run out.
 
         ``check_first`` reads the status before the first write (a resumed command may
         already be applied). ``on_sent(attempt)`` is called before each write goes out.
+
+        ``reissue`` (given for a command resumed from an earlier run) returns a fresh
+        command id. With it the command is also settled by the controller's *state*: an
+        earlier run may have applied it with its replies lost, after which another
+        command moved ``LAST_CMD_ID`` on. After a write the controller acknowledged:
+
+        * status shows the id → confirmed, as always;
+        * it holds the result (:meth:`holds`) → confirmed;
+        * neither → the controller took the write as a repeat of an id it applied once
+          and ignored it (its result since overridden): the command is sent again under
+          the id ``reissue()`` gives.
         """
         n_max = max_attempts or self.retry.max_attempts
         attempts, replied, last, last_code = 0, False, "", None
+        by_state = reissue is not None
         for attempt in range(1, n_max + 1):
             wait = self.retry.wait_s(attempt)
             if wait > 0:
@@ -423,16 +464,35 @@ class Bridge:
                 self._send(cmd, cid)
                 writing = False
                 replied = True
-                verdict = self._judge(cmd, cid, self.status(cmd.address))
+                st = self.status(cmd.address)
+                verdict = self._judge(cmd, cid, st)
                 if verdict:
                     return self._finish(cmd, cid, verdict[0], attempts, None, verdict[1])
                 last = f"controller {cmd.address}: status does not show command {cid}"
                 last_code = None
+                if by_state and reissue is not None:
+                    if self.holds(cmd, st):
+                        return self._finish(
+                            cmd,
+                            cid,
+                            "confirmed",
+                            attempts,
+                            None,
+                            f"controller {cmd.address} holds the result (its last command is "
+                            f"{st.last_command_id}, a later one)",
+                        )
+                    old, cid = cid, reissue()
+                    by_state = False  # a fresh id is applied or rejected, never ignored
+                    check_first = False
+                    last = (
+                        f"controller {cmd.address} ignored command {old} as a repeat and does "
+                        f"not hold its result; sent again as command {cid}"
+                    )
             except ControllerRejected as exc:
                 replied = True
-                if not writing or exc.exception_code in TRANSIENT_EXCEPTIONS:
-                    # Busy / acknowledge, or a read refused: the command itself was not
-                    # rejected. Try again after the back-off; the next attempt starts with
+                if not writing or exc.exception_code not in REJECTION_EXCEPTIONS:
+                    # Busy / acknowledge / gateway, or a read refused: the command itself
+                    # was not rejected. Try again after the back-off; the next attempt starts with
                     # a status read, so a command the controller did apply is not re-sent.
                     last, last_code = str(exc), exc.exception_code
                     continue
@@ -534,8 +594,29 @@ class Bridge:
                 superseded_by[e.row_id] = latest_confirmed[key]
             if e.state == "confirmed":
                 latest_confirmed[key] = e.command_id
+        # A command confirmed in an earlier run and followed, for the same controller and
+        # group, by another confirmed one is overridden by it: only the latest confirmed
+        # one of a group can be (and is) read back.
+        overridden_by: dict[int, int] = {}
+        latest: dict[tuple[int, str], int] = {}
+        for e in reversed(entries):
+            key = (e.address, _group(e.kind))
+            if e.state == "confirmed":
+                if key in latest:
+                    overridden_by[e.row_id] = latest[key]
+                else:
+                    latest[key] = e.command_id
         outcomes = []
         for i, e in enumerate(entries):
+            notes: list[str] = []  # why a command goes out under a new id
+            if e.state == "confirmed" and resuming:
+                e = self._replay(e, entries[i + 1 :], overridden_by.get(e.row_id))
+                if isinstance(e, Outcome):
+                    outcomes.append(e)
+                    if progress is not None:
+                        progress(e, i + 1, len(entries))
+                    continue
+                notes.append(e.detail)
             cmd = ActuatorCommand.from_entry(e)
             resumed = e.state != "pending" or (e.seq == first_pending and resuming)
             by = superseded_by.get(e.row_id)
@@ -575,15 +656,106 @@ class Bridge:
                 h = self._health(e.address)
                 limit = 1 if h.consecutive_failures >= self.retry.breaker_failures else None
                 prior = e.attempts
-                out = self.deliver(cmd, e.command_id, check_first=resumed, max_attempts=limit)
+                reissue = None
+                if resumed:
+
+                    def reissue(row_id=e.row_id, old=e.command_id, notes=notes) -> int:
+                        why = f"command {old} was ignored as a repeat; sent under a new id"
+                        notes.append(why)
+                        return j.reissue(row_id, why).command_id
+
+                out = self.deliver(
+                    cmd, e.command_id, check_first=resumed, max_attempts=limit, reissue=reissue
+                )
                 out = Outcome(
-                    **{**out.to_dict(), "attempts": prior + out.attempts, "resumed": resumed}
+                    **{
+                        **out.to_dict(),
+                        "attempts": prior + out.attempts,
+                        "resumed": resumed,
+                        "detail": "; ".join(x for x in (*notes, out.detail) if x),
+                    }
                 )
                 j.mark(e.row_id, out.state, out.attempts, out.exception_code, out.detail)
             outcomes.append(out)
             if progress is not None:
                 progress(out, i + 1, len(entries))
         return outcomes
+
+    def _replay(
+        self, e: JournalEntry, later: Sequence[JournalEntry], overridden_by: int | None
+    ) -> Outcome | JournalEntry:
+        """A command ``confirmed`` in an earlier run: its outcome now, or the journal
+        entry reissued under a fresh command id when it must be sent again.
+
+        Overridden by a later confirmed command of the batch → ``superseded`` (that one
+        is read back in its turn). Otherwise the controller is read back: holding the
+        result → ``confirmed``, ``replayed``; not answering → ``unreachable`` (the
+        journal keeps ``confirmed``; the next run reads back again); not holding it →
+        superseded if a later unsettled command of the batch is what it holds, else
+        reissued.
+        """
+        j = self.journal
+        if j is None:  # pragma: no cover - set in __post_init__
+            raise RuntimeError("bridge has no journal")
+        cmd = ActuatorCommand.from_entry(e)
+
+        def outcome(state: str, detail: str, replayed: bool = False) -> Outcome:
+            return Outcome(
+                e.heliostat,
+                e.address,
+                e.kind,
+                e.command_id,
+                state,
+                e.attempts,
+                None,
+                detail,
+                resumed=True,
+                replayed=replayed,
+            )
+
+        if overridden_by is not None:
+            return outcome(
+                "superseded",
+                f"confirmed in an earlier run, since overridden by command {overridden_by} "
+                f"of this batch for controller {e.address} (read back in its turn)",
+            )
+        st, held, failure = None, False, ""
+        for attempt in range(1, self.retry.max_attempts + 1):  # a read-back, retried
+            wait = self.retry.wait_s(attempt)
+            if wait > 0:
+                self.sleep(wait)
+            try:
+                st = self.status(e.address)
+                held = self.holds(cmd, st)
+                break
+            except ActuatorError as exc:
+                st, failure = None, str(exc)
+        if st is None:
+            return outcome(
+                "unreachable",
+                f"confirmed in an earlier run, not verified now (read-back failed: {failure})",
+            )
+        if held:
+            return outcome(
+                "confirmed", "confirmed in an earlier run; verified now by read-back", True
+            )
+        by = self._applied_later(e, later)
+        if by is not None:
+            return outcome(
+                "superseded",
+                f"confirmed in an earlier run; the controller now holds command {by}, a later "
+                "command of this batch",
+            )
+        what = {
+            "move": f"targets {st.target_steps}, not {cmd.setpoints_steps}",
+            "stow": "is not stowing or stowed",
+            "params": f"active parameter set {st.param_set_id} differs from the one sent",
+        }[e.kind]
+        return j.reissue(
+            e.row_id,
+            f"command {e.command_id}, confirmed in an earlier run, is not held now "
+            f"(controller {e.address} {what}): sent again under a new command id",
+        )
 
     def _applied_later(self, e: JournalEntry, later: Sequence[JournalEntry]) -> int | None:
         """Id of a later, unsettled command of the batch for the same controller and group
@@ -600,7 +772,14 @@ class Bridge:
             return None
         try:
             st = self.status(e.address)
+            shown = st.param_set_id if group == "params" else st.last_command_id
+            if shown in cids:
+                return shown
+            # Applied with its replies lost, then LAST_CMD_ID moved on (another batch's
+            # command): the controller's state still shows which one it holds.
+            for x in reversed(later):
+                if x.command_id in cids and self.holds(ActuatorCommand.from_entry(x), st):
+                    return x.command_id
         except ActuatorError:
             return None
-        shown = st.param_set_id if group == "params" else st.last_command_id
-        return shown if shown in cids else None
+        return None

@@ -20,6 +20,10 @@ it would leave the heliostat on a stale setpoint, and the controller would take 
 later command's re-send as a repeat of an id it already applied and not restore it.
 ``superseded`` counts as done (:data:`DONE_STATES`): nothing is left to send.
 
+A command ``confirmed`` in an earlier run is not taken as confirmed now: a re-run reads
+the controller back and reports it *replayed* only when the controller still holds its
+result; otherwise the command gets a fresh id (:meth:`Journal.reissue`) and is sent again.
+
 ``synchronous=NORMAL`` in WAL mode survives a killed process (the case the journal is
 for) without an fsync per commit; after a power loss the last commits may be missing,
 which the read-back above covers.
@@ -111,12 +115,16 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            if self._meta("next_command_id") is None:
+                # A random start keeps ids from a fresh journal clear of those a controller
+                # remembers from an old one (it refuses a reused id with other content).
+                self._set_meta("next_command_id", str(1 + secrets.randbelow(2**30)))
         except sqlite3.Error as exc:
-            raise OSError(f"cannot open bridge journal {self.path}: {exc}") from None
-        if self._meta("next_command_id") is None:
-            # A random start keeps ids from a fresh journal clear of those a controller
-            # remembers from an old one (it refuses a reused id with other content).
-            self._set_meta("next_command_id", str(1 + secrets.randbelow(2**30)))
+            from heliostat.store import database_problem
+
+            raise OSError(
+                "cannot open " + database_problem(self.path, exc, "bridge journal")
+            ) from None
 
     def close(self) -> None:
         self._db.close()
@@ -179,9 +187,39 @@ class Journal:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite has already rolled back after some errors (a full disk): a second
+            # ROLLBACK would replace the cause with "no transaction is active".
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return self.entries(batch_key)
+
+    def reissue(self, row_id: int, detail: str = "") -> JournalEntry:
+        """Give a command a fresh command id and make it ``pending`` again.
+
+        For a command confirmed in an earlier run whose result the controller no longer
+        holds (replaced, reset to factory state, or moved by someone else): the old id
+        is in the controller's history (or in nobody's), so only a new id is applied.
+        """
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            (cid,) = self.allocate_ids(1)
+            db.execute(
+                "UPDATE commands SET command_id = ?, state = 'pending', attempts = 0,"
+                " exception_code = NULL, detail = ?, updated_utc = ? WHERE row_id = ?",
+                (cid, detail, utc_now(), row_id),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            # SQLite has already rolled back after some errors (a full disk): a second
+            # ROLLBACK would replace the cause with "no transaction is active".
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        row = db.execute("SELECT batch_key, seq FROM commands WHERE row_id = ?", (row_id,))
+        key, seq = row.fetchone()
+        return next(e for e in self.entries(key) if e.seq == seq)
 
     def entries(self, batch_key: str) -> list[JournalEntry]:
         cur = self._db.execute(
@@ -220,6 +258,30 @@ class Journal:
             sql += " WHERE batch_key = ?"
             args = (batch_key,)
         return dict(self._db.execute(sql + " GROUP BY state", args).fetchall())
+
+
+def _file_errors(fn):
+    """Method wrapper: an SQLite error of the file (damaged, disk full, locked) becomes
+    an OSError naming the journal, instead of a bare DatabaseError."""
+    import functools
+
+    from heliostat.store import database_problem, is_database_error
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not is_database_error(exc):
+                raise
+            raise OSError(database_problem(self.path, exc, "bridge journal")) from None
+
+    return call
+
+
+for _name, _fn in list(vars(Journal).items()):
+    if callable(_fn) and not _name.startswith("_") and _name not in ("close",):
+        setattr(Journal, _name, _file_errors(_fn))
 
 
 def peek_counts(path: str | Path) -> dict[str, int]:

@@ -20,11 +20,9 @@ Refused, with every problem named and nothing on the wire:
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +31,10 @@ from firmware_bridge.delivery import ActuatorCommand
 from firmware_bridge.errors import SafetyRefused
 from firmware_bridge.registers import I32_MAX, I32_MIN
 from heliostat.config import FieldConfig, Heliostat
+from heliostat.corrections_format import record_shape_problem
 from heliostat.kinematics import error_names
 from heliostat.kinematics.pointing import pointing_change
 
-CORRECTIONS_FORMAT = "heliostat-corrections/1"
 #: Largest translation / stroke error the bridge will upload (a sanity bound). [m]
 MAX_PARAM_LENGTH_M = 0.5
 #: Largest angular error parameter: the controller firmware's plausibility bound (it
@@ -212,50 +210,6 @@ def plan_stow(cfg: FieldConfig, heliostat_ids: Iterable[str]) -> list[ActuatorCo
         ActuatorCommand(h.id, h.address, "stow")
         for h in map(lambda i: _heliostat(cfg, i), heliostat_ids)
     ]
-
-
-def load_corrections(path: str | Path) -> dict:
-    """Read a corrections file (format ``heliostat-corrections/1``, docs/corrections.md)."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise OSError(f"{p}: corrections file not found") from None
-    except ValueError as exc:
-        raise ValueError(f"{p}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != CORRECTIONS_FORMAT:
-        got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{p}: key 'format': expected {CORRECTIONS_FORMAT!r}, got {got!r}")
-    hs = data.get("heliostats")
-    if not isinstance(hs, list):
-        raise ValueError(f"{p}: key 'heliostats': expected a list")
-    for i, h in enumerate(hs):
-        if not isinstance(h, dict) or not isinstance(h.get("heliostat"), str):
-            raise ValueError(f"{p}: heliostats[{i}]: expected an object with a 'heliostat' id")
-        problem = record_shape_problem(h)
-        if problem:
-            raise ValueError(f"{p}: heliostats[{i}] ({h['heliostat']}): {problem}")
-    return data
-
-
-def record_shape_problem(rec: Mapping[str, Any]) -> str | None:
-    """What is wrong with the shape of one heliostat record of a corrections file (key
-    named, expected vs received), or None. Values are checked by :func:`plan_corrections`."""
-    params = rec.get("parameters")
-    if params is not None and not isinstance(params, Mapping):
-        return f"key 'parameters': expected an object, got {type(params).__name__}"
-    sps = rec.get("setpoints")
-    if sps is None:
-        return None
-    if not isinstance(sps, list):
-        return f"key 'setpoints': expected a list of objects, got {type(sps).__name__}"
-    for k, sp in enumerate(sps):
-        if not isinstance(sp, Mapping):
-            return f"setpoints[{k}]: expected an object, got {type(sp).__name__}"
-        tgt = sp.get("target")
-        if tgt is not None and not isinstance(tgt, str):
-            return f"setpoints[{k}]: key 'target': expected a target id, got {_short(tgt)}"
-    return None
 
 
 def _aims(cfg: FieldConfig, rec: Mapping[str, Any]) -> tuple[np.ndarray | None, list[str]]:

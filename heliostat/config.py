@@ -22,6 +22,7 @@ import numpy as np
 from heliostat.camera import CameraConfig, look_at
 from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, drive
+from heliostat.paths import id_problem
 from heliostat.plant import ArucoMarkers, Bus, FieldConfig, Heliostat, Mirror, Safety, Target
 
 if sys.version_info >= (3, 11):
@@ -300,6 +301,9 @@ def load_field(path: str | Path) -> FieldConfig:
     for h in root.tables("heliostats"):
         h.check_unknown({"id", "position_enu_m", "drive", "bus", "address", "mirror"})
         hid = h.str_("id")
+        problem = id_problem(hid)  # ids name folders and files (frames/<id>/...)
+        if problem:
+            raise h.err("id", problem)
         if hid in heliostats:
             raise h.err("id", f"duplicate heliostat id {hid!r}")
         dname = h.str_("drive")

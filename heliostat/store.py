@@ -9,6 +9,7 @@ power cut — the bridge's journal depends on that.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def open_db(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
     path : str or Path
         Database file; ``":memory:"`` for a throw-away database.
     readonly : bool
-        Open an existing file read-only (``heliostat history``); a missing file is an error.
+        Open an existing file read-only (``heliostat history``, ``campaign --dry-run``);
+        a missing file is an error. Nothing is written beside it (:func:`readonly_uri`).
 
     Raises
     ------
@@ -42,7 +44,7 @@ def open_db(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         if readonly:
             if p != ":memory:" and not Path(p).exists():
                 raise InputError(f"{p}: history database not found")
-            conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=10.0)
+            conn = sqlite3.connect(readonly_uri(p), uri=True, timeout=10.0)
         else:
             if p != ":memory:":
                 Path(p).parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +57,24 @@ def open_db(path: str | Path, *, readonly: bool = False) -> sqlite3.Connection:
         raise InputError(f"{p}: not a usable SQLite database: {exc}") from None
     conn.row_factory = sqlite3.Row
     return conn
+
+
+def readonly_uri(path: str | Path) -> str:
+    """The SQLite URI that reads a database file without writing anything beside it.
+
+    ``mode=ro`` always. Also ``immutable=1`` — no locks, no ``-wal``/``-shm`` files
+    created — when the file or its folder cannot be written (read-only media, where
+    ``mode=ro`` alone fails on a WAL database) or when no ``-wal``/``-shm`` file exists,
+    i.e. no process has the database open for writing now (a campaign keeps them while
+    it runs; then the plain read-only open sees its latest commits).
+    """
+    p = Path(path)
+    if str(path) == ":memory:":
+        return "file::memory:?mode=ro"
+    writable = os.access(p.parent, os.W_OK) and os.access(p, os.W_OK)
+    in_use = Path(f"{p}-wal").exists() or Path(f"{p}-shm").exists()
+    immutable = not writable or not in_use
+    return p.resolve().as_uri() + "?mode=ro" + ("&immutable=1" if immutable else "")
 
 
 def ensure_schema(conn: sqlite3.Connection, component: str, version: int, ddl: str) -> None:
@@ -81,3 +101,30 @@ def ensure_schema(conn: sqlite3.Connection, component: str, version: int, ddl: s
             "ON CONFLICT(component) DO UPDATE SET version = excluded.version",
             (component, version),
         )
+
+
+def database_problem(path: str | Path, exc: sqlite3.Error, what: str = "database") -> str:
+    """A one-line message for an SQLite error on a file, naming the file and the cause.
+
+    ``database or disk is full`` becomes "disk full" (SQLite has rolled the failed
+    transaction back: what was committed before is intact); a damaged file says so.
+    """
+    text = str(exc)
+    if "database or disk is full" in text:
+        return (
+            f"{path}: disk full: the {what} could not be written ({text}); nothing of the "
+            "failed step was stored, what was stored before is intact; free space and run again"
+        )
+    if "malformed" in text or "not a database" in text:
+        return (
+            f"{path}: the {what} file is damaged ({text}); restore it from a backup "
+            "(`sqlite3 FILE .recover` can salvage its rows)"
+        )
+    return f"{path}: {what} error: {text}"
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """An SQLite error caused by the file or the disk, not by a bug in the SQL."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+        exc, sqlite3.ProgrammingError | sqlite3.InterfaceError
+    )

@@ -54,6 +54,7 @@ from numpy.typing import NDArray
 from heliostat.config import CameraConfig, FieldConfig, Heliostat, Target, dumps_toml
 from heliostat.frames import intersect_plane, reflect
 from heliostat.kinematics import KinematicErrors, KinematicsError, Pose
+from heliostat.paths import join_inside
 from heliostat.vision.io import DARK_SUFFIX
 from sim.field import field_toml, truth_json
 from sim.observe import OBSERVATION_COLUMNS, observation_frame, perturb_directions
@@ -608,7 +609,7 @@ def write_campaign(
         files["camera"] = "camera.toml"
 
     def sink(frame: Frame) -> None:
-        write_png(out / frame.path, frame.image)
+        write_png(join_inside(out, frame.path, "simulated frame"), frame.image)
 
     result = simulate_campaign(
         field_cfg,

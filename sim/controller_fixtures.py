@@ -77,6 +77,7 @@ def corrections_for(cfg, n_setpoints: int = 4, seed: int = 0, offset_steps: int 
     """A ``heliostat-corrections/1`` document for every heliostat of a field: a small
     random parameter set and ``n_setpoints`` setpoints within ±``offset_steps`` of a
     nominal in-range pose."""
+    from heliostat.corrections_format import FORMAT
     from heliostat.kinematics import error_names
 
     rng = np.random.default_rng(seed)
@@ -116,7 +117,7 @@ def corrections_for(cfg, n_setpoints: int = 4, seed: int = 0, offset_steps: int 
             }
         )
     return {
-        "format": "heliostat-corrections/1",
+        "format": FORMAT,
         "created_utc": "2026-06-21T12:00:00Z",
         "field": cfg.source,
         "heliostats": out,

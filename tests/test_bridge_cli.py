@@ -89,11 +89,15 @@ def test_apply_on_the_emulator_confirms_all(plant, capsys):
     ]
     rc, out, _ = _run(capsys, *argv)
     assert rc == 0 and json.loads(out)["counts"] == {"confirmed": 9}
-    # Running the same file again re-sends nothing: the journal has it settled.
-    n = bus.stats.frames_in
+    # Running the same file again re-sends nothing: the journal has it settled and
+    # each controller, read back, still holds its parameter set and last setpoint.
+    n = bus.stats.by_kind[16]
     rc, out, _ = _run(capsys, *argv)
-    assert rc == 0 and all(o["resumed"] for o in json.loads(out)["outcomes"])
-    assert bus.stats.frames_in == n
+    doc = json.loads(out)
+    assert rc == 0 and all(o["resumed"] for o in doc["outcomes"])
+    assert doc["counts"] == {"confirmed": 6, "superseded": 3}
+    assert sum(o["replayed"] for o in doc["outcomes"]) == 6
+    assert bus.stats.by_kind[16] == n
 
 
 def test_real_port_needs_confirmation_and_unknown_address_is_refused(plant, capsys, monkeypatch):
@@ -420,3 +424,21 @@ def test_announcements_of_other_users_are_ignored(tmp_path, monkeypatch):
     monkeypatch.setattr(ports.os, "getuid", lambda: uid + 1)  # now the file is someone else's
     assert not ports.is_simulated(fake)
     path.unlink()
+
+
+def test_rerun_text_output_says_what_is_replayed_and_what_is_confirmed_now(plant, capsys):
+    fpath, cfg, bus, tmp = plant
+    corr = tmp / "c.json"
+    corr.write_text(json.dumps(corrections_for(cfg, n_setpoints=1, seed=2)))
+    argv = ["bridge", "apply", str(corr), "--field", str(fpath), "--port", bus.port]
+    argv += ["--journal", str(tmp / "j.sqlite")]
+    rc, out, _ = _run(capsys, *argv)
+    assert rc == 0 and "6 confirmed now; 0 replayed" in out
+    # Controller 2 is replaced by a new one (no parameter set, at its stow position).
+    old = bus.controllers[2]
+    bus.controllers[2] = ControllerModel(old.spec, param_names=error_names(old.spec.drive))
+    rc, out, _ = _run(capsys, *argv)
+    assert rc == 0
+    assert "2 confirmed now; 4 replayed from an earlier run (verified now by read-back" in out
+    assert out.count("earlier run, verified now") == 4
+    assert bus.controllers[2].param_set_id != 0

@@ -166,7 +166,13 @@ def test_resume_from_journal_skips_settled_and_rechecks_the_in_flight_one(field,
                     j.mark(e.row_id, out.state, out.attempts)
         with Journal(jpath) as j:
             outs = Bridge(link, j).run("k", "test", cmds)
-    assert [o.state for o in outs] == ["confirmed"] * len(cmds)
+    # Per heliostat: parameter set, move, move. The first heliostat's params and last
+    # move are read back (replayed); its first move, overridden by the second, is
+    # superseded; the second heliostat's params (the 4th) likewise replayed, and the
+    # 5th (applied, never journaled) confirmed by its status read.
+    states = [o.state for o in outs]
+    assert states == ["confirmed", "superseded"] + ["confirmed"] * (len(cmds) - 2)
+    assert [o.replayed for o in outs[:5]] == [True, False, True, True, False]
     assert [o.resumed for o in outs[:5]] == [True] * 5 and not outs[5].resumed
     res = check_against_truth(outs, cmds, ctls)
     assert res["applied_twice"] == 0 and res["applied_wrongly"] == 0
@@ -359,3 +365,32 @@ def test_unknown_reject_code_is_recognised_as_a_rejection(field):
         )
     assert out.state == "rejected" and "UNKNOWN(99)" in out.detail
     assert ctls[1].applied_counts[606] == 0  # not re-sent over the rejection
+
+
+@pytest.mark.parametrize("code", [10, 11])
+def test_gateway_exceptions_are_transient_not_rejections(field, code):
+    # 10 gateway path unavailable, 11 gateway target failed to respond: a TCP-to-RTU
+    # gateway could not reach the controller this time. Retried; only 1-4 reject.
+    bus, ctls = _bus(field)
+    _answer_exception(ctls[1], 2, code=code)
+    with bus, _link(bus) as link:
+        out = Bridge(link, sleep=lambda s: None).deliver(
+            ActuatorCommand("H002", 2, "move", (17, 18)), 607
+        )
+    assert out.state == "confirmed" and out.attempts == 3
+    assert ctls[1].applied_counts[607] == 1
+
+
+@pytest.mark.parametrize("code", [10, 11])
+def test_persistent_gateway_exception_ends_failed_and_a_rerun_retries(field, tmp_path, code):
+    bus, ctls = _bus(field)
+    left = _answer_exception(ctls[1], 10**6, code=code)
+    cmds = [ActuatorCommand("H002", 2, "move", (19, 20))]
+    retry = RetryPolicy(max_attempts=3)
+    with bus, _link(bus) as link, Journal(tmp_path / "j.sqlite") as j:
+        out = Bridge(link, j, retry, sleep=lambda s: None).run("gw", "test", cmds)[0]
+        assert (out.state, out.attempts, out.exception_code) == ("failed", 3, code)
+        left["n"] = 0
+        out2 = Bridge(link, j, retry, sleep=lambda s: None).run("gw", "test", cmds)[0]
+    assert out2.state == "confirmed"
+    assert ctls[1].applied_counts[out2.command_id] == 1

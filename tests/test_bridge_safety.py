@@ -11,14 +11,14 @@ import pytest
 
 from firmware_bridge.delivery import ActuatorCommand
 from firmware_bridge.errors import SafetyRefused
-from firmware_bridge.safety import MAX_PARAM_ANGLE_RAD, load_corrections, plan_corrections
+from firmware_bridge.safety import MAX_PARAM_ANGLE_RAD, plan_corrections
 from heliostat.cli import main
 from heliostat.config import load_field
+from heliostat.corrections_format import FORMAT as FMT
+from heliostat.corrections_format import read_corrections
 from heliostat.kinematics import error_names
 from sim.controller_fixtures import field_toml
 from sim.controllers import ControllerModel, EmulatedBus, specs_for_field
-
-FMT = "heliostat-corrections/1"
 
 
 def _field(tmp_path, n=1, max_correction_mrad=20.0):
@@ -172,8 +172,8 @@ def test_malformed_records_are_named_errors(tmp_path, capsys, rec, where):
     c = tmp_path / "c.json"
     c.write_text(json.dumps({"format": FMT, "heliostats": [rec]}))
     with pytest.raises(ValueError, match=rf"c.json: heliostats\[0\] {where}"):
-        load_corrections(c)
-    with pytest.raises(SafetyRefused, match="H001: "):  # also without load_corrections
+        read_corrections(c)
+    with pytest.raises(SafetyRefused, match="H001: "):  # also without read_corrections
         plan_corrections(cfg, {"format": FMT, "heliostats": [rec]})
     rc = main(["bridge", "apply", str(c), "--field", str(p), "--port", "loop://", "--dry-run"])
     assert rc == 2 and "H001" in capsys.readouterr().err
@@ -189,7 +189,9 @@ def test_nominal_steps_must_be_integers(tmp_path, capsys, nominal):
     c = tmp_path / "c.json"
     c.write_text(json.dumps(doc))
     rc = main(["bridge", "apply", str(c), "--field", str(p), "--port", "loop://", "--dry-run"])
-    assert rc == 2 and "H001: setpoints[0] key 'nominal_axis1_steps'" in capsys.readouterr().err
+    # The file's reader refuses it first (planning a document refuses it too, above).
+    msg = "heliostats[0] (H001): setpoints[0] key 'nominal_axis1_steps'"
+    assert rc == 2 and msg in capsys.readouterr().err
 
 
 def test_huge_integer_parameter_is_exit_2_not_an_internal_error(tmp_path, capsys):

@@ -309,7 +309,7 @@ def test_read_corrections_rejects_float_steps(tmp_path):
     ]
     p = tmp_path / "c.json"
     p.write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="axis1_steps: expected an integer"):
+    with pytest.raises(ValueError, match="key 'axis1_steps': expected a 32-bit integer"):
         read_corrections(p)
 
 
@@ -456,3 +456,59 @@ def test_kfold_does_not_depend_on_row_order():
     # catches folds drawn over row positions, which gave differences of percent.
     assert values[1] == pytest.approx(values[0], rel=1e-5)
     assert values[2] == pytest.approx(values[0], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- bad rows, part 2
+def test_duplicate_rows_are_counted_once_and_named(tmp_path):
+    _, df = _campaign("H001", 3)
+    dup = pd.concat([df, df.iloc[[2, 4]]], ignore_index=True)
+    path = tmp_path / "obs.csv"
+    dup.to_csv(path, index=False)
+    obs, rejected = read_observations(path, FIELD)
+    n = len(df)
+    # Lines: header 1, data row i on line i + 2; the copies are the last two lines.
+    assert [(r.row, r.reason.split(" (")[0]) for r in rejected] == [
+        (n + 2, "duplicate of line 4"),
+        (n + 3, "duplicate of line 6"),
+    ]
+    assert len(obs["H001"]) == n  # each measurement weighs once
+
+
+@pytest.mark.parametrize("col", ["spot_x_m", "spot_e_m", "sigma_m"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "abc"])
+def test_non_finite_spot_or_sigma_is_a_named_rejection(tmp_path, col, value):
+    _, df = _campaign("H001", 4)
+    df["sigma_m"] = 0.002
+    df = df.astype(object)
+    df.loc[3, col] = value
+    path = tmp_path / "obs.csv"
+    df.to_csv(path, index=False)
+    obs, rejected = read_observations(path, FIELD)
+    assert [(r.row, r.reason) for r in rejected] == [(5, f"{col} {value!r} is not a finite number")]
+    assert len(obs["H001"]) == len(df) - 1
+
+
+def test_a_vanishing_sigma_is_refused_not_used_as_a_weight(tmp_path):
+    # sigma 1e-300 m made the weights 1e300 and the fit's SVD fail to converge.
+    truth, df = _campaign("H001", 5)
+    df["sigma_m"] = 0.002
+    df.loc[1, "sigma_m"] = 1e-300
+    path = tmp_path / "obs.csv"
+    df.to_csv(path, index=False)
+    obs, rejected = read_observations(path, FIELD)
+    assert len(rejected) == 1 and rejected[0].row == 3
+    assert "sigma_m 1e-300 m is below 1e-06 m" in rejected[0].reason
+    res = fit_heliostat(FIELD.heliostats["H001"].kinematics, obs["H001"])
+    assert res.success
+
+
+def test_a_header_only_file_is_a_clear_error(tmp_path, capsys):
+    from heliostat.cli import main
+
+    _, df = _campaign("H001", 6)
+    path = tmp_path / "obs.csv"
+    df.iloc[:0].to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"obs.csv: no observation rows \(only a header\)"):
+        read_observations(path, FIELD)
+    rc = main(["calibrate", str(path), "--field", "tests/data/field_small.toml"])
+    assert rc == 2 and "no observation rows" in capsys.readouterr().err

@@ -91,6 +91,8 @@ def test_history_db_defaults_to_heliostat_db(plant_dir, monkeypatch):
         ("min_points = 10", "min_points = 1", "fit.min_points", "expected an integer in [3"),
         ("[0.0, 4.0]", "[0.0, 0.1]", "schedule.off_target_offset_deg", "at least 0.5 deg"),
         ("[0.0, 4.0]", "[4.0]", "schedule.off_target_offset_deg", "expected 2 finite numbers"),
+        ("[0.0, 4.0]", "[0, 1e9]", "schedule.off_target_offset_deg", "within +-15 deg"),
+        ("[0.0, 4.0]", "[-15.5, 0]", "schedule.off_target_offset_deg", "within +-15 deg"),
         ("window_days = 2", 'groups = ["tilt"]', "fit.groups", "unknown azel group 'tilt'"),
         ('camera = "camera.toml"', "", "plant.camera", "missing (required)"),
     ],

@@ -184,3 +184,76 @@ def test_campaign_never_attributes_a_late_frame_to_the_next_heliostat(tmp_path):
     stale = sp.plant().source.folder / "stale" / "late_frame.png"
     assert stale.is_file()
     assert any("late_frame.png" in m for m in logs)
+
+
+# --------------------------------------------------------------------------- reused names
+def test_a_frame_overwriting_a_fixed_name_is_taken(tmp_path):
+    # A camera program that always writes "frame.png": every frame has the same name.
+    _write(tmp_path / "frame.png", 1, age_s=30.0)  # present at open: never taken
+    src, clock, _ = _source(tmp_path)
+    with pytest.raises(FrameSourceError, match="no new frame"):
+        src.capture(_req(clock))
+    _write(tmp_path / "frame.png", 7)  # the next frame overwrites it
+    assert src.capture(_req(clock)).max() == 7
+    # taken once: the same file is not taken again by the next visit
+    with pytest.raises(FrameSourceError, match="no new frame"):
+        src.capture(_req(clock, "H002"))
+    _write(tmp_path / "frame.png", 9)
+    assert src.capture(_req(clock, "H002")).max() == 9
+
+
+def test_a_camera_counter_restart_loses_no_frame(tmp_path):
+    src, clock, _ = _source(tmp_path)
+    _write(tmp_path / "img0001.png", 1)
+    assert src.capture(_req(clock)).max() == 1
+    # the camera program restarts and counts from 1 again (a new file, same name)
+    (tmp_path / "img0001.png").unlink()
+    _write(tmp_path / "img0001.png", 2)
+    assert src.capture(_req(clock, "H002")).max() == 2
+
+
+class NoFrames:
+    def capture(self, request):
+        raise FrameSourceError("camera program not running")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_slot_without_a_frame_is_retried_when_the_campaign_resumes(tmp_path):
+    from heliostat.campaign.simulated import make_sim_plant
+
+    from heliostat.campaign import History, RunOptions, run_campaign
+
+    sp = make_sim_plant(tmp_path)
+    try:
+        clock = sp.utc_clock()
+        run_campaign(sp.plant(), clock=clock, source=NoFrames(), options=RunOptions(max_visits=1))
+        with History(sp.plant().history_db, readonly=True) as h:
+            (first,) = h.visits().itertuples()
+        assert first.outcome == "no_frame"
+        # The camera program runs again; a new run (same slot) visits that heliostat
+        # again instead of keeping the slot's no_frame for good.
+        clock = sp.utc_clock()
+        run_campaign(
+            sp.plant(), clock=clock, source=sp.source(clock), options=RunOptions(max_visits=1)
+        )
+        with History(sp.plant().history_db, readonly=True) as h:
+            obs, visits = h.observations(), h.visits()
+    finally:
+        sp.stop()
+    assert (obs.heliostat_id[0], obs.slot_utc[0]) == (first.heliostat_id, first.slot_utc)
+    assert len(visits) == 0  # the no_frame record gave way to the observation
+
+
+def test_within_one_run_a_no_frame_slot_is_not_retried(tmp_path):
+    from heliostat.campaign import History
+
+    with History(tmp_path / "h.sqlite") as h:
+        h.add_visit("H001", "s1", "t", "no_frame", "x", run_id="A")
+        h.add_visit("H002", "s1", "t", "unreachable", "x", run_id="A")
+        assert h.done_keys("A") == {("H001", "s1"), ("H002", "s1")}
+        assert h.done_keys("B") == {("H002", "s1")}  # only no_frame is retried
+        h.add_visit("H001", "s1", "t2", "no_frame", "again", run_id="B")
+        assert h.done_keys("B") == {("H001", "s1"), ("H002", "s1")}
+        assert h.visits()["detail"].tolist() == ["again", "x"]

@@ -108,13 +108,13 @@ def test_detect_fills_observations(frames, tmp_path, capsys):
     obs = pd.DataFrame(
         {
             "heliostat_id": ["H001", "H001"],
-            "frame": [str(d / "on.png"), ""],
+            "frame": ["on.png", ""],  # relative to the CSV's folder (docs/observations.md)
             "spot_x_m": [9.0, 1.0],
             "spot_y_m": [9.0, 1.0],
             "quality_flags": ["", ""],
         }
     )
-    p = tmp_path / "obs.csv"
+    p = d / "obs.csv"
     obs.to_csv(p, index=False)
     out_p = tmp_path / "out.csv"
     rc = main(

@@ -7,16 +7,17 @@ rounded to integer steps, as the controller takes them.
 
 The corrections file (``heliostat-corrections/1``, see ``docs/corrections.md``) carries,
 per heliostat, the fitted parameters (the form the controller accepts), their standard
-errors, optional setpoints and the fit's figures. The firmware bridge reads it.
+errors, optional setpoints and the fit's figures. The file's one reader and one writer
+(:func:`read_corrections`, :func:`write_corrections`, :data:`FORMAT`) live in the small
+:mod:`heliostat.corrections_format`, which the firmware bridge imports without the
+fitting stack; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,23 @@ from numpy.typing import ArrayLike, NDArray
 
 from heliostat.calibration.fit import FitResult
 from heliostat.config import Target
+from heliostat.corrections_format import FORMAT, read_corrections, write_corrections
 from heliostat.errors import CalibrationError
 from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, KinematicErrors, KinematicsError
 from heliostat.sun import sun_position
 
-FORMAT = "heliostat-corrections/1"
+__all__ = [
+    "FORMAT",
+    "Setpoints",
+    "corrected_setpoints",
+    "corrections_document",
+    "errors_from_parameters",
+    "heliostat_entry",
+    "parse_aim",
+    "read_corrections",
+    "write_corrections",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,45 +179,6 @@ def corrections_document(
         "field": str(field_path),
         "heliostats": list(entries),
     }
-
-
-def write_corrections(path: str | Path, document: Mapping[str, Any]) -> None:
-    """Write a corrections document as JSON (atomic: temp file, then rename)."""
-    p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
-    tmp.replace(p)
-
-
-def read_corrections(path: str | Path) -> dict[str, Any]:
-    """Read and check a corrections file (format tag, required keys, integer steps)."""
-    p = Path(path)
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}: not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ValueError(f"{p}: expected format {FORMAT!r}, got {doc.get('format')!r}")
-    for key in ("created_utc", "field", "heliostats"):
-        if key not in doc:
-            raise ValueError(f"{p}: key {key!r} missing")
-    for i, h in enumerate(doc["heliostats"]):
-        for key in ("heliostat", "drive", "parameters", "setpoints"):
-            if key not in h:
-                raise ValueError(f"{p}: heliostats[{i}]: key {key!r} missing")
-        for j, s in enumerate(h["setpoints"]):
-            for key in (
-                "axis1_steps",
-                "axis2_steps",
-                "nominal_axis1_steps",
-                "nominal_axis2_steps",
-            ):
-                if not isinstance(s.get(key), int) or isinstance(s.get(key), bool):
-                    raise ValueError(
-                        f"{p}: heliostats[{i}].setpoints[{j}].{key}: expected an integer, "
-                        f"got {s.get(key)!r}"
-                    )
-    return doc
 
 
 def errors_from_parameters(drive: str, parameters: Mapping[str, float]) -> KinematicErrors:

@@ -48,6 +48,9 @@ OBSERVATION_COLUMNS: tuple[str, ...] = (
     "frame",
 )
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
+#: Smallest spot uncertainty taken (1 µm; a camera pixel on a target is millimetres):
+#: smaller values are refused, not used as weights of 1e300. [m]
+SIGMA_MIN_M = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,8 @@ def observations_from_frame(
     if missing:
         raise ValueError(f"observations lack required column(s): {', '.join(missing)}")
     n = len(df)
+    if n == 0:
+        raise ValueError("no observation rows (only a header)")
     rows = np.arange(n, dtype=np.int64) + first_row
     reason = np.full(n, "", dtype=object)
 
@@ -234,6 +239,14 @@ def observations_from_frame(
     has_enu = np.all(np.isfinite(enu), axis=1)
     has_xy = np.all(np.isfinite(xy), axis=1)
     reject(~(has_enu | has_xy), "no spot: spot_x_m/spot_y_m and spot_e_m/n_m/u_m are missing")
+    # A cell that is given but is no finite number (NaN, Inf, text) is an error of the
+    # row, never a value silently dropped (an empty cell means "not given").
+    for col in ("spot_x_m", "spot_y_m", "spot_e_m", "spot_n_m", "spot_u_m", "sigma_m"):
+        text, val = _text(df, col), _num(df, col)
+        reject(
+            (text != "") & ~np.isfinite(val),
+            lambda i, col=col, text=text: f"{col} {text[i]!r} is not a finite number",
+        )
     spot = enu.copy()
     for t, idx in _groups(tid, (reason == "") & ~has_enu).items():
         spot[idx] = field.targets[t].plane_to_enu(xy[idx])
@@ -278,6 +291,8 @@ def observations_from_frame(
                 f"{dd[i]:.3f}° (tolerance {sun_tolerance_deg}°)"
             ),
         )
+    # The row's instant for duplicate detection: the parsed time, else the sun angles.
+    stamps_key = [str(parsed[i].value) if use_time[i] else f"{az[i]!r}/{el[i]!r}" for i in range(n)]
     only_ang = use_ang & ~use_time
     u_sun[only_ang] = u_ang[only_ang]
     elev[only_ang] = np.radians(el[only_ang])
@@ -285,7 +300,27 @@ def observations_from_frame(
 
     sigma = _num(df, "sigma_m")
     reject((reason == "") & np.isfinite(sigma) & (sigma < 0), "sigma_m must not be negative")
+    reject(
+        (reason == "") & (sigma > 0) & (sigma < SIGMA_MIN_M),
+        lambda i: (
+            f"sigma_m {sigma[i]:g} m is below {SIGMA_MIN_M:g} m: no spot on a target is "
+            "located that precisely (it would swamp the fit's weights)"
+        ),
+    )
     sigma = np.where(sigma > 0, sigma, np.nan)  # 0 (a noise-free simulation): not given
+
+    # The same measurement twice (same heliostat, target, time or sun angles, steps)
+    # would count twice in the fit: the later rows are rejected, naming the first.
+    first_of: dict[tuple, int] = {}
+    for i in np.flatnonzero(reason == ""):
+        k = (hid[i], tid[i], stamps_key[i], int(st[i, 0]), int(st[i, 1]))
+        if k in first_of:
+            reason[i] = (
+                f"duplicate of line {rows[first_of[k]]} (same heliostat, target, time and "
+                "steps): the measurement is counted once"
+            )
+        else:
+            first_of[k] = i
 
     good = reason == ""
     rejected = [Rejection(int(rows[i]), str(reason[i])) for i in np.flatnonzero(~good)]

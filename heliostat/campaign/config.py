@@ -31,6 +31,10 @@ DEFAULT_DB = "heliostat-history.sqlite"
 SOURCE_TYPES = ("opencv", "folder")
 
 
+#: Largest joint-angle offset per axis for the sun-off frame (config bound). [deg]
+MAX_OFF_TARGET_OFFSET_DEG = 15.0
+
+
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     """Where camera frames come from.
@@ -208,6 +212,13 @@ def _schedule(t: _Table, cfg: FieldConfig) -> ScheduleConfig:
         dup = next(h for h in ids if ids.count(h) > 1)
         raise t.err("heliostats", f"heliostat {dup!r} is listed twice")
     off = t.vec("off_target_offset_deg", 2, default=[0.0, 3.0])
+    if max(abs(v) for v in off) > MAX_OFF_TARGET_OFFSET_DEG:
+        raise t.err(
+            "off_target_offset_deg",
+            f"expected each joint-angle offset within +-{MAX_OFF_TARGET_OFFSET_DEG:g} deg "
+            f"(enough to take the spot off the target, not to sweep the beam across the "
+            f"plant), got {off}",
+        )
     if math.hypot(*off) < 0.5:
         raise t.err(
             "off_target_offset_deg",

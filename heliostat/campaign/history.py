@@ -32,7 +32,12 @@ from typing import Any
 import pandas as pd
 
 from heliostat.calibration.observations import OBSERVATION_COLUMNS
-from heliostat.store import ensure_schema, open_db
+from heliostat.errors import InputError
+from heliostat.store import database_problem, ensure_schema, is_database_error, open_db
+
+#: Visit outcomes a later run retries (the cause may be gone: a camera program that was
+#: restarted). Every other outcome of a slot is final.
+RETRY_OUTCOMES = ("no_frame",)
 
 COMPONENT = "campaign"
 SCHEMA_VERSION = 1
@@ -212,13 +217,22 @@ class History:
         return self.con.execute(sql, tuple(args)).fetchall()
 
     # ------------------------------------------------------------------ observations
-    def done_keys(self) -> set[tuple[str, str]]:
-        """(heliostat, slot) pairs already observed or recorded as skipped."""
+    def done_keys(self, run_id: str | None = None) -> set[tuple[str, str]]:
+        """(heliostat, slot) pairs already observed or recorded as skipped.
+
+        With ``run_id``, a slot skipped for a reason another run may not share
+        (:data:`RETRY_OUTCOMES`, e.g. ``no_frame``: the camera program was restarted)
+        by *another* run is not done: a resumed campaign visits it again.
+        """
         rows = self._rows(
-            "SELECT heliostat_id, slot_utc FROM campaign_observations "
-            "UNION SELECT heliostat_id, slot_utc FROM campaign_visits"
+            "SELECT heliostat_id, slot_utc, '', '' FROM campaign_observations "
+            "UNION SELECT heliostat_id, slot_utc, outcome, run_id FROM campaign_visits"
         )
-        return {(r[0], r[1]) for r in rows}
+        return {
+            (r[0], r[1])
+            for r in rows
+            if run_id is None or r[2] not in RETRY_OUTCOMES or r[3] == run_id
+        }
 
     def add_observation(self, rec: ObservationRecord) -> int | None:
         """Store an observation; None (and nothing stored) if its slot is already taken."""
@@ -230,16 +244,28 @@ class History:
                 f"VALUES ({', '.join('?' * len(OBS_COLUMNS))})",
                 vals,
             )
+            if cur.rowcount:  # a retried slot: its earlier no_frame record is void now
+                self.con.execute(
+                    "DELETE FROM campaign_visits WHERE heliostat_id = ? AND slot_utc = ?"
+                    f" AND outcome IN ({', '.join('?' * len(RETRY_OUTCOMES))})",
+                    (rec.heliostat_id, rec.slot_utc, *RETRY_OUTCOMES),
+                )
         return cur.lastrowid if cur.rowcount else None
 
     def add_visit(
         self, heliostat_id: str, slot_utc: str, time_utc: str, outcome: str, detail: str, run_id=""
     ) -> None:
-        """Record a visit that gave no observation (kept: first record of a slot wins)."""
+        """Record a visit that gave no observation (kept: first record of a slot wins,
+        except that a retried slot's :data:`RETRY_OUTCOMES` record is replaced)."""
+        retry = ", ".join(f"'{o}'" for o in RETRY_OUTCOMES)
         with self.con:
             self.con.execute(
-                "INSERT OR IGNORE INTO campaign_visits (heliostat_id, slot_utc, time_utc, outcome,"
-                " detail, run_id) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO campaign_visits (heliostat_id, slot_utc, time_utc, outcome,"
+                " detail, run_id) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (heliostat_id, slot_utc) DO UPDATE SET"
+                " time_utc = excluded.time_utc, outcome = excluded.outcome,"
+                " detail = excluded.detail, run_id = excluded.run_id"
+                f" WHERE campaign_visits.outcome IN ({retry})",
                 (heliostat_id, slot_utc, time_utc, outcome, detail, run_id),
             )
 
@@ -417,6 +443,28 @@ class History:
 
 #: Columns of ``observations.csv`` (docs/observations.md) the history fills.
 CSV_COLUMNS = OBSERVATION_COLUMNS
+
+
+def _file_errors(fn):
+    """Method wrapper: an SQLite error of the file (damaged, disk full, locked) becomes
+    an InputError naming the history file, instead of a bare DatabaseError."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not is_database_error(exc):
+                raise
+            raise InputError(database_problem(self.path, exc, "history database")) from None
+
+    return call
+
+
+for _name, _fn in list(vars(History).items()):
+    if callable(_fn) and (not _name.startswith("_") or _name == "__init__"):
+        setattr(History, _name, _file_errors(_fn))
 
 
 def write_observations_csv(hist: History, path: str | Path, heliostat_id: str | None = None):

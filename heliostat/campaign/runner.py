@@ -50,8 +50,10 @@ from heliostat.campaign.schedule import (
     spread_ok,
 )
 from heliostat.campaign.sources import CaptureRequest, FrameSource, FrameSourceError
+from heliostat.corrections_format import FORMAT as CORRECTIONS_FORMAT
 from heliostat.errors import InputError
 from heliostat.kinematics.pointing import pointing_change
+from heliostat.paths import join_inside
 from heliostat.sun import sun_position
 
 #: Status reads tried in a row before a settling heliostat counts as unreachable.
@@ -297,7 +299,7 @@ class CampaignRunner:
         on_name = f"{hid}/{t.strftime('%Y%m%dT%H%M%SZ')}.png"
         names = (on_name, dark_path(on_name).as_posix())
         for name, img in zip(names, (on, dark), strict=True):
-            p = d / name
+            p = join_inside(d, name, f"frame of heliostat {hid!r}")
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.with_name("." + p.name)
             if not cv2.imwrite(str(tmp) + ".png", img):
@@ -396,6 +398,10 @@ class CampaignRunner:
             self.options.run_id,
         )
         oid = self.history.add_observation(rec)
+        if oid is None:  # the slot was stored meanwhile by another writer: not ours
+            self._count("already_stored")
+            self.log(f"{slot} {hid}: slot already in the history; this observation not stored")
+            return None
         self._count("observed")
         self.log(
             f"{slot} {hid}: spot ({res.x_m:+.3f}, {res.y_m:+.3f}) m at steps {pos}, "
@@ -475,7 +481,7 @@ class CampaignRunner:
         slot = slot_key(now, p.schedule.slot_s)
         sp = self._sun(now)
         el = float(sp.elevation_rad[0])
-        done = self.history.done_keys()
+        done = self.history.done_keys(self.options.run_id)
         rows = []
         for hid in p.schedule.heliostats:
             h = p.field.heliostats[hid]
@@ -525,7 +531,9 @@ class CampaignRunner:
             next_slot = slot_start(now, s.slot_s) + pd.Timedelta(seconds=s.slot_s)
             sun_now = self._sun(now)
             el = float(sun_now.elevation_rad[0])
-            done = self.history.done_keys() if el >= s.min_elevation_rad else set()
+            done = (
+                self.history.done_keys(self.options.run_id) if el >= s.min_elevation_rad else set()
+            )
             pending = [h for h in s.heliostats if (h, slot) not in done]
             if el < s.min_elevation_rad or not pending:
                 self.clock.sleep((min(next_slot, end) - now).total_seconds())
@@ -587,7 +595,7 @@ class CampaignRunner:
                 "parameters": f["parameters"],
                 "setpoints": [],
             }
-            doc = {"format": "heliostat-corrections/1", "heliostats": [entry]}
+            doc = {"format": CORRECTIONS_FORMAT, "heliostats": [entry]}
             try:
                 cmds = plan_corrections(p.field, doc, params=True, setpoints="none")
             except SafetyRefused as exc:
@@ -672,9 +680,15 @@ def run_campaign(
             return CampaignRunner(plant, hist, None, clock, None, options, log, confirm).run()
         finally:
             hist.close()
+    from heliostat.campaign.lock import PlantLock
     from heliostat.campaign.sources import open_source
 
-    hist = History(plant.history_db)
+    lock = PlantLock(plant.history_db).acquire()  # refused while another run holds it
+    try:
+        hist = History(plant.history_db)
+    except BaseException:
+        lock.release()
+        raise
     buses = None
     own_source = source is None
     try:
@@ -682,7 +696,8 @@ def run_campaign(
         for bus in dict.fromkeys(plant.field.heliostats[h].bus for h in plant.schedule.heliostats):
             buses.bridge(bus)  # opens the port: PortError now rather than at every visit
         if source is None:
-            source = open_source(plant.source, clock, log)  # stale frames are logged
+            size = (plant.camera.width_px, plant.camera.height_px)
+            source = open_source(plant.source, clock, log, size)  # stale frames are logged
             if hasattr(source, "open"):
                 source.open()
         return CampaignRunner(plant, hist, source, clock, buses, options, log, confirm).run()
@@ -692,3 +707,4 @@ def run_campaign(
         if buses is not None:
             buses.close()
         hist.close()
+        lock.release()

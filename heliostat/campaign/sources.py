@@ -148,6 +148,10 @@ class OpenCVSource:
 class FolderSource:
     """Frames from a watched folder.
 
+    A frame is known by its name, size, modification time [ns] and inode, not by its
+    name alone: a camera program that restarts its counter, or overwrites one fixed
+    name, delivers a new frame under a name already taken, and that frame is taken.
+
     A file is taken only if it **arrived at or after the request's time** (less
     ``arrival_tolerance_s``). Older new files — typically the frame of an earlier capture
     that timed out and landed late — are moved into the ``stale/`` subfolder, logged and
@@ -173,6 +177,9 @@ class FolderSource:
         (mtime resolution, a trigger or clock a little ahead). [s]
     log : callable, optional
         ``log(message)`` for frames set aside (default: the module's logger, warning).
+    expected_size_px : (int, int), optional
+        (width, height) of the camera's frames (``camera.toml``); a file of another size
+        (or beyond ``heliostat.vision.io.MAX_PIXELS``) is refused from its header. [px]
     """
 
     #: Hidden file whose mtime gives the filesystem's "now" at each capture.
@@ -188,8 +195,10 @@ class FolderSource:
         clock: Clock | None = None,
         arrival_tolerance_s: float = DEFAULT_ARRIVAL_TOLERANCE_S,
         log: Callable[[str], None] | None = None,
+        expected_size_px: tuple[int, int] | None = None,
     ) -> None:
         self.folder = Path(folder)
+        self.expected_size_px = expected_size_px
         self.folder.mkdir(parents=True, exist_ok=True)
         self.timeout_s, self.poll_s = float(timeout_s), float(poll_s)
         self.arrival_tolerance_s = float(arrival_tolerance_s)
@@ -200,7 +209,12 @@ class FolderSource:
             )
         self.clock = clock or SystemClock()
         self.log = log or _logger.warning
-        self._seen: set[str] = {p.name for p in self._candidates()}
+        #: Frames present at open, taken or set aside: (name, size, mtime_ns, inode).
+        self._seen: set[tuple[str, int, int, int]] = set()
+        for p in self._candidates():
+            k = self._identity(p)
+            if k is not None:
+                self._seen.add(k)
         #: Frames set aside as stale (their paths in ``stale/``), oldest first.
         self.stale: list[Path] = []
 
@@ -213,6 +227,15 @@ class FolderSource:
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 out.append(p)
         return out
+
+    @staticmethod
+    def _identity(p: Path) -> tuple[str, int, int, int] | None:
+        """What makes a frame a new one: name, size, mtime [ns], inode (None: gone)."""
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        return (p.name, st.st_size, st.st_mtime_ns, st.st_ino)
 
     def _fs_now_ns(self) -> int:
         """The filesystem's current time [ns since the epoch] (wall clock if unwritable)."""
@@ -227,21 +250,24 @@ class FolderSource:
         """The oldest new file (by modification time, then name), or None.
 
         With ``cutoff_ns`` (filesystem time [ns]), new files modified before it are set
-        aside as stale first.
+        aside as stale first. The file is not marked as taken (see :meth:`capture`).
         """
+        found = self._poll(cutoff_ns)
+        return found[0] if found else None
+
+    def _poll(self, cutoff_ns: int | None) -> tuple[Path, tuple[str, int, int, int]] | None:
+        """:meth:`poll`, with the identity of the file found."""
         new = []
         for p in self._candidates():
-            if p.name in self._seen:
+            k = self._identity(p)
+            if k is None or k in self._seen:  # taken away meanwhile, or known
                 continue
-            try:
-                mtime_ns = p.stat().st_mtime_ns
-            except FileNotFoundError:  # taken away meanwhile
-                continue
-            new.append((mtime_ns, p.name, p))
+            new.append((k[2], p.name, p, k))
         new.sort(key=lambda x: x[:2])
-        for mtime_ns, _name, p in new:
+        for mtime_ns, _name, p, k in new:
             if cutoff_ns is None or mtime_ns >= cutoff_ns:
-                return p
+                return p, k
+            self._seen.add(k)
             self._set_aside(p, (cutoff_ns - mtime_ns) / 1e9 + self.arrival_tolerance_s)
         return None
 
@@ -250,7 +276,6 @@ class FolderSource:
 
         ``early_s``: how long before the capture request it arrived. [s]
         """
-        self._seen.add(p.name)
         d = self.folder / self.STALE_DIR
         dest = d / p.name
         i = 1
@@ -284,13 +309,14 @@ class FolderSource:
         n_stale = len(self.stale)
         waited = 0.0
         while True:
-            p = self.poll(cutoff_ns)
-            if p is not None:
-                self._seen.add(p.name)
+            found = self._poll(cutoff_ns)
+            if found is not None:
+                p, k = found
+                self._seen.add(k)
                 try:
                     from heliostat.vision.io import load_image
 
-                    return to_grey(load_image(p))
+                    return to_grey(load_image(p, expected_size_px=self.expected_size_px))
                 except InputError as exc:
                     raise FrameSourceError(str(exc)) from None
             if waited >= self.timeout_s:
@@ -312,13 +338,17 @@ class FolderSource:
 
 
 def open_source(
-    cfg, clock: Clock | None = None, log: Callable[[str], None] | None = None
+    cfg,
+    clock: Clock | None = None,
+    log: Callable[[str], None] | None = None,
+    expected_size_px: tuple[int, int] | None = None,
 ) -> FrameSource:
     """The source a :class:`~heliostat.campaign.config.SourceConfig` describes.
 
-    ``log`` receives the folder source's stale-frame messages.
+    ``log`` receives the folder source's stale-frame messages; ``expected_size_px`` is
+    the camera's (width, height), which folder frames must have. [px]
     """
     if cfg.type == "opencv":
         return OpenCVSource(cfg.device, cfg.discard_frames)
     tol = cfg.arrival_tolerance_s
-    return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock, tol, log)
+    return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock, tol, log, expected_size_px)

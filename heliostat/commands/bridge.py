@@ -408,11 +408,18 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
             }
         )
     else:
+        rows = [o.to_dict() | {"when": _when(o)} for o in outcomes]
         print_table(
-            [o.to_dict() for o in outcomes],
-            ["heliostat", "address", "kind", "command_id", "state", "attempts", "detail"],
+            rows,
+            ["heliostat", "address", "kind", "command_id", "state", "when", "attempts", "detail"],
         )
         print("; ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+        now = sum(1 for o in outcomes if o.state == "confirmed" and not o.replayed)
+        replayed = sum(1 for o in outcomes if o.replayed)
+        print(
+            f"{now} confirmed now; {replayed} replayed from an earlier run "
+            "(verified now by read-back, nothing sent)"
+        )
     if len(outcomes) != len(commands):  # never a success exit for commands not delivered
         print(
             f"heliostat: error: {len(commands) - len(outcomes)} of {len(commands)} planned "
@@ -421,6 +428,13 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
         )
         return 1
     return 0 if all(o.state in DONE_STATES for o in outcomes) else 1
+
+
+def _when(o) -> str:
+    """Whose confirmation a confirmed outcome is, for the text table."""
+    if o.replayed:
+        return "earlier run, verified now"
+    return "now" if o.state == "confirmed" else ""
 
 
 def _move(args) -> int:
@@ -462,11 +476,12 @@ def _stow(args) -> int:
 
 
 def _apply(args) -> int:
-    from firmware_bridge.safety import load_corrections, plan_corrections
+    from firmware_bridge.safety import plan_corrections
+    from heliostat.corrections_format import read_corrections
 
     cfg = _require_field(args)
     _check_address(args)
-    data = load_corrections(args.corrections)
+    data = read_corrections(args.corrections)
     if args.address is not None:
         from firmware_bridge.safety import heliostat_for_address
 

@@ -241,6 +241,11 @@ def _row(image: str, res) -> dict[str, Any]:
     return row
 
 
+def _camera_size(camera) -> tuple[int, int] | None:
+    """(width, height) frames must have, from camera.toml (None without one). [px]"""
+    return (camera.width_px, camera.height_px) if camera is not None else None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``heliostat detect``: the sun spot in each image (pixels, target-plane [m], ENU
     [m], quality flags), or with ``--observations`` the spot columns of an observations
@@ -268,10 +273,11 @@ def run(args: argparse.Namespace) -> int:
         return _run_observations(args)
     if not args.images:
         raise ValueError("no images given (or use --observations OBS_CSV)")
-    dark = load_image(args.dark) if args.dark else None
-    flat_img = load_image(args.flat) if args.flat else None
-    ref = flat_img if flat_img is not None else dark
     camera, target, reg_for = _setup(args)
+    size = _camera_size(camera)
+    dark = load_image(args.dark, expected_size_px=size) if args.dark else None
+    flat_img = load_image(args.flat, expected_size_px=size) if args.flat else None
+    ref = flat_img if flat_img is not None else dark
     bits = args.bit_depth or (camera.bit_depth if camera is not None else None)
     if ref is not None:
         # Register once on a sun-off frame (markers unobstructed by the spot).
@@ -281,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.images:
         try:
-            img = load_image(path)
+            img = load_image(path, expected_size_px=size)
             reg = reg_for(img)
             if flat is None and flat_img is not None:
                 flat = prepare_flat(flat_img, reg, black_level_dn=args.black_level)
@@ -327,6 +333,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_observations(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from heliostat.errors import InputError
+    from heliostat.paths import join_inside
     from heliostat.vision.io import load_image
     from heliostat.vision.pipeline import dark_path, fill_observations
 
@@ -341,19 +349,24 @@ def _run_observations(args: argparse.Namespace) -> int:
     frames = [f for f in obs.get("frame", pd.Series(dtype=str)).fillna("") if str(f).strip()]
     if not frames:
         raise ValueError(f"{obs_path}: no rows with a frame")
+    camera, target, reg_for = _setup(args)
+    size = _camera_size(camera)
     # Register on the first readable sun-off (else sun-on) frame.
     ref = None
     for f in frames:
-        for cand in (dark_path(base / f), base / f):
+        try:
+            inside = join_inside(base, f, f"{obs_path}: frame")
+        except InputError:
+            continue  # reported per row by fill_observations
+        for cand in (dark_path(inside), inside):
             if cand.is_file():
                 try:
-                    ref = load_image(cand)
+                    ref = load_image(cand, expected_size_px=size)
                     break
                 except ValueError:
                     continue
         if ref is not None:
             break
-    camera, target, reg_for = _setup(args)
     if ref is None:
         raise ValueError(f"{obs_path}: none of the frames could be read")
     reg = reg_for(ref)
@@ -362,7 +375,11 @@ def _run_observations(args: argparse.Namespace) -> int:
     if args.flat:
         from heliostat.vision.classical import prepare_flat
 
-        flat = prepare_flat(load_image(args.flat), reg, black_level_dn=args.black_level)
+        flat = prepare_flat(
+            load_image(args.flat, expected_size_px=size), reg, black_level_dn=args.black_level
+        )
+    from functools import partial
+
     from heliostat.vision.methods import detector_for
 
     out, outcomes = fill_observations(
@@ -375,6 +392,7 @@ def _run_observations(args: argparse.Namespace) -> int:
         flat=flat,
         aim_xy_m=args.expected,
         detector=detector_for(args.method),
+        load=partial(load_image, expected_size_px=size),
     )
     if args.out:
         out.to_csv(args.out, index=False)

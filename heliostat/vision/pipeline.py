@@ -20,6 +20,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from heliostat.config import CameraConfig, Target, load_camera, load_field
 from heliostat.errors import InputError
+from heliostat.paths import join_inside
 from heliostat.vision.classical import DetectOptions, SpotResult, detect_spot
 from heliostat.vision.io import DARK_SUFFIX, dark_path, load_image
 from heliostat.vision.signal import FlatField, SpotInFlatError, prepare_flat, validate_frame
@@ -170,7 +171,10 @@ def fill_observations(
     if flat is None and auto_flat:
         darks = []
         for i in rows:
-            dp = dark_path(base / frames[i])
+            try:
+                dp = dark_path(join_inside(base, frames[i], f"row {i}: frame"))
+            except InputError:
+                continue  # reported with the row below
             if dp.is_file():
                 try:
                     darks.append(validate_frame(load(dp), str(dp), registration.image_size_px))
@@ -190,6 +194,7 @@ def fill_observations(
             if np.all(np.isfinite(a)):
                 aim = a
         try:
+            path = join_inside(base, frames[i], f"observations row {i}: frame")
             img = load(path)
             dp = dark_path(path)
             dark = load(dp) if dp.is_file() else None
