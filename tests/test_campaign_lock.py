@@ -7,11 +7,11 @@ import os
 import socket
 
 import pytest
-from heliostat.campaign.simulated import make_sim_plant
 
 from heliostat.campaign import History, RunOptions, run_campaign
 from heliostat.campaign.lock import PlantLock
 from heliostat.errors import InputError
+from sim.plant import make_sim_plant
 
 
 def test_second_lock_on_a_plant_is_refused_naming_the_holder(tmp_path):

@@ -221,9 +221,8 @@ class NoFrames:
 
 
 def test_a_slot_without_a_frame_is_retried_when_the_campaign_resumes(tmp_path):
-    from heliostat.campaign.simulated import make_sim_plant
-
     from heliostat.campaign import History, RunOptions, run_campaign
+    from sim.plant import make_sim_plant
 
     sp = make_sim_plant(tmp_path)
     try:
