@@ -7,6 +7,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,11 @@ from heliostat.ml.registry import ModelError, load_card, model_bytes
 from heliostat.ml.spot_real import detect_spot_onnx_real, predict_real
 
 MODELS = Path(str(resources.files("heliostat.ml").joinpath("models")))
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real"
+#: The real data beside the clone (``<repo>/../shared/real``, as in CI); a checkout
+#: elsewhere (a git worktree) points to it with HELIOSTAT_REAL_DIR.
+REAL = Path(
+    os.environ.get("HELIOSTAT_REAL_DIR", Path(__file__).resolve().parents[2] / "shared" / "real")
+)
 needs_real = pytest.mark.skipif(
     not (REAL / "utis").is_dir(), reason=f"real Jülich data not found at {REAL}"
 )

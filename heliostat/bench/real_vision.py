@@ -78,8 +78,8 @@ def _stats(err: list[float], wrong_px: float) -> dict:
     fin = a[np.isfinite(a)]
 
     def pct(q):
-        v = float(np.percentile(a, q)) if a.size else math.nan
-        return v if math.isfinite(v) else math.inf
+        # an order statistic (no interpolation): a missed frame's infinite error stays inf
+        return float(np.quantile(a, q / 100.0, method="inverted_cdf")) if a.size else math.nan
 
     med, p95 = pct(50), pct(95)
     mx = float(a.max()) if a.size else math.nan
@@ -94,6 +94,19 @@ def _stats(err: list[float], wrong_px: float) -> dict:
         "max_of_found_px": float(fin.max()) if fin.size else math.nan,
         "no_spot_rate": float(np.mean(~np.isfinite(a))) if a.size else math.nan,
         "wrong_spot_rate": float(np.mean(np.isfinite(a) & (a > wrong_px))) if a.size else math.nan,
+    }
+
+
+def _condition(t) -> dict[str, str]:
+    """The composite's conditions, binned (as in ``bench/vision_real.py``)."""
+    c = t.contrast
+    return {
+        "contrast": "0.2-0.5" if c < 0.5 else ("0.5-1.0" if c < 1.0 else "1.0-1.5"),
+        "shadow": "none"
+        if t.shadow == "none"
+        else ("edge_on_spot" if t.shadow_on_spot else "off_spot"),
+        "partly_off": "yes" if t.partly_off else "no",
+        "saturated": "yes" if t.saturated_fraction > 0 else "no",
     }
 
 
@@ -116,10 +129,12 @@ def composite_comparison(real_dir: str | Path, s: RealVisionSettings, progress=N
     err: dict[str, list[float]] = {k: [] for k in methods}
     false_spot = {k: 0 for k in methods}
     timing: dict[str, list[float]] = {k: [] for k in methods}
+    conds: list[dict[str, str]] = []
     spec = RealDataSpec(split="test", n=s.frames, seed=s.seed, p_empty=0.0)
     for i, (frame, t, _, _) in enumerate(draw_composites(real_dir, spec)):
         if progress and i % 50 == 0:
             progress(f"real composites {i}/{s.frames} ...")
+        conds.append(_condition(t))
         for k, fn in methods.items():
             r = fn(frame)
             err[k].append(math.hypot(r.u_px - t.u_px, r.v_px - t.v_px) if r.ok else math.inf)
@@ -143,6 +158,21 @@ def composite_comparison(real_dir: str | Path, s: RealVisionSettings, progress=N
             **_stats(err[k], wrong_px),
             "false_spot_rate_on_empty": false_spot[k] / s.empty_frames if s.empty_frames else None,
             "time_per_frame_ms": 1e3 * float(np.median(timing[k])) if timing[k] else math.nan,
+            "by_condition": {
+                c: {
+                    lv: {
+                        key: v
+                        for key, v in _stats(
+                            [e for e, cd in zip(err[k], conds, strict=True) if cd[c] == lv],
+                            wrong_px,
+                        ).items()
+                        if key
+                        in ("frames", "median_px", "p95_px", "wrong_spot_rate", "no_spot_rate")
+                    }
+                    for lv in sorted({cd[c] for cd in conds})
+                }
+                for c in (conds[0] if conds else {})
+            },
         }
     return out
 
@@ -263,9 +293,13 @@ def real_rows(real: dict) -> list[dict]:
     c = real["composites"]["methods"]
     rows = []
 
+    def val(v, scale):
+        # an infinite percentile means missed frames reach it: say so, not "nan"
+        return "inf" if v == math.inf else v * scale
+
     def add(metric, unit, key, scale=1.0):
-        rows.append({"metric": metric, "unit": unit, "classical": c["sunlit"][key] * scale,
-                     "ml": c["onnx_real"][key] * scale})  # fmt: skip
+        rows.append({"metric": metric, "unit": unit, "classical": val(c["sunlit"][key], scale),
+                     "ml": val(c["onnx_real"][key], scale)})  # fmt: skip
 
     n = real["composites"]["frames"]
     add(f"real composites ({n}, test split): error median", "px", "median_px")

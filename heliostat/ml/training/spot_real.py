@@ -8,7 +8,8 @@ Input: one 64 x 64 board-normalised target grid (:func:`heliostat.ml.real_input.
     16²  maxpool, conv3x3 c→2c, conv3x3 2c→2c
      8²  maxpool, conv3x3 2c→4c, conv3x3 4c→4c (dilation 2)   receptive field: the target
     16²  up ×2, concat 16² features, conv3x3 6c→2c
-    32²  up ×2, concat 32² features and the 2x2-averaged input, conv1x1 (3c+1)→c,
+    32²  up ×2, concat 32² features and the 2x2-averaged input, conv kxk (3c+1)→c
+         (k = ``head_kernel``, 1 or 3),
          conv1x1 c→1: heatmap logits h
     64²  h bilinear up ×2; p = softmax(h) over the grid;
          xy = Σ p · (x_cell, y_cell)          (soft-argmax, half-extent units)
@@ -40,8 +41,10 @@ def _torch():
     return torch
 
 
-def build_model(channels: int = 8, crop: int = 64):
-    """The ``SpotRealNet`` module (``torch.nn.Module``): x (N,1,64,64) -> (xy, spot_logit)."""
+def build_model(channels: int = 8, crop: int = 64, head_kernel: int = 1):
+    """The ``SpotRealNet`` module (``torch.nn.Module``): x (N,1,64,64) -> (xy, spot_logit).
+
+    ``head_kernel``: side of the first 32² head convolution (1 or 3)."""
     torch = _torch()
     nn = torch.nn
     f = torch.nn.functional
@@ -57,7 +60,7 @@ def build_model(channels: int = 8, crop: int = 64):
             self.e2 = nn.Sequential(*cbr(c, 2 * c), *cbr(2 * c, 2 * c))
             self.e3 = nn.Sequential(*cbr(2 * c, 4 * c), *cbr(4 * c, 4 * c, padding=2, dilation=2))
             self.d2 = nn.Sequential(*cbr(6 * c, 2 * c))
-            self.d1 = nn.Sequential(*cbr(3 * c + 1, c, 1), nn.Conv2d(c, 1, 1))
+            self.d1 = nn.Sequential(*cbr(3 * c + 1, c, head_kernel), nn.Conv2d(c, 1, 1))
             self.presence = nn.Linear(8 * c, 1)
             g = (torch.arange(crop, dtype=torch.float32) + 0.5) * (2.0 / crop) - 1.0
             gy, gx = torch.meshgrid(-g, g, indexing="ij")  # row 0 = top = +y
@@ -124,7 +127,8 @@ def train(
     lr: float = 3e-3,
     seed: int = 0,
     channels: int = 8,
-    threads: int = 2,
+    head_kernel: int = 1,
+    threads: int = 1,
     half_px: float = 127.5,
     time_budget_s: float = math.inf,
     log=print,
@@ -138,7 +142,7 @@ def train(
     g = np.random.default_rng(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     xvt = torch.from_numpy(xv)
-    model = build_model(channels, x.shape[-1])
+    model = build_model(channels, x.shape[-1], head_kernel)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     spe = math.ceil(len(x) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(
