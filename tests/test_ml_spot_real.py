@@ -32,14 +32,15 @@ needs_real = pytest.mark.skipif(
 
 #: Accuracy the shipped model must reach on the first TEST_FRAMES composites of the
 #: card's TEST set (split test, seed 4711; the card scores all 400). Composites and model
-#: are deterministic; on the reference machine these 40 frames give the figures in
-#: MEASURED (px of the 256 px image); the bounds (1.5x, and 1.5x + 2 px for the tail)
-#: allow for another BLAS / OpenCV / onnxruntime build changing the last bits of the
-#: composites and the network, not for a worse model.
+#: are deterministic; on the reference machine these frames give MEASURED. The median
+#: bound (1.5x) allows for another BLAS / OpenCV / onnxruntime build changing the last
+#: bits of the composites and the network, not for a worse model; the count of bad
+#: frames (error above 0.1 of the target width, 25.5 px, or no spot) is allowed two more
+#: than measured, as a frame near the 25.5 px line may cross it.
 TEST_FRAMES = 40
-MEASURED = {"median_px": math.nan, "p95_px": math.nan}
-MAX_MEDIAN_PX = math.nan
-MAX_P95_PX = math.nan
+MEASURED = {"frames_with_spot": 0, "median_px": math.nan, "bad_frames": 0}
+MAX_MEDIAN_PX = 1.5 * MEASURED["median_px"]
+MAX_BAD_FRAMES = MEASURED["bad_frames"] + 2
 
 
 def _reg():
@@ -122,7 +123,7 @@ def test_shipped_onnx_matches_torch():
     from heliostat.ml.training.spot_real import build_model
 
     card = load_card("spot_real")
-    model = build_model(card["channels"])
+    model = build_model(card["channels"], head_kernel=card.get("head_kernel", 1))
     graph = onnx.load(str(MODELS / "spot_real.onnx")).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     params = dict(model.named_parameters())
@@ -178,16 +179,16 @@ def test_accuracy_on_held_out_real_composites():
     spec = RealDataSpec(**card["test"]["spec"])
     assert spec.seed == TEST_SEED and spec.split == "test"
     reg = _reg()
-    err, found_empty = [], []
+    err = []
     for frame, t, _, _ in draw_composites(REAL, spec, 0, TEST_FRAMES):
-        r = detect_spot_onnx_real(frame, reg)
-        if t is None:
-            found_empty.append(r.ok)
+        if t is None:  # the presence output is scored in the card and the bench
             continue
+        r = detect_spot_onnx_real(frame, reg)
         err.append(math.hypot(r.u_px - t.u_px, r.v_px - t.v_px) if r.ok else math.inf)
     e = np.asarray(err)
+    assert len(e) == MEASURED["frames_with_spot"]
     assert np.median(e) <= MAX_MEDIAN_PX
-    assert np.percentile(e, 95) <= MAX_P95_PX
+    assert np.count_nonzero(~(e <= 25.5)) <= MAX_BAD_FRAMES
 
 
 @needs_real

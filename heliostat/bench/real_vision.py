@@ -14,8 +14,10 @@ Two measurements (``heliostat bench compare --real DIR``; ``DIR`` the real-data 
   the false-spot rate on composites with no spot (same shadows, gains and noise), and
   the time per frame (best of repeats);
 * **the 9 real samples** (``utis/realSamples``) — no truth exists: each method's centre,
-  the distance between the two centres per sample [px and fraction of the width], and a
-  mosaic PNG with both centres marked.
+  the distance between the two centres per sample [px and fraction of the width], their
+  mean offset (onnx_real − sunlit, u and v [px]), and a mosaic PNG with both centres
+  marked. The composites' median signed errors (u, v) say whether such an offset is a
+  known bias of either method.
 
 Methods: ``sunlit`` = :func:`heliostat.vision.sunlit.detect_spot_sunlit` (the classical
 sunlit-board detector) and ``onnx_real`` =
@@ -127,6 +129,7 @@ def composite_comparison(real_dir: str | Path, s: RealVisionSettings, progress=N
     reg = registration_256()
     methods = _methods(reg)
     err: dict[str, list[float]] = {k: [] for k in methods}
+    signed: dict[str, list[tuple[float, float]]] = {k: [] for k in methods}
     false_spot = {k: 0 for k in methods}
     timing: dict[str, list[float]] = {k: [] for k in methods}
     conds: list[dict[str, str]] = []
@@ -138,6 +141,8 @@ def composite_comparison(real_dir: str | Path, s: RealVisionSettings, progress=N
         for k, fn in methods.items():
             r = fn(frame)
             err[k].append(math.hypot(r.u_px - t.u_px, r.v_px - t.v_px) if r.ok else math.inf)
+            if r.ok:
+                signed[k].append((r.u_px - t.u_px, r.v_px - t.v_px))
             if i < s.timing_frames:
                 timing[k].append(_best_time_s(lambda fn=fn, frame=frame: fn(frame)))
     spec0 = RealDataSpec(split="test", n=s.empty_frames, seed=s.seed + 1, p_empty=1.0)
@@ -158,6 +163,9 @@ def composite_comparison(real_dir: str | Path, s: RealVisionSettings, progress=N
             **_stats(err[k], wrong_px),
             "false_spot_rate_on_empty": false_spot[k] / s.empty_frames if s.empty_frames else None,
             "time_per_frame_ms": 1e3 * float(np.median(timing[k])) if timing[k] else math.nan,
+            "median_signed_error_uv_px": (
+                np.median(np.asarray(signed[k]), axis=0).tolist() if signed[k] else None
+            ),
             "by_condition": {
                 c: {
                     lv: {
@@ -202,8 +210,11 @@ def real_samples(real_dir: str | Path) -> tuple[list[str], list[np.ndarray], dic
         per.append(row)
     d = np.array([r["distance_px"] for r in per])
     fin = d[np.isfinite(d)]
+    both = [r for r in per if r["sunlit"] and r["onnx_real"]]
+    offs = np.array([np.subtract(r["onnx_real"], r["sunlit"]) for r in both]).reshape(-1, 2)
     summary = {
         "samples": len(per),
+        "mean_offset_uv_px": offs.mean(axis=0).tolist() if len(offs) else None,
         "both_found": int(fin.size),
         "median_distance_px": float(np.median(fin)) if fin.size else math.nan,
         "max_distance_px": float(fin.max()) if fin.size else math.nan,
