@@ -229,7 +229,7 @@ def real_samples(real_dir: str | Path) -> tuple[list[str], list[np.ndarray], dic
 
 def overlay_mosaic(images: list[np.ndarray], rows: list[dict], tile_px: int = 256):
     """A BGR mosaic (3 per row) of the samples with each method's centre marked:
-    ``sunlit`` a red cross, ``onnx_real`` a green circle; the distance in the corner."""
+    ``sunlit`` a red +, ``onnx_real`` a green circle; the distance in the corner."""
     import cv2
 
     tiles = []
@@ -255,7 +255,7 @@ def overlay_mosaic(images: list[np.ndarray], rows: list[dict], tile_px: int = 25
         tiles.append(np.zeros_like(tiles[0]))
     grid = np.vstack([np.hstack(tiles[i : i + 3]) for i in range(0, len(tiles), 3)])
     legend = np.full((22, grid.shape[1], 3), 255, np.uint8)
-    cv2.putText(legend, "x red: sunlit (classical)   o green: onnx_real (learned)", (6, 15),
+    cv2.putText(legend, "+ red: sunlit (classical)   o green: onnx_real (learned)", (6, 15),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)  # fmt: skip
     return np.vstack([legend, grid])
 
