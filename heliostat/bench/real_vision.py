@@ -51,7 +51,8 @@ class RealVisionSettings:
     frames : int
         TEST-split composites with a spot.
     empty_frames : int
-        TEST-split composites with no spot (false-spot rate).
+        TEST-split composites with no spot (false-spot rate; the CLI uses a tenth of
+        ``frames``).
     seed : int
         Seed of the composites (the model card's test set uses 4711).
     wrong_fraction : float

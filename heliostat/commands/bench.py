@@ -126,7 +126,7 @@ def run_compare(args: argparse.Namespace) -> int:
 def _real(args: argparse.Namespace, out: Path, progress) -> dict:
     from heliostat.bench.real_vision import RealVisionSettings, real_comparison
 
-    s = RealVisionSettings(frames=args.real_frames)
+    s = RealVisionSettings(frames=args.real_frames, empty_frames=max(1, args.real_frames // 10))
     return real_comparison(args.real, s, None if args.no_plots else out, progress)
 
 
