@@ -20,7 +20,9 @@ Methods (same frames, same run):
 * ``ten_line``: smooth (sigma 3 px), threshold halfway between the median and the peak,
   moments of the blob holding the peak — the issue's ten-line script's recipe;
 * ``onnx``: :func:`heliostat.ml.spot_model.detect_spot_onnx` (trained on simulated dark
-  boards; it rectifies any registered frame to 64 x 64, so it runs here).
+  boards; it rectifies any registered frame to 64 x 64, so it runs here);
+* ``onnx_real``: :func:`heliostat.ml.spot_real.detect_spot_onnx_real` (trained on
+  TRAIN-split composites of the real targets, ``docs/ml.md``).
 
 Errors are in pixels of the 256 px crop and as a fraction of the target width (255 px
 between the corner pixels). ``no_spot``: the method returned no centroid. ``wrong_spot``:
@@ -121,6 +123,13 @@ def _methods(reg, with_onnx: bool):
             return (r.u_px, r.v_px, r.flags) if r.ok else None
 
         out["onnx"] = onnx
+        from heliostat.ml.spot_real import detect_spot_onnx_real
+
+        def onnx_real(img, _ref):
+            r = detect_spot_onnx_real(img, reg)
+            return (r.u_px, r.v_px, r.flags) if r.ok else None
+
+        out["onnx_real"] = onnx_real
     out["sunlit_empty_target"] = sunlit_ref
     return out
 

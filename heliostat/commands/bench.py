@@ -52,6 +52,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--point", default="heliogen-like", choices=("heliogen-like", "plant-like"),
         help="operating point of the gain model",
     )  # fmt: skip
+    c.add_argument(
+        "--real", metavar="DIR",
+        help="real-data folder (../shared/real): also compare the sunlit classical detector "
+        "and the real-background model on its TEST composites and real samples",
+    )  # fmt: skip
+    c.add_argument("--real-frames", type=int, default=200, help="TEST composites with --real")
+    c.add_argument(
+        "--real-only", action="store_true", help="with --real: skip the simulated comparison"
+    )
     c.add_argument("--out", default="bench-compare", help="folder for plots and compare.json")
     c.add_argument("--no-plots", action="store_true", help="skip the plots")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -97,12 +106,23 @@ def run_compare(args: argparse.Namespace) -> int:
         if not args.json:
             print(msg, file=sys.stderr, flush=True)
 
-    result = run_comparison(settings, args.campaign, args.paint, progress)
+    if args.real_only and not args.real:
+        raise ValueError("--real-only: needs --real DIR")
+    if args.real and args.real_frames < 1:
+        raise ValueError(f"--real-frames: expected at least 1, got {args.real_frames}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.real_only:
+        return _run_real_only(args, out, progress)
+    result = run_comparison(settings, args.campaign, args.paint, progress)
     if not args.no_plots:
         result["plots"] = write_plots(result, out)
     result["table"] = summary_rows(result)
+    if args.real:
+        result["real"] = _real(args, out, progress)
+        from heliostat.bench.real_vision import real_rows
+
+        result["table"] += real_rows(result["real"])
     (out / "compare.json").write_text(
         json.dumps(_jsonable({k: v for k, v in result.items()}), indent=2) + "\n",
         encoding="utf-8",
@@ -119,4 +139,31 @@ def run_compare(args: argparse.Namespace) -> int:
           f"with {result['spots']['classical']['energy_source']}")  # fmt: skip
     print(f"written: {out / 'compare.json'}" + (
         "".join(f", {p}" for p in result.get("plots", []))))  # fmt: skip
+    return 0
+
+
+def _real(args: argparse.Namespace, out: Path, progress) -> dict:
+    from heliostat.bench.real_vision import RealVisionSettings, real_comparison
+
+    s = RealVisionSettings(frames=args.real_frames, empty_frames=max(1, args.real_frames // 10))
+    return real_comparison(args.real, s, None if args.no_plots else out, progress)
+
+
+def _run_real_only(args: argparse.Namespace, out: Path, progress) -> int:
+    """``--real DIR --real-only``: the real-background comparison alone."""
+    from heliostat.bench.real_vision import real_rows
+
+    result = {"real": _real(args, out, progress)}
+    result["table"] = real_rows(result["real"])
+    (out / "compare.json").write_text(json.dumps(_jsonable(result), indent=2) + "\n",
+                                      encoding="utf-8")  # fmt: skip
+    if args.json:
+        print_json(result)
+        return 0
+    print_table(result["table"], ["metric", "unit", "classical", "ml"])
+    print("classical = heliostat.vision.sunlit (no sun-off frame), ml = spot_real (ONNX)")
+    written = [str(out / "compare.json")] + (
+        [result["real"]["overlay_png"]] if "overlay_png" in result["real"] else []
+    )
+    print("written: " + ", ".join(written))
     return 0
