@@ -67,6 +67,13 @@ METHODS: Mapping[str, DetectMethod] = MappingProxyType(
                 "the learned ONNX model (docs/ml.md; `heliostat bench compare` says which "
                 "is better)",
             ),
+            DetectMethod(
+                "onnx-real",
+                "heliostat.ml.spot_real",
+                "detect_spot_onnx_real",
+                "the learned ONNX model for a sunlit target without a sun-off frame, trained "
+                "on real Jülich backgrounds (docs/ml.md)",
+            ),
         )
     }
 )
