@@ -8,6 +8,7 @@ CodeCarbon's columns).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -42,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="grid preset (us, california, renewable-cloud) or kg CO2e/kWh; default: all",
     )
+    s.add_argument(
+        "--runs-per-year",
+        type=float,
+        default=1.0,
+        help="calibration runs a year (the energy return ratio sets a year of heat against "
+        "a year of compute; default 1)",
+    )
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=run_summary)
 
@@ -50,26 +58,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--before-mrad",
         type=float,
         required=True,
-        help="radial RMS pointing error before calibration [mrad]",
+        help="radial RMS pointing error of the reflected beam before calibration [mrad] "
+        "(not of the mirror normal: a normal error is about half the beam's)",
     )
     g.add_argument(
         "--after-mrad",
         type=float,
         required=True,
-        help="radial RMS pointing error after calibration [mrad]",
+        help="radial RMS pointing error of the reflected beam after calibration [mrad]",
     )
     g.add_argument(
         "--point",
         default="heliogen-like",
         choices=["heliogen-like", "plant-like"],
-        help="operating point the options below modify",
+        help="hypothetical reference point used without --site (with --site: only its "
+        "absorber's α, ε, h, U)",
     )
     g.add_argument(
         "--site",
         metavar="FIELD_TOML",
-        help="take site, heliostat count, mirror, slant range and target size from a field config",
+        help="the field's own receiver: site, heliostats, mirrors, slant range and receiver "
+        "size from a field config",
     )
-    g.add_argument("--target", help="target id in the field config (default: the first)")
+    g.add_argument(
+        "--target",
+        help="receiver's target id in the field config (default: 'receiver', else the first)",
+    )
+    g.add_argument(
+        "--fluid-c",
+        type=float,
+        help="fluid / outlet temperature of the receiver [°C] (default: 150 for a field's "
+        "own receiver, the reference point's otherwise)",
+    )
     g.add_argument("--n-heliostats", type=int)
     g.add_argument("--mirror-area-m2", type=float)
     g.add_argument("--slant-m", type=float, help="representative slant range [m]")
@@ -156,9 +176,14 @@ def run_summary(args: argparse.Namespace) -> int:
     """
 
     from heliostat.ledger.carbon import grid_intensity
+    from heliostat.ledger.units import format_energy, format_hours, format_mass
 
     with _open_existing(args.db) as book:
-        sums = [book.summary(grid_intensity(args.grid))] if args.grid else book.summaries()
+        sums = (
+            [book.summary(grid_intensity(args.grid), args.runs_per_year)]
+            if args.grid
+            else book.summaries(args.runs_per_year)
+        )
     if args.json:
         out = [s.as_dict() for s in sums]
         print_json(out[0] if len(out) == 1 else {"summaries": out})
@@ -166,38 +191,59 @@ def run_summary(args: argparse.Namespace) -> int:
     first = True
     for s in sums:
         if first:
-            print("compute by stage (facility energy, training amortised):")
+            print("Compute by stage (facility energy, training amortised):")
             print_table(
                 [
-                    {k: r[k] for k in ("stage", "method", "entries", "compute_kwh", "sources")}
+                    {
+                        "stage": r["stage"],
+                        "method": r["method"],
+                        "entries": r["entries"],
+                        "energy": format_energy(r["compute_kwh"] * 3.6e6),
+                        "sources": r["sources"],
+                    }
                     for r in s.by_stage
                 ]
             )
+            for n in s.notes:
+                print(f"note: {n}")
             if s.gain is None:
                 print("\nno gain recorded: run `heliostat ledger gain ... --db FILE` first")
             else:
                 g = s.gain
                 print(
-                    f"\ngain ({g.point}, {g.before_mrad:g} -> {g.after_mrad:g} mrad, "
-                    f"{g.n_heliostats} heliostats): {g.thermal_gain_kwh_per_year:.4g} kWh_th "
-                    f"per year, {g.co2_avoided_kg_per_year:.4g} kg CO2 displaced per year"
+                    f"\nGain ({g.details.get('label', g.point)}, {g.before_mrad:g} -> "
+                    f"{g.after_mrad:g} mrad beam RMS, {g.n_heliostats} heliostats): "
+                    f"{format_energy(g.thermal_gain_kwh_per_year * 3.6e6)} of heat and "
+                    f"{format_mass(g.co2_avoided_kg_per_year)} CO2 displaced per clear-sky "
+                    "year (flow-controlled receiver)"
                 )
             first = False
-        print(f"\ngrid {s.grid.name}: {s.grid.kg_per_kwh:.4g} kg CO2e/kWh ({s.grid.source})")
+        print(f"\nGrid {s.grid.name}: {s.grid.kg_per_kwh:.4g} kg CO2e/kWh ({s.grid.source})")
         if s.payback:
             print_table(
                 [
                     {
                         "scope": r.scope,
-                        "compute_kwh": r.compute_kwh,
-                        "compute_kg_co2e": r.compute_kg_co2e,
-                        "displaced_kg_per_year": r.displaced_kg_co2_per_year,
-                        "payback_h": r.payback_hours,
-                        "energy_return": r.energy_return_ratio,
+                        "against": r.against,
+                        "compute": format_energy(r.compute_kwh * 3.6e6, r.compute_rel_uncertainty),
+                        "compute CO2e": format_mass(r.compute_kg_co2e, r.compute_rel_uncertainty),
+                        "displaced per year": format_mass(r.displaced_kg_co2_per_year),
+                        "payback (plant operation)": format_hours(
+                            r.payback_hours, r.compute_rel_uncertainty
+                        ),
+                        f"heat/compute per year ({r.runs_per_year:g} run/yr)": (
+                            f"{r.energy_return_ratio:.2g}"
+                            if math.isfinite(r.energy_return_ratio)
+                            else "n/a"
+                        ),
                     }
                     for r in s.payback
                 ]
             )
+    print(
+        "\nPayback counts clear-sky operating hours; the ± is the compute meter's "
+        "uncertainty only (the gain model's is not included)."
+    )
     return 0
 
 
@@ -205,13 +251,19 @@ def _point_from_args(args: argparse.Namespace):
     from heliostat import optics
     from heliostat.ledger import gain as gm
 
-    point = gm.OPERATING_POINTS[args.point]()
-    ch: dict = {}
+    cfg = None
     if args.site:
         from heliostat.config import load_field
 
         cfg = load_field(args.site)
-        point = gm.point_for_field(point, cfg, args.target, label=Path(args.site).name)
+    point = gm.gain_point(
+        cfg,
+        args.target,
+        args.point,
+        label=Path(args.site).name if args.site else "",
+        fluid_c=args.fluid_c,
+    )
+    ch: dict = {}
     if args.n_heliostats is not None:
         ch["n_heliostats"] = args.n_heliostats
     if args.mirror_area_m2 is not None:
@@ -274,50 +326,59 @@ def run_gain(args: argparse.Namespace) -> int:
     if args.json:
         print_json(d)
         return 0
-    print(
-        f"{d['point']} ({d['site']}, {d['n_heliostats']} heliostats), "
-        f"{d['before_mrad']:g} -> {d['after_mrad']:g} mrad RMS ({d['treatment']}), "
-        f"clear-sky {d['date']}, noon {d['noon_utc']}"
-    )
-    print_table(
-        [
-            {
-                "quantity": "intercept [-]",
-                "before": d["intercept_before"],
-                "after": d["intercept_after"],
-            },
-            {
-                "quantity": "power on target [kW]",
-                "before": d["power_before_w"] / 1e3,
-                "after": d["power_after_w"] / 1e3,
-            },
-            {
-                "quantity": "target temperature [°C]",
-                "before": d["t_before_c"],
-                "after": d["t_after_c"],
-            },
-            {
-                "quantity": "stagnation temperature [°C]",
-                "before": d["stagnation_before_c"],
-                "after": d["stagnation_after_c"],
-            },
-            {
-                "quantity": "useful heat [kWh/day]",
-                "before": d["thermal_before_kwh_per_day"],
-                "after": d["thermal_after_kwh_per_day"],
-            },
-        ],
-        ["quantity", "before", "after"],
-    )
-    print(
-        f"\nΔT {d['delta_t_k']:.3g} K; Δ thermal {d['thermal_gain_kwh_per_day']:.4g} kWh/day "
-        f"({d['thermal_gain_kwh_per_day_per_heliostat']:.3g} per heliostat), "
-        f"{d['thermal_gain_kwh_per_year']:.4g} kWh/year (clear-sky year); "
-        f"CO2 avoided {d['co2_avoided_kg_per_day']:.4g} kg/day, "
-        f"{d['co2_avoided_kg_per_year']:.4g} kg/year (gas at "
-        f"{d['gas_kg_co2_per_kwh']} kg/kWh, boiler {d['boiler_efficiency']:g})"
-    )
+    print(gain_text(d))
     return 0
+
+
+def gain_text(d: dict) -> str:
+    """The readable form of a gain (:meth:`GainResult.as_dict`): which receiver each figure
+    is, human units, clear sky said."""
+    import io
+
+    from heliostat.ledger.units import format_energy, format_mass
+
+    def format_table(rows, cols) -> str:
+        buf = io.StringIO()
+        print_table(rows, cols, stream=buf)
+        return buf.getvalue().rstrip("\n")
+
+    lines = [
+        f"{d['label']} ({d['site']}, {d['n_heliostats']} heliostats), "
+        f"{d['before_mrad']:g} -> {d['after_mrad']:g} mrad RMS of the reflected beam "
+        f"({d['treatment']}), clear-sky {d['date']}, noon {d['noon_utc']}",
+        format_table(
+            [
+                {"quantity": "intercept", "before": f"{d['intercept_before']:.4f}",
+                 "after": f"{d['intercept_after']:.4f}"},
+                {"quantity": "power on the receiver [kW]",
+                 "before": f"{d['power_before_w'] / 1e3:.4g}",
+                 "after": f"{d['power_after_w'] / 1e3:.4g}"},
+                {"quantity": "receiver temperature, no flow control [°C]",
+                 "before": f"{d['t_before_c']:.1f}", "after": f"{d['t_after_c']:.1f}"},
+                {"quantity": "stagnation temperature [°C]",
+                 "before": f"{d['stagnation_before_c']:.1f}",
+                 "after": f"{d['stagnation_after_c']:.1f}"},
+                {"quantity": f"heat, flow-controlled at {d['t_hold_c']:g} °C [kWh/day]",
+                 "before": f"{d['thermal_before_kwh_per_day']:.4g}",
+                 "after": f"{d['thermal_after_kwh_per_day']:.4g}"},
+            ],  # fmt: skip
+            ["quantity", "before", "after"],
+        ),
+        f"No flow control (fixed U, fluid at T_f): ΔT {d['delta_t_k']:.3g} K at noon.",
+        f"Flow-controlled (held at {d['t_hold_c']:g} °C): "
+        f"+{format_energy(d['thermal_gain_kwh_per_day'] * 3.6e6)} of heat per day "
+        f"({format_energy(d['thermal_gain_kwh_per_day_per_heliostat'] * 3.6e6)} per "
+        f"heliostat), +{format_energy(d['thermal_gain_kwh_per_year'] * 3.6e6)} per clear-sky "
+        f"year; CO2 displaced {format_mass(d['co2_avoided_kg_per_day'])}/day, "
+        f"{format_mass(d['co2_avoided_kg_per_year'])} per clear-sky year (gas at "
+        f"{d['gas_kg_co2_per_kwh']} kg/kWh, boiler {d['boiler_efficiency']:g}).",
+    ]
+    if d.get("hypothetical"):
+        lines.append(
+            "Hypothetical reference point (sizes chosen by us, not a plant's data); give "
+            "--site FIELD_TOML for a field's own receiver."
+        )
+    return "\n".join(lines)
 
 
 def run_add(args: argparse.Namespace) -> int:
