@@ -600,6 +600,7 @@ def ledger_sentences(lg: dict) -> list[str]:
         for k, h in lg["payback_hours"].items()
     )
     hyp = " (hypothetical)" if lg.get("hypothetical_point") else ""
+    heat_day = format_energy(lg["thermal_gain_kwh_per_day_flow_controlled"] * 3.6e6)
     out = [
         f"Compute: {format_energy(lg['compute_j'], rel)} "
         f"({format_mass(lg['kg_co2e_us_grid'], rel)} CO2e on the US grid), "
@@ -609,8 +610,8 @@ def ledger_sentences(lg: dict) -> list[str]:
         f"Gain of {lg['before_rms_mrad']:.2f} -> {lg['after_rms_mrad_used']:.2f} mrad RMS "
         f"(reflected beam) at {lg['operating_point']}{hyp}: receiver without flow control "
         f"+{lg['delta_t_k_no_flow_control']:.2g} K at noon; flow-controlled at "
-        f"{lg['t_hold_c']:g} °C +{format_energy(lg['thermal_gain_kwh_per_day_flow_controlled'] * 3.6e6)} "
-        f"of heat/day, {format_mass(lg['co2_avoided_kg_per_day'])} CO2/day of gas displaced "
+        f"{lg['t_hold_c']:g} °C +{heat_day} of heat/day, "
+        f"{format_mass(lg['co2_avoided_kg_per_day'])} CO2/day of gas displaced "
         "(clear sky).",
         f"Payback in plant operating hours: {pb} (± the meter's uncertainty only).",
     ]
