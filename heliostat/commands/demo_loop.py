@@ -591,7 +591,8 @@ def stage_ledger(ctx) -> dict[str, Any]:
 
 def ledger_sentences(lg: dict) -> list[str]:
     """The ledger in words with human units (demo summary and report)."""
-    from heliostat.ledger.units import format_energy, format_hours, format_mass
+    from heliostat.ledger.units import format_energy, format_mass
+    from heliostat.ledger.units import format_operating_hours as format_hours
 
     rel = lg.get("compute_rel_uncertainty")
     rel = float("nan") if rel is None else rel
@@ -699,7 +700,8 @@ def stage_report(ctx) -> dict[str, Any]:
         ),
     ]
     if "gain" in ctx.state:
-        from heliostat.ledger.units import format_energy, format_hours, format_mass
+        from heliostat.ledger.units import format_energy, format_mass
+        from heliostat.ledger.units import format_operating_hours as format_hours
 
         g = ctx.state["gain"]
         rel = lg.get("compute_rel_uncertainty")

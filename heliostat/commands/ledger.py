@@ -1,8 +1,9 @@
 """``heliostat ledger``: compute energy and CO2 against the gain of better pointing.
 
 Subcommands: ``summary`` (the book under each grid preset), ``gain`` (the modelled gain of
-a pointing improvement), ``add`` (enter a compute figure by hand), ``export`` (CSV with
-CodeCarbon's columns).
+a pointing improvement), ``amortise`` (does a training run pay back, in heliostat-years),
+``seeds`` (the founding comparison: NAS against heliostat fields), ``add`` (enter a compute
+figure by hand), ``export`` (CSV with CodeCarbon's columns).
 """
 
 from __future__ import annotations
@@ -142,6 +143,63 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--note", default="")
     a.set_defaults(func=run_add)
 
+    m = lsub.add_parser(
+        "amortise",
+        help="does a training run pay back? heliostat-years and fields to repay it",
+        description="A training run's CO2e against the CO2 the gained heat displaces, for "
+        "calibration as a whole and for ML's increment over classical calibration. "
+        "Heliostat-years: one heliostat served for a clear-sky year.",
+    )
+    tr = m.add_mutually_exclusive_group(required=True)
+    tr.add_argument("--training-kwh", type=float, help="training facility energy [kWh]")
+    tr.add_argument(
+        "--training",
+        choices=["transformer-base", "bert-base", "nas", "model-card"],
+        help="a published run (Strubell et al. 2019 Table 3) or our model card",
+    )
+    m.add_argument(
+        "--grid",
+        default=None,
+        help="grid preset (us, california, renewable-cloud) or kg CO2e/kWh; default: all",
+    )
+    m.add_argument(
+        "--point",
+        default="heliogen-like",
+        choices=["heliogen-like", "plant-like"],
+        help="hypothetical reference point used without --site",
+    )
+    m.add_argument("--site", metavar="FIELD_TOML", help="a field config: its own receiver")
+    m.add_argument("--target", help="receiver's target id (default: 'receiver', else the first)")
+    m.add_argument("--fluid-c", type=float, help="receiver fluid / outlet temperature [°C]")
+    m.add_argument(
+        "--before-mrad",
+        type=float,
+        default=3.0,
+        help="uncalibrated RMS error of the reflected beam [mrad] (default 3)",
+    )
+    m.add_argument(
+        "--classical-mrad",
+        type=float,
+        default=0.5,
+        help="RMS error of the reflected beam after classical calibration [mrad] (default 0.5)",
+    )
+    m.add_argument(
+        "--ml-mrad",
+        type=float,
+        default=None,
+        help="RMS error of the reflected beam after ML calibration [mrad] "
+        "(default: assumed 10%% below classical's, and said so)",
+    )
+    m.add_argument("--json", action="store_true", help="machine-readable output")
+    m.set_defaults(func=run_amortise)
+
+    sd = lsub.add_parser(
+        "seeds",
+        help="the founding comparison: NAS's training CO2 against what heliostat fields displace",
+    )
+    sd.add_argument("--json", action="store_true", help="machine-readable output")
+    sd.set_defaults(func=run_seeds)
+
     x = lsub.add_parser("export", help="write entries as CSV (CodeCarbon's columns first)")
     x.add_argument("--db", default=None)
     x.add_argument("--csv", required=True, help="output CSV path")
@@ -176,7 +234,7 @@ def run_summary(args: argparse.Namespace) -> int:
     """
 
     from heliostat.ledger.carbon import grid_intensity
-    from heliostat.ledger.units import format_energy, format_hours, format_mass
+    from heliostat.ledger.units import format_energy, format_mass, format_operating_hours
 
     with _open_existing(args.db) as book:
         sums = (
@@ -228,7 +286,7 @@ def run_summary(args: argparse.Namespace) -> int:
                         "compute": format_energy(r.compute_kwh * 3.6e6, r.compute_rel_uncertainty),
                         "compute CO2e": format_mass(r.compute_kg_co2e, r.compute_rel_uncertainty),
                         "displaced per year": format_mass(r.displaced_kg_co2_per_year),
-                        "payback (plant operation)": format_hours(
+                        "payback (plant operation)": format_operating_hours(
                             r.payback_hours, r.compute_rel_uncertainty
                         ),
                         f"heat/compute per year ({r.runs_per_year:g} run/yr)": (
@@ -348,19 +406,31 @@ def gain_text(d: dict) -> str:
         f"({d['treatment']}), clear-sky {d['date']}, noon {d['noon_utc']}",
         format_table(
             [
-                {"quantity": "intercept", "before": f"{d['intercept_before']:.4f}",
-                 "after": f"{d['intercept_after']:.4f}"},
-                {"quantity": "power on the receiver [kW]",
-                 "before": f"{d['power_before_w'] / 1e3:.4g}",
-                 "after": f"{d['power_after_w'] / 1e3:.4g}"},
-                {"quantity": "receiver temperature, no flow control [°C]",
-                 "before": f"{d['t_before_c']:.1f}", "after": f"{d['t_after_c']:.1f}"},
-                {"quantity": "stagnation temperature [°C]",
-                 "before": f"{d['stagnation_before_c']:.1f}",
-                 "after": f"{d['stagnation_after_c']:.1f}"},
-                {"quantity": f"heat, flow-controlled at {d['t_hold_c']:g} °C [kWh/day]",
-                 "before": f"{d['thermal_before_kwh_per_day']:.4g}",
-                 "after": f"{d['thermal_after_kwh_per_day']:.4g}"},
+                {
+                    "quantity": "intercept",
+                    "before": f"{d['intercept_before']:.4f}",
+                    "after": f"{d['intercept_after']:.4f}",
+                },
+                {
+                    "quantity": "power on the receiver [kW]",
+                    "before": f"{d['power_before_w'] / 1e3:.4g}",
+                    "after": f"{d['power_after_w'] / 1e3:.4g}",
+                },
+                {
+                    "quantity": "receiver temperature, no flow control [°C]",
+                    "before": f"{d['t_before_c']:.1f}",
+                    "after": f"{d['t_after_c']:.1f}",
+                },
+                {
+                    "quantity": "stagnation temperature [°C]",
+                    "before": f"{d['stagnation_before_c']:.1f}",
+                    "after": f"{d['stagnation_after_c']:.1f}",
+                },
+                {
+                    "quantity": f"heat, flow-controlled at {d['t_hold_c']:g} °C [kWh/day]",
+                    "before": f"{d['thermal_before_kwh_per_day']:.4g}",
+                    "after": f"{d['thermal_after_kwh_per_day']:.4g}",
+                },
             ],  # fmt: skip
             ["quantity", "before", "after"],
         ),
@@ -379,6 +449,150 @@ def gain_text(d: dict) -> str:
             "--site FIELD_TOML for a field's own receiver."
         )
     return "\n".join(lines)
+
+
+def run_amortise(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger amortise``: payback [operating h], heliostat-years and
+    field-years for a training run, whole calibration and ML's increment, per grid.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+    from heliostat.ledger import amortise as am
+    from heliostat.ledger.carbon import GRID_PRESETS, Energy, grid_intensity
+    from heliostat.ledger.gain import gain_point, pointing_gain
+    from heliostat.ledger.units import format_energy, format_mass, format_operating_hours
+
+    if args.training_kwh is not None:
+        if not (math.isfinite(args.training_kwh) and args.training_kwh >= 0):
+            raise ValueError(f"--training-kwh must be >= 0, got {args.training_kwh}")
+        run = am.TrainingRun("given", Energy.from_kwh(args.training_kwh), "given by the user")
+    else:
+        run = am.training_run(args.training)
+    grids = [grid_intensity(args.grid)] if args.grid else list(GRID_PRESETS.values())
+    cfg = None
+    if args.site:
+        from heliostat.config import load_field
+
+        cfg = load_field(args.site)
+    point = gain_point(
+        cfg,
+        args.target,
+        args.point,
+        label=Path(args.site).name if args.site else "",
+        fluid_c=args.fluid_c,
+    )
+    ml_assumed = args.ml_mrad is None
+    ml = 0.9 * args.classical_mrad if ml_assumed else args.ml_mrad
+    whole = pointing_gain(point, args.before_mrad, args.classical_mrad)
+    inc = pointing_gain(point, args.classical_mrad, ml)
+    rows = am.amortise(run, grids, whole, inc)
+    if args.json:
+        print_json(
+            {
+                "training": {
+                    "name": run.name,
+                    "kwh": run.energy.kwh,
+                    "source": run.source,
+                    "rel_uncertainty": run.rel_uncertainty,
+                },
+                "point": point.label,
+                "hypothetical_point": point.hypothetical,
+                "before_mrad": args.before_mrad,
+                "classical_mrad": args.classical_mrad,
+                "ml_mrad": ml,
+                "ml_mrad_assumed": ml_assumed,
+                "annual_basis": "clear-sky year",
+                "rows": am.as_dicts(rows),
+            }
+        )
+        return 0
+    rel = run.rel_uncertainty
+    print(f"Training: {run.name}, {format_energy(run.energy.joules, rel)} ({run.source})")
+    print(
+        f"Gain at {point.label} ({point.n_heliostats} heliostats), flow-controlled receiver, "
+        f"clear-sky year: calibration {args.before_mrad:g} -> {args.classical_mrad:g} mrad "
+        f"displaces {format_mass(whole.co2_avoided_kg_per_year)}/year; ML over classical "
+        f"{args.classical_mrad:g} -> {ml:.3g} mrad displaces "
+        f"{format_mass(inc.co2_avoided_kg_per_year)}/year"
+        + (" (ML's error assumed 10 % below classical's: give --ml-mrad)" if ml_assumed else "")
+    )
+    print_table(
+        [
+            {
+                "grid": r.grid,
+                "scope": r.scope,
+                "training CO2e": format_mass(r.training_kg_co2e, rel),
+                "payback (one field, operating hours)": format_operating_hours(
+                    r.payback_hours, rel
+                ),
+                "heliostat-years to repay": _count(r.heliostat_years),
+                "field-years to repay": _count(r.field_years),
+            }
+            for r in rows
+        ]
+    )
+    return 0
+
+
+def _count(x: float) -> str:
+    """A count of years for people: 2 significant figures, "never" for inf."""
+    if not math.isfinite(x):
+        return "never"
+    return f"{float(f'{x:.2g}'):,.0f}" if x >= 100 else f"{x:.2g}"
+
+
+def run_seeds(args: argparse.Namespace) -> int:
+    """Run ``heliostat ledger seeds``: Strubell et al.'s NAS run under three grids against
+    the CO2 a Heliogen-like field and a 10,000-heliostat plant displace a clear-sky year.
+
+    Returns
+    -------
+    int
+        Exit code: 0.
+    """
+    from heliostat.ledger.amortise import seeds
+    from heliostat.ledger.units import format_mass
+
+    d = seeds()
+    if args.json:
+        print_json(d)
+        return 0
+    print(f"Training: NAS, {d['training']['kwh']:,.0f} kWh ({d['training']['source']})")
+    print_table(
+        [
+            {
+                "electricity": r["grid"],
+                "lb CO2e/kWh": f"{r['lb_co2e_per_kwh']:g}",
+                "NAS training CO2e": f"{r['t_co2e']:.3g} t",
+            }
+            for r in d["runs"]
+        ]
+    )
+    print(
+        f"\nAgainst (hypothetical reference fields, clear-sky year; calibration gain "
+        f"{d['before_mrad']:g} -> {d['after_mrad']:g} mrad of the reflected beam):"
+    )
+    rows = []
+    for f in d["fields"]:
+        gain_t = f["displaced_t_per_year_calibration_gain"]
+        rows.append(
+            {
+                "field": f["field"],
+                "all its heat displaces": format_mass(1e3 * f["displaced_t_per_year_all_heat"])
+                + "/yr",
+                "its calibration gain displaces": format_mass(1e3 * gain_t) + "/yr",
+                "years of that gain to repay NAS ("
+                + " / ".join(r["grid"] for r in d["runs"])
+                + ")": " / ".join(
+                    _count(r["t_co2e"] / gain_t if gain_t > 0 else math.inf) for r in d["runs"]
+                ),
+            }
+        )
+    print_table(rows)
+    return 0
 
 
 def run_add(args: argparse.Namespace) -> int:

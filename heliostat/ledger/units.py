@@ -70,7 +70,7 @@ def _fmt(value: float, rel_unc: float, table) -> str:
     if math.isnan(v):
         return "n/a"
     if math.isinf(v):
-        return "never" if table is _DURATION and v > 0 else f"{v}"
+        return "never" if table[0][1] == "µs" and v > 0 else f"{v}"
     a = abs(v)
     factor, unit = table[-1][0], table[-1][1]
     for f, u, hi in table:
@@ -84,7 +84,7 @@ def _fmt(value: float, rel_unc: float, table) -> str:
         xv, xs, d = round_to_uncertainty(x, abs(x) * rel_unc)
         return f"{xv:.{d}f} ± {xs:.{d}f} {unit}"
     x3 = float(f"{x:.3g}")
-    return f"{x3:.0f} {unit}" if abs(x3) >= 100 else f"{x:.3g} {unit}"
+    return f"{x3:,.0f} {unit}" if abs(x3) >= 100 else f"{x:.3g} {unit}"
 
 
 def format_energy(joules: float, rel_unc: float = math.nan) -> str:
@@ -105,3 +105,9 @@ def format_duration(seconds: float, rel_unc: float = math.nan) -> str:
 def format_hours(hours: float, rel_unc: float = math.nan) -> str:
     """:func:`format_duration` of a figure in hours."""
     return format_duration(hours * 3600.0, rel_unc)
+
+
+def format_operating_hours(hours: float, rel_unc: float = math.nan) -> str:
+    """Plant operating time: µs … h, never days or years (an operating hour is not a
+    calendar hour: a clear-sky year has ~4,100 of them)."""
+    return _fmt(hours * 3600.0, rel_unc, _DURATION[:4] + ((3600.0, "h", math.inf),))
