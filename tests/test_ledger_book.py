@@ -250,11 +250,12 @@ def test_cli_gain_add_summary_export(tmp_path, capsys):
     assert main(["ledger", "summary", "--db", db]) == 0  # all presets, as a table
     txt = capsys.readouterr().out
     assert "renewable-cloud" in txt and "payback (plant operation)" in txt
-    # Human units: the California payback (0.01 kWh by hand, no stated uncertainty: three
-    # figures) reads in seconds, not as "2.6e-04 h"; the energy in kWh by magnitude.
+    # Human units: the California payback (0.01 kWh given by hand, no stated uncertainty:
+    # three figures; 2.13 g against ~8.2 kg/h ≈ 2.6e-4 h ≈ 0.94 s) reads in ms, not as
+    # "2.6e-04 h"; the energy in kWh by magnitude.
     from heliostat.ledger.units import format_operating_hours
 
-    assert format_operating_hours(a["payback_hours"]).endswith(" s")
+    assert format_operating_hours(a["payback_hours"]).endswith(" ms")
     assert format_operating_hours(a["payback_hours"]) in txt and "0.01 kWh" in txt
     assert main(["ledger", "export", "--db", db, "--csv", str(tmp_path / "e.csv")]) == 0
     # Errors are one line with exit code 2.
