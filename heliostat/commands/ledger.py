@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="grid preset (us, california, renewable-cloud) or kg CO2e/kWh; default: all",
     )
     s.add_argument(
+        "--grid-csv",
+        metavar="FILE",
+        help="hourly carbon intensity (timestamp, gCO2e/kWh), charged at the hour the energy "
+        "was used; --grid is the fallback outside it (default us)",
+    )
+    s.add_argument(
         "--runs-per-year",
         type=float,
         default=1.0,
@@ -163,6 +169,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="grid preset (us, california, renewable-cloud) or kg CO2e/kWh; default: all",
     )
     m.add_argument(
+        "--grid-csv",
+        metavar="FILE",
+        help="hourly carbon intensity (timestamp, gCO2e/kWh), charged at the hour the energy "
+        "was used; --grid is the fallback outside it (default us)",
+    )
+    m.add_argument(
         "--point",
         default="heliogen-like",
         choices=["heliogen-like", "plant-like"],
@@ -204,6 +216,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--db", default=None)
     x.add_argument("--csv", required=True, help="output CSV path")
     x.add_argument("--grid", default="us", help="grid preset or kg CO2e/kWh (default: us)")
+    x.add_argument(
+        "--grid-csv",
+        metavar="FILE",
+        help="hourly carbon intensity (timestamp, gCO2e/kWh), charged at the hour the energy "
+        "was used; --grid is the fallback outside it (default us)",
+    )
     x.set_defaults(func=run_export)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -233,13 +251,13 @@ def run_summary(args: argparse.Namespace) -> int:
         Exit code: 0.
     """
 
-    from heliostat.ledger.carbon import grid_intensity
     from heliostat.ledger.units import format_energy, format_mass, format_operating_hours
 
+    grid = _grid_from_args(args)
     with _open_existing(args.db) as book:
         sums = (
-            [book.summary(grid_intensity(args.grid), args.runs_per_year)]
-            if args.grid
+            [book.summary(grid, args.runs_per_year)]
+            if grid is not None
             else book.summaries(args.runs_per_year)
         )
     if args.json:
@@ -303,6 +321,18 @@ def run_summary(args: argparse.Namespace) -> int:
         "uncertainty only (the gain model's is not included)."
     )
     return 0
+
+
+def _grid_from_args(args: argparse.Namespace):
+    """``--grid-csv`` (with ``--grid`` as its fallback, default us), else ``--grid``, else
+    None (every preset)."""
+    from heliostat.ledger.carbon import grid_intensity
+
+    if getattr(args, "grid_csv", None):
+        from heliostat.ledger.grid_series import read_grid_csv
+
+        return read_grid_csv(args.grid_csv, grid_intensity(args.grid or "us"))
+    return grid_intensity(args.grid) if args.grid else None
 
 
 def _point_from_args(args: argparse.Namespace):
@@ -461,7 +491,7 @@ def run_amortise(args: argparse.Namespace) -> int:
         Exit code: 0.
     """
     from heliostat.ledger import amortise as am
-    from heliostat.ledger.carbon import GRID_PRESETS, Energy, grid_intensity
+    from heliostat.ledger.carbon import GRID_PRESETS, Energy
     from heliostat.ledger.gain import gain_point, pointing_gain
     from heliostat.ledger.units import format_energy, format_mass, format_operating_hours
 
@@ -471,7 +501,8 @@ def run_amortise(args: argparse.Namespace) -> int:
         run = am.TrainingRun("given", Energy.from_kwh(args.training_kwh), "given by the user")
     else:
         run = am.training_run(args.training)
-    grids = [grid_intensity(args.grid)] if args.grid else list(GRID_PRESETS.values())
+    series = _grid_from_args(args)
+    grids = [series] if series is not None else list(GRID_PRESETS.values())
     cfg = None
     if args.site:
         from heliostat.config import load_field
@@ -510,6 +541,11 @@ def run_amortise(args: argparse.Namespace) -> int:
         )
         return 0
     rel = run.rel_uncertainty
+    if series is not None and hasattr(series, "mean_kg_per_kwh"):
+        print(
+            f"Grid {series.name}: a training run has no hour here, so it is charged at the "
+            f"series' mean, {series.mean_kg_per_kwh:.4g} kg CO2e/kWh"
+        )
     print(f"Training: {run.name}, {format_energy(run.energy.joules, rel)} ({run.source})")
     print(
         f"Gain at {point.label} ({point.n_heliostats} heliostats), flow-controlled receiver, "
@@ -654,9 +690,7 @@ def run_export(args: argparse.Namespace) -> int:
         Exit code: 0.
     """
 
-    from heliostat.ledger.carbon import grid_intensity
-
     with _open_existing(args.db) as book:
-        n = book.export_csv(args.csv, grid_intensity(args.grid))
+        n = book.export_csv(args.csv, _grid_from_args(args))
     print(f"wrote {n} rows to {args.csv}")
     return 0

@@ -43,6 +43,7 @@ import pandas as pd
 
 from heliostat.ledger.carbon import GRID_PRESETS, CarbonIntensity, Energy
 from heliostat.ledger.energy import Measurement, cpu_model_name
+from heliostat.ledger.grid_series import GridSeries, intensity_at
 
 #: Version of the ledger tables in the history file.
 SCHEMA_VERSION = 1
@@ -84,6 +85,7 @@ LEDGER_COLUMNS = (
     "expected_inferences",
     "grid",
     "grid_kg_co2e_per_kwh",
+    "grid_basis",
     "note",
 )
 
@@ -384,6 +386,7 @@ def _payback(
     grid: CarbonIntensity,
     rel_unc: float = math.nan,
     runs_per_year: float = 1.0,
+    compute_kg: float | None = None,
 ) -> PaybackRow:
     kwh = compute_j / 3.6e6
     kg = kwh * grid.kg_per_kwh
@@ -392,6 +395,9 @@ def _payback(
     per_h = disp / gain.operating_hours_per_year if gain.operating_hours_per_year > 0 else 0.0
     payback = kg / per_h if per_h > 0 else math.inf
     verdict = "pays back" if per_h > 0 else "never: no heat gained"
+    if compute_kg is not None:
+        kg = compute_kg
+        payback = kg / per_h if per_h > 0 else math.inf
     err = th / (kwh * runs_per_year) if kwh > 0 else math.inf
     return PaybackRow(scope, kwh, kg, th, disp, payback, err, rel_unc, runs_per_year, verdict)
 
@@ -436,10 +442,14 @@ class Summary:
 def summarise(
     entries: Sequence[LedgerEntry],
     gains: Sequence[GainRecord],
-    grid: CarbonIntensity,
+    grid: CarbonIntensity | GridSeries,
     runs_per_year: float = 1.0,
 ) -> Summary:
     """Compute CO2 against displaced CO2 under one grid.
+
+    With a :class:`~heliostat.ledger.grid_series.GridSeries` each entry is charged at the
+    intensity of its hour (its ``timestamp_utc``), the annual fallback outside the series;
+    :attr:`Summary.notes` counts each basis.
 
     The latest gain record of a method is used for that method's payback, the latest of
     any method for "all" and for the per-heliostat rows. Field-wide entries are shared
@@ -457,6 +467,20 @@ def summarise(
         raise ValueError(f"runs_per_year must be > 0, got {runs_per_year!r}")
     notes: list[str] = []
     charged = attributed_energy_j(entries, notes)
+    kgs: dict[int, float] = {}
+    bases: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        k, basis = intensity_at(grid, e.timestamp_utc)
+        kgs[i] = charged[i] / 3.6e6 * k
+        bases[basis] = bases.get(basis, 0) + 1
+    if isinstance(grid, GridSeries):
+        notes.append(
+            "grid intensity: " + ", ".join(f"{n} entries at {b}" for b, n in sorted(bases.items()))
+        )
+
+    def kg_of(idx) -> float:
+        return sum(kgs[i] for i in idx)
+
     rows: dict[tuple[str, str], dict] = {}
     for i, e in enumerate(entries):
         r = rows.setdefault(
@@ -472,7 +496,7 @@ def summarise(
         )
         r["entries"] += 1
         r["compute_kwh"] += charged[i] / 3.6e6
-        r["kg_co2e"] += charged[i] / 3.6e6 * grid.kg_per_kwh
+        r["kg_co2e"] += kgs[i]
         r["sources"].add(e.source)
     by_stage = [
         {**r, "sources": "|".join(sorted(r["sources"]))}
@@ -486,9 +510,9 @@ def summarise(
         allidx = range(len(entries))
         payback.append(
             _payback("all", total, latest, 1.0, grid, _rel_unc(entries, charged, allidx),
-                     runs_per_year)
+                     runs_per_year, kg_of(allidx))
         )  # fmt: skip
-        by_m: dict[str, tuple[float, GainRecord | None]] = {}
+        by_m: dict[str, tuple[float, GainRecord | None, float]] = {}
         for m in METHODS:
             idx = [i for i, e in enumerate(entries) if e.method == m]
             if not idx:
@@ -496,14 +520,15 @@ def summarise(
             own = next((x for x in reversed(gains) if x.method == m), None)
             g = own or latest
             js = sum(charged[i] for i in idx)
-            by_m[m] = (js, own)
+            by_m[m] = (js, own, kg_of(idx))
             payback.append(
-                _payback(m, js, g, 1.0, grid, _rel_unc(entries, charged, idx), runs_per_year)
-            )
+                _payback(m, js, g, 1.0, grid, _rel_unc(entries, charged, idx), runs_per_year,
+                         kg_of(idx))
+            )  # fmt: skip
         if "ml" in by_m and "classical" in by_m and by_m["ml"][1] and by_m["classical"][1]:
-            (j_ml, g_ml), (j_cl, g_cl) = by_m["ml"], by_m["classical"]
+            (j_ml, g_ml, kg_ml), (j_cl, g_cl, kg_cl) = by_m["ml"], by_m["classical"]
             d_kwh = (j_ml - j_cl) / 3.6e6
-            d_kg = d_kwh * grid.kg_per_kwh
+            d_kg = kg_ml - kg_cl
             d_th = g_ml.thermal_gain_kwh_per_year - g_cl.thermal_gain_kwh_per_year
             d_disp = g_ml.co2_avoided_kg_per_year - g_cl.co2_avoided_kg_per_year
             hours = max(g_ml.operating_hours_per_year, 1e-9)
@@ -525,7 +550,8 @@ def summarise(
             own = sum(charged[i] for i in idx)
             payback.append(
                 _payback(hid, own + shared_j / n, latest, 1.0 / n, grid,
-                         _rel_unc(entries, charged, idx + shared), runs_per_year)
+                         _rel_unc(entries, charged, idx + shared), runs_per_year,
+                         kg_of(idx) + kg_of(shared) / n)
             )  # fmt: skip
     return Summary(grid, by_stage, payback, latest, notes)
 
@@ -689,7 +715,7 @@ class LedgerBook:
             for row in cur
         ]
 
-    def summary(self, grid: CarbonIntensity, runs_per_year: float = 1.0) -> Summary:
+    def summary(self, grid: CarbonIntensity | GridSeries, runs_per_year: float = 1.0) -> Summary:
         """:func:`summarise` over the stored entries and gains."""
         return summarise(self.entries(), self.gains(), grid, runs_per_year)
 
@@ -712,7 +738,8 @@ def csv_rows(entries: Iterable[LedgerEntry], grid: CarbonIntensity) -> list[dict
     cpu_name = cpu_model_name()
     for e in entries:
         kwh = e.facility_energy.kwh
-        kg = kwh * grid.kg_per_kwh
+        k, basis = intensity_at(grid, e.timestamp_utc)
+        kg = kwh * k
         d = e.duration_s
 
         def p(j: float, d: float = d, pue: float = e.pue) -> float:
@@ -748,7 +775,8 @@ def csv_rows(entries: Iterable[LedgerEntry], grid: CarbonIntensity) -> list[dict
                 "n_inferences": e.n_inferences,
                 "expected_inferences": e.expected_inferences,
                 "grid": grid.name,
-                "grid_kg_co2e_per_kwh": grid.kg_per_kwh,
+                "grid_kg_co2e_per_kwh": k,
+                "grid_basis": basis,
                 "note": e.note,
             }
         )
