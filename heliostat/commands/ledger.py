@@ -51,6 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "was used; --grid is the fallback outside it (default us)",
     )
     s.add_argument(
+        "--campaign-hours",
+        type=float,
+        default=None,
+        help="wall-clock hours of the campaign: adds a 'whole system' row with the PC's idle "
+        "power and the cameras over them, beside the metered marginal compute",
+    )
+    s.add_argument("--pc-idle-w", type=float, default=30.0, help="PC idle power [W] (30)")
+    s.add_argument("--cameras", type=int, default=1, help="cameras (1)")
+    s.add_argument("--camera-w", type=float, default=4.0, help="power per camera [W] (4)")
+    s.add_argument(
         "--runs-per-year",
         type=float,
         default=1.0,
@@ -254,11 +264,17 @@ def run_summary(args: argparse.Namespace) -> int:
     from heliostat.ledger.units import format_energy, format_mass, format_operating_hours
 
     grid = _grid_from_args(args)
+    system_j = 0.0
+    if args.campaign_hours is not None:
+        from heliostat.ledger.system import SystemPower
+
+        sp = SystemPower(args.pc_idle_w, args.camera_w, args.cameras)
+        system_j = sp.energy(args.campaign_hours).joules
     with _open_existing(args.db) as book:
         sums = (
-            [book.summary(grid, args.runs_per_year)]
+            [book.summary(grid, args.runs_per_year, system_j)]
             if grid is not None
-            else book.summaries(args.runs_per_year)
+            else book.summaries(args.runs_per_year, system_j)
         )
     if args.json:
         out = [s.as_dict() for s in sums]
@@ -282,6 +298,12 @@ def run_summary(args: argparse.Namespace) -> int:
             )
             for n in s.notes:
                 print(f"note: {n}")
+            if system_j > 0:
+                print(
+                    f"whole system: PC idle {args.pc_idle_w:g} W + {args.cameras} camera(s) × "
+                    f"{args.camera_w:g} W over {args.campaign_hours:g} h of campaign = "
+                    f"{format_energy(system_j)} (assumed powers), beside the metered compute"
+                )
             if s.gain is None:
                 print("\nno gain recorded: run `heliostat ledger gain ... --db FILE` first")
             else:

@@ -444,6 +444,7 @@ def summarise(
     gains: Sequence[GainRecord],
     grid: CarbonIntensity | GridSeries,
     runs_per_year: float = 1.0,
+    system_j: float = 0.0,
 ) -> Summary:
     """Compute CO2 against displaced CO2 under one grid.
 
@@ -462,6 +463,10 @@ def summarise(
     runs_per_year : float
         Calibration runs a year, for the energy return ratio (a year of heat against a
         year of compute). [1/year]
+    system_j : float
+        Standing energy of the calibration system over the campaign (idle PC, cameras;
+        :class:`~heliostat.ledger.system.SystemPower`). > 0 adds a ``whole system`` row:
+        the marginal compute plus this, charged at the annual/mean intensity. [J]
     """
     if not (math.isfinite(runs_per_year) and runs_per_year > 0):
         raise ValueError(f"runs_per_year must be > 0, got {runs_per_year!r}")
@@ -512,6 +517,12 @@ def summarise(
             _payback("all", total, latest, 1.0, grid, _rel_unc(entries, charged, allidx),
                      runs_per_year, kg_of(allidx))
         )  # fmt: skip
+        if system_j > 0:
+            sys_kg = system_j / 3.6e6 * grid.kg_per_kwh
+            payback.append(
+                _payback("whole system", total + system_j, latest, 1.0, grid, math.nan,
+                         runs_per_year, kg_of(allidx) + sys_kg)
+            )  # fmt: skip
         by_m: dict[str, tuple[float, GainRecord | None, float]] = {}
         for m in METHODS:
             idx = [i for i, e in enumerate(entries) if e.method == m]
@@ -715,14 +726,16 @@ class LedgerBook:
             for row in cur
         ]
 
-    def summary(self, grid: CarbonIntensity | GridSeries, runs_per_year: float = 1.0) -> Summary:
+    def summary(
+        self, grid: CarbonIntensity | GridSeries, runs_per_year: float = 1.0, system_j: float = 0.0
+    ) -> Summary:
         """:func:`summarise` over the stored entries and gains."""
-        return summarise(self.entries(), self.gains(), grid, runs_per_year)
+        return summarise(self.entries(), self.gains(), grid, runs_per_year, system_j)
 
-    def summaries(self, runs_per_year: float = 1.0) -> list[Summary]:
+    def summaries(self, runs_per_year: float = 1.0, system_j: float = 0.0) -> list[Summary]:
         """One summary per grid preset."""
         es, gs = self.entries(), self.gains()
-        return [summarise(es, gs, g, runs_per_year) for g in GRID_PRESETS.values()]
+        return [summarise(es, gs, g, runs_per_year, system_j) for g in GRID_PRESETS.values()]
 
     def export_csv(self, path: str | Path, grid: CarbonIntensity) -> int:
         """Write entries as CSV, CodeCarbon's ``emissions.csv`` columns first.
