@@ -518,9 +518,15 @@ def stage_ledger(ctx) -> dict[str, Any]:
     from heliostat.ledger import GRID_PRESETS, grid_intensity
     from heliostat.ledger.book import GainRecord, LedgerBook
     from heliostat.ledger.gain import gain_point, pointing_gain
+    from heliostat.ledger.system import SystemPower
 
     field_cfg = ctx.state["field"]
     point = gain_point(field_cfg, label="demo field")
+    # Whole system (stated assumptions): the PC idles and the camera stays on for the
+    # campaign's wall-clock days.
+    system = SystemPower()
+    campaign_h = 24.0 * float(ctx.options.days)
+    system_j = system.energy(campaign_h).joules
     # The gain takes the worse of the model's after-error (whole held-out day) and the
     # error as delivered through the controllers (noon, with backlash).
     after = max(ctx.state["rms_after_mrad"], np.nan_to_num(ctx.state["rms_delivered_mrad"]))
@@ -538,14 +544,20 @@ def stage_ledger(ctx) -> dict[str, Any]:
         for e in entries:
             book.add(e)
         book.add_gain(GainRecord.from_result(gain, "classical"))
-        summaries = {name: book.summary(grid_intensity(name)).as_dict() for name in GRID_PRESETS}
+        summaries = {
+            name: book.summary(grid_intensity(name), system_j=system_j).as_dict()
+            for name in GRID_PRESETS
+        }
         book.export_csv(ctx.out / "emissions.csv", grid_intensity("us"))
     compute_j = sum(e.facility_energy.joules for e in entries)
-    payback = {}
+    payback, whole = {}, {}
     for name, s in summaries.items():
         row = next((r for r in s["payback"] if r["scope"] == "all"), None)
         if row is not None:
             payback[name] = row
+        row = next((r for r in s["payback"] if r["scope"] == "whole system"), None)
+        if row is not None:
+            whole[name] = row["payback_hours"]
     # Coverage: the vision stage ran only on the observations that have frames; the
     # others are image-free simulated spots. The explicit estimate scales the measured
     # vision energy per framed observation to all of them.
@@ -583,6 +595,15 @@ def stage_ledger(ctx) -> dict[str, Any]:
         "thermal_gain_kwh_per_day_flow_controlled": gain.thermal_gain_kwh_per_day,
         "co2_avoided_kg_per_day": gain.co2_avoided_kg_per_day,
         "payback_hours": {k: v.get("payback_hours") for k, v in payback.items()},
+        "whole_system": {
+            "assumed_w": system.watts,
+            "pc_idle_w": system.pc_idle_w,
+            "cameras": system.n_cameras,
+            "camera_w": system.camera_w,
+            "campaign_hours": campaign_h,
+            "energy_j": system_j,
+            "payback_hours": whole,
+        },
         "energy_return_ratio_one_run_per_year": first.get("energy_return_ratio"),
         "annual_basis": "clear-sky year",
         "database": str(db),
@@ -616,6 +637,17 @@ def ledger_sentences(lg: dict) -> list[str]:
         "(clear sky).",
         f"Payback in plant operating hours: {pb} (± the meter's uncertainty only).",
     ]
+    ws = lg.get("whole_system")
+    if ws:
+        wpb = ", ".join(
+            f"{k} {format_hours(h if h is not None else float('inf'))}"
+            for k, h in ws["payback_hours"].items()
+        )
+        out.append(
+            f"Whole system (assumed: PC idle {ws['pc_idle_w']:g} W + {ws['cameras']} camera × "
+            f"{ws['camera_w']:g} W over {ws['campaign_hours']:g} h of campaign): "
+            f"{format_energy(ws['energy_j'])} more; payback {wpb}."
+        )
     return out
 
 
@@ -731,6 +763,11 @@ def stage_report(ctx) -> dict[str, Any]:
                                 "computing's CO2e": format_mass(r["compute_kg_co2e"], rel),
                                 "payback (plant operating time)": format_hours(
                                     r["payback_hours"], rel
+                                ),
+                                "payback with the idle PC and camera (assumed)": format_hours(
+                                    lg.get("whole_system", {})
+                                    .get("payback_hours", {})
+                                    .get(k, math.inf)
                                 ),
                                 "heat gained per year / computing energy (one run a year)": (
                                     f"{r['energy_return_ratio']:.2g}"
