@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from heliostat.cli import main
 from heliostat.commands.demo import DEMO_STAGES, DemoOptions, format_summary, run_demo
@@ -70,10 +71,35 @@ def test_demo_writes_expected_files(tmp_path):
     assert v["moves_confirmed"] == "4/4"
     assert v["rms_after_mrad"] < v["rms_before_mrad"] / 5
     assert v["after_via_controllers_mrad_p95"] < 1.0
-    assert st["ledger"]["compute_j"] > 0 and st["ledger"]["delta_t_k"] > 0
+    lg = st["ledger"]
+    assert lg["compute_j"] > 0 and lg["delta_t_k_no_flow_control"] >= 0
+    # Regression (issue 18): the demo's gain came from a receiver not in its field. One
+    # gain model: `ledger gain --site <the demo's field.toml>` for the same errors and day
+    # gives the same figures (same code path and inputs: equal to float rounding).
+    assert not lg["hypothetical_point"] and lg["operating_point"].endswith(":receiver")
+    cli = _cli_json(
+        "ledger", "gain", "--site", str(out / "campaign" / "field.toml"),
+        "--before-mrad", repr(lg["before_rms_mrad"]),
+        "--after-mrad", repr(lg["after_rms_mrad_used"]), "--date", lg["gain_date"], "--json",
+    )  # fmt: skip
+    assert cli["thermal_gain_kwh_per_day"] == pytest.approx(
+        lg["thermal_gain_kwh_per_day_flow_controlled"], rel=1e-9, abs=1e-12
+    )
+    assert cli["delta_t_k"] == pytest.approx(lg["delta_t_k_no_flow_control"], rel=1e-9, abs=1e-9)
+    assert "Payback in plant operating hours" in text and "±" in text
     assert (out / "report.html").is_file() and (out / "calibrate" / "corrections.json").is_file()
     # an earlier demo folder is replaced, not refused
     run_demo(_tiny(out), log=logged.append)
+
+
+def _cli_json(*argv: str) -> dict:
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(list(argv)) == 0
+    return json.loads(buf.getvalue())
 
 
 def test_demo_report_renders_in_a_browser(tmp_path, render_dom):

@@ -18,6 +18,7 @@ from heliostat.ledger.book import (
     LedgerBook,
     LedgerEntry,
     attributed_energy_j,
+    increment_payback_hours,
     summarise,
 )
 from heliostat.ledger.carbon import GRID_PRESETS, CarbonIntensity
@@ -112,10 +113,9 @@ def test_payback_arithmetic():
     assert rows["classical"].compute_kwh == pytest.approx(2.0)
     # ml: 2 kWh · 0.5 kg/kWh = 1 kg, repaid at 2 kg/h in 0.5 h.
     assert rows["ml"].payback_hours == pytest.approx(0.5)
-    mean = rows["per-heliostat (mean)"]
-    # Per mean heliostat both sides divide by 10: same payback, same ratio.
-    assert mean.compute_kwh == pytest.approx(0.4)
-    assert mean.payback_hours == pytest.approx(a.payback_hours)
+    # Regression: a "per-heliostat (mean)" row divided both sides by N and so equalled
+    # "all" by construction; it is gone, only heliostats with their own entries get a row.
+    assert set(rows) == {"all", "classical", "ml", "H7"}
     # H7: its own 1 kWh + a tenth of the 3 kWh field-wide = 1.3 kWh; gain a tenth.
     h7 = rows["H7"]
     assert h7.compute_kwh == pytest.approx(1.3)
@@ -249,7 +249,14 @@ def test_cli_gain_add_summary_export(tmp_path, capsys):
     assert a["payback_hours"] == pytest.approx(0.01 * 0.47 * 0.45359237 / per_h)
     assert main(["ledger", "summary", "--db", db]) == 0  # all presets, as a table
     txt = capsys.readouterr().out
-    assert "renewable-cloud" in txt and "payback_h" in txt
+    assert "renewable-cloud" in txt and "payback (plant operation)" in txt
+    # Human units: the California payback (0.01 kWh given by hand, no stated uncertainty:
+    # three figures; 2.13 g against ~8.2 kg/h ≈ 2.6e-4 h ≈ 0.94 s) reads in ms, not as
+    # "2.6e-04 h"; the energy in kWh by magnitude.
+    from heliostat.ledger.units import format_operating_hours
+
+    assert format_operating_hours(a["payback_hours"]).endswith(" ms")
+    assert format_operating_hours(a["payback_hours"]) in txt and "0.01 kWh" in txt
     assert main(["ledger", "export", "--db", db, "--csv", str(tmp_path / "e.csv")]) == 0
     # Errors are one line with exit code 2.
     assert main(["ledger", "summary", "--db", str(tmp_path / "missing.sqlite")]) == 2
@@ -278,3 +285,74 @@ def test_cli_gain_from_field_config(capsys):
     assert g["n_heliostats"] == 3 and g["site"] == "Test plant"
     # A 5 m target at ~100 m catches nearly all of a 3 mrad beam before and after.
     assert 0.99 < g["intercept_before"] <= g["intercept_after"] <= 1.0
+
+
+def test_training_expected_but_never_used_is_charged_in_full_not_zero():
+    # Regression: expected_inferences > 0 with no inference logged charged 0 J
+    # (0 used / 1000 expected). Reference: the entry's own energy × PUE, by hand.
+    es = [
+        entry(
+            stage="ml_training", method="ml", model_id="m", energy_j=500.0,
+            expected_inferences=1000, pue=1.2,
+        ),
+    ]  # fmt: skip
+    notes: list[str] = []
+    assert attributed_energy_j(es, notes)[0] == pytest.approx(600.0)
+    assert len(notes) == 1 and "'m'" in notes[0] and "in full" in notes[0]
+    s = summarise(es, [gain("ml")], CarbonIntensity.from_kg_per_kwh(0.5))
+    assert any("charged in full" in n for n in s.notes)
+    assert {r.scope: r for r in s.payback}["all"].compute_kwh == pytest.approx(600.0 / 3.6e6)
+
+
+def test_ml_charged_against_its_increment_over_classical():
+    # Regression: ML's compute was set only against the whole gain from "before".
+    # Hand-worked: ML 3 kWh, classical 1 kWh at 0.5 kg/kWh → ML's extra 1 kg CO2e.
+    # Gains: ML displaces 9000 kg/yr, classical 8000 kg/yr over 4000 h → extra 0.25 kg/h,
+    # so the increment pays back in 1 / 0.25 = 4 h; extra heat 40000 − 36500 kWh/yr
+    # against 2 kWh: ratio 1750.
+    grid = CarbonIntensity.from_kg_per_kwh(0.5)
+    es = [
+        entry(energy_j=3.6e6),
+        entry(stage="ml_inference", method="ml", model_id="m", energy_j=3 * 3.6e6,
+              n_inferences=1),
+    ]  # fmt: skip
+    gs = [
+        gain("classical"),
+        gain("ml", co2_avoided_kg_per_year=9000.0, thermal_gain_kwh_per_year=40000.0),
+    ]
+    rows = {r.scope: r for r in summarise(es, gs, grid).payback}
+    inc = rows["ml over classical"]
+    assert inc.against == "classical calibration"
+    assert inc.compute_kwh == pytest.approx(2.0) and inc.compute_kg_co2e == pytest.approx(1.0)
+    assert inc.payback_hours == pytest.approx(4.0)
+    assert inc.energy_return_ratio == pytest.approx(3500.0 / 2.0)
+    # ML cheaper and no worse: pays back at once (not "never", as bench compare said).
+    es_cheap = [es[0], dataclasses.replace(es[1], energy_j=0.5 * 3.6e6)]
+    inc2 = {r.scope: r for r in summarise(es_cheap, gs, grid).payback}["ml over classical"]
+    assert inc2.payback_hours == 0.0 and inc2.verdict.startswith("at once")
+
+
+def test_increment_payback_verdicts():
+    # Closed form: d_kg / d_per_h when both are positive; the other three quadrants.
+    assert increment_payback_hours(2.0, 0.5) == (4.0, "pays back")
+    assert increment_payback_hours(-1.0, 0.0)[0] == 0.0
+    assert math.isinf(increment_payback_hours(1.0, 0.0)[0])
+    h, why = increment_payback_hours(-1.0, -0.1)
+    assert math.isinf(h) and why.startswith("never") and "saves 1 kg" in why
+
+
+def test_energy_return_ratio_matches_periods_and_uncertainty_shown():
+    # Regression: a year of heat was divided by one run's electricity. With 4 runs a year
+    # the year's compute is 4 × 4 kWh: 36500 / 16 (hand-worked).
+    grid = CarbonIntensity.from_kg_per_kwh(0.5)
+    es = [
+        entry(energy_j=3.6e6, rel_uncertainty=0.5),
+        entry(energy_j=3 * 3.6e6, rel_uncertainty=0.05),
+    ]
+    a = summarise(es, [gain()], grid, runs_per_year=4.0).payback[0]
+    assert a.runs_per_year == 4.0
+    assert a.energy_return_ratio == pytest.approx(36500.0 / 16.0)
+    # Correlated meters: σ's add, (0.5·1 + 0.05·3)/4 = 0.1625 (hand-worked).
+    assert a.compute_rel_uncertainty == pytest.approx(0.1625)
+    with pytest.raises(ValueError, match="runs_per_year"):
+        summarise(es, [gain()], grid, runs_per_year=0.0)

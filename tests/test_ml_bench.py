@@ -82,3 +82,20 @@ def test_cli_rejects_bad_arguments(tmp_path):
     args = parser.parse_args(["bench", "compare", "--frames", "0", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="--frames: expected at least 1"):
         args.func(args)
+
+
+def test_ml_charged_against_its_increment_and_point_labelled(result):
+    # Regression (issue 18): ML that used less compute "never" paid back. The increment
+    # follows the four quadrants of (extra compute, extra heat); no field given, so the
+    # gain is the hypothetical reference point's and says so.
+    g = result["gain"]
+    assert g["hypothetical_point"] and "hypothetical" in g["operating_point"]
+    inc = g["ml_increment"]
+    d_j, d_th = inc["extra_compute_j_per_heliostat_calibration"], inc["extra_thermal_kwh_per_year"]
+    for grid, h in inc["payback_hours"].items():
+        if d_j <= 0 and d_th >= 0:
+            assert h == 0.0 and inc["verdict"][grid].startswith("at once")
+        elif d_th <= 0:
+            assert math.isinf(h) and inc["verdict"][grid].startswith("never")
+        else:
+            assert 0 < h < math.inf

@@ -387,17 +387,10 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{v.get('camera_checked', 0)} spots re-measured on camera"
         )
     if "ledger" in st:
-        g = st["ledger"]
-        pb = ", ".join(f"{k} {h:.2g} h" for k, h in g["payback_hours"].items())
-        lines.append(
-            f"ledger    compute {g['compute_j']:.1f} J ({g['kg_co2e_us_grid'] * 1e3:.2g} g CO2e "
-            f"on the US grid); gain of {g['before_rms_mrad']:.2f} -> "
-            f"{g['after_rms_mrad_used']:.2f} mrad RMS at {g['operating_point']}: "
-            f"dT {g['delta_t_k']:.1f} K, "
-            f"+{g['thermal_gain_kwh_per_day']:.0f} kWh heat/day, "
-            f"{g['co2_avoided_kg_per_day']:.1f} kg CO2/day avoided"
-        )
-        lines.append(f"          payback (plant operating hours): {pb}")
+        from heliostat.commands.demo_loop import ledger_sentences
+
+        for k, line in enumerate(ledger_sentences(st["ledger"])):
+            lines.append(("ledger    " if k == 0 else "          ") + line)
     if "report" in st:
         lines.append(f"report    {st['report']['report']}")
     known = {"plant", "campaign", "detect", "calibrate", "deliver", "verify", "ledger", "report"}

@@ -7,11 +7,21 @@ model's life; inference entries name the ``model_id`` and count ``n_inferences``
 charges ``training_J × used / max(expected, used)`` (all of it when no expectation is
 declared), so a model trained once and used by many fields is shared among them.
 
+A training entry that declares ``expected_inferences`` while the book holds no inference of
+its model is charged in full (the explicit upper estimate, said in :attr:`Summary.notes`),
+never 0 J.
+
 The summary sets the compute CO2 (grid electricity, facility energy = IT × PUE) against
 the CO2 the gained heat displaces (gas boiler), under each grid preset:
 
-* payback time = compute kg CO2e / (displaced kg per plant operating hour) [h];
-* energy return ratio = thermal energy gained in one year / compute energy [-].
+* payback time = compute kg CO2e / (displaced kg per plant operating hour) [h], with the
+  compute figure's relative uncertainty beside it;
+* energy return ratio = thermal energy gained in a clear-sky year / compute energy spent in
+  that year (the run's compute × ``runs_per_year`` calibration runs a year) [-];
+* scopes: ``all``, each method against no calibration, ``ml over classical`` (ML's extra
+  compute against its extra heat: the increment), and each heliostat that has its own
+  entries. (A "mean heliostat" row would equal ``all`` by construction: both sides divide
+  by N.)
 
 Storage: tables ``ledger_meta`` (schema version), ``ledger_entries``, ``ledger_gains`` in a
 SQLite file in WAL mode that other parts of the history may share.
@@ -33,6 +43,7 @@ import pandas as pd
 
 from heliostat.ledger.carbon import GRID_PRESETS, CarbonIntensity, Energy
 from heliostat.ledger.energy import Measurement, cpu_model_name
+from heliostat.ledger.grid_series import GridSeries, intensity_at
 
 #: Version of the ledger tables in the history file.
 SCHEMA_VERSION = 1
@@ -74,6 +85,7 @@ LEDGER_COLUMNS = (
     "expected_inferences",
     "grid",
     "grid_kg_co2e_per_kwh",
+    "grid_basis",
     "note",
 )
 
@@ -254,11 +266,15 @@ class GainRecord:
 
 
 # ------------------------------------------------------------------- amortisation
-def attributed_energy_j(entries: Sequence[LedgerEntry]) -> dict[int, float]:
+def attributed_energy_j(
+    entries: Sequence[LedgerEntry], notes: list[str] | None = None
+) -> dict[int, float]:
     """Facility energy charged to each entry (by index), with training amortised. [J]
 
     Training of model m is charged ``E_train × used_m / max(expected_m, used_m)`` where
-    ``used_m`` counts the inferences of m in these entries (``expected_m = 0`` → all).
+    ``used_m`` counts the inferences of m in these entries (``expected_m = 0`` → all). With
+    ``expected_m > 0`` but no inference of m logged, the training is charged in full and a
+    line saying so is appended to ``notes`` (never a silent 0 J).
     """
     used: dict[str, int] = {}
     for e in entries:
@@ -269,9 +285,44 @@ def attributed_energy_j(entries: Sequence[LedgerEntry]) -> dict[int, float]:
         j = e.facility_energy.joules
         if e.stage == "ml_training" and e.expected_inferences > 0:
             u = used.get(e.model_id, 0)
-            j *= u / max(e.expected_inferences, u)
+            if u == 0:
+                if notes is not None:
+                    notes.append(
+                        f"model {e.model_id!r}: {e.expected_inferences} inferences expected but "
+                        "none logged; its training is charged in full (upper estimate)"
+                    )
+            else:
+                j *= u / max(e.expected_inferences, u)
         out[i] = j
     return out
+
+
+def increment_payback_hours(d_compute_kg: float, d_displaced_kg_per_h: float) -> tuple[float, str]:
+    """Payback of one method's increment over another. [h], and the verdict in words.
+
+    Parameters
+    ----------
+    d_compute_kg : float
+        Extra compute CO2e of the method (negative: it uses less). [kg]
+    d_displaced_kg_per_h : float
+        Extra CO2 it displaces per plant operating hour (negative: it gains less). [kg h⁻¹]
+
+    Returns
+    -------
+    hours : float
+        0 when the method costs no more and gains no less; inf when it never pays back.
+    verdict : str
+    """
+    if d_compute_kg <= 0 and d_displaced_kg_per_h >= 0:
+        return 0.0, "at once: no more compute and no less heat"
+    if d_compute_kg <= 0:
+        return math.inf, (
+            f"never: it saves {-d_compute_kg:.3g} kg CO2e of compute once but displaces "
+            f"{-d_displaced_kg_per_h:.3g} kg less per operating hour"
+        )
+    if d_displaced_kg_per_h <= 0:
+        return math.inf, "never: more compute and no more heat"
+    return d_compute_kg / d_displaced_kg_per_h, "pays back"
 
 
 # ------------------------------------------------------------------- summary
@@ -282,9 +333,9 @@ class PaybackRow:
     Attributes
     ----------
     scope : str
-        "all", "classical", "ml", "per-heliostat (mean)", or a heliostat id.
+        "all", "classical", "ml", "ml over classical", or a heliostat id.
     compute_kwh : float
-        Facility compute energy charged to the scope. [kWh]
+        Facility compute energy charged to the scope (an increment may be < 0). [kWh]
     compute_kg_co2e : float
         Its CO2e under the grid. [kg]
     thermal_gain_kwh_per_year : float [kWh]
@@ -292,7 +343,16 @@ class PaybackRow:
     payback_hours : float
         Plant operating hours until the displaced CO2 equals the compute CO2. [h]
     energy_return_ratio : float
-        One year's thermal gain / compute energy. [-]
+        A clear-sky year's thermal gain / the compute of that year (``compute_kwh`` ×
+        ``runs_per_year``). [-]
+    compute_rel_uncertainty : float
+        Relative standard uncertainty of the compute figure (NaN: unknown). [-]
+    runs_per_year : float
+        Calibration runs a year the energy return ratio assumes. [1/year]
+    verdict : str
+        In words ("pays back", "never: ...", "at once: ...").
+    against : str
+        What the gain is measured against ("no calibration", "classical calibration").
     """
 
     scope: str
@@ -302,10 +362,31 @@ class PaybackRow:
     displaced_kg_co2_per_year: float
     payback_hours: float
     energy_return_ratio: float
+    compute_rel_uncertainty: float = math.nan
+    runs_per_year: float = 1.0
+    verdict: str = ""
+    against: str = "no calibration"
+
+
+def _rel_unc(entries: Sequence[LedgerEntry], charged: dict[int, float], idx: Iterable[int]):
+    """Relative uncertainty of a sum of charged energies; the meters' errors are taken as
+    fully correlated (one CPU model, one RAPL calibration), so σ's add linearly."""
+    idx = list(idx)
+    tot = sum(charged[i] for i in idx)
+    if tot <= 0 or any(math.isnan(entries[i].rel_uncertainty) for i in idx):
+        return math.nan
+    return sum(charged[i] * entries[i].rel_uncertainty for i in idx) / tot
 
 
 def _payback(
-    scope: str, compute_j: float, gain: GainRecord, share: float, grid: CarbonIntensity
+    scope: str,
+    compute_j: float,
+    gain: GainRecord,
+    share: float,
+    grid: CarbonIntensity,
+    rel_unc: float = math.nan,
+    runs_per_year: float = 1.0,
+    compute_kg: float | None = None,
 ) -> PaybackRow:
     kwh = compute_j / 3.6e6
     kg = kwh * grid.kg_per_kwh
@@ -313,8 +394,12 @@ def _payback(
     disp = gain.co2_avoided_kg_per_year * share
     per_h = disp / gain.operating_hours_per_year if gain.operating_hours_per_year > 0 else 0.0
     payback = kg / per_h if per_h > 0 else math.inf
-    err = th / kwh if kwh > 0 else math.inf
-    return PaybackRow(scope, kwh, kg, th, disp, payback, err)
+    verdict = "pays back" if per_h > 0 else "never: no heat gained"
+    if compute_kg is not None:
+        kg = compute_kg
+        payback = kg / per_h if per_h > 0 else math.inf
+    err = th / (kwh * runs_per_year) if kwh > 0 else math.inf
+    return PaybackRow(scope, kwh, kg, th, disp, payback, err, rel_unc, runs_per_year, verdict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,12 +415,15 @@ class Summary:
         Empty when the book holds no gain.
     gain : GainRecord or None
         The gain used.
+    notes : list of str
+        Estimates the summary had to make (e.g. training charged in full).
     """
 
     grid: CarbonIntensity
     by_stage: list[dict]
     payback: list[PaybackRow]
     gain: GainRecord | None
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -344,6 +432,7 @@ class Summary:
             "grid_source": self.grid.source,
             "by_stage": self.by_stage,
             "payback": [asdict(r) for r in self.payback],
+            "notes": list(self.notes),
             "gain": None
             if self.gain is None
             else {k: v for k, v in asdict(self.gain).items() if k != "details"},
@@ -351,15 +440,52 @@ class Summary:
 
 
 def summarise(
-    entries: Sequence[LedgerEntry], gains: Sequence[GainRecord], grid: CarbonIntensity
+    entries: Sequence[LedgerEntry],
+    gains: Sequence[GainRecord],
+    grid: CarbonIntensity | GridSeries,
+    runs_per_year: float = 1.0,
+    system_j: float = 0.0,
 ) -> Summary:
     """Compute CO2 against displaced CO2 under one grid.
+
+    With a :class:`~heliostat.ledger.grid_series.GridSeries` each entry is charged at the
+    intensity of its hour (its ``timestamp_utc``), the annual fallback outside the series;
+    :attr:`Summary.notes` counts each basis.
 
     The latest gain record of a method is used for that method's payback, the latest of
     any method for "all" and for the per-heliostat rows. Field-wide entries are shared
     equally by the field's heliostats; entries naming a heliostat are charged to it.
+    ``ml over classical`` (needs a gain of each method and entries of each) charges ML's
+    extra compute against ML's extra heat over classical calibration.
+
+    Parameters
+    ----------
+    runs_per_year : float
+        Calibration runs a year, for the energy return ratio (a year of heat against a
+        year of compute). [1/year]
+    system_j : float
+        Standing energy of the calibration system over the campaign (idle PC, cameras;
+        :class:`~heliostat.ledger.system.SystemPower`). > 0 adds a ``whole system`` row:
+        the marginal compute plus this, charged at the annual/mean intensity. [J]
     """
-    charged = attributed_energy_j(entries)
+    if not (math.isfinite(runs_per_year) and runs_per_year > 0):
+        raise ValueError(f"runs_per_year must be > 0, got {runs_per_year!r}")
+    notes: list[str] = []
+    charged = attributed_energy_j(entries, notes)
+    kgs: dict[int, float] = {}
+    bases: dict[str, int] = {}
+    for i, e in enumerate(entries):
+        k, basis = intensity_at(grid, e.timestamp_utc)
+        kgs[i] = charged[i] / 3.6e6 * k
+        bases[basis] = bases.get(basis, 0) + 1
+    if isinstance(grid, GridSeries):
+        notes.append(
+            "grid intensity: " + ", ".join(f"{n} entries at {b}" for b, n in sorted(bases.items()))
+        )
+
+    def kg_of(idx) -> float:
+        return sum(kgs[i] for i in idx)
+
     rows: dict[tuple[str, str], dict] = {}
     for i, e in enumerate(entries):
         r = rows.setdefault(
@@ -375,7 +501,7 @@ def summarise(
         )
         r["entries"] += 1
         r["compute_kwh"] += charged[i] / 3.6e6
-        r["kg_co2e"] += charged[i] / 3.6e6 * grid.kg_per_kwh
+        r["kg_co2e"] += kgs[i]
         r["sources"].add(e.source)
     by_stage = [
         {**r, "sources": "|".join(sorted(r["sources"]))}
@@ -384,21 +510,61 @@ def summarise(
     payback: list[PaybackRow] = []
     latest = gains[-1] if gains else None
     if latest is not None:
-        total = sum(charged.values())
-        payback.append(_payback("all", total, latest, 1.0, grid))
-        for m in METHODS:
-            js = [charged[i] for i, e in enumerate(entries) if e.method == m]
-            if not js:
-                continue
-            g = next((x for x in reversed(gains) if x.method == m), latest)
-            payback.append(_payback(m, sum(js), g, 1.0, grid))
         n = latest.n_heliostats
-        payback.append(_payback("per-heliostat (mean)", total / n, latest, 1.0 / n, grid))
-        shared = sum(charged[i] for i, e in enumerate(entries) if not e.heliostat_id)
+        total = sum(charged.values())
+        allidx = range(len(entries))
+        payback.append(
+            _payback("all", total, latest, 1.0, grid, _rel_unc(entries, charged, allidx),
+                     runs_per_year, kg_of(allidx))
+        )  # fmt: skip
+        if system_j > 0:
+            sys_kg = system_j / 3.6e6 * grid.kg_per_kwh
+            payback.append(
+                _payback("whole system", total + system_j, latest, 1.0, grid, math.nan,
+                         runs_per_year, kg_of(allidx) + sys_kg)
+            )  # fmt: skip
+        by_m: dict[str, tuple[float, GainRecord | None, float]] = {}
+        for m in METHODS:
+            idx = [i for i, e in enumerate(entries) if e.method == m]
+            if not idx:
+                continue
+            own = next((x for x in reversed(gains) if x.method == m), None)
+            g = own or latest
+            js = sum(charged[i] for i in idx)
+            by_m[m] = (js, own, kg_of(idx))
+            payback.append(
+                _payback(m, js, g, 1.0, grid, _rel_unc(entries, charged, idx), runs_per_year,
+                         kg_of(idx))
+            )  # fmt: skip
+        if "ml" in by_m and "classical" in by_m and by_m["ml"][1] and by_m["classical"][1]:
+            (j_ml, g_ml, kg_ml), (j_cl, g_cl, kg_cl) = by_m["ml"], by_m["classical"]
+            d_kwh = (j_ml - j_cl) / 3.6e6
+            d_kg = kg_ml - kg_cl
+            d_th = g_ml.thermal_gain_kwh_per_year - g_cl.thermal_gain_kwh_per_year
+            d_disp = g_ml.co2_avoided_kg_per_year - g_cl.co2_avoided_kg_per_year
+            hours = max(g_ml.operating_hours_per_year, 1e-9)
+            pb, verdict = increment_payback_hours(d_kg, d_disp / hours)
+            err = d_th / (d_kwh * runs_per_year) if d_kwh > 0 else math.inf
+            payback.append(
+                PaybackRow("ml over classical", d_kwh, d_kg, d_th, d_disp, pb, err, math.nan,
+                           runs_per_year, verdict, "classical calibration")
+            )  # fmt: skip
+        elif "ml" in by_m:
+            notes.append(
+                "ml over classical: needs a gain recorded for each method "
+                "(`ledger gain --db F --method classical|ml`) and entries of each"
+            )
+        shared = [i for i, e in enumerate(entries) if not e.heliostat_id]
+        shared_j = sum(charged[i] for i in shared)
         for hid in sorted({e.heliostat_id for e in entries if e.heliostat_id}):
-            own = sum(charged[i] for i, e in enumerate(entries) if e.heliostat_id == hid)
-            payback.append(_payback(hid, own + shared / n, latest, 1.0 / n, grid))
-    return Summary(grid, by_stage, payback, latest)
+            idx = [i for i, e in enumerate(entries) if e.heliostat_id == hid]
+            own = sum(charged[i] for i in idx)
+            payback.append(
+                _payback(hid, own + shared_j / n, latest, 1.0 / n, grid,
+                         _rel_unc(entries, charged, idx + shared), runs_per_year,
+                         kg_of(idx) + kg_of(shared) / n)
+            )  # fmt: skip
+    return Summary(grid, by_stage, payback, latest, notes)
 
 
 # ------------------------------------------------------------------- the book
@@ -560,14 +726,16 @@ class LedgerBook:
             for row in cur
         ]
 
-    def summary(self, grid: CarbonIntensity) -> Summary:
+    def summary(
+        self, grid: CarbonIntensity | GridSeries, runs_per_year: float = 1.0, system_j: float = 0.0
+    ) -> Summary:
         """:func:`summarise` over the stored entries and gains."""
-        return summarise(self.entries(), self.gains(), grid)
+        return summarise(self.entries(), self.gains(), grid, runs_per_year, system_j)
 
-    def summaries(self) -> list[Summary]:
+    def summaries(self, runs_per_year: float = 1.0, system_j: float = 0.0) -> list[Summary]:
         """One summary per grid preset."""
         es, gs = self.entries(), self.gains()
-        return [summarise(es, gs, g) for g in GRID_PRESETS.values()]
+        return [summarise(es, gs, g, runs_per_year, system_j) for g in GRID_PRESETS.values()]
 
     def export_csv(self, path: str | Path, grid: CarbonIntensity) -> int:
         """Write entries as CSV, CodeCarbon's ``emissions.csv`` columns first.
@@ -583,7 +751,8 @@ def csv_rows(entries: Iterable[LedgerEntry], grid: CarbonIntensity) -> list[dict
     cpu_name = cpu_model_name()
     for e in entries:
         kwh = e.facility_energy.kwh
-        kg = kwh * grid.kg_per_kwh
+        k, basis = intensity_at(grid, e.timestamp_utc)
+        kg = kwh * k
         d = e.duration_s
 
         def p(j: float, d: float = d, pue: float = e.pue) -> float:
@@ -619,7 +788,8 @@ def csv_rows(entries: Iterable[LedgerEntry], grid: CarbonIntensity) -> list[dict
                 "n_inferences": e.n_inferences,
                 "expected_inferences": e.expected_inferences,
                 "grid": grid.name,
-                "grid_kg_co2e_per_kwh": grid.kg_per_kwh,
+                "grid_kg_co2e_per_kwh": k,
+                "grid_basis": basis,
                 "note": e.note,
             }
         )

@@ -19,6 +19,27 @@ where ``U(T − T_fluid)`` is the useful heat drawn into a fluid/process at ``T_
 no losses but radiation and no useful heat its limit is the stagnation temperature
 ``T_stag = (α·C·G/(ε·σ_SB))^¼`` with C·G = P/A_abs the concentrated flux.
 
+Two receivers, two kinds of gain
+--------------------------------
+* **No flow control** (fixed U and fluid temperature, the balance above): better pointing
+  shows up as a higher target temperature. ΔT is this receiver's figure. Its useful heat
+  ``U·A·max(T − T_f, 0)`` is a threshold quantity: when T_f sits just under the "before"
+  temperature a small ΔT looks like a large relative heat gain.
+* **Flow-controlled** (the pump holds the receiver at its outlet temperature ``T_hold``, as
+  real receivers are run): the temperature does not change; the gain is heat,
+  ``Q = max(α·P − A·(εσ(T_hold⁴ − T_a⁴) + h(T_hold − T_a)), 0)``. Every heat, energy and
+  CO2 figure of :class:`GainResult` (``thermal_*``, ``co2_*``) is this receiver's.
+
+The annual figures are for a **clear-sky** year (pvlib Ineichen); multiply by a site's
+clear-sky fraction (``dni_scale``) for a real one.
+
+Which receiver
+--------------
+:func:`gain_point` is the one place that chooses: given a field config, its own receiver
+(the target named ``receiver``, else the first) with the field's geometry; without one, a
+named reference point (:data:`OPERATING_POINTS`), which is **hypothetical** and labelled so.
+The demo, ``heliostat ledger gain`` and ``heliostat bench compare`` all call it.
+
 The field is N identical copies of one representative heliostat (slant range D, elevation
 of the aim point seen from the heliostat β, due pole-ward of the tower's north/south
 side). Power on the target: ``P = N·DNI·A_m·cos θ_i·ρ·τ_atm(D)·η_int``, with the
@@ -93,6 +114,8 @@ class Absorber:
         Temperature of that fluid/process. [K]
     t_amb_k : float
         Ambient (and sky) temperature. [K]
+    t_hold_k : float or None
+        Outlet temperature a flow-controlled receiver is held at (None: ``t_fluid_k``). [K]
     """
 
     area_m2: float
@@ -102,6 +125,7 @@ class Absorber:
     u_useful_w_m2k: float = 0.0
     t_fluid_k: float = 298.15
     t_amb_k: float = 298.15
+    t_hold_k: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.area_m2) and self.area_m2 > 0):
@@ -114,6 +138,26 @@ class Absorber:
             v = getattr(self, k)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"absorber {k} must be finite and >= 0, got {v!r}")
+        if self.t_hold_k is not None and not (math.isfinite(self.t_hold_k) and self.t_hold_k > 0):
+            raise ValueError(f"absorber t_hold_k must be > 0 [K], got {self.t_hold_k!r}")
+
+    @property
+    def hold_k(self) -> float:
+        """Outlet temperature of the flow-controlled receiver. [K]"""
+        return self.t_fluid_k if self.t_hold_k is None else self.t_hold_k
+
+    def held_useful_w(self, power_w: ArrayLike) -> NDArray[np.float64]:
+        """Useful heat of a flow-controlled receiver held at :attr:`hold_k`. [W]
+
+        ``Q = max(α·P − A·(εσ(T_h⁴ − T_a⁴) + h(T_h − T_a)), 0)``: what is absorbed minus
+        the losses at the held temperature; 0 when the losses exceed it (no flow).
+        """
+        p = np.asarray(power_w, float)
+        th, ta = self.hold_k, self.t_amb_k
+        loss = self.area_m2 * (
+            self.emissivity * SIGMA_SB * (th**4 - ta**4) + self.h_conv_w_m2k * (th - ta)
+        )
+        return np.maximum(self.absorptivity * p - loss, 0.0)
 
     def temperature_k(self, power_w: ArrayLike) -> NDArray[np.float64]:
         """Steady-state temperature under an incident power (energy balance). [K]
@@ -194,6 +238,8 @@ class OperatingPoint:
         Sun elevation below which the plant does not operate. [rad]
     note : str
         Where the figures come from.
+    hypothetical : bool
+        A reference point of our own making, not a plant's (shown as such everywhere).
     """
 
     name: str
@@ -213,6 +259,12 @@ class OperatingPoint:
     focal_m: float | None = None
     min_elevation_rad: float = math.radians(5.0)
     note: str = ""
+    hypothetical: bool = False
+
+    @property
+    def label(self) -> str:
+        """The name, with "(hypothetical reference point)" for a point of our own making."""
+        return f"{self.name} (hypothetical reference point)" if self.hypothetical else self.name
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_heliostats, int) and self.n_heliostats >= 1):
@@ -265,6 +317,7 @@ def heliogen_like() -> OperatingPoint:
         slope_rad=1.5e-3,
         note="illustrative: ~400 small heliostats, >1000 °C target (Heliogen 2019 "
         "announcement); sizes chosen by us",
+        hypothetical=True,
     )
 
 
@@ -293,12 +346,14 @@ def plant_like() -> OperatingPoint:
             u_useful_w_m2k=2000.0,
             t_fluid_k=427.0 + ZERO_C_K,
             t_amb_k=298.15,
+            t_hold_k=565.0 + ZERO_C_K,
         ),
         reflectivity=0.93,
         other_efficiency=0.6,
         slope_rad=1.5e-3,
         note="illustrative: Gemasolar's public figures (2,650 × 120 m², 120 MWt "
         "receiver); heat-transfer figures chosen by us",
+        hypothetical=True,
     )
 
 
@@ -317,7 +372,8 @@ class FieldState:
     power_w : power on the target (whole field). [W]
     temperature_k : absorber steady-state temperature. [K]
     stagnation_k : stagnation temperature ``(αP/(Aεσ))^¼``. [K]
-    useful_w : useful heat. [W]
+    useful_w : useful heat of the receiver without flow control (fixed U, T_f). [W]
+    held_w : useful heat of the flow-controlled receiver held at its outlet temperature. [W]
     operating : sun above the minimum elevation and DNI > 0.
     """
 
@@ -327,6 +383,7 @@ class FieldState:
     temperature_k: NDArray[np.float64]
     stagnation_k: NDArray[np.float64]
     useful_w: NDArray[np.float64]
+    held_w: NDArray[np.float64]
     operating: NDArray[np.bool_]
 
 
@@ -385,7 +442,8 @@ def field_state(
         p / point.absorber.area_m2, point.absorber.absorptivity, point.absorber.emissivity
     )
     useful = np.where(operating, point.absorber.useful_w(temp), 0.0)
-    return FieldState(cos_i, np.asarray(eta, float), p, temp, stag, useful, operating)
+    held = np.where(operating, point.absorber.held_useful_w(p), 0.0)
+    return FieldState(cos_i, np.asarray(eta, float), p, temp, stag, useful, held, operating)
 
 
 def _day_times(site: Site, date: str | pd.Timestamp, step_s: float) -> pd.DatetimeIndex:
@@ -404,7 +462,10 @@ def _day_times(site: Site, date: str | pd.Timestamp, step_s: float) -> pd.Dateti
 class GainResult:
     """The gain of going from one pointing error to another at an operating point.
 
-    All energies are thermal (useful heat), whole field unless named ``per_heliostat``.
+    Temperatures (``t_*``, :attr:`delta_t_k`) are the receiver **without flow control**
+    (fixed U, fluid at T_f). Energies (``thermal_*``) and CO2 are the useful heat of the
+    **flow-controlled** receiver held at ``t_hold_k``, whole field unless named
+    ``per_heliostat``. Annual figures are for a **clear-sky** year.
     """
 
     point: str
@@ -428,16 +489,23 @@ class GainResult:
     operating_hours_per_year: float
     boiler_efficiency: float
     gas_kg_per_kwh: float
+    label: str = ""
+    hypothetical: bool = False
+    t_hold_k: float = math.nan
+    thermal_before_kwh_per_year: float = math.nan
+    thermal_after_kwh_per_year: float = math.nan
+    no_flow_gain_kwh_per_day: float = math.nan
     extra: dict = field(default_factory=dict)
 
     @property
     def delta_t_k(self) -> float:
-        """Temperature rise at clear-sky noon of the chosen day. [K]"""
+        """Temperature rise at clear-sky noon of the chosen day, receiver without flow
+        control. [K]"""
         return self.t_after_k - self.t_before_k
 
     @property
     def thermal_gain_kwh_per_day(self) -> float:
-        """Extra useful heat over the chosen day. [kWh]"""
+        """Extra useful heat over the chosen day, flow-controlled receiver. [kWh]"""
         return self.thermal_after_kwh_per_day - self.thermal_before_kwh_per_day
 
     @property
@@ -462,6 +530,12 @@ class GainResult:
         """Flat dictionary with units in the keys (for JSON and the book)."""
         return {
             "point": self.point,
+            "label": self.label or self.point,
+            "hypothetical": self.hypothetical,
+            "temperature_receiver": "no flow control (fixed U, fluid at T_f)",
+            "heat_receiver": "flow-controlled, held at its outlet temperature",
+            "t_hold_c": self.t_hold_k - ZERO_C_K,
+            "annual_basis": "clear-sky year (pvlib Ineichen, 21st of each month x its days)",
             "before_mrad": self.before_mrad,
             "after_mrad": self.after_mrad,
             "treatment": self.treatment,
@@ -483,7 +557,10 @@ class GainResult:
             / self.n_heliostats,
             "co2_avoided_kg_per_day": self.co2_avoided_kg_per_day,
             "operating_hours_per_day": self.operating_hours_per_day,
+            "no_flow_gain_kwh_per_day": self.no_flow_gain_kwh_per_day,
             "thermal_gain_kwh_per_year": self.thermal_gain_kwh_per_year,
+            "thermal_before_kwh_per_year": self.thermal_before_kwh_per_year,
+            "thermal_after_kwh_per_year": self.thermal_after_kwh_per_year,
             "co2_avoided_kg_per_year": self.co2_avoided_kg_per_year,
             "operating_hours_per_year": self.operating_hours_per_year,
             "boiler_efficiency": self.boiler_efficiency,
@@ -509,6 +586,8 @@ def pointing_gain(
     Clear-sky DNI (pvlib Ineichen, no network) at the point's site. The day figures are
     for ``date``; the year figure sums the 21st of each month × the days of that month
     (a clear-sky year: multiply by a site's clear-sky fraction, or pass ``dni_scale``).
+    Temperatures are those of the receiver without flow control; heat, the
+    flow-controlled receiver's (see the module docstring).
 
     Parameters
     ----------
@@ -551,9 +630,10 @@ def pointing_gain(
     def per_day(x):
         return np.asarray(x, float).reshape(len(days), n).sum(axis=1)
 
-    wb_kwh = per_day(before.useful_w) * h / 1e3
-    wa_kwh = per_day(after.useful_w) * h / 1e3
-    hours = per_day(after.useful_w > 0) * h
+    wb_kwh = per_day(before.held_w) * h / 1e3
+    wa_kwh = per_day(after.held_w) * h / 1e3
+    nf_kwh = per_day(after.useful_w - before.useful_w) * h / 1e3
+    hours = per_day(after.held_w > 0) * h
     w = np.asarray(weights)
     # Noon of the chosen day: the step with the highest sun.
     elev = sp.u_sun_enu[:n, 2]
@@ -580,6 +660,12 @@ def pointing_gain(
         operating_hours_per_year=float(np.sum(hours * w)),
         boiler_efficiency=boiler_efficiency,
         gas_kg_per_kwh=gas_kg_per_kwh,
+        label=point.label,
+        hypothetical=point.hypothetical,
+        t_hold_k=point.absorber.hold_k,
+        thermal_before_kwh_per_year=float(np.sum(wb_kwh * w)),
+        thermal_after_kwh_per_year=float(np.sum(wa_kwh * w)),
+        no_flow_gain_kwh_per_day=float(nf_kwh[0]),
         extra={"site": point.site.name, "date": str(day0.date()), "dni_scale": dni_scale},
     )
 
@@ -635,3 +721,68 @@ def point_for_field(
 def with_changes(point: OperatingPoint, **changes) -> OperatingPoint:
     """A copy of an operating point with some fields changed (``dataclasses.replace``)."""
     return replace(point, **changes)
+
+
+#: Outlet temperature a field's own receiver is held at when the field config says nothing:
+#: low-temperature process heat, what a flat target of a small field (tens of suns,
+#: stagnation a few hundred °C) can serve. ``heliostat ledger gain --fluid-c`` overrides. [°C]
+FIELD_RECEIVER_FLUID_C = 150.0
+
+
+def default_receiver_id(cfg) -> str:
+    """The field's own receiver: the target named ``receiver`` (or containing it), else the
+    first target."""
+    if not cfg.targets:
+        raise ValueError(f"{cfg.source}: the field has no targets")
+    ids = list(cfg.targets)
+    return next((t for t in ids if t == "receiver"), None) or next(
+        (t for t in ids if "receiver" in t.lower()), ids[0]
+    )
+
+
+def gain_point(
+    cfg=None,
+    target_id: str | None = None,
+    reference: str = "heliogen-like",
+    label: str = "",
+    fluid_c: float | None = None,
+) -> OperatingPoint:
+    """The one choice of receiver for every gain figure (demo, ``ledger gain``, ``bench``).
+
+    Parameters
+    ----------
+    cfg : FieldConfig or None
+        A field config. Given: the field's own receiver (``target_id``, default
+        :func:`default_receiver_id`) as aperture and absorber, with the field's site,
+        heliostats and geometry; thermal properties (α, ε, h, U) those of ``reference``,
+        fluid and outlet at ``fluid_c`` (default :data:`FIELD_RECEIVER_FLUID_C`).
+        None: the named reference point itself, hypothetical.
+    target_id : str or None
+    reference : str
+        Key of :data:`OPERATING_POINTS`.
+    label : str
+        How to name the field (default its file).
+    fluid_c : float or None
+        Fluid and outlet temperature. [°C]
+    """
+    if reference not in OPERATING_POINTS:
+        raise ValueError(
+            f"unknown operating point {reference!r}: expected one of {', '.join(OPERATING_POINTS)}"
+        )
+    point = OPERATING_POINTS[reference]()
+    if cfg is None:
+        if fluid_c is not None:
+            t = fluid_c + ZERO_C_K
+            point = replace(point, absorber=replace(point.absorber, t_fluid_k=t, t_hold_k=t))
+        return point
+    tid = target_id or default_receiver_id(cfg)
+    t = (FIELD_RECEIVER_FLUID_C if fluid_c is None else fluid_c) + ZERO_C_K
+    fp = point_for_field(point, cfg, tid, label=label)
+    return replace(
+        fp,
+        name=f"{label or cfg.source}:{tid}",
+        absorber=replace(fp.absorber, t_fluid_k=t, t_hold_k=t),
+        hypothetical=False,
+        note=f"the field's own receiver {tid!r}; thermal properties assumed "
+        f"(α, ε, h, U of {reference}; fluid and outlet at {t - ZERO_C_K:g} °C)",
+    )
