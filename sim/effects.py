@@ -98,8 +98,6 @@ EFFECT_NAMES: tuple[str, ...] = (
 #: Linear thermal expansion of structural steel. [1/K]
 STEEL_ALPHA_PER_K = 12e-6
 
-#: Sun's apparent angular speed about the celestial pole. [rad/s]
-EARTH_RATE_RAD_S = 2.0 * math.pi / 86164.0905
 
 #: Temperature at which the field was surveyed (pylon length reference). [°C]
 SURVEY_TEMPERATURE_C = 20.0
@@ -651,3 +649,34 @@ def with_position(kin: HeliostatKinematics, position_enu_m: Sequence[float]) -> 
 def sun_enu_from_azel_deg(az_deg: ArrayLike, el_deg: ArrayLike) -> NDArray[np.float64]:
     """Unit sun vectors from azimuth/elevation in degrees (CSV columns)."""
     return azel_to_enu(np.radians(np.asarray(az_deg, float)), np.radians(np.asarray(el_deg, float)))
+
+
+# --------------------------------------------------------------------------- scoring
+def pointing_error_mrad(
+    kin: HeliostatKinematics,
+    errors: KinematicErrors,
+    steps: NDArray,
+    plant_times: pd.DatetimeIndex,
+    plant_sun_enu: NDArray,
+    site: Site,
+    aim_enu_m: NDArray,
+    effects: Effects,
+    cdraw: CampaignDraw,
+    hdraw: HeliostatDraw,
+    rng: np.random.Generator | None = None,
+) -> NDArray[np.float64]:
+    """Beam pointing error of commanded ``steps`` in the real world: the angle between the
+    effected beam (:func:`world_beam`, the true sun of :func:`true_sun`) and the direction
+    from the (effected) mirror centre to the aim point. Per-visit draws (wind, encoder)
+    come from ``rng`` (None = zero); backlash from moving visit to visit in the given
+    order. Shape (N,). [mrad]"""
+    from heliostat.frames import angle_between
+
+    n = steps.shape[0]
+    sun = true_sun(site, pd.DatetimeIndex(plant_times), plant_sun_enu, effects, cdraw)
+    vis = draw_visits(effects, n, rng) if rng is not None else VisitDraws.zeros(n)
+    temp = ambient_c(pd.DatetimeIndex(plant_times), site, cdraw)
+    c, _, r = world_beam(
+        kin, errors, steps, sun, effects, hdraw, cdraw, vis, approach_signs(steps), temp
+    )
+    return angle_between(r, normalize(np.asarray(aim_enu_m) - c)) * 1e3
