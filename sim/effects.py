@@ -503,7 +503,10 @@ def true_sun(
     sp = sun_position(site, times)
     el = sp.elevation_rad
     if effects.refraction:
-        geo = el - saemundsson_refraction_rad(el, standard_pressure_pa(site), PLANT_TEMPERATURE_C)
+        p0 = standard_pressure_pa(site)
+        geo = el.copy()
+        for _ in range(6):  # invert apparent = geo + R(geo): contraction by |R'| < 0.03
+            geo = el - saemundsson_refraction_rad(geo, p0, PLANT_TEMPERATURE_C)
         temp = ambient_c(plant_times, site, draw)
         el = geo + saemundsson_refraction_rad(geo, draw.pressure_pa, temp)
     return azel_to_enu(sp.azimuth_rad, el)

@@ -373,6 +373,16 @@ def stage_verify(ctx) -> dict[str, Any]:
     wire_err = []
     for hid, pos in reported.items():
         h = field_cfg.heliostats[hid]
+        if world is not None:
+            effects, cdraw, hdraws = world
+            wire_err.append(
+                pointing_error_mrad(
+                    h.kinematics, truth[hid], np.asarray(pos, float)[None], times[k : k + 1],
+                    s_noon[None], field_cfg.site, aim, effects, cdraw, hdraws[hid],
+                    np.random.default_rng(world_seed),
+                )[0]
+            )  # fmt: skip
+            continue
         wire_err.append(_miss_mrad(h.kinematics, truth[hid], pos[None], s_noon[None], aim)[0])
     ctx.state["verify_positions"] = (s_noon, reported)
     confirmed = sum(o.state == "confirmed" for o in outcomes)
