@@ -329,7 +329,9 @@ def stage_verify(ctx) -> dict[str, Any]:
     # Heliostats whose fit failed or whose correction safety refused keep the nominal
     # model: their "after" is their "before".
     applied = {hid: (fits[hid].errors if hid in fits else None) for hid in truth}
+    # the held-out visits' own wind and encoder draws, one stream per heliostat
     world, world_seed = None, ctx.options.seed + 1
+    index = {hid: i for i, hid in enumerate(field_cfg.heliostats)}
     if ctx.state.get("effect_draws"):
         from sim.effects import draws_from_dict, pointing_error_mrad
 
@@ -348,7 +350,8 @@ def stage_verify(ctx) -> dict[str, Any]:
             for out_d, st in ((before, nominal), (after, fitted)):
                 out_d[hid] = pointing_error_mrad(
                     kin, truth[hid], st[keep], t_keep, sun[keep], field_cfg.site, aim,
-                    effects, cdraw, hdraws[hid], np.random.default_rng(world_seed),
+                    effects, cdraw, hdraws[hid],
+                    np.random.default_rng([world_seed, index[hid]]),
                 )  # fmt: skip
             continue
         before[hid] = _miss_mrad(kin, truth[hid], nominal[keep], sun[keep], aim)
@@ -379,7 +382,7 @@ def stage_verify(ctx) -> dict[str, Any]:
                 pointing_error_mrad(
                     h.kinematics, truth[hid], np.asarray(pos, float)[None], times[k : k + 1],
                     s_noon[None], field_cfg.site, aim, effects, cdraw, hdraws[hid],
-                    np.random.default_rng(world_seed),
+                    np.random.default_rng([world_seed, index[hid], 1]),
                 )[0]
             )  # fmt: skip
             continue
