@@ -290,3 +290,21 @@ def test_effects_are_not_invisible_to_the_pipeline():
     assert rms(full, "pipeline_static_mrad") > rms(clean, "pipeline_static_mrad")
     # the oracle fits a superset of the pipeline's model with priors: 10 % slack for noise
     assert rms(full, "oracle_static_mrad") < 1.1 * rms(full, "pipeline_static_mrad")
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_effects_options(tmp_path, capsys):
+    from heliostat.cli import main
+
+    base = ["sim", "campaign", "--heliostats", "2", "--days", "1", "--frame-heliostats", "0"]
+    assert main([*base, "--effects", "sag,gust", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "'gust'" in err and "known: sag" in err and "\n" not in err
+    assert main([*base, "--effects", "sag,clock", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b/truth.json").read_text())["effects"]["on"] == ["sag", "clock"]
+    assert main([*base, "--no-effects", "--out", str(tmp_path / "c")]) == 0
+    assert "effects" not in json.loads((tmp_path / "c/truth.json").read_text())
+    # the default is realistic: every effect on
+    assert main([*base, "--out", str(tmp_path / "d")]) == 0
+    on = json.loads((tmp_path / "d/truth.json").read_text())["effects"]["on"]
+    assert tuple(on) == EFFECT_NAMES
