@@ -575,7 +575,7 @@ def world_beam(
         ok = np.linalg.norm(s_h, axis=1) > 1e-9
         k = np.zeros_like(s_h)
         k[ok] = normalize(np.cross(s_h[ok], _UP[None, :]))
-        u = rotate(u, k, tau)  # top of the pylon away from the sun
+        u = rotate(u, k, np.where(ok, tau, 0.0))  # top of the pylon away from the sun
     if effects.sag:
         droop = sag_droop_rad(u, hdraw.sag_rad)
         u = tilt(u, np.stack([np.zeros(n), -droop], axis=1))
