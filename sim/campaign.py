@@ -56,6 +56,18 @@ from heliostat.frames import intersect_plane, reflect
 from heliostat.kinematics import KinematicErrors, KinematicsError, Pose
 from heliostat.paths import join_inside
 from heliostat.vision.io import DARK_SUFFIX
+from sim.effects import (
+    Effects,
+    VisitDraws,
+    ambient_c,
+    approach_signs,
+    draw_campaign,
+    draw_heliostat,
+    draw_visits,
+    draws_to_dict,
+    true_sun,
+    world_beam,
+)
 from sim.field import field_toml, truth_json
 from sim.observe import OBSERVATION_COLUMNS, observation_frame, perturb_directions
 from sim.reproduce import stable_numbers
@@ -106,6 +118,10 @@ class CampaignSettings:
         Folder of empty-target images for ``sunlit``; empty = the shipped Jülich set.
     camera_bit_depth : int
         ADC bits of the simulated camera (the Jülich camera: 8). [bit]
+    effects : sim.effects.Effects
+        Effects outside the fitted model (switches, magnitudes); default all off, the
+        clean simulator. ``heliostat sim campaign`` and ``heliostat demo`` switch them
+        all on (:meth:`sim.effects.Effects.realistic`).
     """
 
     start_date: str = "2025-04-01"
@@ -124,6 +140,7 @@ class CampaignSettings:
     target_style: str = "aruco"
     target_images: str = ""
     camera_bit_depth: int = 12
+    effects: Effects = Effects()
 
     def __post_init__(self) -> None:
         from sim.real_texture import TARGET_STYLES
@@ -163,12 +180,15 @@ class Seeds:
     clouds: np.random.SeedSequence
     noise: np.random.SeedSequence
     frames: np.random.SeedSequence
+    effects: np.random.SeedSequence
 
     @classmethod
     def from_seed(cls, seed: int) -> Seeds:
         if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        return cls(*np.random.SeedSequence(int(seed)).spawn(5))
+        # the sixth child is new: SeedSequence children are keyed by their index, so the
+        # first five streams are those of earlier versions (same seed, same draws)
+        return cls(*np.random.SeedSequence(int(seed)).spawn(6))
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +212,7 @@ class CampaignResult:
     target_id: str
     camera: CameraConfig | None = None
     frame_conditions: dict[str, dict] = field(default_factory=dict)
+    effect_draws: dict | None = None
 
 
 # --------------------------------------------------------------------------- schedule
@@ -348,6 +369,17 @@ def simulate_campaign(
     sun_all = sky.sun(times)
     clear_all = sky.clear_dni_w_m2(times)
     cloud_all = sky.cloud_factor(times)
+    # effects outside the fitted model (sim.effects): the plant commands with its own sun
+    # (its clock, standard refraction); the beam leaves by the true sun and the effects
+    effects = settings.effects
+    cdraw = draw_campaign(
+        effects, field_cfg.site, settings.start_date, np.random.default_rng(seeds.effects)
+    )
+    sun_true_all = true_sun(field_cfg.site, times, sun_all.u_sun_enu, effects, cdraw)
+    temp_all = ambient_c(times, field_cfg.site, cdraw)
+    effect_seeds = seeds.effects.spawn(len(field_cfg.heliostats))
+    hdraws: dict = {}
+    visit_records: dict[str, dict] = {}
 
     want_frames = frame_sink is not None and settings.frame_heliostats > 0
     if want_frames and camera is None:
@@ -376,6 +408,10 @@ def simulate_campaign(
         h = field_cfg.heliostats[hid]
         rng = np.random.default_rng(noise_seeds[k])
         idx = np.flatnonzero(sched["heliostat_id"].to_numpy() == hid)
+        erng = np.random.default_rng(effect_seeds[k])
+        hdraws[hid] = hdraw = draw_heliostat(effects, erng)
+        idx_sched = idx
+        vdraws = draw_visits(effects, idx.size, erng)
         el = sun_all.elevation_rad[idx]
         dni = clear_all[idx] * cloud_all[idx]
         ok = el > math.radians(settings.min_elevation_deg)
@@ -393,7 +429,18 @@ def simulate_campaign(
             if progress:
                 progress(k + 1, len(hids))
             continue
-        pose, r_true = true_beam(h, steps, truth[hid], sun)
+        if effects.any:
+            vis = vdraws.take(np.searchsorted(idx_sched, idx))
+            approach = approach_signs(steps)
+            sun = sun_true_all[idx]  # the beam leaves by the true sun
+            centre, normal, r_true = world_beam(
+                h.kinematics, truth[hid], steps, sun, effects, hdraw, cdraw, vis, approach,
+                temp_all[idx],
+            )  # fmt: skip
+            pose = Pose(normal, centre)
+        else:
+            vis, approach = VisitDraws.zeros(idx.size), np.ones((idx.size, 2))
+            pose, r_true = true_beam(h, steps, truth[hid], sun)
         hit_true = intersect_plane(pose.centre_enu_m, r_true, aim, target.u_normal_enu)
         xy_true = target.enu_to_plane(hit_true)
         on = np.all(np.isfinite(xy_true), axis=1) & target.contains(xy_true)
@@ -401,6 +448,15 @@ def simulate_campaign(
         idx, sun, steps, r_true = idx[on], sun[on], steps[on], r_true[on]
         pose = Pose(pose.u_normal_enu[on], pose.centre_enu_m[on])
         hit_true, xy_true = hit_true[on], xy_true[on]
+        if effects.any:
+            vis, approach = vis.take(on), approach[on]
+            visit_records[hid] = {
+                "time_utc": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in times[idx]],
+                "wind_m_s": vis.wind_m_s.tolist(),
+                "jitter_rad": vis.jitter_rad.tolist(),
+                "encoder_rad": vis.encoder_rad.tolist(),
+                "approach": approach.astype(int).tolist(),
+            }
         # measurement model (sim.observe): beam direction tilted by noise_mrad per axis
         r_meas = perturb_directions(r_true, settings.noise_mrad * 1e-3, rng)
         hit = intersect_plane(pose.centre_enu_m, r_meas, aim, target.u_normal_enu)
@@ -464,7 +520,7 @@ def simulate_campaign(
             observation_frame(
                 hid,
                 t_obs,
-                sun_all.azimuth_rad[idx],
+                sun_all.azimuth_rad[idx],  # the plant's sun (its clock, standard refraction)
                 sun_all.elevation_rad[idx],
                 steps,
                 target.id,
@@ -487,7 +543,10 @@ def simulate_campaign(
         obs = obs.sort_values(["time_utc", "heliostat_id"], kind="stable").reset_index(drop=True)
         obs["time_utc"] = pd.DatetimeIndex(obs["time_utc"]).strftime("%Y-%m-%dT%H:%M:%SZ")
     obs = obs[list(OBSERVATION_COLUMNS)]
-    return CampaignResult(obs, len(sched), skipped, frames_written, target.id, camera, conditions)
+    draws = draws_to_dict(effects, cdraw, hdraws, visit_records) if effects.any else None
+    return CampaignResult(
+        obs, len(sched), skipped, frames_written, target.id, camera, conditions, draws
+    )
 
 
 def _conditions_dict(cond, image_paths, truth) -> dict:
@@ -621,7 +680,9 @@ def write_campaign(
         progress=progress,
     )
     (out / "field.toml").write_text(field_toml(field_cfg), encoding="utf-8")
-    (out / "truth.json").write_text(truth_json(truth), encoding="utf-8")
+    (out / "truth.json").write_text(
+        truth_json(truth, effects=result.effect_draws), encoding="utf-8"
+    )
     (out / "observations.csv").write_text(observations_csv(result.observations), encoding="utf-8")
     man = manifest(result, settings, seed, field_cfg, files)
     (out / "campaign.json").write_text(json.dumps(man, indent=2) + "\n", encoding="utf-8")

@@ -303,20 +303,28 @@ def draw_truth(field: FieldConfig, rng: np.random.Generator) -> dict[str, Kinema
     return {hid: draw_true_errors(h.kinematics.drive, rng) for hid, h in field.heliostats.items()}
 
 
-def truth_to_dict(truth: Mapping[str, KinematicErrors], seed: int | None = None) -> dict:
-    """``truth.json`` content: per heliostat its drive and named true errors."""
+def truth_to_dict(
+    truth: Mapping[str, KinematicErrors], seed: int | None = None, effects: dict | None = None
+) -> dict:
+    """``truth.json`` content: per heliostat its drive and named true errors, and with
+    ``effects`` (:func:`sim.effects.draws_to_dict`) the draws of the effects outside the
+    fitted model under the key ``effects``."""
     out: dict[str, Any] = {"schema": TRUTH_SCHEMA}
     if seed is not None:
         out["seed"] = int(seed)
     out["units"] = "names ending _rad are radians, _m metres"
     out["heliostats"] = {hid: {"drive": e.drive, "errors": e.to_dict()} for hid, e in truth.items()}
+    if effects is not None:
+        out["effects"] = effects
     return out
 
 
-def truth_json(truth: Mapping[str, KinematicErrors], seed: int | None = None) -> str:
+def truth_json(
+    truth: Mapping[str, KinematicErrors], seed: int | None = None, effects: dict | None = None
+) -> str:
     """``truth.json`` text (stable key order; floats at the precision every machine agrees
     on, :func:`sim.reproduce.stable_numbers`)."""
-    return json.dumps(stable_numbers(truth_to_dict(truth, seed)), indent=2) + "\n"
+    return json.dumps(stable_numbers(truth_to_dict(truth, seed, effects)), indent=2) + "\n"
 
 
 def load_truth(path: str | Path, field: FieldConfig | None = None) -> dict[str, KinematicErrors]:

@@ -23,6 +23,10 @@ def _tiny(out, **kw) -> DemoOptions:
         frame_heliostats=1,
         frames_per_heliostat=1,
         camera_size=(256, 208),
+        # the clean simulator: this tests the loop's mechanics and bounds its figures on a
+        # world inside the fitted model; the effects outside it are tested in
+        # tests/test_sim_effects.py and measured in bench/calibration.py
+        effects="none",
     )
     base.update(kw)
     return DemoOptions(**base)

@@ -74,6 +74,9 @@ class DemoOptions:
         Folder of empty-target images for ``sunlit`` (empty = the shipped Jülich set).
     bit_depth : int or None
         Camera ADC bits; None = 8 for ``sunlit``, 12 for ``aruco``.
+    effects : str
+        Effects outside the fitted model: ``"all"``, ``"none"`` or comma-separated names
+        (:data:`sim.effects.EFFECT_NAMES`).
     """
 
     heliostats: int = 50
@@ -93,6 +96,7 @@ class DemoOptions:
     target_style: str = "sunlit"
     target_images: str = ""
     bit_depth: int | None = None
+    effects: str = "all"
 
     def __post_init__(self) -> None:
         if self.heliostats < 1:
@@ -180,6 +184,7 @@ def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
         target_style=o.target_style,
         target_images=o.target_images,
         bit_depth=o.bit_depth,
+        effects=o.effects,
     )
     settings = settings_from_args(args)
     cdir = ctx.out / "campaign"
@@ -192,6 +197,7 @@ def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
     field_cfg = campaign_field(field_cfg, settings)  # as written: a sunlit board has no markers
     ctx.state.update(
         field=field_cfg,
+        effect_draws=result.effect_draws,
         campaign_dir=cdir,
         observations=obs,
         camera=result.camera,
@@ -435,7 +441,8 @@ def run(args: argparse.Namespace) -> int:
         The parsed command line; this reads ``--camera-size``, ``--cloudiness``,
         ``--days``, ``--drives``, ``--frame-heliostats``, ``--frames-per-heliostat``,
         ``--heliostats``, ``--interval-h``, ``--json``, ``--min-elevation-deg``,
-        ``--noise-mrad``, ``--out``, ``--seed``, ``--spot-shape``, ``--start``.
+        ``--noise-mrad``, ``--out``, ``--seed``, ``--spot-shape``, ``--start``,
+        ``--effects``.
 
     Returns
     -------
@@ -461,6 +468,7 @@ def run(args: argparse.Namespace) -> int:
         target_style=args.target_style,
         target_images=args.target_images,
         bit_depth=args.bit_depth,
+        effects=args.effects,
     )
     summary = run_demo(options)
     if args.json:

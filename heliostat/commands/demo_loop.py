@@ -306,7 +306,11 @@ def _miss_mrad(kin, errors_true, steps, sun, aim) -> np.ndarray:
 
 def stage_verify(ctx) -> dict[str, Any]:
     """Held-out day: pointing error before (nominal) and after (fitted), the fitted
-    setpoints driven through the bridge, the spots of two heliostats measured on camera."""
+    setpoints driven through the bridge, the spots of two heliostats measured on camera.
+
+    When the campaign simulated effects outside the fitted model (``effect_draws``), the
+    held-out errors are those of the same world (:func:`sim.effects.pointing_error_mrad`:
+    sag, thermal, wind, canting, encoder, survey, clock, refraction as drawn)."""
     from firmware_bridge.delivery import ActuatorCommand
     from heliostat.sun import sun_position
 
@@ -325,6 +329,13 @@ def stage_verify(ctx) -> dict[str, Any]:
     # Heliostats whose fit failed or whose correction safety refused keep the nominal
     # model: their "after" is their "before".
     applied = {hid: (fits[hid].errors if hid in fits else None) for hid in truth}
+    # the held-out visits' own wind and encoder draws, one stream per heliostat
+    world, world_seed = None, ctx.options.seed + 1
+    index = {hid: i for i, hid in enumerate(field_cfg.heliostats)}
+    if ctx.state.get("effect_draws"):
+        from sim.effects import draws_from_dict, pointing_error_mrad
+
+        world = draws_from_dict(ctx.state["effect_draws"])
     for hid, errors in applied.items():
         kin = field_cfg.heliostats[hid].kinematics
         try:
@@ -333,6 +344,16 @@ def stage_verify(ctx) -> dict[str, Any]:
         except ValueError:
             continue
         keep = kin.within_limits(fitted) & kin.within_limits(nominal)
+        if world is not None:  # the simulator's effects outside the fitted model
+            effects, cdraw, hdraws = world
+            t_keep = sp.times[up][keep]
+            for out_d, st in ((before, nominal), (after, fitted)):
+                out_d[hid] = pointing_error_mrad(
+                    kin, truth[hid], st[keep], t_keep, sun[keep], field_cfg.site, aim,
+                    effects, cdraw, hdraws[hid],
+                    np.random.default_rng([world_seed, index[hid]]),
+                )  # fmt: skip
+            continue
         before[hid] = _miss_mrad(kin, truth[hid], nominal[keep], sun[keep], aim)
         after[hid] = _miss_mrad(kin, truth[hid], fitted[keep], sun[keep], aim)
     ctx.state.update(verify_before=before, verify_after=after)
@@ -355,6 +376,16 @@ def stage_verify(ctx) -> dict[str, Any]:
     wire_err = []
     for hid, pos in reported.items():
         h = field_cfg.heliostats[hid]
+        if world is not None:
+            effects, cdraw, hdraws = world
+            wire_err.append(
+                pointing_error_mrad(
+                    h.kinematics, truth[hid], np.asarray(pos, float)[None], times[k : k + 1],
+                    s_noon[None], field_cfg.site, aim, effects, cdraw, hdraws[hid],
+                    np.random.default_rng([world_seed, index[hid], 1]),
+                )[0]
+            )  # fmt: skip
+            continue
         wire_err.append(_miss_mrad(h.kinematics, truth[hid], pos[None], s_noon[None], aim)[0])
     ctx.state["verify_positions"] = (s_noon, reported)
     confirmed = sum(o.state == "confirmed" for o in outcomes)

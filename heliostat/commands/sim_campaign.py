@@ -166,6 +166,42 @@ def add_campaign_options(
         default=None,
         help="camera ADC bits (default 8 for sunlit, as the Jülich camera; 12 for aruco)",
     )
+    p.add_argument(
+        "--effects",
+        default="all",
+        metavar="NAMES",
+        help="effects outside the fitted model, comma-separated from sag, thermal, wind, "
+        "canting, encoder, survey, clock, refraction; 'all' (default, realistic) or 'none' "
+        "(see sim/effects.py)",
+    )
+    p.add_argument(
+        "--no-effects",
+        action="store_const",
+        const="none",
+        dest="effects",
+        help="the clean simulator: the truth lies inside the fitted model (= --effects none)",
+    )
+
+
+def effects_from_text(text: str):
+    """``--effects`` value → :class:`sim.effects.Effects` (``all``, ``none`` or names).
+
+    Raises
+    ------
+    ValueError
+        Naming the unknown effect and the known ones.
+    """
+    from sim.effects import Effects
+
+    text = (text or "none").strip().lower()
+    if text == "all":
+        return Effects.realistic()
+    if text == "none":
+        return Effects.none()
+    try:
+        return Effects.from_names(text.split(","))
+    except ValueError as exc:
+        raise ValueError(f"--effects: {exc}") from None
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -176,7 +212,7 @@ def settings_from_args(args: argparse.Namespace):
     args : argparse.Namespace
         Parsed ``heliostat sim campaign`` (or ``demo``) options: start date, days,
         interval [h], minimum sun elevation [deg], pointing noise [mrad], cloudiness,
-        frame options.
+        frame options, ``--effects`` (absent = none).
 
     Returns
     -------
@@ -202,6 +238,7 @@ def settings_from_args(args: argparse.Namespace):
         target_style=style,
         target_images=getattr(args, "target_images", "") or "",
         camera_bit_depth=bits if bits is not None else (8 if style == "sunlit" else 12),
+        effects=effects_from_text(getattr(args, "effects", "none")),
     )
 
 
