@@ -68,16 +68,7 @@ WIDTH_PX = 255.0  # between the corner pixels 0 and 255
 
 def ten_line(img: np.ndarray) -> tuple[float, float] | None:
     """Rectified crop -> threshold halfway median..peak -> moments of the peak's blob."""
-    g = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 3.0)
-    bg, pk = float(np.median(g)), float(g.max())
-    if pk <= bg:
-        return None
-    m = (g > bg + 0.5 * (pk - bg)).astype(np.uint8)
-    _, lab = cv2.connectedComponents(m)
-    v, u = np.unravel_index(int(np.argmax(g)), g.shape)
-    w = np.where(lab == lab[v, u], g - bg, 0.0)
-    mo = cv2.moments(w.astype(np.float32))
-    return (mo["m10"] / mo["m00"], mo["m01"] / mo["m00"]) if mo["m00"] > 0 else None
+    return RT.threshold_centroid_px(img)
 
 
 def _best(f, n: int = 3, repeats: int = 3) -> float:

@@ -563,7 +563,8 @@ def detect_spot_sunlit(
     contrast = peak_sig / back_pk if back_pk > 0 else math.inf
     if contrast < o.min_contrast:
         flags.append("low_contrast")
-    ext_f = smooth > o.extent_fraction * peak_sig
+    # the spot's extent (for touches_edge): above the extent fraction and the noise
+    ext_f = smooth > max(o.extent_fraction * peak_sig, 3.0 * noise)
     ext_f = _component_at(ext_f, bv, bu)
     raw = img[v0:v1, u0:u1]
     raw_g = raw if raw.ndim == 2 else raw.max(axis=2)
