@@ -105,10 +105,10 @@ class SunlitOptions:
     work_px: int = 256
     dark_ratio: float = 0.8
     median_window: float = 0.07
-    min_step: float = 0.15
+    min_step: float = 0.2
     min_line: float = 0.3
     extent_fraction: float = 0.08
-    rel_threshold: float = 0.2
+    rel_threshold: float = 0.1
     min_contrast: float = 0.15
     min_detect: float = 0.04
 
@@ -179,8 +179,8 @@ def _robust_surface(
     sigma of the kept residuals."""
     rows, cols = img.shape
     vv, uu = np.nonzero(use)
-    if len(uu) > 3000:
-        sel = np.linspace(0, len(uu) - 1, 3000).astype(int)
+    if len(uu) > 2000:
+        sel = np.linspace(0, len(uu) - 1, 2000).astype(int)
         vv, uu = vv[sel], uu[sel]
     z = img[vv, uu].astype(np.float64)
     uc, vc, s = cols / 2.0, rows / 2.0, float(max(rows, cols))
@@ -201,10 +201,10 @@ def _robust_surface(
             if new.sum() < 12 or np.array_equal(new, keep):
                 break
             keep = new
-    gv, gu = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    x = (gu - uc) / s
-    y = (gv - vc) / s
-    surf = c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * x * y + c[5] * y * y
+    x = ((np.arange(cols) - uc) / s).astype(np.float32)[None, :]
+    y = ((np.arange(rows) - vc) / s).astype(np.float32)[:, None]
+    c = c.astype(np.float32)
+    surf = (c[0] + c[2] * y + c[5] * y * y) + x * (c[1] + c[4] * y) + c[3] * x * x
     return surf.astype(np.float32), sig
 
 
@@ -246,11 +246,15 @@ def _shadow_lines(
     diag = float(np.hypot(rows, cols))
     tpar = np.arange(-diag, diag, 1.0)
     gap = max(2, int(0.03 * size))
-    out: list[tuple[float, float, float, float, float]] = []
+    cand: list[tuple[tuple[float, float, float, float, float], bool]] = []
     taken: list[tuple[float, float]] = []
-    for rho, theta in hl.reshape(-1, 2)[:60].astype(float):
-        if any(abs(rho - r0) < 4 and abs(theta - t0) < 0.05 for r0, t0 in taken):
+    tried: list[tuple[float, float]] = []
+    for rho, theta in hl.reshape(-1, 2)[:200].astype(float):
+        if len(tried) >= 40:
+            break
+        if any(abs(rho - r0) < 4 and abs(theta - t0) < 0.05 for r0, t0 in tried + taken):
             continue
+        tried.append((rho, theta))
         n = np.array([math.cos(theta), math.sin(theta)])
         t = np.array([-n[1], n[0]])
         p = rho * n + tpar[:, None] * t
@@ -267,22 +271,45 @@ def _shadow_lines(
         step = la - lb
         for sign in (1.0, -1.0):
             for i0, i1 in _runs(sign * step > 0.5 * o.min_step, gap):
-                if i1 - i0 + 1 < min_len:
+                if i1 - i0 + 1 < 0.1 * size:
                     continue
                 med = float(np.median(step[i0 : i1 + 1]))
                 if abs(med) < o.min_step:
                     continue
-                out.append((*p[i0].tolist(), *p[i1].tolist(), med))
-                taken.append((rho, theta))
+                cand.append(((*p[i0].tolist(), *p[i1].tolist(), med), i1 - i0 + 1 >= min_len))
+                if i1 - i0 + 1 >= min_len:
+                    taken.append((rho, theta))
+    out = [c for c, long_ in cand if long_]
+    # a polygon's shorter sides: runs that start or end on an accepted edge (a shadow's
+    # corner), added until none is left
+    short = [c for c, long_ in cand if not long_]
+    grew = True
+    while grew and short and out:
+        grew = False
+        for c in list(short):
+            if any(_near_segment(c[0:2], e) or _near_segment(c[2:4], e) for e in out):
+                out.append(c)
+                short.remove(c)
+                grew = True
     return out
 
 
+def _near_segment(pt, seg, tol_px: float = 6.0) -> bool:
+    a = np.array(seg[0:2])
+    d = np.array(seg[2:4]) - a
+    t = float(np.clip(np.dot(np.asarray(pt) - a, d) / max(float(d @ d), 1e-9), 0.0, 1.0))
+    return float(np.hypot(*(a + t * d - np.asarray(pt)))) < tol_px
+
+
 def _band(shape: tuple[int, int], lines, half_px: int) -> NDArray[np.bool_]:
+    """The shadow edges drawn ``2 half_px + 1`` wide, each made longer at both ends by
+    5 % of the size (the step is not measured within 3 px of the border, and a band that
+    stops short of it lets the re-integration leak round its end)."""
     m = np.zeros(shape, np.uint8)
+    ext = max(3.0 * half_px + 2.0, 0.05 * max(shape))
     for u0, v0, u1, v1, _ in lines:
         d = np.array([u1 - u0, v1 - v0])
         d = d / max(np.hypot(*d), 1e-9)
-        ext = 3.0 * half_px + 2.0
         a = np.array([u0, v0]) - ext * d
         b = np.array([u1, v1]) + ext * d
         cv2.line(m, (int(round(a[0])), int(round(a[1]))), (int(round(b[0])), int(round(b[1]))), 1,
@@ -381,8 +408,17 @@ def _model(
         rec = _poisson(gx, gy).astype(np.float32)
         diff = logi - rec
         use = ok & ~band
-        # the sunlit level is the highest common level of (log I - re-integrated)
-        lit = float(np.percentile(diff[use], 90)) if use.any() else 0.0
+        # (log I - re-integrated) is constant in each region the edges bound; the sunlit
+        # level is the highest region's (regions of at least 0.5 % of the board)
+        n_reg, lab = cv2.connectedComponents(use.view(np.uint8), connectivity=4)
+        lit = -math.inf
+        d_flat, l_flat = diff.ravel(), lab.ravel()
+        for r_ in range(1, n_reg):
+            sel = l_flat == r_
+            if sel.sum() >= 0.005 * use.size:
+                lit = max(lit, float(np.median(d_flat[sel])))
+        if not math.isfinite(lit):
+            lit = float(np.percentile(diff[use], 90)) if use.any() else 0.0
         log_s = np.minimum(diff - lit, 0.0).astype(np.float32)
         # a shadow factor is piecewise constant: smooth the residue inside each region
         lx = logi - log_s
