@@ -123,7 +123,9 @@ def _bins(t: RT.CompositeTruth) -> dict[str, str]:
         "shadow": (
             "none" if t.shadow == "none" else ("edge_on_spot" if t.shadow_on_spot else "off_spot")
         ),
-        "partly_off": "yes" if t.partly_off else "no",
+        "partly_off": (
+            "no" if not t.partly_off else ("<50%" if t.on_target_fraction >= 0.5 else ">=50%")
+        ),
         "saturated": "yes" if t.saturated_fraction > 0 else "no",
         "size_rms_px": "<20" if t.rms_px < 20 else ("20-35" if t.rms_px < 35 else ">=35"),
     }
@@ -238,7 +240,31 @@ def run(args) -> dict:
         }
     if args.sim_check:
         out["sim_check"] = sim_check(args.sim_frames, args.seed)
+    out["real_samples"] = real_samples(real, reg)
     return out
+
+
+def real_samples(real: Path, reg) -> dict:
+    """The 9 real samples (no truth): each method's centroid, and the sunlit detector's
+    distance from the ten-line reference."""
+    rows = {}
+    for p in RT.list_images(real, "samples"):
+        img = RT.load_gray(p)
+        s = detect_spot_sunlit(img, reg)
+        c = detect_spot(img, reg)
+        t = ten_line(img)
+        rows[p.name] = {
+            "sunlit_uv_px": [round(s.u_px, 2), round(s.v_px, 2)] if s.ok else None,
+            "sunlit_flags": list(s.flags),
+            "sunlit_n_pixels": s.n_pixels,
+            "ten_line_uv_px": [round(t[0], 2), round(t[1], 2)] if t else None,
+            "sunlit_minus_ten_line_px": (
+                round(math.hypot(s.u_px - t[0], s.v_px - t[1]), 2) if s.ok and t else None
+            ),
+            "classical_dark_board_ok": c.ok,
+            "classical_dark_board_n_pixels": c.n_pixels,
+        }
+    return rows
 
 
 def sim_check(frames: int, seed: int) -> dict:

@@ -573,7 +573,8 @@ def detect_spot_sunlit(
     if not spot_f.any():
         return _failed(("no_spot",), n_candidates=n_cand)
     peak_sig = float(smooth[spot_f].max())
-    noise = float(sig_b * np.median(m.base[m.ok])) if m.ok.any() else 0.0
+    # the ring's scatter, in frame DN at the spot (through the texture and the shadow)
+    noise = float(sig_b * m.base[pv, pu] * math.exp(float(m.log_s[pv, pu])))
     if not peak_sig > max(5.0 * noise, 0.0):
         return _failed(("low_snr", "no_spot"), bg=float(np.median(back)), noise=noise,
                        n_candidates=n_cand, peak=peak_sig)  # fmt: skip
