@@ -430,6 +430,7 @@ def detect_spot_sunlit(
     registration: TargetRegistration,
     *,
     empty_target: NDArray | None = None,
+    empty_registration: TargetRegistration | None = None,
     dark: NDArray | None = None,
     flat: object | None = None,
     black_level_dn: float = 0.0,
@@ -450,7 +451,12 @@ def detect_spot_sunlit(
     empty_target : ndarray, optional
         The same target with the sun on and no spot, taken by the same camera at another
         moment (same size and registration; exposure and shadows may differ): the board's
-        texture (seams, marks, panels) divides out.
+        texture (seams, marks, panels) divides out. Its exposure may differ: the ratio
+        ``image / empty_target`` is fitted around the spot like the board itself.
+    empty_registration : TargetRegistration, optional
+        The empty target's own registration when the camera was re-registered between
+        the two (same camera, same image size): the empty target is resampled onto this
+        frame's pixels through the target plane. Default: the same registration.
     dark, flat, expected_flux_dn_m2
         Accepted for a drop-in switch with the dark-board detector; a dark frame is not
         used here (with one, use :func:`~heliostat.vision.classical.detect_spot`).
@@ -511,7 +517,18 @@ def detect_spot_sunlit(
     on = down(on_full.astype(np.float32)) >= 0.999
     ref = None
     if ref_img is not None:
-        ref = down(_gray_f32(ref_img[v0:v1, u0:u1]) - np.float32(black_level_dn))
+        ref_g = _gray_f32(ref_img) - np.float32(black_level_dn)
+        if empty_registration is not None and empty_registration is not registration:
+            # this frame's pixels -> target plane -> the empty target's pixels
+            xy = np.stack([maps.x_m.ravel(), maps.y_m.ravel()], axis=1)
+            uv = empty_registration.plane_to_pixel(xy).astype(np.float32)
+            ref_box = cv2.remap(
+                ref_g, uv[:, 0].reshape(rh, rw), uv[:, 1].reshape(rh, rw), cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )  # fmt: skip
+        else:
+            ref_box = ref_g[v0:v1, u0:u1]
+        ref = down(ref_box)
     if float(np.median(work[on])) <= 0:
         return _failed(("all_black", "no_spot"))
     m = _model(work, on, ref, o)
