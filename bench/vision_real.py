@@ -132,6 +132,11 @@ def _bins(t: RT.CompositeTruth) -> dict[str, str]:
 
 
 def _stats(err: list[float], wrong_px: float) -> dict:
+    with np.errstate(invalid="ignore"):
+        return _stats_(err, wrong_px)
+
+
+def _stats_(err: list[float], wrong_px: float) -> dict:
     a = np.asarray(err, float)
     fin = a[np.isfinite(a)]
     n = len(a)
@@ -152,6 +157,26 @@ def _stats(err: list[float], wrong_px: float) -> dict:
     }
 
 
+def _flag_table(hits: list, facts: list[dict]) -> dict:
+    """Per flag, over frames with a centroid: raised when the condition holds (hit),
+    raised when it does not (false), not raised when it holds (missed). Conditions:
+    shadow_edge = the shadow's edge crosses the spot's core; touches_edge = over 1 % of
+    the flux off the target; saturated = a core pixel clipped; low_contrast = added peak
+    under 0.3 of the background."""
+    out = {}
+    for f in ("shadow_edge", "touches_edge", "saturated", "low_contrast"):
+        hit = false = missed = 0
+        for h, fa in zip(hits, facts, strict=True):
+            if h is None:
+                continue
+            raised = f in h
+            hit += raised and fa[f]
+            false += raised and not fa[f]
+            missed += (not raised) and fa[f]
+        out[f] = {"hit": hit, "false": false, "missed": missed}
+    return out
+
+
 def run(args) -> dict:
     real = Path(args.real_dir)
     empties = RT.list_images(real, "empty")
@@ -168,6 +193,8 @@ def run(args) -> dict:
     rng = np.random.default_rng(args.seed)
     per: dict[str, list] = {k: [] for k in methods}
     truths: list[dict] = []
+    facts: list[dict] = []
+    flag_hits: dict[str, list] = {k: [] for k in methods}
     flags_hit: dict[str, dict[str, int]] = {k: {} for k in methods}
     timing_frames = []
     for i in range(args.frames):
@@ -182,14 +209,24 @@ def run(args) -> dict:
             ref = RT.load_gray(e_dir / rn)
         b = _bins(t)
         truths.append(b)
+        facts.append(
+            {
+                "shadow_edge": t.shadow_on_spot,
+                "touches_edge": t.partly_off,
+                "saturated": t.saturated_fraction > 0,
+                "low_contrast": t.contrast < 0.3,
+            }
+        )
         if i < args.timing_frames:
             timing_frames.append((img, ref))
         for k, fn_ in methods.items():
             r = fn_(img, ref)
             if r is None:
                 per[k].append(math.inf)
+                flag_hits[k].append(None)
                 continue
             per[k].append(math.hypot(r[0] - t.u_px, r[1] - t.v_px))
+            flag_hits[k].append(set(r[2]))
             for fl_ in r[2]:
                 flags_hit[k][fl_] = flags_hit[k].get(fl_, 0) + 1
     wrong_px = args.wrong_fraction * WIDTH_PX
@@ -217,6 +254,7 @@ def run(args) -> dict:
                 )
                 for lv in levels
             }
+        d["flag_vs_truth"] = _flag_table(flag_hits[k], facts)
         out["methods"][k] = d
     # time, as a ratio to one pass over the same frame
     tm: dict[str, list[float]] = {k: [] for k in methods}

@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="background model of the classical detector: 'dark-board' (a dark board, or "
         "a sun-off frame given with --dark), 'sunlit' (a sunlit target without a sun-off "
         "frame: panels, seams, marks and shadow edges modelled around the spot; "
-        "docs/vision.md), 'auto' (default): sunlit when there is no --dark and the "
+        "docs/vision-sunlit.md), 'auto' (default): sunlit when there is no --dark and the "
         "target's median pixel is above 15 %% of full scale, else dark-board",
     )
     p.add_argument(

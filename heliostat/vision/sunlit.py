@@ -109,7 +109,7 @@ class SunlitOptions:
     min_line: float = 0.3
     extent_fraction: float = 0.08
     rel_threshold: float = 0.1
-    min_contrast: float = 0.15
+    min_contrast: float = 0.25
     min_detect: float = 0.04
 
 
