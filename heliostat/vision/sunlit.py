@@ -326,14 +326,6 @@ def _component_at(mask: NDArray[np.bool_], v: int, u: int) -> NDArray[np.bool_]:
     return lab == lab[v, u]
 
 
-def _local_maxima(sm: NDArray[np.float32], frac: float) -> list[tuple[int, int]]:
-    peak = float(sm.max())
-    dil = cv2.dilate(sm, np.ones((5, 5), np.uint8))
-    vv, uu = np.nonzero((sm >= dil) & (sm >= frac * peak) & (sm > 0))
-    order = np.argsort(-sm[vv, uu])
-    return [(int(vv[i]), int(uu[i])) for i in order[:20]]
-
-
 def board_is_sunlit(
     image: NDArray, registration: TargetRegistration, black_level_dn: float = 0.0,
     bit_depth: int | None = None,
@@ -539,9 +531,23 @@ def detect_spot_sunlit(
     surf, _ = _robust_surface(x, m.ok & ~m.band, upper_only=True)
     rel = np.where(on, x / np.maximum(surf, 1e-6) - 1.0, 0.0).astype(np.float32)
     rel_s = cv2.GaussianBlur(rel, (0, 0), max(1.0, 0.02 * size))
-    peaks = _local_maxima(rel_s, 0.5)
-    if not peaks or rel_s[peaks[0]] < o.min_detect:
-        return _failed(("low_contrast", "no_spot"), peak=float(rel_s.max()))
+    top = float(rel_s[on].max()) if on.any() else 0.0
+    if not top >= o.min_detect:
+        return _failed(("low_contrast", "no_spot"), peak=top)
+    # candidates: the blobs above half the highest excess; the one holding the most
+    # excess (a spot is a broad bump; a residue along a shadow edge is thin)
+    n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(
+        (rel_s > 0.5 * top).view(np.uint8), connectivity=8
+    )
+    ids = [i for i in range(1, n_lab) if stats[i, cv2.CC_STAT_AREA] >= 4]
+    if not ids:
+        ids = list(range(1, n_lab))
+    sums = np.bincount(lab.ravel(), weights=rel_s.ravel(), minlength=n_lab)
+    peaks = []
+    for i in sorted(ids, key=lambda i: -sums[i]):
+        vv, uu = np.nonzero(lab == i)
+        k = int(np.argmax(rel_s[vv, uu]))
+        peaks.append((int(vv[k]), int(uu[k])))
     n_cand = len(peaks)
     pv, pu = peaks[0]
     if exp is not None and n_cand > 1:
