@@ -18,8 +18,10 @@ constant height along straight edges, even across the spot. Steps:
    are masked and filled from their neighbours (normalised convolution in ``log I``).
 2. **Shadow edges**: long straight lines (``cv2.HoughLinesP`` on the log-gradient) across
    which ``log I`` steps by at least ``min_step`` with a consistent sign along most of the
-   line. Their gradients are zeroed and ``log I`` re-integrated (a Poisson solve by DCT,
-   as in shadow removal by gradient re-integration [1]_): ``log S`` is the difference.
+   line. Their gradients are replaced by their neighbours' (zeroing them, as in shadow
+   removal by gradient re-integration [1]_, also drops the spot's slope there: 15 %
+   larger median error on the train split) and ``log I`` re-integrated (a Poisson solve
+   by DCT): ``log S`` is the difference, taken as 0 in the brightest region.
 3. **Spot**: the unshadowed image divided by a robust quadratic surface of the board
    (iterative clipping of bright residuals) gives the relative excess; its smoothed
    maximum (nearest the aim when one is given) seeds the spot.
@@ -392,11 +394,14 @@ def _model(
         gy = np.zeros_like(logi)
         gx[:, :-1] = logi[:, 1:] - logi[:, :-1]
         gy[:-1, :] = logi[1:, :] - logi[:-1, :]
-        gx[band] = 0.0
-        gy[band] = 0.0
-        # neither across the band's own far side
-        gx[:, :-1][band[:, 1:]] = 0.0
-        gy[:-1, :][band[1:, :]] = 0.0
+        # the gradients in the band (and into it) hold the step: replace them by their
+        # neighbours' (the spot's own slope goes on across a shadow edge)
+        bx = band.copy()
+        bx[:, :-1] |= band[:, 1:]
+        by = band.copy()
+        by[:-1, :] |= band[1:, :]
+        gx = _fill(gx, ~bx, 2.0)
+        gy = _fill(gy, ~by, 2.0)
         rec = _poisson(gx, gy).astype(np.float32)
         diff = logi - rec
         use = ok & ~band
