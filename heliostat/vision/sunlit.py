@@ -88,7 +88,9 @@ class SunlitOptions:
     median_window : float
         Local-median window for the dark structures, of the target size. [1]
     min_step : float
-        Smallest shadow edge: its step in natural-log intensity (0.1 = 10 %). [1]
+        Smallest shadow edge: its step in natural-log intensity (0.3: the light drops by
+        26 %; a shadow of the direct sun leaves only the diffuse light, far less, while
+        a spot's straight side or a panel's edge steps by 0.2 or less). [1]
     min_line : float
         Shortest shadow edge, of the target size. [1]
     extent_fraction : float
@@ -107,7 +109,7 @@ class SunlitOptions:
     work_px: int = 256
     dark_ratio: float = 0.8
     median_window: float = 0.07
-    min_step: float = 0.2
+    min_step: float = 0.3
     min_line: float = 0.3
     extent_fraction: float = 0.08
     rel_threshold: float = 0.1
@@ -271,15 +273,30 @@ def _shadow_lines(
         la = cv2.remap(sm, pa[:, 0:1], pa[:, 1:2], cv2.INTER_LINEAR)[:, 0]
         lb = cv2.remap(sm, pb[:, 0:1], pb[:, 1:2], cv2.INTER_LINEAR)[:, 0]
         step = la - lb
+
+        def at_border(q: NDArray) -> bool:
+            return bool(min(q[0], q[1], cols - 1 - q[0], rows - 1 - q[1]) < 4.0 + gap)
+
         for sign in (1.0, -1.0):
+            runs = []
             for i0, i1 in _runs(sign * step > 0.5 * o.min_step, gap):
                 if i1 - i0 + 1 < 0.1 * size:
                     continue
-                med = float(np.median(step[i0 : i1 + 1]))
-                if abs(med) < o.min_step:
-                    continue
-                cand.append(((*p[i0].tolist(), *p[i1].tolist(), med), i1 - i0 + 1 >= min_len))
-                if i1 - i0 + 1 >= min_len:
+                if abs(float(np.median(step[i0 : i1 + 1]))) >= o.min_step:
+                    runs.append((i0, i1))
+            if not runs:
+                continue
+            # a shadow edge comes in from the target's border (a structure's shadow is
+            # larger than the target); a spot's straight side does not. Runs of one line
+            # (cut where the edge crosses a saturated spot) count together.
+            j0, j1 = runs[0][0], runs[-1][1]
+            total = sum(b - a + 1 for a, b in runs)
+            border = at_border(p[j0]) or at_border(p[j1])
+            for a, b in runs:
+                med = float(np.median(step[a : b + 1]))
+                long_ = border and total >= min_len
+                cand.append(((*p[a].tolist(), *p[b].tolist(), med), long_))
+                if long_:
                     taken.append((rho, theta))
     out = [c for c, long_ in cand if long_]
     # a polygon's shorter sides: runs that start or end on an accepted edge (a shadow's
