@@ -136,21 +136,25 @@ def _stats(err: list[float], wrong_px: float) -> dict:
         return _stats_(err, wrong_px)
 
 
+def _num(x: float) -> float | str:
+    """A JSON-safe number: "inf" for a percentile over frames without a centroid."""
+    return float(x) if math.isfinite(x) else "inf"
+
+
 def _stats_(err: list[float], wrong_px: float) -> dict:
     a = np.asarray(err, float)
     fin = a[np.isfinite(a)]
-    n = len(a)
-    if n == 0:
+    if len(a) == 0:
         return {"frames": 0}
+    med, p95, mx = float(np.median(a)), float(np.percentile(a, 95)), float(a.max())
     return {
-        "frames": n,
-        "median_px": float(np.median(a)),
-        "p95_px": float(np.percentile(a, 95)) if np.isfinite(np.percentile(a, 95)) else "inf",
-        "max_px": float(a.max()) if np.all(np.isfinite(a)) else "inf",
-        "median_frac_width": float(np.median(a)) / WIDTH_PX,
-        "p95_frac_width": (
-            float(np.percentile(a, 95)) / WIDTH_PX if np.isfinite(np.percentile(a, 95)) else "inf"
-        ),
+        "frames": len(a),
+        "median_px": _num(med),
+        "p95_px": _num(p95),
+        "max_px": _num(mx),
+        "median_frac_width": _num(med / WIDTH_PX),
+        "p95_frac_width": _num(p95 / WIDTH_PX),
+        "median_of_found_px": float(np.median(fin)) if len(fin) else None,
         "max_of_found_px": float(fin.max()) if len(fin) else None,
         "no_spot_rate": float(np.mean(~np.isfinite(a))),
         "wrong_spot_rate": float(np.mean(np.isfinite(a) & (a > wrong_px))),
