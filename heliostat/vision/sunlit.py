@@ -22,12 +22,15 @@ constant height along straight edges, even across the spot. Steps:
    removal by gradient re-integration [1]_, also drops the spot's slope there: 15 %
    larger median error on the train split) and ``log I`` re-integrated (a Poisson solve
    by DCT): ``log S`` is the difference, taken as 0 in the brightest region.
-3. **Spot**: the unshadowed image divided by a robust quadratic surface of the board
-   (iterative clipping of bright residuals) gives the relative excess; its smoothed
-   maximum (nearest the aim when one is given) seeds the spot.
-4. **Background around the spot**: a quadratic surface fitted to a ring outside the
-   spot's extent (excess above ``extent_fraction`` of the peak), with 2.5-sigma
-   clipping, twice (the extent from the first fit refines the second).
+3. **Candidates**: the unshadowed image divided by a robust quadratic surface of the
+   board (iterative clipping of bright residuals) gives the relative excess; its blobs
+   above half the highest (smoothed) excess are the candidates, the ones holding the most
+   excess first (the nearest the aim alone when one is given).
+4. **Background around the spot**: for each of the first ``max_candidates``, a quadratic
+   surface fitted to a ring outside its extent (excess above ``extent_fraction`` of the
+   peak), with 2.5-sigma clipping, twice (the extent from the first fit refines the
+   second). The candidate keeping the most excess over its own ring is the spot: a
+   residue of the board (a corner, a shadow's missed side) fits into its ring.
 5. **Centroid**: signal = image - background x shadow; the flux-weighted centroid of the
    spot's pixels whose smoothed signal exceeds ``rel_threshold`` of its peak, each
    weighted by its target-plane area and placed at its target-plane position
@@ -104,6 +107,11 @@ class SunlitOptions:
         ``low_contrast``. [1]
     min_detect : float
         Below this relative excess, or under 5 noise sigmas, there is no spot. [1]
+    max_candidates : int
+        Candidate blobs (above ``cand_fraction`` of the highest excess) given a ring fit
+        each; the one keeping the most excess over its own ring is the spot. [1]
+    cand_fraction : float
+        See ``max_candidates``. [1]
     """
 
     work_px: int = 256
@@ -115,6 +123,8 @@ class SunlitOptions:
     rel_threshold: float = 0.1
     min_contrast: float = 0.25
     min_detect: float = 0.04
+    max_candidates: int = 3
+    cand_fraction: float = 0.5
 
 
 # --------------------------------------------------------------------------- helpers
@@ -345,6 +355,37 @@ def _component_at(mask: NDArray[np.bool_], v: int, u: int) -> NDArray[np.bool_]:
     return lab == lab[v, u]
 
 
+def _ring_fit(x, rel_s, seed, m, on, size, o):  # noqa: ANN001, ANN202
+    """Background around one candidate: a quadratic fitted to a ring outside its extent,
+    twice. Returns (integrated relative excess over its core, extent mask, background,
+    ring scatter, peak row, peak column)."""
+    pv, pu = seed
+    spot = _component_at(rel_s > o.extent_fraction * rel_s[pv, pu], pv, pu)
+    bg = np.ones_like(x)
+    sig_b = 0.0
+    for _ in range(2):
+        area = float(spot.sum())
+        r_spot = math.sqrt(area / math.pi)
+        r1 = int(round(0.15 * r_spot + 2))
+        r2 = int(round(r1 + max(0.06 * size, 0.6 * r_spot)))
+        dist = cv2.distanceTransform((~spot).view(np.uint8), cv2.DIST_L2, 3)
+        ring = (dist > r1) & (dist <= r2) & m.ok & ~m.band
+        if ring.sum() < 30:
+            ring = (dist > r1) & m.ok & ~m.band
+        bg, sig_b = _robust_surface(x, ring, upper_only=False)
+        rel = np.where(on, x / np.maximum(bg, 1e-6) - 1.0, 0.0).astype(np.float32)
+        rel_s = cv2.GaussianBlur(rel, (0, 0), max(1.0, 0.02 * size))
+        peak_rel = float(rel_s[spot].max())
+        if not peak_rel > 0:
+            return -math.inf, spot, bg, sig_b, pv, pu
+        vmax = np.nonzero(spot)
+        i = int(np.argmax(rel_s[vmax]))
+        pv, pu = int(vmax[0][i]), int(vmax[1][i])
+        spot = _component_at(rel_s > o.extent_fraction * peak_rel, pv, pu)
+    core = spot & (rel_s > o.rel_threshold * float(rel_s[pv, pu]))
+    return float(rel_s[core].sum()), spot, bg, sig_b, pv, pu
+
+
 def board_is_sunlit(
     image: NDArray, registration: TargetRegistration, black_level_dn: float = 0.0,
     bit_depth: int | None = None,
@@ -559,7 +600,7 @@ def detect_spot_sunlit(
     # candidates: the blobs above half the highest excess; the one holding the most
     # excess (a spot is a broad bump; a residue along a shadow edge is thin)
     n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(
-        (rel_s > 0.5 * top).view(np.uint8), connectivity=8
+        (rel_s > o.cand_fraction * top).view(np.uint8), connectivity=8
     )
     ids = [i for i in range(1, n_lab) if stats[i, cv2.CC_STAT_AREA] >= 4]
     if not ids:
@@ -571,34 +612,21 @@ def detect_spot_sunlit(
         k = int(np.argmax(rel_s[vv, uu]))
         peaks.append((int(vv[k]), int(uu[k])))
     n_cand = len(peaks)
-    pv, pu = peaks[0]
     if exp is not None and n_cand > 1:
         uv = np.array([[u0 + (u + 0.5) / f - 0.5, v0 + (v + 0.5) / f - 0.5] for v, u in peaks])
         xy = registration.pixel_to_plane(uv)
-        pv, pu = peaks[int(np.argmin(np.hypot(xy[:, 0] - exp[0], xy[:, 1] - exp[1])))]
-    # --- local background in a ring around the spot, twice
-    spot = _component_at(rel_s > o.extent_fraction * rel_s[pv, pu], pv, pu)
-    bg = surf
-    sig_b = 0.0
-    for _ in range(2):
-        area = float(spot.sum())
-        r_spot = math.sqrt(area / math.pi)
-        r1 = int(round(0.15 * r_spot + 2))
-        r2 = int(round(r1 + max(0.06 * size, 0.6 * r_spot)))
-        dist = cv2.distanceTransform((~spot).view(np.uint8), cv2.DIST_L2, 3)
-        ring = (dist > r1) & (dist <= r2) & m.ok & ~m.band
-        if ring.sum() < 30:
-            ring = (dist > r1) & m.ok & ~m.band
-        bg, sig_b = _robust_surface(x, ring, upper_only=False)
-        rel = np.where(on, x / np.maximum(bg, 1e-6) - 1.0, 0.0).astype(np.float32)
-        rel_s = cv2.GaussianBlur(rel, (0, 0), max(1.0, 0.02 * size))
-        peak_rel = float(rel_s[spot].max())
-        if not peak_rel > 0:
-            break
-        vmax = np.nonzero(spot)
-        i = int(np.argmax(rel_s[vmax]))
-        pv, pu = int(vmax[0][i]), int(vmax[1][i])
-        spot = _component_at(rel_s > o.extent_fraction * peak_rel, pv, pu)
+        tries = [peaks[int(np.argmin(np.hypot(xy[:, 0] - exp[0], xy[:, 1] - exp[1])))]]
+    else:
+        tries = peaks[: o.max_candidates]
+    # --- local background in a ring around each candidate; the one that keeps the most
+    # excess over its own ring wins (a residue of the board fits into its ring, a spot
+    # does not)
+    best = None
+    for seed in tries:
+        r_ = _ring_fit(x, rel_s, seed, m, on, size, o)
+        if best is None or r_[0] > best[0]:
+            best = r_
+    _, spot, bg, sig_b, pv, pu = best
     # background in image DN on the working grid, then the full-resolution box
     back_w = bg * m.base * np.exp(m.log_s)
     sig_w = (x - bg) * m.base * np.exp(m.log_s)  # signal with marks filled [DN]
