@@ -222,7 +222,7 @@ def test_sunlit_rejects_a_wrong_size_empty_target(reg):
 @needs_real
 def test_sunlit_on_real_composites_of_the_test_split(reg):
     # 60 composites from the TEST split. bench/vision_real.py (600 frames, seed 0) gave a
-    # median error of 0.77 px, p95 5.5 px, 1.8 % beyond 0.1 target width and 0.5 % with
+    # median error of 0.77 px, p95 5.2 px, 1.8 % beyond 0.1 target width and 0.3 % with
     # no spot. Bounds with room for 60 frames' scatter: median under 2 px, at most 10 %
     # beyond 25.5 px (6 frames; binomial chance at a 2.3 % rate: 0.26 %). This seed: 0.69 px,
     # none beyond.
