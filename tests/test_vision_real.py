@@ -209,6 +209,10 @@ def test_board_is_sunlit_tells_a_lit_board_from_a_dark_one(reg):
     dark = np.clip(rng.normal(8.0, 2.0, (256, 256)), 0, 255).astype(np.uint8)
     dark[100:140, 100:140] = 200
     assert not board_is_sunlit(dark, reg)
+    # 12-bit data in a 16-bit frame: without a bit depth the scale is the frame's own
+    lit12 = (_frame(b, shade, rng, 0.0).astype(np.uint16) * 16) + 64
+    assert board_is_sunlit(lit12, reg, black_level_dn=64)
+    assert not board_is_sunlit(dark.astype(np.uint16) * 16 + 64, reg, black_level_dn=64)
 
 
 def test_sunlit_rejects_a_wrong_size_empty_target(reg):

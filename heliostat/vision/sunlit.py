@@ -390,8 +390,11 @@ def board_is_sunlit(
     image: NDArray, registration: TargetRegistration, black_level_dn: float = 0.0,
     bit_depth: int | None = None,
 ) -> bool:  # fmt: skip
-    """True when the board itself is lit: the median of the target's pixels is above 15 %
-    of full scale (a dark board with a spot has its median near the black level).
+    """True when the board itself is lit: the median of the target's pixels (above the
+    black level) is above 15 % of full scale (a dark board with a spot has its median near
+    the black level). Full scale is ``2**bit_depth - 1``, 255 for 8-bit frames, and for
+    other frames without a bit depth (12-bit data in 16-bit files) the target's 99.9th
+    percentile.
 
     ``heliostat detect --background auto`` uses the sunlit detector when this holds and
     there is no sun-off frame."""
@@ -400,10 +403,12 @@ def board_is_sunlit(
     box = _gray_f32(img[v0:v1, u0:u1]) - np.float32(black_level_dn)
     on = registration.maps.coverage >= 0.999
     vals = box[on] if on.any() else box.ravel()
-    sat = _saturation_level(img.dtype, bit_depth)
-    if not math.isfinite(sat):
-        sat = float(np.percentile(vals, 99.9)) or 1.0
-    return float(np.median(vals[:: max(1, vals.size // 20000)])) > 0.15 * (sat - black_level_dn)
+    vals = vals[:: max(1, vals.size // 20000)]
+    if bit_depth is not None or img.dtype == np.uint8:
+        top = _saturation_level(img.dtype, bit_depth) - black_level_dn
+    else:
+        top = float(np.percentile(vals, 99.9))
+    return top > 0 and float(np.median(vals)) > 0.15 * top
 
 
 # --------------------------------------------------------------------------- detector
