@@ -338,3 +338,19 @@ def test_sunlit_on_paints_own_target_crops():
         assert math.hypot(r.u_px - ref[0], r.v_px - ref[1]) < 0.03 * w, name
         if name != "mft_crop.png":
             assert not detect_spot(img, reg512).ok, name
+
+
+def test_sunlit_takes_the_candidate_nearest_the_aim(reg):
+    # Two spots (a neighbour's twice as bright): without an aim the brighter one, with
+    # the aim near the fainter one that one, though its excess is under half the other's
+    # (measured 0.3 and 0.9 px; bound 1.5 px as in the board test: the panel steps).
+    b, shade, rng = _board(7)
+    faint = 50.0 * _gauss(b.shape, 70.0, 80.0, 10.0, 10.0)
+    bright = 100.0 * _gauss(b.shape, 180.0, 170.0, 12.0, 12.0)
+    img = _frame(b, shade, rng, faint + bright)
+    res = detect_spot_sunlit(img, reg)
+    assert res.ok and math.hypot(res.u_px - 180.0, res.v_px - 170.0) < 1.5
+    aim = ((70.0 - 127.5) / 255.0, (127.5 - 80.0) / 255.0)
+    res = detect_spot_sunlit(img, reg, expected_xy_m=aim)
+    assert res.ok and math.hypot(res.u_px - 70.0, res.v_px - 80.0) < 1.5
+    assert "multiple_candidates" in res.flags

@@ -113,6 +113,10 @@ class SunlitOptions:
         each; the one keeping the most excess over its own ring is the spot. [1]
     cand_fraction : float
         See ``max_candidates``. [1]
+    aim_fraction : float
+        With an expected position, blobs above this fraction of the highest excess are
+        candidates and the one nearest the aim is taken (a neighbour's spot may be
+        brighter). [1]
     """
 
     work_px: int = 256
@@ -126,6 +130,7 @@ class SunlitOptions:
     min_detect: float = 0.04
     max_candidates: int = 3
     cand_fraction: float = 0.5
+    aim_fraction: float = 0.2
 
 
 # --------------------------------------------------------------------------- helpers
@@ -361,7 +366,8 @@ def detect_spot_sunlit(
     # candidates: the blobs above half the highest excess; the one holding the most
     # excess (a spot is a broad bump; a residue along a shadow edge is thin)
     n_lab, lab, stats, _ = cv2.connectedComponentsWithStats(
-        (rel_s > o.cand_fraction * top).view(np.uint8), connectivity=8
+        (rel_s > (o.cand_fraction if exp is None else o.aim_fraction) * top).view(np.uint8),
+        connectivity=8,
     )
     ids = [i for i in range(1, n_lab) if stats[i, cv2.CC_STAT_AREA] >= 4]
     if not ids:
