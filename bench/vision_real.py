@@ -70,16 +70,7 @@ WIDTH_PX = 255.0  # between the corner pixels 0 and 255
 
 def ten_line(img: np.ndarray) -> tuple[float, float] | None:
     """Rectified crop -> threshold halfway median..peak -> moments of the peak's blob."""
-    g = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 3.0)
-    bg, pk = float(np.median(g)), float(g.max())
-    if pk <= bg:
-        return None
-    m = (g > bg + 0.5 * (pk - bg)).astype(np.uint8)
-    _, lab = cv2.connectedComponents(m)
-    v, u = np.unravel_index(int(np.argmax(g)), g.shape)
-    w = np.where(lab == lab[v, u], g - bg, 0.0)
-    mo = cv2.moments(w.astype(np.float32))
-    return (mo["m10"] / mo["m00"], mo["m01"] / mo["m00"]) if mo["m00"] > 0 else None
+    return RT.threshold_centroid_px(img)
 
 
 def _best(f, n: int = 3, repeats: int = 3) -> float:
@@ -141,31 +132,62 @@ def _bins(t: RT.CompositeTruth) -> dict[str, str]:
         "shadow": (
             "none" if t.shadow == "none" else ("edge_on_spot" if t.shadow_on_spot else "off_spot")
         ),
-        "partly_off": "yes" if t.partly_off else "no",
+        "partly_off": (
+            "no" if not t.partly_off else ("<50%" if t.on_target_fraction >= 0.5 else ">=50%")
+        ),
         "saturated": "yes" if t.saturated_fraction > 0 else "no",
         "size_rms_px": "<20" if t.rms_px < 20 else ("20-35" if t.rms_px < 35 else ">=35"),
     }
 
 
 def _stats(err: list[float], wrong_px: float) -> dict:
+    with np.errstate(invalid="ignore"):
+        return _stats_(err, wrong_px)
+
+
+def _num(x: float) -> float | str:
+    """A JSON-safe number: "inf" for a percentile over frames without a centroid."""
+    return float(x) if math.isfinite(x) else "inf"
+
+
+def _stats_(err: list[float], wrong_px: float) -> dict:
     a = np.asarray(err, float)
     fin = a[np.isfinite(a)]
-    n = len(a)
-    if n == 0:
+    if len(a) == 0:
         return {"frames": 0}
+    med, p95, mx = float(np.median(a)), float(np.percentile(a, 95)), float(a.max())
     return {
-        "frames": n,
-        "median_px": float(np.median(a)),
-        "p95_px": float(np.percentile(a, 95)) if np.isfinite(np.percentile(a, 95)) else "inf",
-        "max_px": float(a.max()) if np.all(np.isfinite(a)) else "inf",
-        "median_frac_width": float(np.median(a)) / WIDTH_PX,
-        "p95_frac_width": (
-            float(np.percentile(a, 95)) / WIDTH_PX if np.isfinite(np.percentile(a, 95)) else "inf"
-        ),
+        "frames": len(a),
+        "median_px": _num(med),
+        "p95_px": _num(p95),
+        "max_px": _num(mx),
+        "median_frac_width": _num(med / WIDTH_PX),
+        "p95_frac_width": _num(p95 / WIDTH_PX),
+        "median_of_found_px": float(np.median(fin)) if len(fin) else None,
         "max_of_found_px": float(fin.max()) if len(fin) else None,
         "no_spot_rate": float(np.mean(~np.isfinite(a))),
         "wrong_spot_rate": float(np.mean(np.isfinite(a) & (a > wrong_px))),
     }
+
+
+def _flag_table(hits: list, facts: list[dict]) -> dict:
+    """Per flag, over frames with a centroid: raised when the condition holds (hit),
+    raised when it does not (false), not raised when it holds (missed). Conditions:
+    shadow_edge = the shadow's edge crosses the spot's core; touches_edge = over 1 % of
+    the flux off the target; saturated = a core pixel clipped; low_contrast = added peak
+    under 0.3 of the background."""
+    out = {}
+    for f in ("shadow_edge", "touches_edge", "saturated", "low_contrast"):
+        hit = false = missed = 0
+        for h, fa in zip(hits, facts, strict=True):
+            if h is None:
+                continue
+            raised = f in h
+            hit += raised and fa[f]
+            false += raised and not fa[f]
+            missed += (not raised) and fa[f]
+        out[f] = {"hit": hit, "false": false, "missed": missed}
+    return out
 
 
 def run(args) -> dict:
@@ -184,6 +206,8 @@ def run(args) -> dict:
     rng = np.random.default_rng(args.seed)
     per: dict[str, list] = {k: [] for k in methods}
     truths: list[dict] = []
+    facts: list[dict] = []
+    flag_hits: dict[str, list] = {k: [] for k in methods}
     flags_hit: dict[str, dict[str, int]] = {k: {} for k in methods}
     timing_frames = []
     for i in range(args.frames):
@@ -198,14 +222,24 @@ def run(args) -> dict:
             ref = RT.load_gray(e_dir / rn)
         b = _bins(t)
         truths.append(b)
+        facts.append(
+            {
+                "shadow_edge": t.shadow_on_spot,
+                "touches_edge": t.partly_off,
+                "saturated": t.saturated_fraction > 0,
+                "low_contrast": t.contrast < 0.3,
+            }
+        )
         if i < args.timing_frames:
             timing_frames.append((img, ref))
         for k, fn_ in methods.items():
             r = fn_(img, ref)
             if r is None:
                 per[k].append(math.inf)
+                flag_hits[k].append(None)
                 continue
             per[k].append(math.hypot(r[0] - t.u_px, r[1] - t.v_px))
+            flag_hits[k].append(set(r[2]))
             for fl_ in r[2]:
                 flags_hit[k][fl_] = flags_hit[k].get(fl_, 0) + 1
     wrong_px = args.wrong_fraction * WIDTH_PX
@@ -233,6 +267,7 @@ def run(args) -> dict:
                 )
                 for lv in levels
             }
+        d["flag_vs_truth"] = _flag_table(flag_hits[k], facts)
         out["methods"][k] = d
     # time, as a ratio to one pass over the same frame
     tm: dict[str, list[float]] = {k: [] for k in methods}
@@ -256,7 +291,31 @@ def run(args) -> dict:
         }
     if args.sim_check:
         out["sim_check"] = sim_check(args.sim_frames, args.seed)
+    out["real_samples"] = real_samples(real, reg)
     return out
+
+
+def real_samples(real: Path, reg) -> dict:
+    """The 9 real samples (no truth): each method's centroid, and the sunlit detector's
+    distance from the ten-line reference."""
+    rows = {}
+    for p in RT.list_images(real, "samples"):
+        img = RT.load_gray(p)
+        s = detect_spot_sunlit(img, reg)
+        c = detect_spot(img, reg)
+        t = ten_line(img)
+        rows[p.name] = {
+            "sunlit_uv_px": [round(s.u_px, 2), round(s.v_px, 2)] if s.ok else None,
+            "sunlit_flags": list(s.flags),
+            "sunlit_n_pixels": s.n_pixels,
+            "ten_line_uv_px": [round(t[0], 2), round(t[1], 2)] if t else None,
+            "sunlit_minus_ten_line_px": (
+                round(math.hypot(s.u_px - t[0], s.v_px - t[1]), 2) if s.ok and t else None
+            ),
+            "classical_dark_board_ok": c.ok,
+            "classical_dark_board_n_pixels": c.n_pixels,
+        }
+    return rows
 
 
 def sim_check(frames: int, seed: int) -> dict:

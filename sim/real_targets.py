@@ -53,6 +53,7 @@ __all__ = [
     "list_images",
     "load_gray",
     "split_names",
+    "threshold_centroid_px",
     "transform_flux",
 ]
 
@@ -142,6 +143,24 @@ def flux_centroid_px(flux: NDArray) -> tuple[float, float]:
         raise InputError("flux: the image holds no light (all zero)")
     v, u = np.indices(a.shape)
     return float((a * u).sum() / tot), float((a * v).sum() / tot)
+
+
+def threshold_centroid_px(img: NDArray, sigma_px: float = 3.0) -> tuple[float, float] | None:
+    """The "ten-line" reference on a rectified crop: smooth, threshold halfway between the
+    median and the peak, intensity moments (above the median) of the blob holding the
+    peak. (u, v) [px], or None for a flat image. A reference, not a product: it sees only
+    the spot's core and takes a bright shadow-free area for the spot when the spot is
+    faint."""
+    g = cv2.GaussianBlur(np.asarray(img, dtype=np.float32), (0, 0), sigma_px)
+    bg, pk = float(np.median(g)), float(g.max())
+    if not pk > bg:
+        return None
+    m = (g > bg + 0.5 * (pk - bg)).astype(np.uint8)
+    _, lab = cv2.connectedComponents(m)
+    v, u = np.unravel_index(int(np.argmax(g)), g.shape)
+    w = np.where(lab == lab[v, u], g - bg, 0.0).astype(np.float32)
+    mo = cv2.moments(w)
+    return (mo["m10"] / mo["m00"], mo["m01"] / mo["m00"]) if mo["m00"] > 0 else None
 
 
 def _affine(

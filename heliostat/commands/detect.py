@@ -82,6 +82,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_METHOD,
         help="spot detector: " + "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values()),
     )
+    p.add_argument(
+        "--background",
+        choices=("auto", "dark-board", "sunlit"),
+        default="auto",
+        help="background model of the classical detector: 'dark-board' (a dark board, or "
+        "a sun-off frame given with --dark), 'sunlit' (a sunlit target without a sun-off "
+        "frame: panels, seams, marks and shadow edges modelled around the spot; "
+        "docs/vision-sunlit.md), 'auto' (default): sunlit when there is no --dark and the "
+        "target's median pixel is above 15 %% of full scale, else dark-board",
+    )
+    p.add_argument(
+        "--empty-target",
+        metavar="IMG",
+        help="with the sunlit model: the same target with the sun on and no spot, taken "
+        "by the same camera at another moment (same size; exposure and shadows may "
+        "differ): the board's texture divides out",
+    )
     p.add_argument("--flat", metavar="FLAT", help="sun-off frame exposed for the target")
     p.add_argument(
         "--black-level",
@@ -233,6 +250,18 @@ def _marks_factory(args, rough, w_m, h_m, k, dist):
     return from_marks
 
 
+def _use_sunlit(args: argparse.Namespace, img, reg, dark, bits) -> bool:
+    """The sunlit background model for this frame? (``--background``; ``auto``: no
+    sun-off frame and a lit board.)"""
+    if args.background == "sunlit":
+        return True
+    if args.background == "dark-board" or dark is not None:
+        return False
+    from heliostat.vision.sunlit import board_is_sunlit
+
+    return board_is_sunlit(img, reg, black_level_dn=args.black_level, bit_depth=bits)
+
+
 def _row(image: str, res) -> dict[str, Any]:
     row: dict[str, Any] = {"image": image}
     for f in _FIELDS:
@@ -267,8 +296,11 @@ def run(args: argparse.Namespace) -> int:
     from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
     from heliostat.vision.methods import detector_for
+    from heliostat.vision.sunlit import detect_spot_sunlit
 
     detect_spot = detector_for(args.method)
+    if args.empty_target and args.background == "dark-board":
+        raise ValueError("--empty-target: only used with --background sunlit or auto")
     if args.observations:
         return _run_observations(args)
     if not args.images:
@@ -276,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
     camera, target, reg_for = _setup(args)
     size = _camera_size(camera)
     dark = load_image(args.dark, expected_size_px=size) if args.dark else None
+    empty = load_image(args.empty_target, expected_size_px=size) if args.empty_target else None
     flat_img = load_image(args.flat, expected_size_px=size) if args.flat else None
     ref = flat_img if flat_img is not None else dark
     bits = args.bit_depth or (camera.bit_depth if camera is not None else None)
@@ -291,16 +324,27 @@ def run(args: argparse.Namespace) -> int:
             reg = reg_for(img)
             if flat is None and flat_img is not None:
                 flat = prepare_flat(flat_img, reg, black_level_dn=args.black_level)
-            res = detect_spot(
-                img,
-                reg,
-                dark=dark,
-                flat=flat,
-                black_level_dn=args.black_level,
-                bit_depth=bits,
-                expected_xy_m=args.expected,
-                target=target,
-            )
+            if args.method == "classical" and _use_sunlit(args, img, reg, dark, bits):
+                res = detect_spot_sunlit(
+                    img,
+                    reg,
+                    empty_target=empty,
+                    black_level_dn=args.black_level,
+                    bit_depth=bits,
+                    expected_xy_m=args.expected,
+                    target=target,
+                )
+            else:
+                res = detect_spot(
+                    img,
+                    reg,
+                    dark=dark,
+                    flat=flat,
+                    black_level_dn=args.black_level,
+                    bit_depth=bits,
+                    expected_xy_m=args.expected,
+                    target=target,
+                )
             row = _row(path, res)
             row.update(getattr(reg_for, "mark_info", {}))
         except (ValueError, OSError, KeyError) as exc:

@@ -1,7 +1,8 @@
 """Vision: target registration (pixels ↔ target-plane metres) and sun-spot detection.
 
 Pure core: :mod:`~heliostat.vision.target` (registration), :mod:`~heliostat.vision.signal`
-(frames, statistics, flat field) and :mod:`~heliostat.vision.classical` (detection) take
+(frames, statistics, flat field), :mod:`~heliostat.vision.classical` (detection on a dark
+board or with a sun-off frame) and :mod:`~heliostat.vision.sunlit` (a sunlit target) take
 arrays and return dataclasses; :mod:`~heliostat.vision.io` reads files;
 :mod:`~heliostat.vision.pipeline` turns campaign frames into observations;
 :mod:`~heliostat.vision.methods` names the detection methods.
@@ -30,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "check_quadrilateral": "target",
     "register_aruco": "target",
     "register_corners": "target",
+    "SunlitOptions": "sunlit",
+    "board_is_sunlit": "sunlit",
+    "detect_spot_sunlit": "sunlit",
 }
 
 __all__ = sorted(_EXPORTS)

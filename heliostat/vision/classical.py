@@ -236,6 +236,9 @@ class SpotResult:
         window. It cancels in (on - off) only if it stood still between the two frames;
         its tracking jitter leaves a residue that biases the centroid (by centimetres
         when it overlaps the spot: ``bench/vision.py --accuracy``).
+        ``low_contrast`` and ``shadow_edge`` come from the sunlit-target detector
+        (:func:`heliostat.vision.sunlit.detect_spot_sunlit`): the spot stands little above
+        the lit board, or a shadow edge crosses it.
     """
 
     ok: bool
