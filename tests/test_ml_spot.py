@@ -131,17 +131,18 @@ def test_shipped_model_accuracy_on_fixed_seeded_frames(scene, test_frames):
 
 def test_detector_for_gives_interchangeable_detectors(scene, test_frames):
     from heliostat.ml.spot_model import detect_spot_onnx
-    from heliostat.vision.classical import SpotResult, detect_spot
+    from heliostat.vision.auto import detect_spot_auto
+    from heliostat.vision.classical import SpotResult
     from heliostat.vision.methods import detector_for
 
-    assert detector_for("classical") is detect_spot
+    assert detector_for("classical") is detect_spot_auto
     assert detector_for("onnx") is detect_spot_onnx
     s = test_frames[1]
     kw = dict(dark=s.dark, flat=None, black_level_dn=0.0, bit_depth=12, expected_xy_m=None,
               target=scene.target)  # fmt: skip
     results = [detector_for(m)(s.image, scene.registration, **kw) for m in ("classical", "onnx")]
     assert all(isinstance(r, SpotResult) and r.ok for r in results)
-    with pytest.raises(InputError, match="--method: expected one of classical, onnx"):
+    with pytest.raises(InputError, match="--method: expected one of classical, onnx, onnx-real"):
         detector_for("cnn")
 
 

@@ -308,7 +308,8 @@ class CampaignRunner:
         return names
 
     def _measure(self, on, dark):
-        from heliostat.vision import detect_spot, prepare_flat
+        from heliostat.vision import prepare_flat
+        from heliostat.vision.auto import detect_spot_auto
         from heliostat.vision.pipeline import register_for_camera
 
         cam, tgt = self.plant.camera, self.plant.target
@@ -325,7 +326,8 @@ class CampaignRunner:
         except InputError:
             flat = self._flat
         try:
-            res = detect_spot(
+            # a dark board: on - off; a sunlit board: the sun-off frame as its empty target
+            res = detect_spot_auto(
                 on,
                 reg,
                 dark=dark,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from heliostat.commands._common import _jsonable, print_table
-from heliostat.vision.methods import DEFAULT_METHOD, METHODS, method_names
+from heliostat.vision.methods import BACKGROUNDS, DEFAULT_METHOD, METHODS, method_names
 
 #: Fields of a result printed per image (besides ``image`` and ``flags``).
 _FIELDS = (
@@ -84,13 +84,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--background",
-        choices=("auto", "dark-board", "sunlit"),
+        choices=BACKGROUNDS,
         default="auto",
-        help="background model of the classical detector: 'dark-board' (a dark board, or "
-        "a sun-off frame given with --dark), 'sunlit' (a sunlit target without a sun-off "
-        "frame: panels, seams, marks and shadow edges modelled around the spot; "
-        "docs/vision-sunlit.md), 'auto' (default): sunlit when there is no --dark and the "
-        "target's median pixel is above 15 %% of full scale, else dark-board",
+        help="background model of the classical detector: 'dark-board' (a board dark in "
+        "the frame, or a sun-off frame given with --dark subtracted), 'sunlit' (a sunlit "
+        "target: panels, seams, marks and shadow edges modelled around the spot, a sun-off "
+        "frame or --empty-target used as the empty target; docs/vision-sunlit.md), 'auto' "
+        "(default): sunlit when the target's median pixel in the sun-off frame (else in "
+        "the frame) is above 15 %% of full scale, else dark-board",
     )
     p.add_argument(
         "--empty-target",
@@ -250,18 +251,6 @@ def _marks_factory(args, rough, w_m, h_m, k, dist):
     return from_marks
 
 
-def _use_sunlit(args: argparse.Namespace, img, reg, dark, bits) -> bool:
-    """The sunlit background model for this frame? (``--background``; ``auto``: no
-    sun-off frame and a lit board.)"""
-    if args.background == "sunlit":
-        return True
-    if args.background == "dark-board" or dark is not None:
-        return False
-    from heliostat.vision.sunlit import board_is_sunlit
-
-    return board_is_sunlit(img, reg, black_level_dn=args.black_level, bit_depth=bits)
-
-
 def _row(image: str, res) -> dict[str, Any]:
     row: dict[str, Any] = {"image": image}
     for f in _FIELDS:
@@ -296,7 +285,6 @@ def run(args: argparse.Namespace) -> int:
     from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
     from heliostat.vision.methods import detector_for
-    from heliostat.vision.sunlit import detect_spot_sunlit
 
     detect_spot = detector_for(args.method)
     if args.empty_target and args.background == "dark-board":
@@ -324,27 +312,23 @@ def run(args: argparse.Namespace) -> int:
             reg = reg_for(img)
             if flat is None and flat_img is not None:
                 flat = prepare_flat(flat_img, reg, black_level_dn=args.black_level)
-            if args.method == "classical" and _use_sunlit(args, img, reg, dark, bits):
-                res = detect_spot_sunlit(
-                    img,
-                    reg,
-                    empty_target=empty,
-                    black_level_dn=args.black_level,
-                    bit_depth=bits,
-                    expected_xy_m=args.expected,
-                    target=target,
-                )
-            else:
-                res = detect_spot(
-                    img,
-                    reg,
-                    dark=dark,
-                    flat=flat,
-                    black_level_dn=args.black_level,
-                    bit_depth=bits,
-                    expected_xy_m=args.expected,
-                    target=target,
-                )
+            # the classical method chooses its background model (heliostat.vision.auto)
+            extra = (
+                dict(background=args.background, empty_target=empty)
+                if args.method == "classical"
+                else {}
+            )
+            res = detect_spot(
+                img,
+                reg,
+                dark=dark,
+                flat=flat,
+                black_level_dn=args.black_level,
+                bit_depth=bits,
+                expected_xy_m=args.expected,
+                target=target,
+                **extra,
+            )
             row = _row(path, res)
             row.update(getattr(reg_for, "mark_info", {}))
         except (ValueError, OSError, KeyError) as exc:

@@ -49,6 +49,10 @@ class DetectMethod:
         return getattr(importlib.import_module(self.module), self.function)
 
 
+#: The classical method's background models (:mod:`heliostat.vision.auto`;
+#: ``heliostat detect --background``).
+BACKGROUNDS: tuple[str, ...] = ("auto", "dark-board", "sunlit")
+
 #: The registered methods by name, in help order; the first is the default.
 METHODS: Mapping[str, DetectMethod] = MappingProxyType(
     {
@@ -56,9 +60,10 @@ METHODS: Mapping[str, DetectMethod] = MappingProxyType(
         for m in (
             DetectMethod(
                 "classical",
-                "heliostat.vision.classical",
-                "detect_spot",
-                "flux centroid of the dark-subtracted spot (default)",
+                "heliostat.vision.auto",
+                "detect_spot_auto",
+                "flux centroid over a background model chosen from the frames: a dark "
+                "board, or a sunlit target (default)",
             ),
             DetectMethod(
                 "onnx",

@@ -21,7 +21,8 @@ from numpy.typing import ArrayLike, NDArray
 from heliostat.config import CameraConfig, Target, load_camera, load_field
 from heliostat.errors import InputError
 from heliostat.paths import join_inside
-from heliostat.vision.classical import DetectOptions, SpotResult, detect_spot
+from heliostat.vision.auto import detect_spot_auto
+from heliostat.vision.classical import DetectOptions, SpotResult
 from heliostat.vision.io import DARK_SUFFIX, dark_path, load_image
 from heliostat.vision.signal import FlatField, SpotInFlatError, prepare_flat, validate_frame
 from heliostat.vision.target import TargetRegistration, register_aruco, register_corners
@@ -109,7 +110,8 @@ def fill_observations(
 ) -> tuple[pd.DataFrame, list[FrameOutcome]]:
     """Measure the spot in every row's frame and fill the spot columns.
 
-    ``detector`` (default :func:`~heliostat.vision.classical.detect_spot`) may be any
+    ``detector`` (default :func:`~heliostat.vision.auto.detect_spot_auto`: the classical
+    detector with its background model chosen from the frames) may be any
     function with its signature and result, e.g. one of
     :func:`heliostat.vision.methods.detector_for`.
 
@@ -198,7 +200,7 @@ def fill_observations(
             img = load(path)
             dp = dark_path(path)
             dark = load(dp) if dp.is_file() else None
-            res = (detector or detect_spot)(
+            res = (detector or detect_spot_auto)(
                 img,
                 registration,
                 dark=dark,
