@@ -65,10 +65,10 @@ def test_demo_writes_expected_files(tmp_path):
     st = summary["stages"]
     # The demo's default target is the real-looking sunlit board (sim.real_texture): 8 bit,
     # the spot saturated, the sun-off frame's ambient drifted by up to 2 %. The classical
-    # detector (on - off, divided by the flat) is measured at 52 mm here (~1.5 px of the
-    # ~36 mm footprint at 256x208 px), against < 15 mm (half a pixel) on the ArUco board;
-    # bound 3 px (100 mm): the loop must measure the spot, not yet to ArUco accuracy.
-    assert st["detect"]["detected"] == 1 and st["detect"]["spot_error_mm_max"] < 100.0
+    # detector takes the sun-off frame as the sunlit model's empty target
+    # (heliostat.vision.auto): measured 2.0-9.9 mm over seeds 0-5 (52 mm subtracting the
+    # sun-off frame), ~1/4 px of the ~36 mm footprint at 256x208 px; bound 30 mm.
+    assert st["detect"]["detected"] == 1 and st["detect"]["spot_error_mm_max"] < 30.0
     assert st["calibrate"]["fitted"] == 4
     assert st["deliver"]["outcomes"] == {"confirmed": 4}
     v = st["verify"]
