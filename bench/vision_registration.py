@@ -22,10 +22,10 @@ marks; board texture from a real empty-target image. Corner error of the found c
 against the rendered truth, from perturbed rough guesses (the drawn scene's marks are
 ideal rectangles: a best case for the geometry, labelled so).
 
-Usage (``HELIOSTAT_REAL_DATA`` points at the real data when it is not at
+Usage (``HELIOSTAT_REAL_DIR`` points at the real data when it is not at
 ``<repo>/../shared/real``)::
 
-    HELIOSTAT_REAL_DATA=/work/shared/real .venv/bin/python bench/vision_registration.py
+    HELIOSTAT_REAL_DIR=/work/shared/real .venv/bin/python bench/vision_registration.py
     .venv/bin/python bench/vision_registration.py                 # JSON on stdout
     .venv/bin/python bench/vision_registration.py --trials 20 --sim-frames 12 --seed 1
 """
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -49,9 +48,10 @@ sys.path.insert(0, str(ROOT))
 from heliostat.errors import InputError  # noqa: E402
 from heliostat.vision.marks import refine_marks, register_marks  # noqa: E402
 from sim import marks_scene  # noqa: E402
+from sim.real_targets import default_real_dir  # noqa: E402
 
-#: The real data: $HELIOSTAT_REAL_DATA, else <repo>/../shared/real (as in CI).
-REAL = Path(os.environ.get("HELIOSTAT_REAL_DATA", ROOT.parent / "shared" / "real"))
+#: The real data: $HELIOSTAT_REAL_DIR, else <repo>/../shared/real (as in CI).
+REAL = default_real_dir(ROOT)
 RAW = REAL / "paint" / "raw"
 
 #: An operator's rough clicks on each mark's corner point (UL, UR, LR, LL) [px], by eye

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from heliostat.errors import InputError
 
 __all__ = [
     "FOLDERS",
+    "REAL_DIR_ENV",
     "CompositeRanges",
     "CompositeTruth",
     "composite",
@@ -65,9 +67,16 @@ FOLDERS = {
 }
 
 
+#: Environment variable naming the real-data folder when it is not beside the clone (a git
+#: worktree, a copy elsewhere).
+REAL_DIR_ENV = "HELIOSTAT_REAL_DIR"
+
+
 def default_real_dir(repo_root: str | Path) -> Path:
-    """``<repo>/../shared/real``: where the real Jülich data sits beside a clone."""
-    return Path(repo_root).resolve().parent / "shared" / "real"
+    """Where the real Jülich data sits: ``$HELIOSTAT_REAL_DIR`` when set, else
+    ``<repo>/../shared/real`` (beside a clone, as in CI)."""
+    env = os.environ.get(REAL_DIR_ENV)
+    return Path(env) if env else Path(repo_root).resolve().parent / "shared" / "real"
 
 
 def list_images(real_dir: str | Path, kind: str) -> list[Path]:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from sim.real_targets import default_real_dir
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+#: The real Jülich data (../shared/real beside the clone, as in CI, or $HELIOSTAT_REAL_DIR);
+#: tests that need it skip with a reason when it is absent.
+REAL_DIR = default_real_dir(Path(__file__).resolve().parents[1])
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pymap3d
 import pytest
+from conftest import REAL_DIR
 
 from heliostat.calibration import (
     fit_heliostat,
@@ -47,7 +48,7 @@ from heliostat.kinematics import KinematicErrors
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "paint" / "AA39"
 REAL = HERE / "data" / "paint" / "real"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "real" / "paint"
+SHARED = REAL_DIR / "paint"
 TOWER = REAL / "WRI1030197-tower-measurements.json"
 TRUTH = json.loads((DATA / "truth.json").read_text())
 sys.path.insert(0, str(HERE / "data" / "paint"))

@@ -7,13 +7,13 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import shutil
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REAL_DIR
 
 from heliostat.errors import InputError
 from heliostat.ml.real_input import real_crop
@@ -23,9 +23,7 @@ from heliostat.ml.spot_real import detect_spot_onnx_real, predict_real
 MODELS = Path(str(resources.files("heliostat.ml").joinpath("models")))
 #: The real data beside the clone (``<repo>/../shared/real``, as in CI); a checkout
 #: elsewhere (a git worktree) points to it with HELIOSTAT_REAL_DIR.
-REAL = Path(
-    os.environ.get("HELIOSTAT_REAL_DIR", Path(__file__).resolve().parents[2] / "shared" / "real")
-)
+REAL = REAL_DIR
 needs_real = pytest.mark.skipif(
     not (REAL / "utis").is_dir(), reason=f"real Jülich data not found at {REAL}"
 )

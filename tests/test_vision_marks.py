@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import REAL_DIR
 
 from heliostat.errors import InputError
 from heliostat.vision.marks import MarkLayout, register_marks
 from sim import marks_scene
 
-REAL = Path(
-    os.environ.get(
-        "HELIOSTAT_REAL_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "real"
-    )
-)
+REAL = REAL_DIR
 RAW = REAL / "paint" / "raw"
 needs_real = pytest.mark.skipif(
     not RAW.is_dir(), reason=f"real Jülich frames not found at {RAW} (../shared/real)"

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import REAL_DIR
 
 from heliostat.cli import main
 from heliostat.vision import FLAGS, detect_spot, register_corners
@@ -23,9 +23,7 @@ from heliostat.vision.sunlit import board_is_sunlit, detect_spot_sunlit
 RT = pytest.importorskip("sim.real_targets")
 
 DATA = Path(__file__).parent / "data" / "real"
-REAL = Path(
-    os.environ.get("HELIOSTAT_REAL_DIR", Path(__file__).resolve().parents[2] / "shared" / "real")
-)
+REAL = REAL_DIR
 HAVE_REAL = (REAL / "utis" / "emptyTargetImages").is_dir()
 needs_real = pytest.mark.skipif(not HAVE_REAL, reason=f"real Jülich data not found at {REAL}")
 

@@ -34,6 +34,7 @@ from heliostat.ml.training.real_data import (
     build_arrays_parallel,
 )
 from heliostat.ml.training.train import _measurement_dict, models_dir, sha256_file
+from sim.real_targets import default_real_dir
 
 MODEL_NAME = "spot_real"
 #: The card's TEST composites (and the test suite's): seed and count.
@@ -79,7 +80,7 @@ def score_px(err: np.ndarray, logit: np.ndarray, has: np.ndarray, wrong_px: floa
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m heliostat.ml.training.train_real")
-    p.add_argument("--real-dir", default=str(ROOT.parent / "shared" / "real"))
+    p.add_argument("--real-dir", default=str(default_real_dir(ROOT)))
     p.add_argument("--out", default=str(models_dir()))
     p.add_argument("--n-train", type=int, default=4000)
     p.add_argument("--n-val", type=int, default=500)
