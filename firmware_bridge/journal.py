@@ -260,28 +260,15 @@ class Journal:
         return dict(self._db.execute(sql + " GROUP BY state", args).fetchall())
 
 
-def _file_errors(fn):
-    """Method wrapper: an SQLite error of the file (damaged, disk full, locked) becomes
-    an OSError naming the journal, instead of a bare DatabaseError."""
-    import functools
+def _wrap_file_errors() -> None:
+    """An SQLite error of the journal's file becomes an OSError naming the journal."""
+    from heliostat.store import wrap_file_errors
 
-    from heliostat.store import database_problem, is_database_error
-
-    @functools.wraps(fn)
-    def call(self, *args, **kwargs):
-        try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            if not is_database_error(exc):
-                raise
-            raise OSError(database_problem(self.path, exc, "bridge journal")) from None
-
-    return call
+    public = [n for n, f in vars(Journal).items() if callable(f) and not n.startswith("_")]
+    wrap_file_errors(Journal, OSError, "bridge journal", [n for n in public if n != "close"])
 
 
-for _name, _fn in list(vars(Journal).items()):
-    if callable(_fn) and not _name.startswith("_") and _name not in ("close",):
-        setattr(Journal, _name, _file_errors(_fn))
+_wrap_file_errors()
 
 
 def peek_counts(path: str | Path) -> dict[str, int]:

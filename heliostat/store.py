@@ -9,8 +9,10 @@ power cut — the bridge's journal depends on that.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from heliostat.errors import InputError
@@ -128,3 +130,24 @@ def is_database_error(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(
         exc, sqlite3.ProgrammingError | sqlite3.InterfaceError
     )
+
+
+def wrap_file_errors(cls: type, error: type[Exception], what: str, names: Iterable[str]) -> None:
+    """Make the methods ``names`` of ``cls`` turn an SQLite error of the file (damaged,
+    disk full, locked: :func:`is_database_error`) into ``error`` with the one-line message
+    of :func:`database_problem` naming ``self.path``; errors of the SQL itself pass."""
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def call(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            try:
+                return fn(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                if not is_database_error(exc):
+                    raise
+                raise error(database_problem(self.path, exc, what)) from None
+
+        return call
+
+    for name in list(names):
+        setattr(cls, name, wrap(getattr(cls, name)))

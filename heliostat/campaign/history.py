@@ -33,7 +33,7 @@ import pandas as pd
 
 from heliostat.calibration.observations import OBSERVATION_COLUMNS
 from heliostat.errors import InputError
-from heliostat.store import database_problem, ensure_schema, is_database_error, open_db
+from heliostat.store import ensure_schema, open_db, wrap_file_errors
 
 #: Visit outcomes a later run retries (the cause may be gone: a camera program that was
 #: restarted). Every other outcome of a slot is final.
@@ -445,26 +445,17 @@ class History:
 CSV_COLUMNS = OBSERVATION_COLUMNS
 
 
-def _file_errors(fn):
-    """Method wrapper: an SQLite error of the file (damaged, disk full, locked) becomes
-    an InputError naming the history file, instead of a bare DatabaseError."""
-    import functools
-
-    @functools.wraps(fn)
-    def call(self, *args, **kwargs):
-        try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            if not is_database_error(exc):
-                raise
-            raise InputError(database_problem(self.path, exc, "history database")) from None
-
-    return call
-
-
-for _name, _fn in list(vars(History).items()):
-    if callable(_fn) and (not _name.startswith("_") or _name == "__init__"):
-        setattr(History, _name, _file_errors(_fn))
+# An SQLite error of the history's file becomes an InputError naming it (exit 2).
+wrap_file_errors(
+    History,
+    InputError,
+    "history database",
+    [
+        n
+        for n, f in vars(History).items()
+        if callable(f) and (not n.startswith("_") or n == "__init__")
+    ],
+)
 
 
 def write_observations_csv(hist: History, path: str | Path, heliostat_id: str | None = None):
