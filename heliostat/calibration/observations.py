@@ -152,7 +152,9 @@ def _num(df: pd.DataFrame, col: str) -> NDArray[np.float64]:
 def _text(df: pd.DataFrame, col: str) -> NDArray[np.object_]:
     if col not in df.columns:
         return np.full(len(df), "", dtype=object)
-    return df[col].fillna("").astype(str).str.strip().to_numpy(dtype=object)
+    # an all-empty column is read as float NaN: cast before filling (pandas 4 refuses a
+    # str fill value on a float column)
+    return df[col].astype(object).fillna("").astype(str).str.strip().to_numpy(dtype=object)
 
 
 def _groups(keys: NDArray[np.object_], mask: NDArray[np.bool_]) -> dict[str, NDArray[np.int64]]:
