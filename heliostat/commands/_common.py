@@ -53,3 +53,12 @@ def print_table(
     print("  ".join("-" * w for w in widths), file=out)
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)), file=out)
+
+
+def id_sort_key(heliostat_id: str) -> tuple:
+    """Sort key for heliostat ids: digit runs compare as numbers (H2 before H10)."""
+    import re
+
+    return tuple(
+        (0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", heliostat_id) if p
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from heliostat.commands._common import print_json, print_table
+from heliostat.commands._common import id_sort_key, print_json, print_table
 
 #: With ``--paint`` and no ``--params``, heliostats with at least this many records get
 #: their parameter set chosen by cross-validation (:mod:`heliostat.calibration.selection`;
@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--params",
         metavar="GROUPS",
         help="comma-separated parameter groups or names to fit (default: the drive's "
-        "default groups; 'all' for every group)",
+        "default groups; 'all' for every group); a name of another drive is ignored for "
+        "a heliostat, DRIVE:NAME applies to that drive only",
     )
     p.add_argument(
         "--residual", choices=("angle", "plane"), default="angle", help="residual (fit.py)"
@@ -75,25 +76,52 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _names(drive: str, spec: str | None) -> tuple[str, ...]:
+def _check_params(spec: str | None) -> None:
+    """Refuse a ``--params`` name that is a group or parameter of no known drive (or, as
+    ``DRIVE:NAME``, not of that drive)."""
+    from heliostat.kinematics import drive_names, error_names, group_names
+
+    if spec is None:
+        return
+    known = {"all"}
+    for d in drive_names():
+        mine = set(group_names(d)) | set(error_names(d))
+        known |= mine | {f"{d}:{n}" for n in mine}
+    for t in (t.strip() for t in spec.split(",")):
+        if t and t not in known:
+            groups = "; ".join(f"{d}: {', '.join(group_names(d))}" for d in drive_names())
+            raise ValueError(
+                f"--params: {t!r} is neither a parameter group nor a parameter of any drive; "
+                f"groups by drive: {groups}"
+            )
+
+
+def _names(drive: str, spec: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The parameter names ``spec`` (``--params``) selects for a ``drive`` heliostat, and
+    the names in it that belong to other drives only (ignored here). A name written
+    ``DRIVE:NAME`` applies to that drive's heliostats only (silently skipped for others).
+    When no name is this drive's, the drive's default set is used. Names of no drive are
+    refused by :func:`_check_params`."""
     from heliostat.calibration.fit import resolve_names
     from heliostat.kinematics import error_names, group_names, names_for_groups
 
     if spec is None:
-        return resolve_names(drive)
+        return resolve_names(drive), ()
     tokens = [t.strip() for t in spec.split(",") if t.strip()]
+    tokens = [
+        t.split(":", 1)[1] if t.startswith(f"{drive}:") else t
+        for t in tokens
+        if ":" not in t or t.startswith(f"{drive}:")
+    ]
     if tokens == ["all"]:
         tokens = list(group_names(drive))
     groups = [t for t in tokens if t in group_names(drive)]
-    singles = [t for t in tokens if t not in groups]
-    for t in singles:
-        if t not in error_names(drive):
-            raise ValueError(
-                f"--params: {t!r} is neither a parameter group nor a parameter of drive "
-                f"{drive!r}; groups: {', '.join(group_names(drive))}"
-            )
+    singles = [t for t in tokens if t not in groups and t in error_names(drive)]
+    ignored = tuple(t for t in tokens if t not in groups and t not in singles)
+    if not groups and not singles:
+        return resolve_names(drive), ignored
     wanted = set(names_for_groups(drive, groups)) | set(singles)
-    return tuple(n for n in error_names(drive) if n in wanted)
+    return tuple(n for n in error_names(drive) if n in wanted), ignored
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give either OBS.csv (with --field) or --paint DIR")
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    _check_params(args.params)
     tol = args.sun_tolerance_deg if args.sun_tolerance_deg is not None else SUN_TOLERANCE_DEG
     notes: list[FitResult] = []
     if args.paint is not None:
@@ -151,9 +180,12 @@ def run(args: argparse.Namespace) -> int:
     selections = {}
     if args.paint and args.params is None:
         selections = _select_all(field, obs, args.residual, args.workers)
+    ignored: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for hid, o in obs.items():
         kin = field.heliostat(hid).kinematics
-        names = _names(kin.drive, args.params)
+        names, other = _names(kin.drive, args.params)
+        if other:
+            ignored.setdefault((kin.drive, other), []).append(hid)
         if hid in selections:
             names = selections[hid].names or names
         job = Job(kin, o, names, args.residual, args.loo, args.kfold or None)
@@ -164,9 +196,14 @@ def run(args: argparse.Namespace) -> int:
             jobs.append(job)
     backend = "sequential" if args.workers == 1 or len(jobs) < 2 else args.backend
     results = calibrate_field(jobs, backend=backend, max_workers=args.workers)
-    # One row per heliostat in input order; heliostats refused before fitting last.
-    rank = {hid: i for i, hid in enumerate(obs)}
-    ordered = sorted([*results.values(), *notes], key=lambda r: rank.get(r.heliostat_id, len(rank)))
+    for (drive, other), hids in ignored.items():
+        print(
+            f"heliostat calibrate: note: --params {','.join(other)} not of drive {drive!r}: "
+            f"ignored for {_name_list(hids)}",
+            file=sys.stderr,
+        )
+    # One row per heliostat, sorted by id.
+    ordered = sorted([*results.values(), *notes], key=lambda r: id_sort_key(r.heliostat_id))
     results = {r.heliostat_id: r for r in ordered}
     summaries = [r.summary() for r in ordered]
     if args.paint:
@@ -192,6 +229,11 @@ def run(args: argparse.Namespace) -> int:
                 sp = corrected_setpoints(kin, r.errors, field.site, args.at, target, aim)
             entries.append(heliostat_entry(r, sp))
         write_corrections(args.out, corrections_document(entries, source))
+        print(
+            f"heliostat calibrate: corrections of {len(entries)} heliostat(s) written to "
+            f"{args.out}",
+            file=sys.stderr,
+        )
 
     if args.json:
         print_json(summaries)
@@ -221,10 +263,106 @@ def run(args: argparse.Namespace) -> int:
             if args.paint:
                 print(f"{s['heliostat']}: pointing errors measured from the {ERROR_POINT}")
             for w in s["warnings"]:
-                print(f"{s['heliostat']}: warning: {w}")
+                if not w.startswith(POORLY_IDENTIFIABLE):
+                    print(f"{s['heliostat']}: warning: {w}")
             if not s["success"]:
                 print(f"{s['heliostat']}: {s['reason']}")
+        weak = poorly_identifiable_line(ordered)
+        if weak:
+            print(weak)
+        print(summary_line(ordered))
     return 0 if all(s["success"] for s in summaries) else 1
+
+
+def _name_list(ids: list[str], most: int = 20) -> str:
+    """``ids`` sorted and joined, cut after ``most`` with a count of the rest."""
+    ids = sorted(ids, key=id_sort_key)
+    more = f" and {len(ids) - most} more" if len(ids) > most else ""
+    return ", ".join(ids[:most]) + more
+
+
+def failure_kind(reason: str) -> str:
+    """A short label for why a fit failed (for the summary line)."""
+    if reason.startswith("refused"):
+        return "files refused"
+    if "too few" in reason:
+        return "too few records"
+    if "did not converge" in reason:
+        return "did not converge"
+    if "no beam" in reason:
+        return "no beam"
+    return "other"
+
+
+def summary_line(results) -> str:
+    """One line for a fitted field: fitted and failed counts (failures by kind), and the
+    median and 95th percentile of the RMS after the fit and of the leave-one-out RMS
+    over the fitted heliostats. [mrad]"""
+    import numpy as np
+
+    ok = [r for r in results if r.success]
+    bad = [r for r in results if not r.success]
+    line = f"summary: {len(ok)} of {len(results)} heliostat(s) fitted"
+    if bad:
+        kinds: dict[str, list[str]] = {}
+        for r in bad:
+            kinds.setdefault(failure_kind(r.reason), []).append(r.heliostat_id)
+        line += (
+            f", {len(bad)} failed ("
+            + "; ".join(f"{k}: {_name_list(v, 5)}" for k, v in sorted(kinds.items()))
+            + ")"
+        )
+    for label, attr in (("RMS after fit", "rms_after_mrad"), ("LOO RMS", "loo_rms_mrad")):
+        v = np.array([getattr(r, attr) for r in ok], dtype=float)
+        v = v[np.isfinite(v)]
+        if v.size:
+            line += f"; {label} median {np.median(v):.3g}, p95 {np.percentile(v, 95):.3g} mrad"
+    return line
+
+
+#: How :func:`heliostat.calibration.fit.fit_heliostat`'s identifiability warning begins.
+POORLY_IDENTIFIABLE = "parameters poorly identifiable"
+
+
+def poorly_identifiable_line(results) -> str | None:
+    """One warning naming the heliostats whose parameters are poorly identifiable, with a
+    ``--params`` that every one of them can identify: per drive, the names all their
+    suggested sets share (None when no heliostat is flagged)."""
+    from heliostat.kinematics import error_names
+
+    flagged = [
+        r
+        for r in results
+        if r.success and any(w.startswith(POORLY_IDENTIFIABLE) for w in r.warnings)
+    ]
+    if not flagged:
+        return None
+    common: dict[str, set[str]] = {}
+    for r in flagged:
+        if r.suggested_names:
+            s = set(r.suggested_names)
+            common[r.drive] = common[r.drive] & s if r.drive in common else s
+    # A name stays plain when every drive of the field that has it is suggested it;
+    # otherwise it is qualified DRIVE:NAME so that it reaches only that drive.
+    drives = {r.drive for r in results if r.drive}
+    names = []
+    for d, s in common.items():
+        for n in error_names(d):
+            if n not in s:
+                continue
+            others = [o for o in drives if n in error_names(o)]
+            plain = all(n in common.get(o, ()) for o in others)
+            names.append(n if plain else f"{d}:{n}")
+    line = (
+        f"warning: {len(flagged)} heliostat(s) with parameters poorly identifiable from "
+        f"their sun positions: {_name_list([r.heliostat_id for r in flagged])}"
+    )
+    if names:
+        line += (
+            f"; suggested: --params {','.join(dict.fromkeys(names))} (a name applies to "
+            "the heliostats of its drive; --json lists each heliostat's own set)"
+        )
+    return line
 
 
 def too_few_records(job, explicit: bool):
