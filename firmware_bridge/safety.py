@@ -79,11 +79,19 @@ def limit_problems(h: Heliostat, setpoints_steps: Iterable[int]) -> list[str]:
 
 
 def correction_problems(
-    h: Heliostat, setpoints_steps, nominal_steps, max_correction_mrad: float
+    h: Heliostat,
+    setpoints_steps,
+    nominal_steps,
+    max_correction_mrad: float,
+    measured: dict | None = None,
 ) -> list[str]:
-    """Problems with the joint-angle change from nominal to setpoint (empty when fine)."""
+    """Problems with the joint-angle change from nominal to setpoint (empty when fine).
+    With ``measured`` (a dict), its ``"setpoint_mrad"`` becomes the larger of the two axes'
+    changes (NaN when one is outside the geometry). [mrad]"""
     ang = h.kinematics.steps_to_angles(np.array([setpoints_steps, nominal_steps], dtype=float))
     d_mrad = np.abs(ang[0] - ang[1]) * 1e3
+    if measured is not None:
+        measured["setpoint_mrad"] = float(np.max(d_mrad))
     out = []
     for i, d in enumerate(d_mrad):
         if not math.isfinite(d):
@@ -116,6 +124,7 @@ def param_problems(
     parameters: Mapping[str, Any],
     max_correction_mrad: float,
     aim_enu_m=None,
+    measured: dict | None = None,
 ) -> tuple[list[str], tuple[float, ...]]:
     """Problems with a parameter set, and the values in canonical order.
 
@@ -124,7 +133,9 @@ def param_problems(
     mirror rotation the set commands (:func:`param_correction_mrad`, toward each aim
     point of ``aim_enu_m``, shape (3,) or (n, 3)) within ``max_correction_mrad``. With
     ``aim_enu_m=None`` the rotation check is left to the caller (:func:`plan_corrections`
-    always passes the aim points and refuses a set whose target it cannot resolve).
+    always passes the aim points and refuses a set whose target it cannot resolve). With
+    ``measured`` (a dict), its ``"params_mrad"`` becomes the checked rotation (the largest
+    over the aim points) when it was computed. [mrad]
     """
     from heliostat.kinematics import KinematicErrors
 
@@ -161,6 +172,8 @@ def param_problems(
     aims = np.asarray(aim_enu_m, dtype=float).reshape(-1, 3)
     errors = KinematicErrors(h.kinematics.drive, tuple(values))
     ds = [param_correction_mrad(h, errors, a) for a in aims]
+    if measured is not None:
+        measured["params_mrad"] = max(ds)
     if not all(math.isfinite(d) for d in ds):
         out.append(f"{h.id}: the parameter set leaves no reachable pose toward the target")
     elif max(ds) > max_correction_mrad:
@@ -286,10 +299,17 @@ def plan_corrections(
     corrections: Mapping[str, Any],
     params: bool = True,
     setpoints: str = "all",
+    corrections_mrad: dict[str, dict[str, float]] | None = None,
 ) -> list[ActuatorCommand]:
     """Checked commands for a corrections file: per heliostat, the parameter set first,
     then its setpoints in time order (``setpoints``: ``"all"``, ``"latest"`` or
-    ``"none"``). Raises SafetyRefused listing *every* problem; then nothing is sent."""
+    ``"none"``). Raises SafetyRefused listing *every* problem; then nothing is sent.
+
+    With ``corrections_mrad`` (a dict), the corrections the checks measured are put in it
+    by heliostat id: ``"params_mrad"``, the largest mirror rotation the parameter set
+    commands (:func:`param_correction_mrad`), and ``"setpoints_mrad"``, the largest
+    joint-angle change of a sent setpoint from its nominal (either key absent when not
+    checked), to be compared with ``cfg.safety.max_correction_mrad``. [mrad]"""
     if setpoints not in ("all", "latest", "none"):
         raise ValueError(f"setpoints must be all, latest or none, got {setpoints!r}")
     max_mrad = cfg.safety.max_correction_mrad
@@ -308,7 +328,12 @@ def plan_corrections(
         if params and rec.get("parameters") is not None:
             # An unresolved aim is a problem of its own, never a skipped check.
             aims, pp = _aims(cfg, rec)
-            vp, values = param_problems(h, rec.get("drive"), rec["parameters"], max_mrad, aims)
+            got: dict = {}
+            vp, values = param_problems(
+                h, rec.get("drive"), rec["parameters"], max_mrad, aims, measured=got
+            )
+            if corrections_mrad is not None and "params_mrad" in got:
+                corrections_mrad.setdefault(hid, {})["params_mrad"] = got["params_mrad"]
             pp += vp
             problems += pp
             if not pp:
@@ -343,7 +368,12 @@ def plan_corrections(
                 continue
             pr = limit_problems(h, st)
             if not pr:
-                pr = correction_problems(h, st, nom, max_mrad)
+                got = {}
+                pr = correction_problems(h, st, nom, max_mrad, measured=got)
+                if corrections_mrad is not None:
+                    mine = corrections_mrad.setdefault(hid, {})
+                    d = got["setpoint_mrad"]
+                    mine["setpoints_mrad"] = max(mine.get("setpoints_mrad", d), d)
             problems += [f"{p} (setpoint at {sp.get('time_utc', '?')})" for p in pr]
             if not pr:
                 out.append(ActuatorCommand(hid, h.address, "move", (int(st[0]), int(st[1]))))

@@ -71,6 +71,56 @@ def test_apply_dry_run_shows_frames_and_sends_nothing(plant, capsys):
     assert bus.stats.frames_in == 0
 
 
+def test_apply_dry_run_shows_corrections_against_the_limit(plant, capsys):
+    """Each heliostat's correction in mrad next to max_correction_mrad: the parameter set's
+    mirror turn (the planner's figure, checked against param_correction_mrad toward the
+    setpoints' target) and the setpoint's axis change (checked against the steps)."""
+    import numpy as np
+
+    from firmware_bridge.safety import param_correction_mrad
+    from heliostat.kinematics import KinematicErrors
+
+    fpath, cfg, bus, tmp = plant
+    corr = tmp / "c.json"
+    doc = corrections_for(cfg, n_setpoints=1, seed=1)
+    corr.write_text(json.dumps(doc))
+    argv = ["bridge", "apply", str(corr), "--field", str(fpath), "--port", bus.port, "--dry-run"]
+    rc, out, _ = _run(capsys, *argv, "--json")
+    got = json.loads(out)
+    limit = cfg.safety.max_correction_mrad
+    assert rc == 0 and got["max_correction_mrad"] == limit
+    rows = {r["heliostat"]: r for r in got["corrections"]}
+    assert list(rows) == ["H001", "H002", "H003"]
+    for rec in doc["heliostats"]:
+        h = cfg.heliostats[rec["heliostat"]]
+        row = rows[h.id]
+        (sp,) = rec["setpoints"]
+        errors = KinematicErrors.from_dict(h.kinematics.drive, rec["parameters"])
+        aim = cfg.targets[sp["target"]].centre_enu_m
+        # Rounded to 3 decimals for display: 5e-4 mrad.
+        assert row["params_mrad"] == pytest.approx(param_correction_mrad(h, errors, aim), abs=5e-4)
+        ang = h.kinematics.steps_to_angles(
+            np.array(
+                [
+                    [sp["axis1_steps"], sp["axis2_steps"]],
+                    [sp["nominal_axis1_steps"], sp["nominal_axis2_steps"]],
+                ],
+                dtype=float,
+            )
+        )
+        assert row["setpoints_mrad"] == pytest.approx(
+            1e3 * np.max(np.abs(ang[0] - ang[1])), abs=5e-4
+        )
+        worst = max(row["params_mrad"], row["setpoints_mrad"])
+        assert row["of_limit"] == f"{100 * worst / limit:.0f}%"
+        zero = f"{1e3 * rec['parameters']['axis1_zero_rad']:+.3f} mrad"
+        assert f"axis1_zero {zero}" in row["changes"]
+    rc, out, _ = _run(capsys, *argv)
+    assert rc == 0 and f"max_correction_mrad = {limit:g} mrad" in out
+    assert "changes: axis1_tilt_e" in out
+    assert bus.stats.frames_in == 0
+
+
 def test_apply_on_the_emulator_confirms_all(plant, capsys):
     fpath, cfg, bus, tmp = plant
     corr = tmp / "c.json"

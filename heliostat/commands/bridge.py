@@ -290,7 +290,7 @@ def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
         raise ValueError("not confirmed; nothing sent")
 
 
-def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
+def _execute(args, cfg, commands, batch_key, source, broadcast=False, corrections=None) -> int:
     from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem
     from firmware_bridge.errors import SafetyRefused
     from firmware_bridge.journal import DONE_STATES, Journal
@@ -340,10 +340,15 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
                         "writes": _frames(first, address=0),
                     }
                 )
+        limit = cfg.safety.max_correction_mrad
+        checks = _correction_rows(cfg, commands, corrections, limit) if corrections else []
         if args.json:
             doc = {"dry_run": True, "commands": rows}
             if broadcast:
                 doc["broadcasts"] = casts
+            if corrections is not None:
+                doc["corrections"] = checks
+                doc["max_correction_mrad"] = limit
             print_json(doc)
         elif broadcast:
             for b in casts:
@@ -362,8 +367,20 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False) -> int:
                     f"  {r['port']} address {r['address']} ({r['heliostat']}): "
                     f"{r['kind']} {what or ''}"
                 )
+                if r["kind"] == "params":
+                    changes = next(
+                        (c["changes"] for c in checks if c["heliostat"] == r["heliostat"]), []
+                    )
+                    print(f"    changes: {', '.join(changes) or 'none (all zero)'}")
                 for w in r["writes"]:
                     print(f"    FC16 @{w['start']}: {w['frame_hex']}")
+            if checks:
+                print(
+                    f"corrections against max_correction_mrad = {limit:g} mrad (params: the "
+                    "largest mirror turn the set commands; setpoints: the largest axis change "
+                    "from nominal):"
+                )
+                print_table(checks, ["heliostat", "params_mrad", "setpoints_mrad", "of_limit"])
         return 0
     for port, _bus, ids in groups:
         n = sum(1 for c in commands if c.heliostat in ids)
@@ -475,6 +492,42 @@ def _stow(args) -> int:
     return _execute(args, cfg, cmds, f"stow-{uuid.uuid4()}", "cli stow", broadcast=args.broadcast)
 
 
+def _correction_rows(cfg, commands, corrections: dict, limit: float) -> list[dict]:
+    """One row per heliostat with commands: the corrections the safety planner measured
+    (:func:`firmware_bridge.safety.plan_corrections`), their share of ``limit`` [mrad],
+    and the parameter set's non-zero values (angles in mrad, lengths in mm)."""
+    from heliostat.commands._common import id_sort_key
+    from heliostat.kinematics import error_names
+
+    params = {c.heliostat: c.params for c in commands if c.kind == "params"}
+    out = []
+    for hid in sorted(dict.fromkeys(c.heliostat for c in commands), key=id_sort_key):
+        got = corrections.get(hid, {})
+        pm, sm = got.get("params_mrad"), got.get("setpoints_mrad")
+        worst = max((v for v in (pm, sm) if v is not None), default=None)
+        changes = []
+        if hid in params:
+            for n, v in zip(
+                error_names(cfg.heliostats[hid].kinematics.drive), params[hid], strict=True
+            ):
+                if v != 0.0:
+                    if n.endswith("_rad"):
+                        changes.append(f"{n[:-4]} {v * 1e3:+.3f} mrad")
+                    else:
+                        changes.append(f"{n[:-2]} {v * 1e3:+.1f} mm")
+        out.append(
+            {
+                "heliostat": hid,
+                "params_mrad": "" if pm is None else round(pm, 3),
+                "setpoints_mrad": "" if sm is None else round(sm, 3),
+                "max_correction_mrad": limit,
+                "of_limit": "" if worst is None else f"{100 * worst / limit:.0f}%",
+                "changes": changes,
+            }
+        )
+    return out
+
+
 def _apply(args) -> int:
     from firmware_bridge.safety import plan_corrections
     from heliostat.corrections_format import read_corrections
@@ -487,7 +540,14 @@ def _apply(args) -> int:
 
         hid = heliostat_for_address(cfg, args.address, args.bus).id
         data = {**data, "heliostats": [h for h in data["heliostats"] if h["heliostat"] == hid]}
-    cmds = plan_corrections(cfg, data, params=not args.no_params, setpoints=args.setpoints)
+    measured: dict = {}
+    cmds = plan_corrections(
+        cfg,
+        data,
+        params=not args.no_params,
+        setpoints=args.setpoints,
+        corrections_mrad=measured,
+    )
     if args.bus:  # --bus selects the heliostats of the file on that bus
         cmds = [c for c in cmds if cfg.heliostats[c.heliostat].bus == args.bus]
     if not cmds:
@@ -496,4 +556,6 @@ def _apply(args) -> int:
     key = hashlib.sha256(
         raw + f"|{args.setpoints}|{args.no_params}|{args.address}".encode()
     ).hexdigest()
-    return _execute(args, cfg, cmds, f"apply-{key}", f"apply {args.corrections}")
+    return _execute(
+        args, cfg, cmds, f"apply-{key}", f"apply {args.corrections}", corrections=measured
+    )
