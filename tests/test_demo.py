@@ -145,3 +145,56 @@ def test_demo_cli_json_and_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("heliostat: error: --out")
     assert main([*args, "--heliostats", "0", "--out", str(tmp_path / "z")]) == 2
+
+
+def test_demo_names_the_heliostats_it_leaves_uncorrected(tmp_path):
+    """A fit that fails (one heliostat keeps a single observation: too few) and a
+    correction the safety limit refuses (another's axis-1 zero pushed 50 mrad past its
+    fit) are named with their reason in the summary, summary.json and the report, and the
+    'as delivered' figures say they leave them out."""
+    import re
+
+    names = {}
+
+    def starve(ctx):  # after the campaign: one observation left for the first heliostat
+        obs = ctx.state["observations"]
+        names["few"] = hid = obs["heliostat_id"].iloc[0]
+        rows = obs.index[obs["heliostat_id"] == hid]
+        ctx.state["observations"] = obs.drop(rows[1:]).reset_index(drop=True)
+        return {}
+
+    def inflate(ctx):  # after the calibration: a parameter set far beyond the limit
+        rec = next(
+            r for r in ctx.state["corrections"]["heliostats"] if r["heliostat"] != names["few"]
+        )
+        names["big"] = rec["heliostat"]
+        rec["parameters"]["axis1_zero_rad"] += 0.05
+        return {}
+
+    stages = []
+    for name, fn in DEMO_STAGES:
+        stages.append((name, fn))
+        if name in ("campaign", "calibrate"):
+            stages.append((f"sabotage-{name}", starve if name == "campaign" else inflate))
+    out = tmp_path / "demo"
+    summary = run_demo(_tiny(out, frame_heliostats=0), stages=stages, log=lambda m: None)
+    st = summary["stages"]
+    few, big = names["few"], names["big"]
+    assert list(st["calibrate"]["failed"]) == [few] and "too few" in st["calibrate"]["failed"][few]
+    limit = st["deliver"]["max_correction_mrad"]
+    assert list(st["deliver"]["refused_by_safety"]) == [big]
+    # The figure is the safety planner's own: the one its refusal message gives (3 decimals).
+    said = re.search(r"up to ([\d.]+) mrad", st["deliver"]["refused_by_safety"][big])
+    assert st["deliver"]["refused_correction_mrad"][big] == pytest.approx(float(said[1]), abs=1e-3)
+    assert st["deliver"]["refused_correction_mrad"][big] > limit
+    assert st["verify"]["heliostats_not_corrected"] == sorted([few, big])
+    assert st["verify"]["moves_confirmed"] == "2/2"
+    text = format_summary(summary)
+    assert f"fit failed (too few records), 1: {few}" in text
+    refused_mrad = st["deliver"]["refused_correction_mrad"][big]
+    refused = f"refused by the safety limit of {limit:g} mrad, 1: {big} ({refused_mrad:.1f} mrad)"
+    assert f"correction {refused}" in text
+    assert "leaves out the 2 not corrected" in text
+    html = (out / "report.html").read_text()
+    assert "leaves out the 2 heliostat(s) not corrected" in html
+    assert f"fit failed (too few records), 1: {few}" in html and f"{big} (" in html

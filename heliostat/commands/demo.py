@@ -391,7 +391,16 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{v['after_via_controllers_mrad_median']:.2f} "
             f"(p95 {v['after_via_controllers_mrad_p95']:.2f}) mrad; "
             f"{v.get('camera_checked', 0)} spots re-measured on camera"
+            + (
+                f"; leaves out the {len(v['heliostats_not_corrected'])} not corrected"
+                if v.get("heliostats_not_corrected")
+                else ""
+            )
         )
+    from heliostat.commands.demo_loop import not_corrected_sentences
+
+    for k, line in enumerate(not_corrected_sentences(st)):
+        lines.append(("left out  " if k == 0 else "          ") + line)
     if "ledger" in st:
         from heliostat.commands.demo_loop import ledger_sentences
 

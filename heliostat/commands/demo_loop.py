@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from heliostat.commands._common import id_sort_key
+
 #: Sun elevation below which the held-out verification skips a time. [deg]
 VERIFY_MIN_ELEVATION_DEG = 15.0
 
@@ -187,7 +189,7 @@ def stage_calibrate(ctx) -> dict[str, Any]:
 
     return {
         "fitted": len(ok),
-        "failed": {h: r.reason for h, r in fits.items() if not r.success},
+        "failed": {h: fits[h].reason for h in sorted(fits, key=id_sort_key) if not fits[h].success},
         "rejected_rows": len(rejected),
         "with_identifiability_warning": len(retry),
         "refitted_with_smaller_set": reduced,
@@ -267,12 +269,19 @@ def stage_deliver(ctx) -> dict[str, Any]:
     _start_emulators(ctx)
     doc = ctx.state["corrections"]
     refused: dict[str, str] = {}
+    measured: dict[str, dict[str, float]] = {}
     with _metered(ctx, "bridge"):
         cmds = []
         for rec in doc["heliostats"]:
             one = {**doc, "heliostats": [rec]}
             try:
-                cmds += plan_corrections(ctx.state["field"], one, params=True, setpoints="none")
+                cmds += plan_corrections(
+                    ctx.state["field"],
+                    one,
+                    params=True,
+                    setpoints="none",
+                    corrections_mrad=measured,
+                )
             except SafetyRefused as exc:
                 refused[rec["heliostat"]] = str(exc).split("nothing sent: ", 1)[-1]
         outcomes = _run_on_buses(ctx, cmds, "params")
@@ -290,6 +299,15 @@ def stage_deliver(ctx) -> dict[str, Any]:
         "commands": len(cmds),
         "outcomes": counts,
         "refused_by_safety": refused,
+        # The planner's figure for each refused set: its largest mirror turn. [mrad]
+        "refused_correction_mrad": {
+            h: round(measured[h]["params_mrad"], 3)
+            if "params_mrad" in measured.get(h, {})
+            else None
+            for h in sorted(refused, key=id_sort_key)
+        },
+        "max_correction_mrad": ctx.state["field"].safety.max_correction_mrad,
+        "not_confirmed": {h: why for h, why in sorted(not_applied.items()) if h not in refused},
         "ports": [eb.port for eb in ctx.state["emulators"][1].values()],
         "energy_j": round(ctx.state["energy_j"]["bridge"], 3),
     }
@@ -410,6 +428,10 @@ def stage_verify(ctx) -> dict[str, Any]:
         "times": int(up.sum()),
         "heliostats": len(after),
         "heliostats_corrected": len(fits),
+        # Failed fits, refused or unconfirmed corrections: on the nominal model, their
+        # "after" is their "before", and the noon moves through the controllers leave
+        # them out.
+        "heliostats_not_corrected": sorted(set(truth) - set(fits), key=id_sort_key),
         "before_mrad_median": q(b, 50),
         "before_mrad_p95": q(b, 95),
         "after_mrad_median": q(a, 50),
@@ -641,6 +663,46 @@ def stage_ledger(ctx) -> dict[str, Any]:
     }
 
 
+def _names(ids, most: int | None) -> str:
+    ids = list(ids)
+    if most is None or len(ids) <= most:
+        return ", ".join(ids)
+    return ", ".join(ids[:most]) + f" and {len(ids) - most} more"
+
+
+def not_corrected_sentences(st: dict, most: int | None = 20) -> list[str]:
+    """The heliostats the demo left uncorrected, named with the reason (demo summary and
+    report): failed fits by kind of failure, parameter sets the safety limit refused
+    with their correction, and sets the controllers did not confirm. ``most`` names per
+    sentence (None: all)."""
+    from heliostat.commands.calibrate import failure_kind
+
+    out = []
+    failed = st.get("calibrate", {}).get("failed", {})
+    kinds: dict[str, list[str]] = {}
+    for hid, why in failed.items():
+        kinds.setdefault(failure_kind(why), []).append(hid)
+    for kind, ids in sorted(kinds.items()):
+        out.append(f"fit failed ({kind}), {len(ids)}: {_names(ids, most)}")
+    d = st.get("deliver", {})
+    refused = d.get("refused_correction_mrad", {})
+    if refused:
+        limit = d.get("max_correction_mrad", float("nan"))
+        each = [
+            f"{h} ({v:.1f} mrad)" if v is not None else f"{h} ({d['refused_by_safety'][h]})"
+            for h, v in refused.items()
+        ]
+        out.append(
+            f"correction refused by the safety limit of {limit:g} mrad, {len(each)}: "
+            + _names(each, most)
+        )
+    unconfirmed = d.get("not_confirmed", {})
+    if unconfirmed:
+        each = [f"{h} ({why})" for h, why in unconfirmed.items()]
+        out.append(f"not confirmed by the controller, {len(each)}: " + _names(each, most))
+    return out
+
+
 def ledger_sentences(lg: dict) -> list[str]:
     """The ledger in words with human units (demo summary and report)."""
     from heliostat.ledger.units import format_energy, format_mass
@@ -701,14 +763,22 @@ def stage_report(ctx) -> dict[str, Any]:
     a = np.array([rms(ctx.state["verify_after"], h) for h in ids])
     v = st.get("verify", {})
     lg = st.get("ledger", {})
+    left_out = v.get("heliostats_not_corrected", [])
+    paragraphs = [
+        f"A simulated plant of {len(ids)} heliostats, calibrated from "
+        f"{st.get('campaign', {}).get('observations', '?')} observations over "
+        f"{ctx.options.days} day(s) and verified on a held-out day."
+    ]
+    if left_out:
+        paragraphs.append(
+            f"{len(left_out)} heliostat(s) not corrected (they stay on the nominal model: "
+            "their 'after' is their 'before', and the 'as delivered' row leaves them out):"
+        )
+        paragraphs += not_corrected_sentences(st, most=None)
     sections = [
         Section(
             "Summary",
-            [
-                f"A simulated plant of {len(ids)} heliostats, calibrated from "
-                f"{st.get('campaign', {}).get('observations', '?')} observations over "
-                f"{ctx.options.days} day(s) and verified on a held-out day."
-            ],
+            paragraphs,
             [
                 (
                     "pointing error of the reflected beam on the held-out day [mrad]",
@@ -726,7 +796,12 @@ def stage_report(ctx) -> dict[str, Any]:
                             "rms": v.get("rms_after_mrad"),
                         },
                         {
-                            "": "after, as delivered at noon (controllers, backlash)",
+                            "": "after, as delivered at noon (controllers, backlash)"
+                            + (
+                                f"; leaves out the {len(left_out)} heliostat(s) not corrected"
+                                if left_out
+                                else ""
+                            ),
                             "median": v.get("after_via_controllers_mrad_median"),
                             "p95": v.get("after_via_controllers_mrad_p95"),
                             "rms": "",
