@@ -307,7 +307,9 @@ def stage_deliver(ctx) -> dict[str, Any]:
             for h in sorted(refused, key=id_sort_key)
         },
         "max_correction_mrad": ctx.state["field"].safety.max_correction_mrad,
-        "not_confirmed": {h: why for h, why in sorted(not_applied.items()) if h not in refused},
+        "not_confirmed": {
+            h: not_applied[h] for h in sorted(not_applied, key=id_sort_key) if h not in refused
+        },
         "ports": [eb.port for eb in ctx.state["emulators"][1].values()],
         "energy_j": round(ctx.state["energy_j"]["bridge"], 3),
     }
