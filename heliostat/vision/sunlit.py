@@ -499,16 +499,20 @@ def detect_spot_sunlit(
     iv, iu = np.nonzero(spot_f)
     j = int(np.argmax(smooth[iv, iu]))
     core = _component_at(smooth > o.rel_threshold * peak_sig, int(iv[j]), int(iu[j]))
-    w = np.where(core, signal, 0.0).astype(np.float64) * maps.area_m2
+    # the moments over the core's bounding box only (the weights are zero outside it)
+    c0, c1, d0, d1 = _bbox(core)
+    cb = (slice(c0, c1), slice(d0, d1))
+    core_b = core[cb]
+    w = np.where(core_b, signal[cb], 0.0).astype(np.float64) * maps.area_m2[cb]
     flux = float(w.sum())
     if not flux > 0:
         return _failed(("no_spot",), n_candidates=n_cand)
-    xm, ym = maps.x_m.astype(np.float64), maps.y_m.astype(np.float64)
+    xm, ym = maps.x_m[cb].astype(np.float64), maps.y_m[cb].astype(np.float64)
     xc = float((w * xm).sum() / flux)
     yc = float((w * ym).sum() / flux)
     sxx = max(float((w * (xm - xc) ** 2).sum() / flux), 0.0)
     syy = max(float((w * (ym - yc) ** 2).sum() / flux), 0.0)
-    a2 = maps.area_m2.astype(np.float64) ** 2 * core
+    a2 = maps.area_m2[cb].astype(np.float64) ** 2 * core_b
     var = noise * noise * float((a2 * ((xm - xc) ** 2 + (ym - yc) ** 2)).sum()) / 2.0
     sigma_m = math.sqrt(var) / flux
     # --- flags
