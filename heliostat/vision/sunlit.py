@@ -158,10 +158,10 @@ def _robust_surface(
     above 2.5 sigma only, or both sides); returns it over the whole array and the robust
     sigma of the kept residuals."""
     rows, cols = img.shape
-    vv, uu = np.nonzero(use)
-    if len(uu) > 2000:
-        sel = np.linspace(0, len(uu) - 1, 2000).astype(int)
-        vv, uu = vv[sel], uu[sel]
+    idx = np.flatnonzero(use)  # row-major, as np.nonzero (which is ~8x slower in 2-d)
+    if len(idx) > 2000:
+        idx = idx[np.linspace(0, len(idx) - 1, 2000).astype(int)]
+    vv, uu = np.divmod(idx, cols)
     z = img[vv, uu].astype(np.float64)
     uc, vc, s = cols / 2.0, rows / 2.0, float(max(rows, cols))
     a = _quad_design(uu.astype(float), vv.astype(float), uc, vc, s)
@@ -453,9 +453,13 @@ def detect_spot_sunlit(
     sums = np.bincount(lab.ravel(), weights=rel_s.ravel(), minlength=n_lab)
     peaks = []
     for i in sorted(ids, key=lambda i: -sums[i]):
-        vv, uu = np.nonzero(lab == i)
-        k = int(np.argmax(rel_s[vv, uu]))
-        peaks.append((int(vv[k]), int(uu[k])))
+        # the blob's first highest pixel (row-major), searched in its bounding box
+        bu, bv, bw, bh = (int(t) for t in stats[i, :4])
+        sub = np.where(
+            lab[bv : bv + bh, bu : bu + bw] == i, rel_s[bv : bv + bh, bu : bu + bw], -np.inf
+        )
+        kv, ku = divmod(int(np.argmax(sub)), bw)
+        peaks.append((bv + kv, bu + ku))
     n_cand = len(peaks)
     if exp is not None and n_cand > 1:
         uv = np.array([[u0 + (u + 0.5) / f - 0.5, v0 + (v + 0.5) / f - 0.5] for v, u in peaks])
@@ -496,9 +500,8 @@ def detect_spot_sunlit(
     if not peak_sig > max(5.0 * noise, 0.0):
         return _failed(("low_snr", "no_spot"), bg=float(np.median(back)), noise=noise,
                        n_candidates=n_cand, peak=peak_sig)  # fmt: skip
-    iv, iu = np.nonzero(spot_f)
-    j = int(np.argmax(smooth[iv, iu]))
-    core = _component_at(smooth > o.rel_threshold * peak_sig, int(iv[j]), int(iu[j]))
+    bv, bu = divmod(int(np.argmax(np.where(spot_f, smooth, -np.inf))), rw)  # first highest
+    core = _component_at(smooth > o.rel_threshold * peak_sig, bv, bu)
     # the moments over the core's bounding box only (the weights are zero outside it)
     c0, c1, d0, d1 = _bbox(core)
     cb = (slice(c0, c1), slice(d0, d1))
@@ -517,7 +520,6 @@ def detect_spot_sunlit(
     sigma_m = math.sqrt(var) / flux
     # --- flags
     flags: list[str] = []
-    bv, bu = int(iv[j]), int(iu[j])
     back_pk = float(back[bv, bu])
     contrast = peak_sig / back_pk if back_pk > 0 else math.inf
     if contrast < o.min_contrast:
