@@ -145,6 +145,18 @@ def _median(a: NDArray) -> float:
     return float((p[h - 1] + p[h]) / 2.0)
 
 
+def _median_not_positive(a: NDArray) -> bool:
+    """``np.median(a) <= 0`` for a 1-d array, from a count (the median itself only when
+    exactly half of the values are not positive)."""
+    n = a.size
+    k = int(np.count_nonzero(a <= 0))
+    if 2 * k > n:
+        return True
+    if 2 * k < n:
+        return False
+    return bool(np.median(a) <= 0)
+
+
 def _quad_design(u: NDArray, v: NDArray, uc: float, vc: float, s: float) -> NDArray:
     x = (u - uc) / s
     y = (v - vc) / s
@@ -425,7 +437,7 @@ def detect_spot_sunlit(
         else:
             ref_box = ref_g[v0:v1, u0:u1]
         ref = down(ref_box)
-    if float(np.median(work[on])) <= 0:
+    if _median_not_positive(work[on]):
         return _failed(("all_black", "no_spot"))
     m = board_model(
         work, on, ref, dark_ratio=o.dark_ratio, median_window=o.median_window,
@@ -477,8 +489,9 @@ def detect_spot_sunlit(
             best = r_
     _, spot, bg, sig_b, pv, pu = best
     # background in image DN on the working grid, then the full-resolution box
-    back_w = bg * m.base * np.exp(m.log_s)
-    sig_w = (x - bg) * m.base * np.exp(m.log_s)  # signal with marks filled [DN]
+    shade = np.exp(m.log_s)
+    back_w = bg * m.base * shade
+    sig_w = (x - bg) * m.base * shade  # signal with marks filled [DN]
     if f == 1.0:
         back = back_w
         sig_fill = sig_w
