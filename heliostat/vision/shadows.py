@@ -79,6 +79,29 @@ def _poisson(gx: NDArray, gy: NDArray) -> NDArray[np.float64]:
     return _fft.idctn(f, type=2, norm="ortho")
 
 
+def _median(a: NDArray) -> float:
+    """``np.median`` of a 1-d float array (the same value) by one partition, without its
+    generic-reduction overhead (called hundreds of times per frame)."""
+    n = a.size
+    h = n // 2
+    if n % 2:
+        return float(np.partition(a, h)[h])
+    p = np.partition(a, (h - 1, h))
+    return float((p[h - 1] + p[h]) / 2.0)
+
+
+def _sample(img: NDArray[np.float32], pts: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Bilinear samples of ``img`` at (u, v) points, by one ``cv2.remap`` on maps laid out
+    512 wide (``cv2.remap`` takes at most 32767 rows)."""
+    n = len(pts)
+    k = -(-n // 512) * 512
+    mu = np.zeros(k, np.float32)
+    mv = np.zeros(k, np.float32)
+    mu[:n], mv[:n] = pts[:, 0], pts[:, 1]
+    out = cv2.remap(img, mu.reshape(-1, 512), mv.reshape(-1, 512), cv2.INTER_LINEAR)
+    return out.ravel()[:n]
+
+
 def _runs(good: NDArray[np.bool_], max_gap: int) -> list[tuple[int, int]]:
     """Index ranges [i0, i1] of ``good`` runs, bridging gaps up to ``max_gap``."""
     idx = np.flatnonzero(good)
@@ -119,28 +142,38 @@ def shadow_lines(
     tpar = np.arange(-diag, diag, 1.0)
     gap = max(2, int(0.03 * size))
     cand: list[tuple[tuple[float, float, float, float, float], bool]] = []
-    taken: list[tuple[float, float]] = []
+    # the lines to try: the first 40 not within (4 px, 0.05 rad) of one tried before
+    # (the lines accepted are among those tried, so they need no check of their own)
     tried: list[tuple[float, float]] = []
-    for rho, theta in hl.reshape(-1, 2)[:200].astype(float):
+    for rho, theta in hl.reshape(-1, 2)[:200].astype(float).tolist():
         if len(tried) >= 40:
             break
-        if any(abs(rho - r0) < 4 and abs(theta - t0) < 0.05 for r0, t0 in tried + taken):
+        if any(abs(rho - r0) < 4 and abs(theta - t0) < 0.05 for r0, t0 in tried):
             continue
         tried.append((rho, theta))
-        n = np.array([math.cos(theta), math.sin(theta)])
-        t = np.array([-n[1], n[0]])
-        p = rho * n + tpar[:, None] * t
-        pa, pb = p + 3.0 * n, p - 3.0 * n
-        inside = (
-            (np.minimum(pa[:, 0], pb[:, 0]) >= 0) & (np.maximum(pa[:, 0], pb[:, 0]) <= cols - 1)
-            & (np.minimum(pa[:, 1], pb[:, 1]) >= 0) & (np.maximum(pa[:, 1], pb[:, 1]) <= rows - 1)
-        )  # fmt: skip
-        if inside.sum() < min_len:
-            continue
-        p, pa, pb = p[inside], pa[inside].astype(np.float32), pb[inside].astype(np.float32)
-        la = cv2.remap(sm, pa[:, 0:1], pa[:, 1:2], cv2.INTER_LINEAR)[:, 0]
-        lb = cv2.remap(sm, pb[:, 0:1], pb[:, 1:2], cv2.INTER_LINEAR)[:, 0]
-        step = la - lb
+    # their samples, all lines at once (one remap per side)
+    nrm = np.array([[math.cos(th), math.sin(th)] for _, th in tried])  # (L, 2)
+    tan = np.stack([-nrm[:, 1], nrm[:, 0]], axis=1)
+    rho_a = np.array([r for r, _ in tried])
+    p_all = rho_a[:, None, None] * nrm[:, None, :] + tpar[None, :, None] * tan[:, None, :]
+    pa_all, pb_all = p_all + 3.0 * nrm[:, None, :], p_all - 3.0 * nrm[:, None, :]
+    inside_all = (
+        (np.minimum(pa_all[..., 0], pb_all[..., 0]) >= 0)
+        & (np.maximum(pa_all[..., 0], pb_all[..., 0]) <= cols - 1)
+        & (np.minimum(pa_all[..., 1], pb_all[..., 1]) >= 0)
+        & (np.maximum(pa_all[..., 1], pb_all[..., 1]) <= rows - 1)
+    )
+    use = inside_all.sum(axis=1) >= min_len
+    sel = inside_all & use[:, None]
+    if not use.any():
+        return []
+    pa_s = pa_all[sel].astype(np.float32)
+    pb_s = pb_all[sel].astype(np.float32)
+    step_all = _sample(sm, pa_s) - _sample(sm, pb_s)
+    ends = np.cumsum(sel.sum(axis=1))
+    for li in np.flatnonzero(use).tolist():
+        p = p_all[li][inside_all[li]]
+        step = step_all[ends[li] - len(p) : ends[li]]
 
         def at_border(q: NDArray) -> bool:
             return bool(min(q[0], q[1], cols - 1 - q[0], rows - 1 - q[1]) < 4.0 + gap)
@@ -150,7 +183,7 @@ def shadow_lines(
             for i0, i1 in _runs(sign * step > 0.5 * min_step, gap):
                 if i1 - i0 + 1 < 0.1 * size:
                     continue
-                if abs(float(np.median(step[i0 : i1 + 1]))) >= min_step:
+                if abs(_median(step[i0 : i1 + 1])) >= min_step:
                     runs.append((i0, i1))
             if not runs:
                 continue
@@ -161,11 +194,9 @@ def shadow_lines(
             total = sum(b - a + 1 for a, b in runs)
             border = at_border(p[j0]) or at_border(p[j1])
             for a, b in runs:
-                med = float(np.median(step[a : b + 1]))
+                med = _median(step[a : b + 1])
                 long_ = border and total >= min_len
                 cand.append(((*p[a].tolist(), *p[b].tolist(), med), long_))
-                if long_:
-                    taken.append((rho, theta))
     out = [c for c, long_ in cand if long_]
     # a polygon's shorter sides: runs that start or end on an accepted edge (a shadow's
     # corner), added until none is left
