@@ -67,7 +67,7 @@ from numpy.typing import ArrayLike, NDArray
 from heliostat.config import Target
 from heliostat.errors import InputError
 from heliostat.vision.classical import SpotResult, _failed
-from heliostat.vision.shadows import board_model
+from heliostat.vision.shadows import _median, board_model
 from heliostat.vision.signal import _gray_f32, _saturation_level, validate_frame
 from heliostat.vision.target import TargetRegistration
 
@@ -134,17 +134,6 @@ class SunlitOptions:
 
 
 # --------------------------------------------------------------------------- helpers
-def _median(a: NDArray) -> float:
-    """``np.median`` of a 1-d float array (the same value), by one partition without
-    its generic-reduction overhead (called ~40 times per frame)."""
-    n = a.size
-    h = n // 2
-    if n % 2:
-        return float(np.partition(a, h)[h])
-    p = np.partition(a, (h - 1, h))
-    return float((p[h - 1] + p[h]) / 2.0)
-
-
 def _median_not_positive(a: NDArray) -> bool:
     """``np.median(a) <= 0`` for a 1-d array, from a count (the median itself only when
     exactly half of the values are not positive)."""
