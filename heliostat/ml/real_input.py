@@ -13,12 +13,11 @@ the network's job. Values are clipped to [−1, 4].
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
 from heliostat.errors import InputError
-from heliostat.ml.rectify import OVERSAMPLE, _grey, _remap_grids
+from heliostat.ml.rectify import OVERSAMPLE, sample_target
 
 __all__ = ["REAL_CROP_SIZE", "real_crop"]
 
@@ -58,12 +57,7 @@ def real_crop(
     InputError
         A frame not of the registration's size, or a board with no light (median <= 0).
     """
-    w, h = registration.image_size_px
-    if not isinstance(image, np.ndarray) or image.shape[:2] != (h, w):
-        got = getattr(image, "shape", type(image).__name__)
-        raise InputError(f"image: expected a {w}x{h} px frame for this registration, got {got}")
-    mu, mv = _remap_grids(registration, n, OVERSAMPLE)
-    fine = cv2.remap(_grey(image), mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fine, _ = sample_target(image, registration, n, OVERSAMPLE)
     cells = fine.reshape(n, OVERSAMPLE, n, OVERSAMPLE).mean(axis=(1, 3)) - np.float32(
         black_level_dn
     )

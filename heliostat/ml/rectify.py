@@ -105,6 +105,26 @@ def _grey(a: NDArray) -> NDArray[np.float32]:
     return a.astype(np.float32)
 
 
+def sample_target(
+    image: NDArray, registration, n: int, oversample: int
+) -> tuple[NDArray[np.float32], tuple[NDArray, NDArray]]:
+    """The frame's grey level read at ``n * oversample`` samples per side over the whole
+    target (row 0 at its top edge), and the remap grids used.
+
+    Raises
+    ------
+    InputError
+        A frame not of the registration's image size.
+    """
+    w, h = registration.image_size_px
+    if not isinstance(image, np.ndarray) or image.shape[:2] != (h, w):
+        got = getattr(image, "shape", type(image).__name__)
+        raise InputError(f"image: expected a {w}x{h} px frame for this registration, got {got}")
+    mu, mv = _remap_grids(registration, n, oversample)
+    fine = cv2.remap(_grey(image), mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return fine, (mu, mv)
+
+
 def rectify_target(
     image: NDArray,
     registration,
@@ -138,12 +158,7 @@ def rectify_target(
     InputError
         A frame or dark frame that does not match the registration's image size.
     """
-    w, h = registration.image_size_px
-    if not isinstance(image, np.ndarray) or image.shape[:2] != (h, w):
-        got = getattr(image, "shape", type(image).__name__)
-        raise InputError(f"image: expected a {w}x{h} px frame for this registration, got {got}")
-    mu, mv = _remap_grids(registration, n, oversample)
-    fine = cv2.remap(_grey(image), mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    fine, (mu, mv) = sample_target(image, registration, n, oversample)
     if dark is not None:
         if not isinstance(dark, np.ndarray) or dark.shape != image.shape:
             got = getattr(dark, "shape", type(dark).__name__)
