@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from heliostat.errors import InputError
 
-__all__ = ["CROP_SIZE", "Crop", "cell_centres_m", "rectify_target"]
+__all__ = ["CROP_SIZE", "Crop", "cell_centres_m", "rectify_target", "sample_target"]
 
 #: Side of the learned detector's input crop. [cells]
 CROP_SIZE = 64
