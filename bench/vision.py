@@ -38,6 +38,7 @@ import json
 import math
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -46,6 +47,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from heliostat.bench.timing import best_time_s  # noqa: E402
 from heliostat.config import load_field  # noqa: E402
 from heliostat.vision import _kernels as K  # noqa: E402
 from heliostat.vision import classical as C  # noqa: E402
@@ -53,6 +55,10 @@ from heliostat.vision import detect_spot, prepare_flat, register_corners  # noqa
 from heliostat.vision import signal as S  # noqa: E402
 from sim import camera as simcam  # noqa: E402
 from sim import optics  # noqa: E402
+
+#: Best mean time of 7 runs of 20 calls (bench.timing). [s]
+_best = partial(best_time_s, n=20, repeats=7)
+
 
 FIELD = ROOT / "tests" / "data" / "field_small.toml"
 #: A neighbour's tracking jitter between the sun-on and sun-off frames (per axis, 1 sigma)
@@ -65,18 +71,6 @@ BEAM_SPREAD_MRAD = math.hypot(2.5, 2 * 1.5)
 DNI_CHANGE = 0.02
 #: Flags that warn of a doubtful centroid when a second spot is present.
 WARNINGS = frozenset({"multiple_peaks", "overlapping_spots", "flux_mismatch", "spot_in_dark"})
-
-
-def _best(f, n: int = 20, repeats: int = 7) -> float:
-    """Best mean time of ``repeats`` runs of ``n`` calls. [s]"""
-    f()
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(n):
-            f()
-        best = min(best, (time.perf_counter() - t) / n)
-    return best
 
 
 def _scene(width: int, height: int, bits: int):

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from heliostat.bench.timing import best_time_s
+
 __all__ = ["RealVisionSettings", "overlay_mosaic", "real_comparison", "real_rows"]
 
 WIDTH_PX = 255.0
@@ -113,16 +115,6 @@ def _condition(t) -> dict[str, str]:
     }
 
 
-def _best_time_s(f, repeats: int = 3) -> float:
-    f()
-    best = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        f()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def composite_comparison(real_dir: str | Path, s: RealVisionSettings, progress=None) -> dict:
     """Both methods on TEST-split composites; errors against the composite's truth."""
     from heliostat.ml.training.real_data import RealDataSpec, draw_composites, registration_256
@@ -145,7 +137,7 @@ def composite_comparison(real_dir: str | Path, s: RealVisionSettings, progress=N
             if r.ok:
                 signed[k].append((r.u_px - t.u_px, r.v_px - t.v_px))
             if i < s.timing_frames:
-                timing[k].append(_best_time_s(lambda fn=fn, frame=frame: fn(frame)))
+                timing[k].append(best_time_s(lambda fn=fn, frame=frame: fn(frame)))
     spec0 = RealDataSpec(split="test", n=s.empty_frames, seed=s.seed + 1, p_empty=1.0)
     for frame, _, _, _ in draw_composites(real_dir, spec0):
         for k, fn in methods.items():
