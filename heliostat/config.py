@@ -23,7 +23,17 @@ from heliostat.camera import CameraConfig, look_at
 from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, drive
 from heliostat.paths import id_problem
-from heliostat.plant import ArucoMarkers, Bus, FieldConfig, Heliostat, Mirror, Safety, Target
+from heliostat.plant import (
+    MARK_KINDS,
+    ArucoMarkers,
+    Bus,
+    FieldConfig,
+    Heliostat,
+    MarkLayout,
+    Mirror,
+    Safety,
+    Target,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -204,8 +214,33 @@ def _mirror(t: _Table, base: Mirror) -> Mirror:
     )
 
 
+def _corner_marks(t: _Table) -> MarkLayout:
+    m = t.table("corner_marks")
+    m.check_unknown({"kinds", "bar_width_m", "arm_length_m", "t_half_length_m"})
+    base = MarkLayout()
+    kinds = None
+    if m.has("kinds"):
+        kinds = m.raw("kinds")
+        good = isinstance(kinds, list) and len(kinds) == 4
+        if not (good and all(k in MARK_KINDS for k in kinds)):
+            raise m.err("kinds", f'expected 4 of "L"/"T" (UL, UR, LR, LL), got {kinds!r}')
+        kinds = tuple(kinds)
+    try:
+        return MarkLayout(
+            kinds,
+            m.num("bar_width_m", base.bar_width_m, lo=0, lo_open=True),
+            m.num("arm_length_m", base.arm_length_m, lo=0, lo_open=True),
+            m.num("t_half_length_m", base.t_half_length_m, lo=0, lo_open=True),
+        )
+    except ValueError as exc:
+        raise m.err("arm_length_m", str(exc)) from None
+
+
 def _target(t: _Table) -> Target:
-    t.check_unknown({"id", "centre_enu_m", "normal_enu", "width_m", "height_m", "markers"})
+    t.check_unknown(
+        {"id", "centre_enu_m", "normal_enu", "width_m", "height_m", "markers", "corner_marks"}
+    )
+    corner_marks = _corner_marks(t) if t.has("corner_marks") else None
     markers = None
     if t.has("markers"):
         m = t.table("markers")
@@ -230,6 +265,7 @@ def _target(t: _Table) -> Target:
             t.num("width_m", lo=0, lo_open=True),
             t.num("height_m", lo=0, lo_open=True),
             markers,
+            corner_marks,
         )
     except ValueError as exc:
         if isinstance(exc, ConfigError):
@@ -488,6 +524,15 @@ def field_to_dict(cfg: FieldConfig) -> dict[str, Any]:
                 size_m=t.markers.size_m,
                 inset_m=t.markers.inset_m,
             )
+        if t.corner_marks is not None:
+            cm = t.corner_marks
+            td["corner_marks"] = dict(
+                bar_width_m=cm.bar_width_m,
+                arm_length_m=cm.arm_length_m,
+                t_half_length_m=cm.t_half_length_m,
+            )
+            if cm.kinds is not None:
+                td["corner_marks"]["kinds"] = list(cm.kinds)
         targets.append(td)
     out["targets"] = targets
     drives: dict[str, dict[str, Any]] = {}

@@ -12,10 +12,25 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from heliostat.errors import InputError
 from heliostat.frames import Site, normalize, target_axes
 from heliostat.kinematics import HeliostatKinematics
 
-__all__ = ["ArucoMarkers", "Bus", "FieldConfig", "Heliostat", "Mirror", "Safety", "Target"]
+__all__ = [
+    "MARK_KINDS",
+    "ArucoMarkers",
+    "Bus",
+    "FieldConfig",
+    "Heliostat",
+    "MarkLayout",
+    "Mirror",
+    "Safety",
+    "Target",
+]
+
+#: Kinds of painted corner marks: an L (two arms) or a T (a bar along the edge and a
+#: short bar into the target).
+MARK_KINDS = ("L", "T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +69,50 @@ class ArucoMarkers:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkLayout:
+    """Shape of a target's corner marks (the defaults are the Jülich towers').
+
+    Attributes
+    ----------
+    kinds : tuple of str, or None
+        Mark kind at UL, UR, LR, LL, each ``"L"`` or ``"T"``. The kind of each mark is
+        always found from the image (the template that matches better); when given,
+        a mark found to be of the other kind is an error (an L's corner and a T's differ
+        by half a bar width, so a wrong kind would silently shift the corner).
+    bar_width_m : float
+        Width of the painted bars. [m] (Jülich: about 0.12-0.14 on the solar tower's
+        targets, 0.10 on the multi-focus tower's.)
+    arm_length_m : float
+        Length of an L's arms and of a T's short bar, from the corner point. [m]
+        (Jülich: about 0.7.)
+    t_half_length_m : float
+        Half length of a T's long bar, from the corner point. [m] (Jülich: about 0.35.)
+    """
+
+    kinds: tuple[str, str, str, str] | None = None
+    bar_width_m: float = 0.12
+    arm_length_m: float = 0.7
+    t_half_length_m: float = 0.35
+
+    def __post_init__(self) -> None:
+        if self.kinds is not None:
+            kinds = tuple(self.kinds)
+            if len(kinds) != 4 or any(k not in MARK_KINDS for k in kinds):
+                raise InputError(
+                    f"mark kinds: expected four of {MARK_KINDS} (UL, UR, LR, LL), got {kinds!r}"
+                )
+        for name in ("bar_width_m", "arm_length_m", "t_half_length_m"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise InputError(f"mark layout {name} must be a positive number, got {v!r}")
+        if self.arm_length_m < 2 * self.bar_width_m:
+            raise InputError(
+                f"mark layout: arm_length_m ({self.arm_length_m}) must be at least twice "
+                f"bar_width_m ({self.bar_width_m})"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     """A planar target on the tower.
 
@@ -70,6 +129,9 @@ class Target:
         In-plane unit axes: x right and y up as the camera sees the target.
     markers : ArucoMarkers or None
         Registration markers, when the target carries them.
+    corner_marks : MarkLayout or None
+        The painted L/T corner marks' shape, when the target has such marks (registration
+        by them: :func:`heliostat.vision.marks.register_marks`).
     """
 
     id: str
@@ -80,6 +142,7 @@ class Target:
     u_x_enu: NDArray[np.float64]
     u_y_enu: NDArray[np.float64]
     markers: ArucoMarkers | None = None
+    corner_marks: MarkLayout | None = None
 
     @classmethod
     def make(
@@ -90,6 +153,7 @@ class Target:
         width_m: float,
         height_m: float,
         markers: ArucoMarkers | None = None,
+        corner_marks: MarkLayout | None = None,
     ) -> Target:
         """Build a target, deriving its in-plane axes from the normal."""
         n = normalize(u_normal_enu)
@@ -103,6 +167,7 @@ class Target:
             x,
             y,
             markers,
+            corner_marks,
         )
 
     def enu_to_plane(self, p_enu_m: ArrayLike) -> NDArray[np.float64]:

@@ -126,3 +126,34 @@ def test_camera_loads_and_projects(tmp_path):
 def test_camera_errors(tmp_path, old, new, message):
     with pytest.raises(ConfigError, match=message):
         load_camera(_write(tmp_path, CAMERA.replace(old, new), "camera.toml"))
+
+
+def test_target_corner_marks_round_trip_and_errors(tmp_path):
+    """[targets.corner_marks] (the painted L/T marks' shape) is read, written back and
+    read again unchanged; a bad kind or an impossible shape names the key."""
+    base = open(SMALL).read()
+    marks = (
+        'corner_marks = { kinds = ["L", "L", "T", "T"], bar_width_m = 0.1, '
+        "arm_length_m = 0.6, t_half_length_m = 0.3 }\n"
+    )
+    i = base.index("[[targets]]")
+    j = base.index("\n\n", i)
+    p = tmp_path / "field.toml"
+    p.write_text(base[:j] + "\n" + marks + base[j:])
+    field = load_field(p)
+    cm = next(iter(field.targets.values())).corner_marks
+    assert cm.kinds == ("L", "L", "T", "T") and cm.bar_width_m == 0.1
+    assert (cm.arm_length_m, cm.t_half_length_m) == (0.6, 0.3)
+    q = _write(tmp_path, dumps_toml(field_to_dict(field)), "again.toml")
+    assert next(iter(load_field(q).targets.values())).corner_marks == cm
+    # without the table: None (the detector then uses the Jülich default)
+    assert next(iter(load_field(SMALL).targets.values())).corner_marks is None
+    for bad, key in (
+        ('corner_marks = { kinds = ["L", "X", "T", "T"] }\n', "kinds"),
+        ("corner_marks = { bar_width_m = 0.5, arm_length_m = 0.6 }\n", "arm_length_m"),
+        ("corner_marks = { bar_width_m = -1 }\n", "bar_width_m"),
+        ("corner_marks = { arms = 2 }\n", "arms"),
+    ):
+        p.write_text(base[:j] + "\n" + bad + base[j:])
+        with pytest.raises(ValueError, match=key):
+            load_field(p)

@@ -302,6 +302,30 @@ def test_cli_marks_from_the_camera_pose_measure_the_target_asked_for(tmp_path, c
     assert not rows["lower"]["ok"]
 
 
+def test_cli_marks_take_the_mark_shape_from_field_toml(tmp_path, capsys):
+    """The field's [targets.corner_marks] reaches the registration: kinds declared there
+    that do not match the painted marks are refused, naming the corner; the right ones
+    register as without them."""
+    from heliostat.cli import main
+
+    frame, sc, _, cam, field = _two_target_plant(tmp_path)
+    text = field.read_text()
+    args = ["detect", str(frame), "--camera", str(cam), "--field", str(field), "--target",
+            "upper", "--marks", "--json"]  # fmt: skip
+    for kinds, ok in (('["T", "T", "L", "L"]', False), ('["L", "L", "T", "T"]', True)):
+        field.write_text(
+            text.replace('id = "upper"\n', f'id = "upper"\ncorner_marks = {{ kinds = {kinds} }}\n')
+        )
+        rc = main(args)
+        (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+        if ok:
+            assert "error" not in row, row
+            found = np.array(row["mark_corners_px"])
+            assert np.hypot(*(found - sc.corners_px["upper"]).T).max() < 0.25
+        else:
+            assert rc == 1 and "upper-left mark" in row["error"], row
+
+
 def test_cli_marks_with_rough_corners_and_errors(tmp_path, capsys):
     from heliostat.cli import main
 

@@ -61,6 +61,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from heliostat.errors import InputError
+from heliostat.plant import MARK_KINDS, MarkLayout
 from heliostat.vision.target import (
     TargetRegistration,
     _apply_h,
@@ -86,57 +87,12 @@ __all__ = [
 #: Corner names in the order used everywhere.
 CORNER_NAMES = ("upper-left", "upper-right", "lower-right", "lower-left")
 #: Mark kinds: ``"L"`` (bars meet at the corner), ``"T"`` (side mark, short bar inward).
-MARK_KINDS = ("L", "T")
 
 #: Refinement passes stop when no corner moves by more than this. [px]
 _CONVERGED_PX = 0.01
 
 # Inward directions (x, y) in the target plane (x right, y up) for UL, UR, LR, LL.
 _INWARD = np.array([[1.0, -1.0], [-1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]])
-
-
-@dataclass(frozen=True, slots=True)
-class MarkLayout:
-    """Shape of a target's corner marks (the defaults are the Jülich towers').
-
-    Attributes
-    ----------
-    kinds : tuple of str, or None
-        Mark kind at UL, UR, LR, LL, each ``"L"`` or ``"T"``. The kind of each mark is
-        always found from the image (the template that matches better); when given,
-        a mark found to be of the other kind is an error (an L's corner and a T's differ
-        by half a bar width, so a wrong kind would silently shift the corner).
-    bar_width_m : float
-        Width of the painted bars. [m] (Jülich: about 0.12-0.14 on the solar tower's
-        targets, 0.10 on the multi-focus tower's.)
-    arm_length_m : float
-        Length of an L's arms and of a T's short bar, from the corner point. [m]
-        (Jülich: about 0.7.)
-    t_half_length_m : float
-        Half length of a T's long bar, from the corner point. [m] (Jülich: about 0.35.)
-    """
-
-    kinds: tuple[str, str, str, str] | None = None
-    bar_width_m: float = 0.12
-    arm_length_m: float = 0.7
-    t_half_length_m: float = 0.35
-
-    def __post_init__(self) -> None:
-        if self.kinds is not None:
-            kinds = tuple(self.kinds)
-            if len(kinds) != 4 or any(k not in MARK_KINDS for k in kinds):
-                raise InputError(
-                    f"mark kinds: expected four of {MARK_KINDS} (UL, UR, LR, LL), got {kinds!r}"
-                )
-        for name in ("bar_width_m", "arm_length_m", "t_half_length_m"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise InputError(f"mark layout {name} must be a positive number, got {v!r}")
-        if self.arm_length_m < 2 * self.bar_width_m:
-            raise InputError(
-                f"mark layout: arm_length_m ({self.arm_length_m}) must be at least twice "
-                f"bar_width_m ({self.bar_width_m})"
-            )
 
 
 @dataclass(frozen=True, slots=True)
