@@ -317,6 +317,11 @@ class CompositeTruth:
         Share of the spot's core pixels clipped at 255. [1]
     noise_dn : float
         Added noise standard deviation. [DN]
+    u_core_px, v_core_px : float
+        Centroid of the spot's core: the light on the target above half its peak,
+        weighted by that light (shadow applied). A threshold-and-moments measurement
+        (as a plant's classical system makes) aims at this point; it differs from
+        ``u_px, v_px`` by the halo's asymmetry. [px]
     """
 
     u_px: float
@@ -337,6 +342,8 @@ class CompositeTruth:
     gain: float
     saturated_fraction: float
     noise_dn: float
+    u_core_px: float = math.nan
+    v_core_px: float = math.nan
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict for JSON."""
@@ -442,9 +449,13 @@ def composite(
     lit = shade * add
     tot_on = float(lit.sum())
     tot_all = float((canvas.astype(np.float64) * (contrast * b / peak)).sum())
+    u_c = v_c = math.nan
     if tot_on > 0:
         vt, ut = np.indices(lit.shape, dtype=np.float64)
         u_t, v_t = float((lit * ut).sum() / tot_on), float((lit * vt).sum() / tot_on)
+        lit_c = np.where(lit > 0.5 * float(lit.max()), lit, 0.0)
+        tot_c = float(lit_c.sum())
+        u_c, v_c = float((lit_c * ut).sum() / tot_c), float((lit_c * vt).sum() / tot_c)
     else:
         u_t = v_t = math.nan
     # fraction on target judged without the shadow (a shadow is not "off the target")
@@ -459,6 +470,6 @@ def composite(
         partly_off=frac < 0.99, contrast=contrast, background_dn=b, scale=float(scale),
         aspect=float(aspect), rotation_rad=float(rot), rms_px=rms, shadow=kind,
         shadow_factor=factor, shadow_on_spot=on_spot, gain=gain, saturated_fraction=sat,
-        noise_dn=noise,
+        noise_dn=noise, u_core_px=u_c, v_core_px=v_c,
     )  # fmt: skip
     return frame, truth

@@ -221,17 +221,17 @@ def test_bench_compare_real_option(tmp_path, capsys):
     assert args.func(args) == 0
     doc = json.loads(capsys.readouterr().out)
     comp, samples = doc["real"]["composites"], doc["real"]["real_samples"]
-    for m in ("sunlit", "onnx_real"):
+    for m in ("sunlit", "sunlit_whole", "onnx_real"):
         assert comp["methods"][m]["frames"] == 3
         assert comp["methods"][m]["time_per_frame_ms"] > 0
     assert samples["samples"] == len(samples["per_sample"]) == 9
     for row in samples["per_sample"]:  # the distance is that of the two reported centres
-        a, b = row["sunlit"], row["onnx_real"]
+        a, b = row["sunlit_whole"], row["onnx_real"]
         if a and b:
             assert row["distance_px"] == pytest.approx(math.hypot(a[0] - b[0], a[1] - b[1]))
     rows = {r["metric"]: r for r in doc["table"]}
     key = "real composites (3, test split): error median"
-    assert rows[key]["classical"] == comp["methods"]["sunlit"]["median_px"]
+    assert rows[key]["classical"] == comp["methods"]["sunlit_whole"]["median_px"]
     assert rows[key]["ml"] == comp["methods"]["onnx_real"]["median_px"]
     assert (tmp_path / "real_samples_overlay.png").stat().st_size > 1000
     assert (tmp_path / "compare.json").exists()

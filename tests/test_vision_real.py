@@ -18,12 +18,18 @@ from conftest import REAL_DIR
 
 from heliostat.cli import main
 from heliostat.vision import FLAGS, detect_spot, register_corners
-from heliostat.vision.sunlit import board_is_sunlit, detect_spot_sunlit
+from heliostat.vision.sunlit import (
+    CENTROID_LEVELS,
+    SunlitOptions,
+    board_is_sunlit,
+    detect_spot_sunlit,
+)
 
 RT = pytest.importorskip("sim.real_targets")
 
 DATA = Path(__file__).parent / "data" / "real"
 REAL = REAL_DIR
+WHOLE = CENTROID_LEVELS["whole"]
 HAVE_REAL = (REAL / "utis" / "emptyTargetImages").is_dir()
 needs_real = pytest.mark.skipif(not HAVE_REAL, reason=f"real Jülich data not found at {REAL}")
 
@@ -88,6 +94,34 @@ def test_composite_truth_is_the_added_flux_centroid():
     assert not t.partly_off and t.on_target_fraction > 0.999
     assert math.isclose(frame.max(), 120 * 1.8, abs_tol=1.0)  # peak = (1 + contrast) bg
     assert t.saturated_fraction == 0.0 and t.shadow == "none"
+
+
+def test_composite_core_truth_is_the_centroid_above_half_the_peak():
+    # A symmetric spot: core and whole centroids coincide (to rounding of the 8-bit flux
+    # image: 0.05 px). A spot with a faint tail to one side (a coma-like halo at 15 % of
+    # the peak, 40 px to the right): the whole centroid moves toward the tail by about
+    # its share of the light (analytic: 40 px x 0.15 x (16 x 9) / (12 x 12 + 0.15 x 16 x 9)
+    # = 5.2 px); the core (above half the peak) stays within 0.3 px of the main lobe.
+    rng = np.random.default_rng(4)
+    empty = np.full((256, 256), 120, np.uint8)
+    ranges = RT.CompositeRanges(
+        contrast=(0.8, 0.8), shadow_probability=0.0, gain=(1.0, 1.0), noise_dn=(0.0, 0.0),
+        edge_probability=0.0, scale=(1.0, 1.0), aspect=(1.0, 1.0),
+    )  # fmt: skip
+    sym = (255 * _gauss((256, 256), 128, 128, 12, 12)).astype(np.uint8)
+    _, t = RT.composite(empty, sym, rng, ranges)
+    assert math.hypot(t.u_core_px - t.u_px, t.v_core_px - t.v_px) < 0.05
+    lobe = _gauss((256, 256), 108, 128, 12, 12)
+    tail = 0.15 * _gauss((256, 256), 148, 128, 16, 9)
+    frame, t = RT.composite(empty, (255 * (lobe + tail)).astype(np.uint8), rng, ranges)
+    shift = math.hypot(t.u_px - t.u_core_px, t.v_px - t.v_core_px)
+    assert 4.5 < shift < 6.0
+    # the same core measured on the frame itself (added light = frame - board, 8-bit
+    # rounding +-0.5 DN of a 96 DN peak moves it by well under 0.1 px)
+    add = frame.astype(float) - 120.0
+    core = np.where(add > 0.5 * add.max(), add, 0.0)
+    u, v = RT.flux_centroid_px(core)
+    assert math.hypot(u - t.u_core_px, v - t.v_core_px) < 0.1
 
 
 def test_composite_reports_a_spot_partly_off_the_target():
@@ -233,16 +267,23 @@ def test_sunlit_on_real_composites_of_the_test_split(reg):
     e_test = RT.split_names([p.name for p in e_files])["test"]
     f_test = RT.split_names([p.name for p in f_files])["test"]
     rng = np.random.default_rng(2024)
-    errs = []
+    errs, errs_w, gap = [], [], []
     for _ in range(60):
         e = RT.load_gray(e_files[0].parent / e_test[int(rng.integers(len(e_test)))])
         f = RT.load_gray(f_files[0].parent / f_test[int(rng.integers(len(f_test)))])
         img, t = RT.composite(e, f, rng)
-        r = detect_spot_sunlit(img, reg)
-        errs.append(math.hypot(r.u_px - t.u_px, r.v_px - t.v_px) if r.ok else math.inf)
-    errs = np.array(errs)
-    assert np.median(errs) < 2.0
-    assert np.mean(errs > 25.5) <= 0.10
+        r = detect_spot_sunlit(img, reg)  # the core (default)
+        errs.append(math.hypot(r.u_px - t.u_core_px, r.v_px - t.v_core_px) if r.ok else math.inf)
+        w = detect_spot_sunlit(img, reg, options=SunlitOptions(rel_threshold=WHOLE))
+        errs_w.append(math.hypot(w.u_px - t.u_px, w.v_px - t.v_px) if w.ok else math.inf)
+        gap.append(math.hypot(t.u_px - t.u_core_px, t.v_px - t.v_core_px))
+    errs, errs_w = np.array(errs), np.array(errs_w)
+    # each definition measured against its own truth
+    assert np.median(errs) < 1.5 and np.median(errs_w) < 2.0
+    assert np.mean(errs > 25.5) <= 0.10 and np.mean(errs_w > 25.5) <= 0.10
+    # and the two truths differ (the halo's asymmetry): measuring one against the other
+    # would be an error of this size
+    assert np.median(gap) > 1.0
 
 
 @needs_real
@@ -352,3 +393,46 @@ def test_sunlit_takes_the_candidate_nearest_the_aim(reg):
     res = detect_spot_sunlit(img, reg, expected_xy_m=aim)
     assert res.ok and math.hypot(res.u_px - 70.0, res.v_px - 80.0) < 1.5
     assert "multiple_candidates" in res.flags
+
+
+#: Raw frames of the Jülich towers (tests/test_vision_marks.py's REAL_CASES): the frame,
+#: the target's corner-mark points UL, UR, LR, LL as register_marks finds them [px], and
+#: the surveyed size [m].
+RAW_TARGETS = {
+    "stj_upper": ("stj_image.png", "127.02,484.09 1296.04,446.03 1323.0,1405.06 155.99,1441.85",
+                  (8.61, 7.22)),
+    "stj_lower": ("stj_image.png", "155.99,1441.85 1323.0,1405.06 1360.96,2374.93 179.6,2409.08",
+                  (8.63, 7.21)),
+    "mft": ("mft_image.png", "1103.96,122.01 2444.97,98.02 2479.0,1481.99 1093.44,1507.98",
+            (5.40, 6.39)),
+}  # fmt: skip
+
+
+@pytest.mark.skipif(
+    not (REAL / "paint" / "raw" / "stj_image.png").is_file(), reason=f"no raw frames in {REAL}"
+)
+@pytest.mark.parametrize("name", sorted(RAW_TARGETS))
+def test_cli_detect_on_a_raw_tower_frame(name, capsys):
+    """A raw colour frame (the target in perspective), its corners and surveyed size, as a
+    field engineer runs it. No truth is published for these frames; the reference is a
+    threshold-and-moments centroid of the rectified target (the plant's own kind of
+    measurement, 3 cm from HeliOS on the issue's labelled frames). Measured: 2.5-4.1 cm
+    for the core (default), 4.4-10 cm for the whole flux (bench/vision_real.py
+    paint_raw_frames). Bound 6 cm: 0.7 % of the 8.6 m target, 0.6 mrad at 100 m; the
+    detector before the sunlit model was 25 cm off on such frames."""
+    fname, corners, (w_m, h_m) = RAW_TARGETS[name]
+    path = REAL / "paint" / "raw" / fname
+    rc = main(
+        ["detect", str(path), "--corners", corners, "--target-size", str(w_m), str(h_m),
+         "--json"]
+    )  # fmt: skip
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and row["ok"], row
+    grey = cv2.imread(str(path)).astype(np.float32).mean(axis=2)
+    src = np.float32([[float(t) for t in c.split(",")] for c in corners.split()])
+    n = 512
+    hm = cv2.getPerspectiveTransform(src, np.float32([[0, 0], [n, 0], [n, n], [0, n]]))
+    u, v = RT.threshold_centroid_px(cv2.warpPerspective(grey, hm, (n, n)))
+    ref = ((u + 0.5) / n * w_m - w_m / 2, h_m / 2 - (v + 0.5) / n * h_m)
+    assert math.hypot(row["x_m"] - ref[0], row["y_m"] - ref[1]) < 0.06
+    assert "saturated" in row["flags"]  # these spots clip the 8-bit frames

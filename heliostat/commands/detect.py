@@ -100,6 +100,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "by the same camera at another moment (same size; exposure and shadows may "
         "differ): the board's texture divides out",
     )
+    p.add_argument(
+        "--centroid",
+        choices=("core", "whole"),
+        default="core",
+        help="with the sunlit model: which part of the spot the centroid is of: 'core' "
+        "(default: the light above half its peak, as a plant's threshold-and-moments "
+        "measurement; robust to the board's residue in the halo) or 'whole' (nearly all "
+        "the light, halo included: a flux measurement); docs/vision-sunlit.md",
+    )
     p.add_argument("--flat", metavar="FLAT", help="sun-off frame exposed for the target")
     p.add_argument(
         "--black-level",
@@ -185,7 +194,8 @@ def _setup(args: argparse.Namespace):
         if w_m is None:
             raise ValueError("corner registration needs the target size: --target-size W H")
         if args.marks:
-            return camera, target, _marks_factory(args, corners, w_m, h_m, k, dist)
+            layout = target.corner_marks if target is not None else None
+            return camera, target, _marks_factory(args, corners, w_m, h_m, k, dist, layout)
         by_size: dict[tuple[int, int], Any] = {}
 
         def from_corners(img):
@@ -222,16 +232,19 @@ def _setup(args: argparse.Namespace):
     return camera, target, aruco
 
 
-def _marks_factory(args, rough, w_m, h_m, k, dist):
+def _marks_factory(args, rough, w_m, h_m, k, dist, layout=None):
     """Registration by the target's corner marks near the rough corners, done once on the
     first frame it is given (the sun-off frame when there is one); the marks' fit goes
-    into each JSON row."""
+    into each JSON row. ``layout``: the target's ``corner_marks`` from field.toml
+    (default: the Jülich marks); ``--mark-kinds`` overrides its kinds."""
+    import dataclasses
+
     from heliostat.vision.marks import MarkLayout, register_marks
 
-    layout = MarkLayout()
+    layout = layout or MarkLayout()
     if args.mark_kinds:
         kinds = tuple(x.strip().upper() for x in args.mark_kinds.replace(",", " ").split())
-        layout = MarkLayout(kinds=kinds)  # type: ignore[arg-type]
+        layout = dataclasses.replace(layout, kinds=kinds)
     cache: dict[str, Any] = {}
 
     def from_marks(img):
@@ -285,8 +298,10 @@ def run(args: argparse.Namespace) -> int:
     from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
     from heliostat.vision.methods import detector_for
+    from heliostat.vision.sunlit import CENTROID_LEVELS, SunlitOptions
 
     detect_spot = detector_for(args.method)
+    sunlit_opts = SunlitOptions(rel_threshold=CENTROID_LEVELS[args.centroid])
     if args.empty_target and args.background == "dark-board":
         raise ValueError("--empty-target: only used with --background sunlit or auto")
     if args.observations:
@@ -314,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
                 flat = prepare_flat(flat_img, reg, black_level_dn=args.black_level)
             # the classical method chooses its background model (heliostat.vision.auto)
             extra = (
-                dict(background=args.background, empty_target=empty)
+                dict(background=args.background, empty_target=empty, options=sunlit_opts)
                 if args.method == "classical"
                 else {}
             )

@@ -71,9 +71,29 @@ from heliostat.vision.shadows import _median, board_model
 from heliostat.vision.signal import _gray_f32, _saturation_level, validate_frame
 from heliostat.vision.target import TargetRegistration
 
-__all__ = ["SunlitOptions", "board_is_sunlit", "detect_spot_sunlit"]
+__all__ = ["CENTROID_LEVELS", "SunlitOptions", "board_is_sunlit", "detect_spot_sunlit"]
 
 _MAD_TO_SIGMA = 1.482602218505602
+
+#: Which part of the spot carries the reported centroid: the fraction of the smoothed
+#: signal's peak above which pixels count (:attr:`SunlitOptions.rel_threshold`).
+#:
+#: ``"core"`` (0.5, the default): the light above half the peak, weighted by itself. On a
+#: sunlit board the halo's signal is of the order of the background model's error (a few
+#: % of a board that is as bright as the spot's added peak or brighter), so a centroid
+#: that takes in the halo takes in that error; a coma-like tail of a canted mirror used
+#: off-axis moves the whole-flux centroid away from the reflected central ray while the
+#: core stays with it; and the plant's own classical measurement (HeliOS at Jülich) is a
+#: threshold-and-moments centroid. On the raw Jülich frames (``paint/raw``) the core lies
+#: 2.5-4 cm from a threshold-and-moments centroid, the whole flux 4-10 cm; on PAINT's two
+#: records with a flux image HeliOS's point lies 4.4 and 5.9 cm from the image's core and
+#: 2.4 and 14.9 cm from its whole flux (``bench/vision_real.py``: ``paint_raw_frames``,
+#: ``helios_vs_flux_image``).
+#: ``"whole"`` (0.1): the centroid of nearly all the light, halo included: the truth of
+#: the UTIS composites and of a flux measurement (what UTIS's own ENU point is).
+#: The two differ by the halo's asymmetry: 2.1 px median, 11 px p95 on 256 px
+#: composites (``bench/vision_real.py`` reports both truths).
+CENTROID_LEVELS: dict[str, float] = {"core": 0.5, "whole": 0.1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +122,9 @@ class SunlitOptions:
         of its peak. [1]
     rel_threshold : float
         Pixels whose smoothed signal is above this fraction of its peak carry the
-        centroid. [1]
+        centroid. [1] The default, 0.5 (:data:`CENTROID_LEVELS` ``"core"``), measures
+        the spot's core; 0.1 (``"whole"``) nearly the whole flux with its halo. See
+        :data:`CENTROID_LEVELS` for why the core is the default.
     min_contrast : float
         Below this relative excess (spot peak / board under it) the result is flagged
         ``low_contrast``. [1]
@@ -125,7 +147,7 @@ class SunlitOptions:
     min_step: float = 0.3
     min_line: float = 0.3
     extent_fraction: float = 0.08
-    rel_threshold: float = 0.1
+    rel_threshold: float = 0.5
     min_contrast: float = 0.25
     min_detect: float = 0.04
     max_candidates: int = 3
