@@ -222,6 +222,10 @@ def real_samples(real_dir: str | Path) -> tuple[list[str], list[np.ndarray], dic
         d = math.hypot(a[0] - b[0], a[1] - b[1]) if a and b else math.nan
         row["distance_px"] = d
         row["distance_frac_width"] = d / WIDTH_PX
+        c = row["sunlit"]
+        row["onnx_real_to_sunlit_core_px"] = (
+            math.hypot(c[0] - b[0], c[1] - b[1]) if c and b else math.nan
+        )
         per.append(row)
     d = np.array([r["distance_px"] for r in per])
     fin = d[np.isfinite(d)]
@@ -235,6 +239,9 @@ def real_samples(real_dir: str | Path) -> tuple[list[str], list[np.ndarray], dic
         "max_distance_px": float(fin.max()) if fin.size else math.nan,
         "median_distance_frac_width": float(np.median(fin)) / WIDTH_PX if fin.size else math.nan,
         "max_distance_frac_width": float(fin.max()) / WIDTH_PX if fin.size else math.nan,
+        "median_onnx_real_to_sunlit_core_px": float(
+            np.nanmedian([r["onnx_real_to_sunlit_core_px"] for r in per])
+        ),
         "per_sample": per,
         "note": "no truth exists for the real samples: this is how far the two methods' "
         "answers for the whole flux (sunlit_whole, onnx_real) lie from each other, not an "
@@ -353,6 +360,8 @@ def real_rows(real: dict) -> list[dict]:
                  "unit": "px", "classical": "", "ml": a["median_distance_px"]})  # fmt: skip
     rows.append({"metric": "  distance between the methods, max", "unit": "px",
                  "classical": "", "ml": a["max_distance_px"]})  # fmt: skip
+    rows.append({"metric": "  learned vs the classical core (default), median", "unit": "px",
+                 "classical": "", "ml": a["median_onnx_real_to_sunlit_core_px"]})  # fmt: skip
     m = real["model"]
     energy = m["training_energy_j"] + m["training_data_energy_j"]
     rows.append({"metric": "spot_real training energy (data + training)", "unit": "J",
