@@ -348,17 +348,7 @@ def paint_raw_frames(real: Path) -> dict:
             continue
         colour = cv2.imread(str(raw / fname))
         reg = register_corners(corners, w_m, h_m, colour.shape[1::-1])
-        grey = colour.astype(np.float32).mean(axis=2)
-        n = 512
-        hm = cv2.getPerspectiveTransform(
-            np.float32(corners), np.float32([[0, 0], [n, 0], [n, n], [0, n]])
-        )
-        c = ten_line(cv2.warpPerspective(grey, hm, (n, n)))
-        ten = (
-            None
-            if c is None
-            else ((c[0] + 0.5) / n * w_m - w_m / 2, h_m / 2 - (c[1] + 0.5) / n * h_m)
-        )
+        ten = RT.rectified_threshold_centroid_m(colour, corners, w_m, h_m)
         row = {"ten_line_xy_m": None if ten is None else [round(v, 4) for v in ten]}
         for lvl, thr in CENTROID_LEVELS.items():
             r = detect_spot_sunlit(colour, reg, options=SunlitOptions(rel_threshold=thr))

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from heliostat.errors import InputError
 
@@ -170,6 +170,26 @@ def threshold_centroid_px(img: NDArray, sigma_px: float = 3.0) -> tuple[float, f
     w = np.where(lab == lab[v, u], g - bg, 0.0).astype(np.float32)
     mo = cv2.moments(w)
     return (mo["m10"] / mo["m00"], mo["m01"] / mo["m00"]) if mo["m00"] > 0 else None
+
+
+def rectified_threshold_centroid_m(
+    frame: NDArray, corners_px: ArrayLike, width_m: float, height_m: float, n_px: int = 512
+) -> tuple[float, float] | None:
+    """The ten-line reference on a raw frame: warp the target (corners UL, UR, LR, LL
+    [px]) to an ``n_px`` square as PAINT's crops are made, then
+    :func:`threshold_centroid_px`; returned in target-plane metres (x right, y up, origin
+    at the centre), or None for a flat target."""
+    img = np.asarray(frame, dtype=np.float32)
+    grey = img.mean(axis=2) if img.ndim == 3 else img
+    n = int(n_px)
+    hm = cv2.getPerspectiveTransform(
+        np.asarray(corners_px, np.float32), np.float32([[0, 0], [n, 0], [n, n], [0, n]])
+    )
+    c = threshold_centroid_px(cv2.warpPerspective(grey, hm, (n, n)))
+    if c is None:
+        return None
+    # pixel (i, j) covers [i, i + 1) of the n-px square whose edges are the corners
+    return ((c[0] + 0.5) / n - 0.5) * width_m, (0.5 - (c[1] + 0.5) / n) * height_m
 
 
 def _affine(

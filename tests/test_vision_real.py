@@ -431,11 +431,7 @@ def test_cli_detect_on_a_raw_tower_frame(name, capsys):
     )  # fmt: skip
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and row["ok"], row
-    grey = cv2.imread(str(path)).astype(np.float32).mean(axis=2)
-    src = np.float32([[float(t) for t in c.split(",")] for c in corners.split()])
-    n = 512
-    hm = cv2.getPerspectiveTransform(src, np.float32([[0, 0], [n, 0], [n, n], [0, n]]))
-    u, v = RT.threshold_centroid_px(cv2.warpPerspective(grey, hm, (n, n)))
-    ref = ((u + 0.5) / n * w_m - w_m / 2, h_m / 2 - (v + 0.5) / n * h_m)
+    src = [[float(t) for t in c.split(",")] for c in corners.split()]
+    ref = RT.rectified_threshold_centroid_m(cv2.imread(str(path)), src, w_m, h_m)
     assert math.hypot(row["x_m"] - ref[0], row["y_m"] - ref[1]) < 0.06
     assert "saturated" in row["flags"]  # these spots clip the 8-bit frames
