@@ -319,6 +319,11 @@ def run_demo(
 
             stop_emulators(ctx)
     summary["seconds"] = round(time.perf_counter() - t_all, 2)
+    # per heliostat (docs/report.md): status, errors, parameters, flags, delivery, reason
+    # and next step; and the "what to do next" groups
+    for key, state_key in (("heliostats", "heliostat_records"), ("next_steps", "next_steps")):
+        if state_key in ctx.state:
+            summary[key] = ctx.state[state_key]
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / "summary.json")  # atomic: a summary is whole or absent
