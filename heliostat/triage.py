@@ -149,12 +149,16 @@ class Delivery:
         Largest mirror rotation each checked parameter set commands. [mrad]
     max_correction_mrad : float
         The field's safety limit. [mrad]
+    parameters : dict of str to dict of str to float
+        The parameter set each heliostat's check saw (the corrections file's values);
+        where absent, the fit's. [rad or m]
     """
 
     states: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     refused: Mapping[str, str] = field(default_factory=dict)
     correction_mrad: Mapping[str, float] = field(default_factory=dict)
     max_correction_mrad: float = math.nan
+    parameters: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- sun sectors
@@ -402,7 +406,7 @@ def heliostat_records(
         if state == "refused":
             limit = dl.max_correction_mrad if dl is not None else math.nan
             flags.append("above-limit")
-            big = _angular_mrad(params)
+            big = _angular_mrad(dl.parameters.get(hid, params) if dl is not None else params)
             size = f"{corr:.1f} mrad " if math.isfinite(corr) else ""
             step = (
                 f"correction {size}above the safety limit of {limit:g} mrad: inspect before forcing"

@@ -406,6 +406,15 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     for k, line in enumerate(not_corrected_sentences(st)):
         lines.append(("left out  " if k == 0 else "          ") + line)
+    for k, g in enumerate(summary.get("next_steps", [])):
+        ids = g["heliostats"]
+        names = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+        lines.append(("next      " if k == 0 else "          ") + f"{g['title']} ({names})")
+    if summary.get("next_steps") and "report" in st:
+        lines.append(
+            "          reason and next step per heliostat: the report's table, and "
+            '"heliostats" in summary.json'
+        )
     if "ledger" in st:
         from heliostat.commands.demo_loop import ledger_sentences
 

@@ -298,6 +298,7 @@ def stage_deliver(ctx) -> dict[str, Any]:
     ctx.state["delivery"] = {
         "states": {o.heliostat: (o.state, o.detail) for o in outcomes},
         "correction_mrad": {h: m["params_mrad"] for h, m in measured.items() if "params_mrad" in m},
+        "parameters": {r["heliostat"]: dict(r.get("parameters") or {}) for r in doc["heliostats"]},
     }
     counts: dict[str, int] = {}
     for o in outcomes:
@@ -776,6 +777,7 @@ def heliostat_triage(ctx) -> list:
             ctx.state.get("refused", {}),
             dl["correction_mrad"],
             field_cfg.safety.max_correction_mrad,
+            dl.get("parameters", {}),
         )
     spec = {k.drive: k.spec for k in kin.values()}
     return heliostat_records(
