@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +272,7 @@ _TABLE_JS = r"""
     document.body.appendChild(a); a.click(); a.remove();
   });
   window.addEventListener('hashchange', function () { if (fromHash()) { compute(); draw(); } });
-  update();
+  compute(); draw();  // the address changes only when the reader changes the view
   box.setAttribute('data-ready', 'ok');
 })();
 """
@@ -295,7 +296,8 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
     if subtitle:
         out.append(f"<p>{html.escape(subtitle)}</p>")
     for s in sections:
-        out.append(f"<h2>{html.escape(s.title)}</h2>")
+        anchor = re.sub(r"[^a-z0-9]+", "-", s.title.lower()).strip("-")
+        out.append(f'<h2 id="{anchor}">{html.escape(s.title)}</h2>')
         out.extend(f"<p>{html.escape(p)}</p>" for p in s.paragraphs)
         for caption, rows in s.tables:
             if not rows:
