@@ -434,7 +434,11 @@ def groups_html(groups: Sequence[Mapping[str, Any]], shown: int = 12) -> str:
             for h, w in g["items"]
         ]
         body = "<ul>" + "".join(items[:shown]) + "</ul>"
-        if len(items) > shown:
+        same = {str(w) for _, w in g["items"]}
+        if len(items) > 1 and len(same) == 1:  # one step for all: say it once
+            ids = ", ".join(str(h) for h, _ in g["items"])
+            body = f'<p>{html.escape(same.pop())}:</p><p class="ids">{html.escape(ids)}</p>'
+        elif len(items) > shown:
             body += (
                 f"<details><summary>the other {len(items) - shown}</summary><ul>"
                 + "".join(items[shown:])

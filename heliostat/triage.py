@@ -46,6 +46,11 @@ COND_FLAG = 300.0
 #: median: an outlier of the field, not the tail of its spread.
 HIGH_AFTER_K = 5.0
 
+#: A refused correction's largest term points at the hardware only when it is at least
+#: this many of its standard errors (and the fit is not ill-conditioned); a real slipped
+#: zero of 30 mrad fitted from 20 visits lies hundreds of standard errors out.
+TERM_SIGMA = 5.0
+
 #: Elevation splitting low from high sun in the visit advice. [deg]
 LOW_SUN_DEG = 30.0
 
@@ -315,8 +320,9 @@ def heliostat_records(
                     a,
                     flags=("no-observations",),
                     reason="no usable observation of this heliostat",
-                    next_step="check that the campaign schedules it and the camera sees its "
-                    "spot on the target; then re-run the campaign for it",
+                    next_step="check that the camera sees its spot on the target (a large "
+                    "error far from the tower puts the spot off the target: aim it by hand) "
+                    "and that the campaign schedules it; then re-run the campaign for it",
                 )
             )
             continue
@@ -412,7 +418,33 @@ def heliostat_records(
                 f"correction {size}above the safety limit of {limit:g} mrad: inspect before forcing"
             )
             if big is not None:
-                step += f"; largest term {big[0]} = {big[1]:.1f} mrad: {hardware_hint(big[0])}"
+                bound = f"at-bound:{big[0]}" in flags
+                sd = float(getattr(fit, "std", {}).get(big[0], 0.0)) * 1e3
+                # a poorly identified fit trades parameters off against each other: its
+                # largest term is then more likely the data than the hardware. Weak: an
+                # ill-conditioned fit, or the term within TERM_SIGMA standard errors of 0
+                weak = "ill-conditioned" in flags or not big[1] >= TERM_SIGMA * sd
+                pm = f" ± {sd:.1f}" if sd > 0 and math.isfinite(sd) else ""
+                step += f"; largest term {big[0]} = {big[1]:.1f}{pm} mrad" + (
+                    " (at the fit bound)" if bound else ""
+                )
+                if weak:
+                    why = (
+                        f"condition {cond:.3g}"
+                        if "ill-conditioned" in flags
+                        else f"under {TERM_SIGMA:g} standard errors"
+                    )
+                    more = (
+                        f"visits at: {'; '.join(lacking)}"
+                        if lacking
+                        else "visits in another season"
+                    )
+                    step += (
+                        f", poorly determined ({why}): refit first ({more}; or fewer "
+                        f"parameters), then {hardware_hint(big[0])} if it stays"
+                    )
+                else:
+                    step += f": {hardware_hint(big[0])}"
             out.append(
                 HeliostatRecord(
                     hid,
@@ -528,8 +560,9 @@ _GROUP_ACTION = {
     "campaign for them.",
     "fit failed": "Schedule the visits each one needs (its row in the table says how many "
     "and at which sun positions), then calibrate them again.",
-    "refused": "Inspect each one on site before forcing: a correction this large is more "
-    "likely a mechanical fault (slipped actuator zero, loose mirror) than a model error.",
+    "refused": "Do not force them. Where the fit is well identified a correction this "
+    "large points at a mechanical fault (slipped actuator zero, loose mirror): inspect it; "
+    "where the row says the fit is poorly identifiable, refit with more visits first.",
     "not delivered": "Fix the controller or the bus (each row says which), then re-run the "
     "same delivery command: it resumes where it stopped.",
     "check": "Corrected, but flagged: a parameter at its bound points at the actuator to "

@@ -46,10 +46,10 @@ def test_sun_sectors_by_compass_and_height():
         sun_sectors(np.zeros((3, 2)))
 
 
-def _fit(hid: str, n: int, ok: bool = True, reason: str = "", **values) -> FitResult:
+def _fit(hid: str, n: int, ok: bool = True, reason: str = "", std=None, **values) -> FitResult:
     names = resolve_names("azel")
     return FitResult(
-        hid, "azel", names, KinematicErrors.from_dict("azel", values), {}, ok, reason,
+        hid, "azel", names, KinematicErrors.from_dict("azel", values), std or {}, ok, reason,
         n_points=n, condition=50.0 if ok else math.nan, loo_rms_mrad=0.5 if ok else math.nan,
     )  # fmt: skip
 
@@ -76,20 +76,22 @@ def test_records_name_the_reason_and_the_next_step():
         "few": _fit(
             "few", 2, False, f"2 observations give 4 residuals, too few for {p} parameters"
         ),
-        "big": _fit("big", 20, axis2_zero_rad=0.030),
+        "big": _fit("big", 20, std={"axis2_zero_rad": 1e-4}, axis2_zero_rad=0.030),
+        # the same term, but only 3 standard errors from zero: the data, not the hardware
+        "weak": _fit("weak", 20, std={"axis2_zero_rad": 0.01}, axis2_zero_rad=0.030),
         "gone": _fit("gone", 20),
         "bound": _fit(
             "bound", 20, axis1_zero_rad=0.9999 * drive("azel").fit_bound("axis1_zero_rad")
         ),
         **{f"ok{i}": _fit(f"ok{i}", 20) for i in range(6)},
     }
-    after = {h: 0.5 for h in fits} | {"few": 8.0, "big": 8.0, "gone": 8.0, "ok5": 0.6, "none": 8.0}
+    after = {h: 0.5 for h in fits} | {"few": 8.0, "big": 8.0, "weak": 8.0, "gone": 8.0, "none": 8.0}
     delivery = Delivery(
-        states={h: ("confirmed", "") for h in fits if h not in ("few", "big", "gone")}
+        states={h: ("confirmed", "") for h in fits if h not in ("few", "big", "weak", "gone")}
         | {"gone": ("unreachable", "no answer after 3 tries")},
         refused={"big": "big: parameter set turns the mirror by up to 31.000 mrad, more than "
-                 "the maximum correction 20 mrad"},
-        correction_mrad={"big": 31.0},
+                 "the maximum correction 20 mrad", "weak": "weak: ..."},
+        correction_mrad={"big": 31.0, "weak": 31.0},
         max_correction_mrad=20.0,
     )  # fmt: skip
     recs = {r.heliostat: r for r in _records(fits, after, delivery)}
@@ -104,7 +106,11 @@ def test_records_name_the_reason_and_the_next_step():
     big = recs["big"]
     assert big.status == "refused" and big.delivery == "refused"
     assert "31.0 mrad above the safety limit of 20 mrad: inspect before forcing" in big.next_step
-    assert "axis2_zero_rad = 30.0 mrad: check actuator 2" in big.next_step
+    assert "axis2_zero_rad = 30.0 ± 0.1 mrad: check actuator 2" in big.next_step
+    weak = recs["weak"]
+    assert "30.0 ± 10.0 mrad, poorly determined (under 5 standard errors)" in weak.next_step
+    assert "refit first (visits at: morning, above 30°; midday, below 30°" in weak.next_step
+    assert weak.next_step.endswith("then check actuator 2 if it stays")
     assert big.reason.startswith("parameter set turns")  # the id prefix is dropped
     gone = recs["gone"]
     assert gone.status == "not delivered" and "delivery:unreachable" in gone.flags
@@ -115,7 +121,7 @@ def test_records_name_the_reason_and_the_next_step():
     assert recs["ok0"].status == "corrected" and recs["ok0"].next_step == ""
     assert recs["none"].status == "not observed"
     assert status_counts(recs.values()) == {
-        "not observed": 1, "fit failed": 1, "refused": 1, "not delivered": 1, "check": 1,
+        "not observed": 1, "fit failed": 1, "refused": 2, "not delivered": 1, "check": 1,
         "corrected": 6,
     }  # fmt: skip
     steps = next_steps(list(recs.values()))
@@ -126,7 +132,7 @@ def test_records_name_the_reason_and_the_next_step():
         "not delivered",
         "check",
     ]
-    assert steps[2].heliostats == ("big",) and steps[2].title.endswith(": 1 heliostat")
+    assert set(steps[2].heliostats) == {"big", "weak"} and steps[2].title.endswith(": 2 heliostats")
     # JSON: NaN becomes None, figures rounded
     d = recs["few"].as_dict()
     assert (

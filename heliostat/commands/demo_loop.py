@@ -710,6 +710,11 @@ def not_corrected_sentences(st: dict, most: int | None = 20) -> list[str]:
     if unconfirmed:
         each = [f"{h} ({why})" for h, why in unconfirmed.items()]
         out.append(f"not confirmed by the controller, {len(each)}: " + _names(each, most))
+    # the rest of those the verification left uncorrected had no usable observation
+    named = set(failed) | set(refused) | set(unconfirmed)
+    unseen = [h for h in st.get("verify", {}).get("heliostats_not_corrected", []) if h not in named]
+    if unseen:
+        out.append(f"no usable observation (not fitted), {len(unseen)}: " + _names(unseen, most))
     return out
 
 
@@ -834,7 +839,8 @@ def stage_report(ctx) -> dict[str, Any]:
 
     b = np.array([r.before_mrad for r in records])
     a = np.array([r.after_mrad for r in records])
-    corrected = np.array([r.delivery == "confirmed" for r in records])
+    # corrected = verified with its fit (ctx.state["fits"] lost the refused and unconfirmed)
+    corrected = np.array([r.heliostat in ctx.state.get("fits", {}) for r in records])
     v = st.get("verify", {})
     lg = st.get("ledger", {})
     left_out = v.get("heliostats_not_corrected", [])
