@@ -249,7 +249,6 @@ _TABLE_JS = r"""
     return true;
   }
   st.sort = si;
-  fromHash();
   q.addEventListener('input', function () { st.q = q.value; st.page = 0; update(); });
   sel.addEventListener('change', function () { st.status = sel.value; st.page = 0; update(); });
   size.addEventListener('change', function () {
@@ -271,8 +270,13 @@ _TABLE_JS = r"""
     a.download = 'heliostats.csv';
     document.body.appendChild(a); a.click(); a.remove();
   });
-  window.addEventListener('hashchange', function () { if (fromHash()) { compute(); draw(); } });
+  // a link to a view ("show them in the table") brings the table into sight
+  window.addEventListener('hashchange', function () {
+    if (fromHash()) { compute(); draw(); box.scrollIntoView(); }
+  });
+  var linked = fromHash();
   compute(); draw();  // the address changes only when the reader changes the view
+  if (linked) box.scrollIntoView();
   box.setAttribute('data-ready', 'ok');
 })();
 """
@@ -297,7 +301,7 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
         out.append(f"<p>{html.escape(subtitle)}</p>")
     for s in sections:
         anchor = re.sub(r"[^a-z0-9]+", "-", s.title.lower()).strip("-")
-        out.append(f'<h2 id="{anchor}">{html.escape(s.title)}</h2>')
+        out.append(f'<section id="{anchor}"><h2>{html.escape(s.title)}</h2>')
         out.extend(f"<p>{html.escape(p)}</p>" for p in s.paragraphs)
         for caption, rows in s.tables:
             if not rows:
@@ -320,6 +324,7 @@ def render_html(title: str, sections: Sequence[Section], subtitle: str = "") -> 
                 f'<figure><img alt="{alt}" src="data:image/png;base64,{b64}">'
                 f"<figcaption>{html.escape(caption)}</figcaption></figure>"
             )
+        out.append("</section>")
     if any(s.data_table is not None for s in sections):
         out[3] = out[3].replace("<body>", '<body class="wide">')
         out.append(f"<script>{_TABLE_JS}</script>")

@@ -215,6 +215,12 @@ _ACTUATOR = re.compile(r"^(?:axis|actuator)(\d)_")
 def hardware_hint(param: str) -> str:
     """The part of a heliostat a kinematic parameter points at, as an instruction."""
     m = _ACTUATOR.match(param)
+    if m and "_tilt" in param:
+        return f"check the tilt of axis {m[1]} (pedestal, foundation)"
+    if m and "_offset" in param:
+        return f"check the surveyed position of axis {m[1]}"
+    if m and "_zero" in param:
+        return f"check actuator {m[1]} (its zero: reference switch, slipped coupling)"
     if m:
         return f"check actuator {m[1]}"
     if param.startswith("mirror_"):
