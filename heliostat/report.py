@@ -275,6 +275,7 @@ _TABLE_JS = r"""
     if (fromHash()) { compute(); draw(); box.scrollIntoView(); }
   });
   var linked = fromHash();
+  size.value = String(st.size);
   compute(); draw();  // the address changes only when the reader changes the view
   if (linked) box.scrollIntoView();
   box.setAttribute('data-ready', 'ok');
@@ -397,7 +398,10 @@ def _data_table_html(t: DataTable) -> str:
         if counts
         else '<select data-hs="status" hidden><option value=""></option></select>'
     )
-    sizes = "".join(f'<option value="{n}">{n}</option>' for n in (25, 50, 100, 500))
+    sizes = "".join(
+        f'<option value="{n}"{" selected" if n == 50 else ""}>{n}</option>'
+        for n in (25, 50, 100, 500)
+    )
     return (
         f'<div id="hs" data-ready="no">'
         f'<div class="hs-bar"><input data-hs="q" type="search" placeholder="filter: words, or '

@@ -73,13 +73,18 @@ def field_map_png(
         )
     ok = np.isfinite(a) if corrected is None else np.asarray(corrected, dtype=bool) & np.isfinite(a)
     # marker area shrinks with the field so that 10,000 heliostats do not overlap [pt²]
-    size = float(np.clip(1400.0 / max(len(p), 1), 2.0, 28.0))
+    size = float(np.clip(5000.0 / max(len(p), 1), 2.0, 28.0))
 
     def top(v: np.ndarray) -> float:
         v = v[np.isfinite(v)]
         return float(np.percentile(v, percentile)) if v.size and np.max(v) > 0 else 1.0
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharex=True, sharey=True)
+    # panels as wide as the field is: a wide fan gets a wide, low figure [in]
+    span = np.ptp(p[:, :2], axis=0) if len(p) > 1 else np.ones(2)
+    aspect = float(np.clip(span[0] / max(span[1], 1e-9), 0.5, 3.0))
+    fig, axes = plt.subplots(
+        1, 2, figsize=(13, max(3.6, 5.6 / aspect + 1.2)), sharex=True, sharey=True
+    )
     tower = np.asarray(tower_enu_m, dtype=float)[:2]
     panels = (
         (axes[0], b, np.isfinite(b), "before calibration", "viridis"),
@@ -158,7 +163,7 @@ def spread_png(
     ax.set_xlabel(xlabel)
     ax.set_ylabel("heliostats at or below [%]")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 

@@ -107,7 +107,8 @@ window.addEventListener('load', function () {
       first: box.getAttribute('data-first'),
       shown: box.querySelectorAll('tbody tr').length,
       cell: (box.querySelector('tbody tr td:nth-child(3)') || {}).textContent,
-      lastcell: (box.querySelector('tbody tr:last-child td:nth-child(3)') || {}).textContent};
+      lastcell: (box.querySelector('tbody tr:last-child td:nth-child(3)') || {}).textContent,
+      size: box.querySelector('[data-hs="size"]').value};
   }
   function th(key) { return box.querySelector('th[data-col="' + key + '"]'); }
   function set(k, v, ev) {
@@ -152,6 +153,7 @@ def test_data_table_sorts_filters_and_pages_10000_rows_in_chromium(tmp_path, ren
     # first view: every row, 50 a page, worst status first (the status order given)
     assert got["initial"]["rows"] == str(n) and got["initial"]["matched"] == str(n)
     assert got["initial"]["pages"] == str(-(-n // 50)) and got["initial"]["shown"] == 50
+    assert got["initial"]["size"] == "50"  # the menu says what the page shows
     assert got["initial"]["first"] == ids[int(np.flatnonzero(status == "fit failed")[0])]
     # sorted by the error after: the largest first, then the smallest; unverified rows
     # (NaN) last either way, shown as a dash
