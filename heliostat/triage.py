@@ -285,8 +285,10 @@ def heliostat_records(
     before_mrad = before_mrad or {}
     after_mrad = after_mrad or {}
     dl = delivery
-    reachable = sorted({s for v in sun_enu.values() for s in sun_sectors(v) if len(v)} or [])
-    reach = reachable or None
+    # the sky sectors of each heliostat's visits; the field's together are those the
+    # campaign could reach (the advice names no sector the sun never visited)
+    seen = {h: sun_sectors(v) for h, v in sun_enu.items() if len(np.asarray(v))}
+    reach = sorted({s for v in seen.values() for s in v}) or None
     corrected_after = [
         float(after_mrad[h])
         for h in ids
@@ -308,7 +310,7 @@ def heliostat_records(
         drive = drives.get(hid, getattr(fit, "drive", ""))
         b = float(before_mrad.get(hid, math.nan))
         a = float(after_mrad.get(hid, math.nan))
-        sectors = sun_sectors(sun_enu[hid]) if len(np.asarray(sun_enu.get(hid, []))) else []
+        sectors = seen.get(hid, [])
         lacking = missing_sectors(sectors, reach)
         where = (
             ": " + "; ".join(lacking)
