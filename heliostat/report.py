@@ -378,8 +378,9 @@ def _data_table_html(t: DataTable) -> str:
         "rows": [[_json_cell(v) for v in r] for r in t.rows],
         "status_order": list(t.status_order),
     }
-    # inside <script>: "</" would end the element early
-    payload = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    # inside <script>: "</script" would end the element early and "<!--" change how it
+    # is parsed; JSON reads \u003c as "<"
+    payload = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("<", "\\u003c")
     counts: dict[str, int] = {}
     if "status" in keys:
         k = keys.index("status")
