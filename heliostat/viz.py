@@ -29,6 +29,34 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def colour_scale_top(values: ArrayLike, percentile: float = 98.0) -> tuple[float, int]:
+    """Top of a colour scale that shows the spread of ``values``: their ``percentile``
+    (NaN ignored), and how many lie above it (drawn in the top colour).
+
+    Parameters
+    ----------
+    values : array_like
+        What the colours show, e.g. pointing errors. [any unit]
+    percentile : float
+        In [0, 100]. [%]
+
+    Returns
+    -------
+    top : float
+        The scale's top; 1.0 when no value is finite and positive.
+    above : int
+        Values above it.
+    """
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    if not v.size or np.max(v) <= 0:
+        return 1.0, 0
+    top = float(np.percentile(v, percentile))
+    return top, int(np.sum(v > top))
+
+
 def field_map_png(
     positions_enu_m: ArrayLike,
     before_mrad: ArrayLike,
@@ -75,10 +103,6 @@ def field_map_png(
     # marker area shrinks with the field so that 10,000 heliostats do not overlap [pt²]
     size = float(np.clip(5000.0 / max(len(p), 1), 2.0, 28.0))
 
-    def top(v: np.ndarray) -> float:
-        v = v[np.isfinite(v)]
-        return float(np.percentile(v, percentile)) if v.size and np.max(v) > 0 else 1.0
-
     # panels as wide as the field is: a wide fan gets a wide, low figure [in]
     span = np.ptp(p[:, :2], axis=0) if len(p) > 1 else np.ones(2)
     aspect = float(np.clip(span[0] / max(span[1], 1e-9), 0.5, 3.0))
@@ -91,7 +115,7 @@ def field_map_png(
         (axes[1], a, ok, f"after ({int(ok.sum())} corrected)", "plasma"),
     )
     for ax, vals, show, title, cmap in panels:
-        vmax = top(vals[show])
+        vmax, n_above = colour_scale_top(vals[show], percentile)
         sc = ax.scatter(
             p[show, 0],
             p[show, 1],
@@ -107,7 +131,6 @@ def field_map_png(
         ax.set_title(f"pointing error {title}")
         ax.set_xlabel("east [m]")
         ax.set_aspect("equal")
-        n_above = int(np.sum(vals[show] > vmax))
         fig.colorbar(
             sc,
             ax=ax,

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from heliostat import viz
 from heliostat.report import Section, render_html, write_report
@@ -199,3 +200,20 @@ def test_groups_name_every_heliostat_and_link_to_the_table():
     assert page.count("<li><span") == 15 and "the other 3" in page
     assert 'href="#hs:status=fit%20failed"' in page and "&lt;soon&gt;" in page
     assert "Nothing to do" in groups_html([])
+
+
+def test_colour_scales_show_the_spread_after_calibration():
+    # 200 corrected heliostats at 0.005..1 mrad and two left at 15 mrad: a shared scale
+    # would run to 15 and paint every corrected one in its bottom 7 %; the percentile
+    # scale tops out inside the corrected range and counts what lies above it.
+    v = np.r_[np.arange(1, 201) / 200.0, 15.0, 15.0, np.nan]
+    top, above = viz.colour_scale_top(v, 98.0)
+    fin = v[np.isfinite(v)]
+    # the same percentile as numpy's (linear interpolation): equal to rounding
+    assert top == pytest.approx(np.percentile(fin, 98.0), rel=1e-12)
+    assert 0.9 < top <= 1.0 and above == int(np.sum(fin > top)) and above >= 2
+    assert viz.colour_scale_top([np.nan, 0.0]) == (1.0, 0)  # nothing to scale
+    with pytest.raises(ValueError, match="percentile"):
+        viz.colour_scale_top(v, 120.0)
+    with pytest.raises(ValueError, match=r"positions \(N, 2\|3\)"):
+        viz.field_map_png(np.zeros((3, 2)), np.ones(3), np.ones(2))
