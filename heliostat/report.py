@@ -95,7 +95,7 @@ table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px solid #ddd;
 padding:.25rem .6rem;text-align:right}th{background:#f4f4f4}td:first-child,th:first-child
 {text-align:left}figure{display:inline-block;margin:.5rem}figcaption{font-size:.85rem;
 color:#555}img{max-width:100%}
-#hs{max-width:none}#hs table{font-size:.82rem;width:100%}#hs th{cursor:pointer;
+#hs{max-width:none}#hs table{font-size:.82rem;width:100%}#hs th{cursor:pointer;text-align:left;
 user-select:none;white-space:nowrap}#hs th[aria-sort=ascending]::after{content:" ▲"}
 #hs th[aria-sort=descending]::after{content:" ▼"}#hs td{text-align:left;vertical-align:top}
 #hs td.num{text-align:right;white-space:nowrap}#hs td.wide{min-width:16em}

@@ -8,12 +8,16 @@ spaces) and hides the others; ``--hash`` opens the table on a view. The PNG is r
 a palette of ``--colors`` colours to stay small. The images in docs/img/ were made with:
 
     heliostat demo --out demo50
-    python docs/img/make_report_screenshots.py demo50/report.html docs/img/report-50.png
+    python docs/img/make_report_screenshots.py demo50/report.html docs/img/report-50.png \\
+        --size 1400x1700
     heliostat demo --heliostats 1000 --days 2 --out demo1000
-    python docs/img/make_report_screenshots.py demo1000/report.html docs/img/report-1000.png
     python docs/img/make_report_screenshots.py demo1000/report.html \\
-        docs/img/report-1000-table.png --only heliostats,field-maps \\
-        --hash 'hs:status=fit%20failed&sort=after_mrad&dir=-1&size=25' --size 1400x2000
+        docs/img/report-1000.png --size 1400x1700
+    python docs/img/make_report_screenshots.py demo1000/report.html \\
+        docs/img/report-1000-table.png --only heliostats \\
+        --hash 'hs:status=fit%20failed&sort=after_mrad&dir=-1&size=25' --size 1400x1800
+    python docs/img/make_report_screenshots.py demo1000/report.html \\
+        docs/img/report-1000-maps.png --only field-maps --size 1400x1100 --colors 128
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         from PIL import Image
 
         img = Image.open(png).convert("RGB")
+        # drop the blank band a scrolled or shortened page leaves at the top and bottom
+        rows = [y for y in range(img.height) if img.crop((0, y, img.width, y + 1)).getextrema()
+                != ((255, 255), (255, 255), (255, 255))]  # fmt: skip
+        if rows:
+            img = img.crop((0, max(rows[0] - 16, 0), img.width, min(rows[-1] + 16, img.height)))
         img.quantize(colors=a.colors, method=Image.Quantize.MEDIANCUT).save(a.out, optimize=True)
     print(f"{a.out}: {Path(a.out).stat().st_size / 1e3:.0f} kB")
     return 0
