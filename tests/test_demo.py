@@ -116,6 +116,10 @@ def test_demo_report_renders_in_a_browser(tmp_path, render_dom):
     # the ledger section under its plain-language heading (issue: human units and headers)
     assert "Does the computing pay back its carbon?" in dom
     assert "pointing error of the reflected beam" in dom
+    # the per-heliostat table drew itself: every heliostat, one page
+    assert 'id="hs"' in dom and 'data-ready="ok"' in dom
+    assert 'data-rows="4"' in dom and 'data-matched="4"' in dom
+    assert "What to do next" in dom
 
 
 def test_demo_stages_are_extensible(tmp_path):
@@ -198,3 +202,27 @@ def test_demo_names_the_heliostats_it_leaves_uncorrected(tmp_path):
     html = (out / "report.html").read_text()
     assert "leaves out the 2 heliostat(s) not corrected" in html
     assert f"fit failed (too few records), 1: {few}" in html and f"{big} (" in html
+    # one record per heliostat in summary.json, with the reason and the next step; the
+    # sabotage is the ground truth: too few visits for `few`, 50 mrad on axis 1's zero
+    # for `big` (its largest term, so actuator 1 is the one to check)
+    on_disk = json.loads((out / "summary.json").read_text())
+    recs = {r["heliostat"]: r for r in on_disk["heliostats"]}
+    assert list(recs) == list(load_field(out / "campaign" / "field.toml").heliostats)
+    assert recs[few]["status"] == "fit failed" and "too-few-visits" in recs[few]["flags"]
+    assert re.match(r"needs \d+ more visits? at these sun positions", recs[few]["next_step"])
+    assert recs[big]["status"] == "refused" and recs[big]["delivery"] == "refused"
+    assert recs[big]["correction_mrad"] == pytest.approx(refused_mrad, abs=1e-3)
+    assert (
+        f"above the safety limit of {limit:g} mrad: inspect before forcing"
+        in (recs[big]["next_step"])
+    )
+    assert "largest term axis1_zero_rad" in recs[big]["next_step"]
+    assert "check actuator 1" in recs[big]["next_step"]
+    for h in set(recs) - {few, big}:
+        assert recs[h]["delivery"] == "confirmed" and recs[h]["parameters"]
+        assert recs[h]["after_mrad"] < recs[h]["before_mrad"]
+    groups = {g["status"]: g["heliostats"] for g in on_disk["next_steps"]}
+    assert groups["fit failed"] == [few] and groups["refused"] == [big]
+    assert f"next      fit failed: 1 heliostat ({few})" in text
+    # the report names them in its "what to do next" list with their next step
+    assert f'<span class="ids">{big}</span>: correction' in html

@@ -319,6 +319,11 @@ def run_demo(
 
             stop_emulators(ctx)
     summary["seconds"] = round(time.perf_counter() - t_all, 2)
+    # per heliostat (docs/report.md): status, errors, parameters, flags, delivery, reason
+    # and next step; and the "what to do next" groups
+    for key, state_key in (("heliostats", "heliostat_records"), ("next_steps", "next_steps")):
+        if state_key in ctx.state:
+            summary[key] = ctx.state[state_key]
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / "summary.json")  # atomic: a summary is whole or absent
@@ -401,6 +406,15 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     for k, line in enumerate(not_corrected_sentences(st)):
         lines.append(("left out  " if k == 0 else "          ") + line)
+    for k, g in enumerate(summary.get("next_steps", [])):
+        ids = g["heliostats"]
+        names = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+        lines.append(("next      " if k == 0 else "          ") + f"{g['title']} ({names})")
+    if summary.get("next_steps") and "report" in st:
+        lines.append(
+            "          reason and next step per heliostat: the report's table, and "
+            '"heliostats" in summary.json'
+        )
     if "ledger" in st:
         from heliostat.commands.demo_loop import ledger_sentences
 

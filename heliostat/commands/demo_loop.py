@@ -175,6 +175,9 @@ def stage_calibrate(ctx) -> dict[str, Any]:
             fits[hid] = r
             reduced += 1
     ok = {h: r for h, r in fits.items() if r.success}
+    # for the report's per-heliostat table: every fit kept (failed ones too) and the sun
+    # directions each heliostat was seen at
+    ctx.state.update(fit_results=dict(fits), sun_enu={h: o.u_sun_enu for h, o in obs.items()})
     out = ctx.out / "calibrate"
     out.mkdir(exist_ok=True)
     doc = corrections_document(
@@ -292,6 +295,11 @@ def stage_deliver(ctx) -> dict[str, Any]:
     for hid in not_applied:  # these heliostats stay on the nominal model
         ctx.state["fits"].pop(hid, None)
     ctx.state["refused"] = refused
+    ctx.state["delivery"] = {
+        "states": {o.heliostat: (o.state, o.detail) for o in outcomes},
+        "correction_mrad": {h: m["params_mrad"] for h, m in measured.items() if "params_mrad" in m},
+        "parameters": {r["heliostat"]: dict(r.get("parameters") or {}) for r in doc["heliostats"]},
+    }
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.state] = counts.get(o.state, 0) + 1
@@ -702,6 +710,11 @@ def not_corrected_sentences(st: dict, most: int | None = 20) -> list[str]:
     if unconfirmed:
         each = [f"{h} ({why})" for h, why in unconfirmed.items()]
         out.append(f"not confirmed by the controller, {len(each)}: " + _names(each, most))
+    # the rest of those the verification left uncorrected had no usable observation
+    named = set(failed) | set(refused) | set(unconfirmed)
+    unseen = [h for h in st.get("verify", {}).get("heliostats_not_corrected", []) if h not in named]
+    if unseen:
+        out.append(f"no usable observation (not fitted), {len(unseen)}: " + _names(unseen, most))
     return out
 
 
@@ -747,36 +760,126 @@ def ledger_sentences(lg: dict) -> list[str]:
 
 
 # --------------------------------------------------------------------------- report
-def stage_report(ctx) -> dict[str, Any]:
-    """Write ``report.html`` (self-contained) from what the stages made."""
-    from heliostat import viz
-    from heliostat.report import Section, write_report
+def heliostat_triage(ctx) -> list:
+    """One :class:`~heliostat.triage.HeliostatRecord` per heliostat of the demo's field,
+    from what the stages left in ``ctx.state`` (missing stages: fewer facts)."""
+    from heliostat.calibration.fit import resolve_names
+    from heliostat.triage import Delivery, heliostat_records
 
     field_cfg = ctx.state["field"]
-    st = ctx.state["stages"]
     ids = list(field_cfg.heliostats)
-    pos = np.array([field_cfg.heliostats[h].position_enu_m for h in ids])
+    kin = {h: field_cfg.heliostats[h].kinematics for h in ids}
 
     def rms(d: dict, h: str) -> float:
         v = d.get(h)
         return float(np.sqrt(np.mean(v**2))) if v is not None and v.size else float("nan")
 
-    b = np.array([rms(ctx.state["verify_before"], h) for h in ids])
-    a = np.array([rms(ctx.state["verify_after"], h) for h in ids])
+    dl = ctx.state.get("delivery")
+    delivery = None
+    if dl is not None:
+        delivery = Delivery(
+            dl["states"],
+            ctx.state.get("refused", {}),
+            dl["correction_mrad"],
+            field_cfg.safety.max_correction_mrad,
+            dl.get("parameters", {}),
+        )
+    spec = {k.drive: k.spec for k in kin.values()}
+    return heliostat_records(
+        ids,
+        {h: k.drive for h, k in kin.items()},
+        ctx.state.get("fit_results", {}),
+        ctx.state.get("sun_enu", {}),
+        {h: rms(ctx.state.get("verify_before", {}), h) for h in ids},
+        {h: rms(ctx.state.get("verify_after", {}), h) for h in ids},
+        delivery,
+        default_parameters=resolve_names,
+        fit_bound=lambda drive, name: spec[drive].fit_bound(name),
+    )
+
+
+#: Columns of the report's per-heliostat table: (record key, heading, numeric, digits,
+#: tooltip, cell class).
+_TABLE_COLUMNS = (
+    ("heliostat", "heliostat", False, 0, "", ""),
+    ("status", "status", False, 0, "worst first when sorted", ""),
+    ("before_mrad", "before [mrad]", True, 2, "held-out RMS beam error, nominal model", ""),
+    ("after_mrad", "after [mrad]", True, 2, "held-out RMS beam error as it runs now", ""),
+    ("delivery", "delivery", False, 0, "what the controller did with the set", ""),
+    ("next_step", "next step", False, 0, "", "wide"),
+    ("reason", "reason", False, 0, "", "wide"),
+    ("flags", "flags", False, 0, "", "small"),
+    ("parameters", "parameters chosen", False, 0, "the fitted parameter set", "small"),
+    ("observations", "visits", True, 0, "observations the fit had", ""),
+    ("loo_mrad", "leave-one-out [mrad]", True, 2, "the fit's cross-validated error", ""),
+    ("correction_mrad", "correction [mrad]", True, 1, "largest mirror turn of the set", ""),
+    ("drive", "drive", False, 0, "", ""),
+)
+
+
+def stage_report(ctx) -> dict[str, Any]:
+    """Write ``report.html`` (self-contained) from what the stages made: a summary, the
+    "what to do next" list, the per-heliostat table, field maps on their own scales,
+    frames, the spread of errors and the ledger. The per-heliostat records and the next
+    steps also go into ``summary.json`` (keys ``heliostats`` and ``next_steps``)."""
+    from heliostat import viz
+    from heliostat.report import Column, DataTable, Section, groups_html, write_report
+    from heliostat.triage import STATUSES, next_steps, status_counts
+
+    field_cfg = ctx.state["field"]
+    st = ctx.state["stages"]
+    ids = list(field_cfg.heliostats)
+    pos = np.array([field_cfg.heliostats[h].position_enu_m for h in ids])
+    records = heliostat_triage(ctx)
+    steps = next_steps(records)
+    by_id = {r.heliostat: r for r in records}
+    ctx.state["heliostat_records"] = [r.as_dict() for r in records]
+    ctx.state["next_steps"] = [g.as_dict() for g in steps]
+    counts = status_counts(records)
+
+    b = np.array([r.before_mrad for r in records])
+    a = np.array([r.after_mrad for r in records])
+    # corrected = verified with its fit (ctx.state["fits"] lost the refused and unconfirmed)
+    corrected = np.array([r.heliostat in ctx.state.get("fits", {}) for r in records])
     v = st.get("verify", {})
     lg = st.get("ledger", {})
     left_out = v.get("heliostats_not_corrected", [])
     paragraphs = [
         f"A simulated plant of {len(ids)} heliostats, calibrated from "
         f"{st.get('campaign', {}).get('observations', '?')} observations over "
-        f"{ctx.options.days} day(s) and verified on a held-out day."
+        f"{ctx.options.days} day(s) and verified on a held-out day. Status: "
+        + ", ".join(f"{n} {s}" for s, n in counts.items())
+        + "."
     ]
     if left_out:
         paragraphs.append(
             f"{len(left_out)} heliostat(s) not corrected (they stay on the nominal model: "
             "their 'after' is their 'before', and the 'as delivered' row leaves them out):"
         )
-        paragraphs += not_corrected_sentences(st, most=None)
+        paragraphs += not_corrected_sentences(st, most=30)
+    groups = [
+        {
+            "title": g.title,
+            "action": g.action,
+            "status": g.status,
+            "items": [
+                (h, by_id[h].next_step or by_id[h].reason or by_id[h].status) for h in g.heliostats
+            ],
+        }
+        for g in steps
+    ]
+    table = DataTable(
+        f"All {len(records)} heliostats: click a heading to sort, type to filter",
+        [Column(*c) for c in _TABLE_COLUMNS],
+        [[r.as_dict()[c[0]] for c in _TABLE_COLUMNS] for r in records],
+        STATUSES,
+    )
+    a_ok = a[corrected & np.isfinite(a)]
+    spread = {"before, all": b}
+    if a_ok.size:
+        spread["after, corrected"] = a_ok
+    if (~corrected & np.isfinite(a)).any():
+        spread["after, not corrected"] = a[~corrected & np.isfinite(a)]
     sections = [
         Section(
             "Summary",
@@ -809,9 +912,38 @@ def stage_report(ctx) -> dict[str, Any]:
                             "rms": "",
                         },
                     ],
-                )
+                ),
+                (
+                    "heliostats by status",
+                    [{"status": s, "heliostats": n} for s, n in counts.items()],
+                ),
             ],
-            [("field map", viz.field_map_png(pos, b, a))],
+        ),
+        Section(
+            "What to do next",
+            ["Worst first; each heliostat with its own next step."],
+            blocks=[groups_html(groups)],
+        ),
+        Section(
+            "Heliostats",
+            [
+                "Errors are the RMS over the held-out day's hours. Filter by words (a "
+                "heliostat, a flag, a drive) or by figures: after>2, visits<6, "
+                "correction>15. The address keeps the view, to bookmark or send."
+            ],
+            data_table=table,
+        ),
+        Section(
+            "Field maps",
+            [
+                "Each map has its own colour scale, up to its 98th percentile: the spread "
+                "after calibration shows instead of one dark colour. Red crosses: not "
+                "corrected (their after is their before)."
+            ],
+            figures=[
+                ("field map", viz.field_map_png(pos, b, a, corrected=corrected, labels=ids)),
+                ("spread of the per-heliostat error", viz.spread_png(spread)),
+            ],
         ),
         Section(
             "Frames",
@@ -914,7 +1046,7 @@ def stage_report(ctx) -> dict[str, Any]:
         sections,
         subtitle=f"seed {ctx.options.seed}, start {ctx.options.start}",
     )
-    return {"report": str(path), "bytes": path.stat().st_size}
+    return {"report": str(path), "bytes": path.stat().st_size, "statuses": counts}
 
 
 def stop_emulators(ctx) -> None:
