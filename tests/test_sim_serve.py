@@ -1,0 +1,207 @@
+"""``heliostat sim serve``, the plant in a box, driven as a user would: started as its own
+process, reached over Modbus TCP by ``mbpoll`` and by pymodbus's stock client, over Modbus
+RTU-over-TCP (pyserial's ``socket://``) by our bridge, stopped with SIGTERM. Ground truth:
+the register map (identity values computed from the field) and the served state files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge import registers as R
+from firmware_bridge.ports import announce_dir, is_simulated
+from sim.controller_fixtures import field_toml
+
+MBPOLL = shutil.which("mbpoll")
+START_UTC = "2025-06-21T10:00:00Z"
+N = 3
+
+
+class Served:
+    """A ``heliostat sim serve`` process and its ``served.json``."""
+
+    def __init__(self, tmp: Path) -> None:
+        (tmp / "field.toml").write_text(field_toml(N))
+        self.out = tmp / "out"
+        cmd = [
+            sys.executable, "-m", "heliostat.cli", "sim", "serve",
+            "--field", str(tmp / "field.toml"), "--out", str(self.out),
+            "--tcp", "127.0.0.1:0", "--modbus-tcp", "127.0.0.1:0",
+            "--start", START_UTC, "--frame-interval-s", "0.5", "--no-timing", "--seed", "3",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        state = self.out / "served.json"
+        deadline = time.monotonic() + 180  # imports take long on a loaded 2-core host
+        while not state.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+                raise RuntimeError(f"sim serve did not start: rc {self.proc.returncode}\n{err}")
+            time.sleep(0.2)
+        self.doc = json.loads(state.read_text())
+        bus = self.doc["buses"]["bus1"]
+        self.mtcp_host, port = bus["modbus_tcp"].rsplit(":", 1)
+        self.mtcp_port = int(port)
+        self.rtu_url = bus["rtu_tcp"]
+        self.rc: int | None = None
+
+    def stop(self) -> int:
+        if self.rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.rc = self.proc.returncode
+        return self.rc
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    s = Served(tmp_path_factory.mktemp("serve"))
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _expected_identity(address: int) -> list[int]:
+    """The identity block the register map defines for controller ``address`` of the
+    field (serial: the first 28 bits of SHA-256 of the heliostat id)."""
+    import hashlib
+
+    serial = int(hashlib.sha256(f"H{address:03d}".encode()).hexdigest()[:7], 16)
+    return [R.MAGIC, R.MAP_VERSION, 0x0100, 0, R.drive_code("azel"), 15, *R.u32_to_regs(serial)]
+
+
+@pytest.mark.skipif(MBPOLL is None, reason="mbpoll not installed (apt-get install mbpoll)")
+def test_mbpoll_reads_and_writes_over_modbus_tcp(served):
+    base = [MBPOLL, "-m", "tcp", "-p", str(served.mtcp_port), "-0", "-1"]
+    read = subprocess.run(
+        [*base, "-a", f"1:{N}", "-t", "3", "-r", "0", "-c", "8", served.mtcp_host],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert read.returncode == 0, read.stderr
+    blocks = re.split(r"-- Polling slave (\d+)\.\.\.", read.stdout)[1:]
+    got = {
+        int(a): [int(v) & 0xFFFF for v in re.findall(r"^\[\d+\]:\s+(-?\d+)", txt, re.M)]
+        for a, txt in zip(blocks[::2], blocks[1::2], strict=True)
+    }
+    # (& 0xFFFF above: read as unsigned whether mbpoll prints them signed or not)
+    want = {a: _expected_identity(a) for a in got}
+    assert sorted(got) == list(range(1, N + 1))
+    assert got == want
+    # a write of the watchdog timeout (holding register 48, 0.1 s units), read back
+    write = subprocess.run(
+        [*base, "-a", "2", "-t", "4", "-r", str(R.REG_WATCHDOG_TIMEOUT), served.mtcp_host, "1234"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert write.returncode == 0, write.stderr
+    back = subprocess.run(
+        [*base, "-a", "2", "-t", "4", "-r", str(R.REG_WATCHDOG_TIMEOUT), "-c", "1",
+         served.mtcp_host],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert re.search(rf"^\[{R.REG_WATCHDOG_TIMEOUT}\]:\s+1234$", back.stdout, re.M), back.stdout
+
+
+def test_stock_pymodbus_tcp_client(served):
+    from pymodbus.client import ModbusTcpClient
+
+    c = ModbusTcpClient(served.mtcp_host, port=served.mtcp_port, timeout=5, retries=0)
+    assert c.connect()
+    try:
+        for a in range(1, N + 1):
+            rr = c.read_input_registers(0, count=8, device_id=a)
+            assert not rr.isError(), rr
+            assert rr.registers == _expected_identity(a)
+        # a unit nobody answers for: the gateway's "target device failed to respond"
+        rr = c.read_input_registers(0, count=8, device_id=N + 1)
+        assert rr.isError() and rr.exception_code == 0x0B
+        # an address outside the map: the controller's own "illegal data address"
+        rr = c.read_holding_registers(R.MAP_END, count=2, device_id=1)
+        assert rr.isError() and rr.exception_code == 2
+    finally:
+        c.close()
+
+
+def test_our_bridge_over_rtu_over_tcp(served):
+    from heliostat.cli import main
+
+    assert is_simulated(served.rtu_url)  # announced while served: writes need no --yes
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(["bridge", "ping", "--port", served.rtu_url, "--address", "3", "--json"])
+    assert rc == 0, buf.getvalue()
+    (row,) = json.loads(buf.getvalue())
+    ident = _expected_identity(3)
+    assert row["ok"] and row["drive"] == "azel" and row["n_params"] == 15
+    assert row["serial"] == R.regs_to_u32(ident[6:8])
+    field = served.doc["served_field"]
+    assert served.rtu_url in Path(field).read_text()
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        rc = main(
+            ["bridge", "move", "--field", field, "--heliostat", "H002",
+             "--axis1-steps", "1000", "--axis2-steps", "20000"]
+        )  # fmt: skip
+    assert rc == 0, buf.getvalue()
+    from pymodbus.client import ModbusTcpClient
+
+    c = ModbusTcpClient(served.mtcp_host, port=served.mtcp_port, timeout=5, retries=0)
+    assert c.connect()
+    try:
+        rr = c.read_input_registers(R.REG_AXIS1_TARGET, count=4, device_id=2)
+    finally:
+        c.close()
+    assert [R.regs_to_i32(rr.registers[0:2]), R.regs_to_i32(rr.registers[2:4])] == [1000, 20000]
+
+
+def test_camera_frames_follow_the_simulated_clock(served):
+    frames = Path(served.doc["frames_dir"])
+    deadline = time.monotonic() + 60
+    while not list(frames.glob("*.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    truths = sorted(frames.glob("*.json"))
+    assert truths, "no frame written"
+    doc = json.loads(truths[0].read_text())
+    assert doc["time_utc"].startswith("2025-06-21T10:0")  # the served clock, not the host's
+    assert truths[0].with_suffix(".png").exists()
+
+
+def test_sigterm_stops_cleanly_and_withdraws_the_ports(served):
+    pid = served.proc.pid
+    assert (announce_dir() / f"{pid}.json").exists()
+    assert served.stop() == 0
+    assert not (served.out / "served.json").exists()
+    assert not (served.out / "served-field.toml").exists()
+    assert not (announce_dir() / f"{pid}.json").exists()
+    assert not is_simulated(served.rtu_url)
+    _, err = served.proc.communicate()
+    assert "Traceback" not in err
+
+
+def test_bad_options_are_one_line_errors(tmp_path, capsys):
+    from heliostat.cli import main
+
+    (tmp_path / "field.toml").write_text(field_toml(1))
+    f = str(tmp_path / "field.toml")
+    assert main(["sim", "serve", "--field", f, "--tcp", "localhost"]) == 2
+    assert "--tcp: expected HOST:PORT" in capsys.readouterr().err
+    assert main(["sim", "serve", "--field", f, "--start", "2025-06-21T10:00:00"]) == 2
+    assert "--start '2025-06-21T10:00:00' has no timezone" in capsys.readouterr().err
+    assert main(["sim", "serve", "--field", f, "--drop-p", "2"]) == 2
+    assert "--drop-p must be in [0, 1]" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["field.toml"]  # nothing served, nothing written
