@@ -164,7 +164,10 @@ def _run(args) -> int:
             "served_field": str(served_field),
             "buses": {name: ep.as_dict() for name, ep in eps.items()},
             "frames_dir": str(frames),
-            "clock": {"start_utc": server.clock.start_utc.isoformat(), "speed": args.speed},
+            "clock": {
+                "start_utc": server.clock.start_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "speed": args.speed,
+            },
         }
         tmp = out / f".{STATE_FILE}"
         tmp.write_text(json.dumps(doc, indent=1))
