@@ -17,6 +17,7 @@ import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from firmware_bridge import registers as R
@@ -205,3 +206,97 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert main(["sim", "serve", "--field", f, "--drop-p", "2"]) == 2
     assert "--drop-p must be in [0, 1]" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["field.toml"]  # nothing served, nothing written
+
+
+# --------------------------------------------------------------------------- in process
+def _server(n=2, per_bus=247, **kw):
+    import numpy as np
+
+    from sim.camera import place_camera
+    from sim.campaign import pick_target
+    from sim.field import generate_field
+    from sim.serve import PlantServer, ServeClock, draw_or_load_truth
+
+    field = generate_field(n, np.random.default_rng(1), drives="azel", per_bus=per_bus)
+    target = pick_target(field)
+    cam = place_camera(field, target, width_px=128, height_px=104)
+    clock = ServeClock(START_UTC, speed=0.0)
+    return PlantServer(
+        field, draw_or_load_truth(field, None, 0), cam, target, None, clock, timing=False, **kw
+    )
+
+
+def _read_identity_rtu(address: int) -> bytes:
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU
+    from pymodbus.pdu.register_message import ReadInputRegistersRequest
+
+    req = ReadInputRegistersRequest(address=0, count=8, dev_id=address)
+    return FramerRTU(DecodePDU(False)).buildFrame(req)
+
+
+def test_rtu_over_tcp_answers_back_to_back_frames_in_one_segment():
+    import socket
+
+    from pymodbus.framer.rtu import FramerRTU
+    from pymodbus.pdu import DecodePDU
+
+    with _server(n=2, tcp=("127.0.0.1", 0)) as srv:
+        host, port = srv.endpoints["bus1"].rtu_tcp.removeprefix("socket://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            s.sendall(_read_identity_rtu(1) + _read_identity_rtu(2))  # one TCP segment
+            data = b""
+            while len(data) < 2 * 21:  # two replies of 1 + 1 + 1 + 16 + 2 bytes
+                data += s.recv(4096)
+    framer = FramerRTU(DecodePDU(False))
+    got = []
+    for chunk in (data[:21], data[21:]):
+        used, dev_id, _, pdu = framer.decode(chunk)
+        assert used == 21
+        got.append((dev_id, framer.decoder.decode(pdu).registers[0]))
+    assert got == [(1, R.MAGIC), (2, R.MAGIC)]
+
+
+def test_modbus_tcp_gateway_reports_a_lost_frame_as_exception_0x0b():
+    from pymodbus.client import ModbusTcpClient
+
+    from sim.controllers import FaultProfile
+
+    with _server(n=1, modbus_tcp=("127.0.0.1", 0), faults=FaultProfile(drop_p=1.0)) as srv:
+        host, port = srv.endpoints["bus1"].modbus_tcp.rsplit(":", 1)
+        c = ModbusTcpClient(host, port=int(port), timeout=5, retries=0)
+        assert c.connect()
+        try:
+            rr = c.read_input_registers(0, count=8, device_id=1)
+        finally:
+            c.close()
+        assert rr.isError() and rr.exception_code == 0x0B
+        assert srv.buses["bus1"].stats.dropped == 1  # the line lost the request
+
+
+def test_each_bus_gets_its_own_ports_and_the_served_field_points_at_them():
+    # 3 heliostats, 2 per bus: bus1 (addresses 1, 2) and bus2 (address 1)
+    with _server(n=3, per_bus=2, tcp=("127.0.0.1", 0), modbus_tcp=("127.0.0.1", 0)) as srv:
+        eps = srv.endpoints
+        assert [eps[b].addresses for b in ("bus1", "bus2")] == [[1, 2], [1]]
+        urls = {eps[b].rtu_tcp for b in eps} | {eps[b].modbus_tcp for b in eps}
+        assert len(urls) == 4  # no two endpoints share a port
+        f = srv.field_with_ports("rtu_tcp")
+        assert {b: f.buses[b].port for b in f.buses} == {b: eps[b].rtu_tcp for b in eps}
+        assert all(is_simulated(eps[b].pty) and is_simulated(eps[b].rtu_tcp) for b in eps)
+    assert not any(is_simulated(eps[b].pty) or is_simulated(eps[b].rtu_tcp) for b in eps)
+
+
+def test_serve_clock_runs_at_its_speed_and_jumps_when_a_campaign_waits():
+    from sim.serve import ServeClock
+
+    real = [100.0]
+    c = ServeClock("2025-06-21T10:00:00Z", speed=60.0, monotonic=lambda: real[0])
+    real[0] += 2.0  # two real seconds: two simulated minutes
+    assert c() == 120.0
+    c.sleep(30.0)
+    assert c.now_utc() == pd.Timestamp("2025-06-21T10:02:30Z")
+    with pytest.raises(ValueError, match="backwards"):
+        c.advance(-1.0)
+    with pytest.raises(ValueError, match="speed"):
+        ServeClock("2025-06-21T10:00:00Z", speed=-1.0)
