@@ -4,19 +4,23 @@
 --simulate`` rehearses against (one mechanism for both):
 
 * the field's controllers (:class:`sim.controllers.ControllerModel`), one
-  :class:`~sim.controllers.EmulatedBus` per bus, each served on a pty (always), and
-  optionally over TCP: :class:`RtuTcpServer` speaks Modbus RTU framing over a TCP stream
-  (what pyserial's ``socket://`` URL gives the bridge, i.e. a serial device server), and
-  :class:`ModbusTcpServer` plain Modbus TCP (MBAP header; ``mbpoll -m tcp``, SCADA
-  systems), a gateway in front of the same RS-485 line (its faults included: a request
-  or reply the line loses comes back as exception 0x0B, "gateway target device failed to
-  respond");
+  :class:`~sim.controllers.EmulatedBus` per bus, each served on a pty (always) and
+  optionally over TCP (:mod:`sim.modbus_tcp`): Modbus RTU framing over a TCP stream
+  (what pyserial's ``socket://`` URL opens, as from a serial device server) and plain
+  Modbus TCP (MBAP header; ``mbpoll -m tcp``, SCADA systems) through a gateway in front
+  of the same emulated line (its faults included: a request or reply the line loses
+  comes back as exception 0x0B, "gateway target device failed to respond");
 * a camera (:class:`sim.plant.SimulatedCamera` for the campaign's sun-on / sun-off
   requests through :meth:`PlantServer.trigger`; a free-running frame of every beam on the
   target through :meth:`PlantServer.snapshot`), writing PNGs into a watched folder with
   the ground truth beside each in JSON;
 * a simulated clock (:class:`ServeClock`): it runs at ``speed`` × real time from
   ``start_utc`` and jumps forward when a client (a rehearsed campaign) waits.
+
+A campaign in another process follows the served plant through its control endpoint
+(:class:`ControlServer`, JSON lines on loopback): :class:`RemoteClock` reads and jumps
+the served clock, :class:`RemoteCamera` triggers the served camera (``heliostat campaign
+--simulate --served served.json``).
 
 All controllers of all buses, the TCP servers and the camera share one lock, so the
 physics is read and changed by one thread at a time. Stopping the server closes every
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -39,12 +42,7 @@ import pandas as pd
 
 from firmware_bridge.ports import announce, withdraw
 from sim.controllers import ControllerModel, EmulatedBus, FaultProfile, specs_for_field
-
-#: Modbus exception code a gateway returns when the device behind it did not answer.
-GATEWAY_NO_RESPONSE = 0x0B
-
-#: How long a partial RTU frame may wait for its rest on a TCP stream. [s]
-RTU_TCP_SILENCE_S = 0.05
+from sim.modbus_tcp import ModbusTcpServer, RtuTcpServer, TcpServer, parse_host_port
 
 
 class ServeClock:
@@ -97,195 +95,6 @@ class ServeClock:
             self.advance(seconds)
 
 
-def parse_host_port(text: str, option: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:PORT`` for IPv6; PORT 0 = any free port) -> (host, port)."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{option}: expected HOST:PORT (e.g. 127.0.0.1:5020), got {text!r}")
-    return host, int(port)
-
-
-class _TcpServer:
-    """A threaded TCP listener; one thread per connection runs ``_serve_conn``."""
-
-    kind = ""
-
-    def __init__(self, host: str, port: int, lock: threading.RLock) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._srv = socket.socket(family, socket.SOCK_STREAM)
-        self._srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._srv.bind((host, port))
-        except OSError as exc:
-            self._srv.close()
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-        self._srv.listen(8)
-        self._srv.settimeout(0.1)
-        self.host, self.port = host, self._srv.getsockname()[1]
-        self.lock = lock
-        self._stop = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._thread = threading.Thread(
-            target=self._accept, name=f"{self.kind} accept", daemon=True
-        )
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._srv.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(0.1)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conns.add(conn)
-            t = threading.Thread(target=self._run_conn, args=(conn,), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def _run_conn(self, conn: socket.socket) -> None:
-        try:
-            self._serve_conn(conn)
-        except OSError:
-            pass
-        finally:
-            self._conns.discard(conn)
-            conn.close()
-
-    def _serve_conn(self, conn: socket.socket) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2.0)
-        self._srv.close()
-        for c in list(self._conns):
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(timeout=2.0)
-
-
-class RtuTcpServer(_TcpServer):
-    """Modbus RTU frames over a TCP stream to an emulated bus (a serial device server).
-
-    Frames are split as a slave on the line would (:meth:`EmulatedBus._frame_end`); a
-    partial frame followed by :data:`RTU_TCP_SILENCE_S` of silence is dropped. Faults of
-    the bus apply; a late reply is sent ``late_s`` late.
-    """
-
-    kind = "rtu-tcp"
-
-    def __init__(self, bus: EmulatedBus, host: str, port: int, lock) -> None:
-        super().__init__(host, port, lock)
-        self.bus = bus
-
-    def _serve_conn(self, conn: socket.socket) -> None:
-        buf = b""
-        t_last = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                chunk = conn.recv(4096)
-            except TimeoutError:
-                if buf and time.monotonic() - t_last > RTU_TCP_SILENCE_S:
-                    buf = b""
-                continue
-            if not chunk:
-                return
-            t_last = time.monotonic()
-            buf += chunk
-            while buf:
-                with self.lock:
-                    used = self.bus._frame_end(buf)
-                if not used:
-                    if len(buf) > 256:
-                        buf = b""
-                    break
-                frame, buf = buf[:used], buf[used:]
-                with self.lock:
-                    reply, late = self.bus.handle_frame(frame)
-                if reply is None:
-                    continue
-                if late:
-                    time.sleep(late)
-                conn.sendall(reply)
-
-
-class ModbusTcpServer(_TcpServer):
-    """Plain Modbus TCP (MBAP header) in front of an emulated bus: a gateway.
-
-    Each request is put on the emulated line as an RTU frame (the bus's faults apply)
-    and the controller's reply returned with the request's transaction id; when the line
-    gives no valid reply the gateway answers exception 0x0B.
-    """
-
-    kind = "modbus-tcp"
-
-    def __init__(self, bus: EmulatedBus, host: str, port: int, lock) -> None:
-        from pymodbus.framer.rtu import FramerRTU
-        from pymodbus.pdu import DecodePDU
-
-        super().__init__(host, port, lock)
-        self.bus = bus
-        self._rtu_out = FramerRTU(DecodePDU(False))  # builds request frames
-        self._rtu_in = FramerRTU(DecodePDU(False))  # reads reply frames
-
-    @staticmethod
-    def _recv_exact(conn: socket.socket, n: int, stop: threading.Event) -> bytes | None:
-        out = b""
-        while len(out) < n:
-            if stop.is_set():
-                return None
-            try:
-                chunk = conn.recv(n - len(out))
-            except TimeoutError:
-                continue
-            if not chunk:
-                return None
-            out += chunk
-        return out
-
-    def _serve_conn(self, conn: socket.socket) -> None:
-        from pymodbus.framer.rtu import FramerRTU
-
-        while not self._stop.is_set():
-            head = self._recv_exact(conn, 7, self._stop)
-            if head is None:
-                return
-            tid, proto, length, unit = struct.unpack(">HHHB", head)
-            if proto != 0 or not 2 <= length <= 254:
-                return  # not Modbus: drop the connection as a gateway would
-            pdu = self._recv_exact(conn, length - 1, self._stop)
-            if pdu is None:
-                return
-            body = bytes([unit]) + pdu
-            rtu = body + FramerRTU.compute_CRC(body).to_bytes(2, "big")
-            with self.lock:
-                reply, late = self.bus.handle_frame(rtu)
-            data = None
-            if reply is not None:
-                used, dev_id, _, data = self._rtu_in.decode(reply)
-                if not used or dev_id != unit:
-                    data = None
-            if late:
-                time.sleep(late)
-            if not data:
-                data = bytes([(pdu[0] | 0x80) & 0xFF, GATEWAY_NO_RESPONSE])
-            conn.sendall(struct.pack(">HHHB", tid, 0, len(data) + 1, unit) + data)
-
-
 @dataclass
 class BusEndpoints:
     """Where one bus of a served plant is reachable."""
@@ -331,6 +140,11 @@ class PlantServer:
         First bus's TCP endpoints; bus i listens on port + i (port 0: any free port).
     boards : sequence of sim.real_texture.BoardImage, optional
         Real sunlit boards for the camera (None: the ArUco board).
+    trigger_dir : Path, optional
+        Folder for the frames a campaign triggers (default ``frames_dir``; apart from the
+        free-running frames so a campaign's watched folder gets only its own).
+    control : (host, port) or None
+        Control endpoint for a campaign in another process (:class:`ControlServer`).
     announce_ports : bool
         Announce the ptys and ``socket://`` URLs as simulated (:mod:`firmware_bridge.ports`).
     """
@@ -348,6 +162,8 @@ class PlantServer:
     tcp: tuple[str, int] | None = None
     modbus_tcp: tuple[str, int] | None = None
     boards: list | None = None
+    trigger_dir: Path | None = None
+    control: tuple[str, int] | None = None
     announce_ports: bool = True
 
     def __post_init__(self) -> None:
@@ -392,9 +208,10 @@ class PlantServer:
             boards=self.boards,
             lock=self.lock,
         )
-        self._tcp_servers: list[_TcpServer] = []
+        self._tcp_servers: list[TcpServer] = []
         self._announced: list[str] = []
         self.endpoints: dict[str, BusEndpoints] = {}
+        self.control_address = ""
         self._n_frames = 0
         self._started = False
 
@@ -419,6 +236,10 @@ class PlantServer:
                     self._tcp_servers.append(srv)
                     ep.modbus_tcp = srv.address
                 self.endpoints[bname] = ep
+            if self.control is not None:
+                ctl = ControlServer(self, *self.control)
+                self._tcp_servers.append(ctl)
+                self.control_address = ctl.address
             for srv in self._tcp_servers:
                 srv.start()
             if self.announce_ports:
@@ -426,8 +247,9 @@ class PlantServer:
                 ports += [e.rtu_tcp for e in self.endpoints.values() if e.rtu_tcp]
                 announce(ports)
                 self._announced = ports
-            if self.frames_dir is not None:
-                Path(self.frames_dir).mkdir(parents=True, exist_ok=True)
+            for d in (self.frames_dir, self.trigger_dir):
+                if d is not None:
+                    Path(d).mkdir(parents=True, exist_ok=True)
         except BaseException:
             self.stop()
             raise
@@ -466,10 +288,10 @@ class PlantServer:
         return replace(self.field, buses=buses)
 
     # ------------------------------------------------------------------ camera
-    def _write(self, img, stem: str, truth: dict) -> Path:
+    def _write(self, img, stem: str, truth: dict, folder=None) -> Path:
         import cv2
 
-        d = Path(self.frames_dir)
+        d = Path(folder or self.frames_dir)
         tmp = d / f".{stem}.png"
         if not cv2.imwrite(str(tmp), img):
             raise OSError(f"{tmp}: could not write the frame")
@@ -494,10 +316,17 @@ class PlantServer:
             truth["centroid_xy_m"] = [float(v) for v in lt.centroid_xy_m]
             truth["centroid_px"] = [float(v) for v in lt.centroid_px]
             truth["fraction_on_target"] = float(lt.fraction_on_target)
-        if self.frames_dir is None:
+        folder = self.trigger_dir or self.frames_dir
+        if folder is None:
             return img, None
         stem = f"{self._n_frames:06d}_{request.heliostat_id}_{request.phase}"
-        return img, self._write(img, stem, truth)
+        return img, self._write(img, stem, truth, folder)
+
+    def truth_dict(self) -> dict:
+        """The hidden true errors as ``truth.json`` content."""
+        from sim.field import truth_to_dict
+
+        return truth_to_dict(self.truth, seed=self.seed)
 
     def snapshot(self) -> tuple[np.ndarray, dict, Path | None]:
         """A free-running camera frame now: every beam on the target plane drawn,
@@ -533,11 +362,12 @@ class PlantServer:
 
 class TriggeredFolderSource:
     """The campaign's camera against a served plant: each request triggers the server's
-    camera, which writes into the watched folder; the frame is then taken back through
-    the plant's own :class:`~heliostat.campaign.sources.FolderSource` (as with a
-    hardware-triggered camera and its vendor's program)."""
+    camera (a :class:`PlantServer` in process or a :class:`RemoteCamera`), which writes
+    into the watched folder; the frame is then taken back through the plant's own
+    :class:`~heliostat.campaign.sources.FolderSource` (as with a hardware-triggered camera
+    and its vendor's program)."""
 
-    def __init__(self, server: PlantServer, folder_source) -> None:
+    def __init__(self, server, folder_source) -> None:
         self.server, self.source = server, folder_source
 
     def capture(self, request):
@@ -546,6 +376,124 @@ class TriggeredFolderSource:
 
     def close(self) -> None:
         self.source.close()
+
+
+class ControlServer(TcpServer):
+    """The served plant's control endpoint: one JSON object per line each way.
+
+    Requests: ``{"op": "now"}``; ``{"op": "sleep", "s": 30}`` (jump the clock);
+    ``{"op": "trigger", "heliostat": "H001", "phase": "on", "slot": "..."}`` (take a
+    frame now into the trigger folder); ``{"op": "truth"}``. Replies carry ``"ok"`` and
+    ``"t_s"`` / ``"time_utc"`` (the clock after the request), or ``"error"``.
+    """
+
+    kind = "control"
+
+    def __init__(self, server: PlantServer, host: str, port: int) -> None:
+        super().__init__(host, port, server.lock)
+        self.server = server
+
+    def _handle(self, req: dict) -> dict:
+        from heliostat.campaign.sources import CaptureRequest
+
+        srv, op = self.server, req.get("op")
+        out: dict = {"ok": True}
+        if op == "now":
+            pass
+        elif op == "sleep":
+            srv.clock.sleep(float(req["s"]))
+        elif op == "trigger":
+            if req.get("phase") not in ("on", "off"):
+                raise ValueError(f"phase must be 'on' or 'off', got {req.get('phase')!r}")
+            hid = str(req["heliostat"])
+            if hid not in srv.controllers:
+                raise ValueError(f"no heliostat {hid!r} in the served field")
+            creq = CaptureRequest(hid, req["phase"], str(req.get("slot", "")), srv.clock.now_utc())
+            _, path = srv.trigger(creq)
+            out["frame"] = str(path) if path else ""
+        elif op == "truth":
+            out["truth"] = srv.truth_dict()
+        else:
+            raise ValueError(f"unknown op {op!r} (now, sleep, trigger, truth)")
+        t = srv.clock()
+        out.update(t_s=t, time_utc=(srv.clock.start_utc + pd.Timedelta(seconds=t)).isoformat())
+        return out
+
+    def _serve_conn(self, conn: socket.socket) -> None:
+        f = conn.makefile("rwb")
+        conn.settimeout(None)
+        while not self._stop.is_set():
+            line = f.readline()
+            if not line:
+                return
+            try:
+                out = self._handle(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            f.write((json.dumps(out) + "\n").encode())
+            f.flush()
+
+
+class ControlClient:
+    """A connection to a served plant's control endpoint (``HOST:PORT``)."""
+
+    def __init__(self, address: str, timeout_s: float = 60.0) -> None:
+        host, port = parse_host_port(address, "control")
+        try:
+            self._sock = socket.create_connection((host, port), timeout=timeout_s)
+        except OSError as exc:
+            raise ConnectionError(
+                f"served plant at {address}: cannot connect ({exc.strerror or exc}); "
+                "is `heliostat sim serve` running?"
+            ) from None
+        self._f = self._sock.makefile("rwb")
+        self._lock = threading.Lock()
+
+    def call(self, op: str, **kw) -> dict:
+        with self._lock:
+            try:
+                self._f.write((json.dumps({"op": op, **kw}) + "\n").encode())
+                self._f.flush()
+                line = self._f.readline()
+            except OSError as exc:
+                raise ConnectionError(f"served plant: {exc}") from None
+        if not line:
+            raise ConnectionError("served plant: connection closed (did `sim serve` stop?)")
+        out = json.loads(line)
+        if not out.get("ok"):
+            raise ValueError(f"served plant refused {op!r}: {out.get('error')}")
+        return out
+
+    def close(self) -> None:
+        self._f.close()
+        self._sock.close()
+
+
+class RemoteClock:
+    """The served plant's clock, as a campaign :class:`~heliostat.campaign.schedule.Clock`:
+    ``sleep`` jumps the served clock (controllers and camera follow)."""
+
+    def __init__(self, client: ControlClient) -> None:
+        self.client = client
+
+    def now_utc(self) -> pd.Timestamp:
+        return pd.Timestamp(self.client.call("now")["time_utc"]).tz_convert("UTC")
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.client.call("sleep", s=float(seconds))
+
+
+class RemoteCamera:
+    """Triggers the served camera (it writes into its trigger folder)."""
+
+    def __init__(self, client: ControlClient) -> None:
+        self.client = client
+
+    def trigger(self, request) -> None:
+        self.client.call(
+            "trigger", heliostat=request.heliostat_id, phase=request.phase, slot=request.slot
+        )
 
 
 def draw_or_load_truth(field, truth_path: str | Path | None, seed: int) -> dict:

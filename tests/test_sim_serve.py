@@ -33,11 +33,17 @@ class Served:
     """A ``heliostat sim serve`` process and its ``served.json``."""
 
     def __init__(self, tmp: Path) -> None:
-        (tmp / "field.toml").write_text(field_toml(N))
+        from sim.plant import make_sim_plant
+
+        # a plant's config folder (its own bus port is a pty that is gone): sim serve
+        # serves its field through its camera, a campaign can rehearse against it
+        make_sim_plant(tmp / "plant", n=N).stop()
+        self.plant = tmp / "plant"
         self.out = tmp / "out"
         cmd = [
             sys.executable, "-m", "heliostat.cli", "sim", "serve",
-            "--field", str(tmp / "field.toml"), "--out", str(self.out),
+            "--field", str(self.plant / "field.toml"), "--out", str(self.out),
+            "--camera", str(self.plant / "camera.toml"),
             "--tcp", "127.0.0.1:0", "--modbus-tcp", "127.0.0.1:0",
             "--start", START_UTC, "--frame-interval-s", "0.5", "--no-timing", "--seed", "3",
         ]  # fmt: skip
@@ -168,6 +174,27 @@ def test_our_bridge_over_rtu_over_tcp(served):
     finally:
         c.close()
     assert [R.regs_to_i32(rr.registers[0:2]), R.regs_to_i32(rr.registers[2:4])] == [1000, 20000]
+
+
+def test_a_campaign_in_another_process_follows_the_served_clock(served, capsys):
+    from heliostat.cli import main
+
+    served_json = str(served.out / "served.json")
+    argv = ["campaign", "--config", str(served.plant / "plant.toml"), "--simulate",
+            "--served", served_json, "--hours", "1", "--no-corrections", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    # the hour from about 10:00 UTC in June (the served clock ran at x1 since its start,
+    # so the hour reaches a little into the 11:00 slot): all of the 10:00 slot observed
+    n_obs = summary["outcomes"]["observed"]
+    assert set(summary["outcomes"]) == {"observed"} and N <= n_obs < 2 * N
+    t0, t1 = pd.Timestamp(summary["start_utc"]), pd.Timestamp(summary["end_utc"])
+    assert t0 >= pd.Timestamp(START_UTC) and t1 - t0 >= pd.Timedelta(hours=1)  # served time
+    assert t1 - t0 < pd.Timedelta(hours=2)
+    trig = sorted((served.out / "triggered").glob("*.png"))
+    assert len(trig) == 2 * n_obs  # a sun-on and a sun-off frame per visit, on trigger
+    assert "against the served plant" in err and "no heliostat fitted" in err  # 1 h: too few
 
 
 def test_camera_frames_follow_the_simulated_clock(served):

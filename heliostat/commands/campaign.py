@@ -43,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --simulate: simulated start time, ISO 8601 UTC (default: now)",
     )
     p.add_argument(
+        "--served",
+        metavar="SERVED_JSON",
+        help="with --simulate: rehearse against a running `heliostat sim serve` (its "
+        "served.json), following its clock, instead of starting one in this process",
+    )
+    p.add_argument(
         "--rehearsal-dir",
         help="with --simulate: folder of the rehearsal's history, journal and frames "
         "(default: rehearsal/ beside plant.toml)",
@@ -127,7 +133,9 @@ def _check_options(args) -> None:
         raise ValueError("--at previews a plan: use it with --dry-run")
     if args.simulate and args.dry_run:
         raise ValueError("--simulate runs a rehearsal; --dry-run only plans: use one of them")
-    for opt in ("start", "rehearsal_dir", "truth"):
+    if args.served and (args.start or args.truth):
+        raise ValueError("--served follows the served plant's clock and truth: no --start, --truth")
+    for opt in ("start", "rehearsal_dir", "truth", "served"):
         if getattr(args, opt) and not args.simulate:
             raise ValueError(f"--{opt.replace('_', '-')} is for a rehearsal: add --simulate")
 
@@ -156,9 +164,11 @@ def _rehearse(args, plant, confirm) -> int:
     from heliostat.commands.sim_serve import build_server
     from sim.serve import ServeClock, TriggeredFolderSource
 
-    start = _utc(args.start, "--start") if args.start else pd.Timestamp.now(tz="UTC").floor("s")
     rdir = Path(args.rehearsal_dir) if args.rehearsal_dir else plant.path.parent / "rehearsal"
     _claim_rehearsal_dir(rdir, args)
+    if args.served:
+        return _rehearse_served(args, plant, confirm, rdir)
+    start = _utc(args.start, "--start") if args.start else pd.Timestamp.now(tz="UTC").floor("s")
     # the rehearsal's line: no faults, as fast as the host (waits run on the simulated clock)
     sargs = argparse.Namespace(
         seed=args.seed, truth=args.truth, target=plant.target.id, style="auto", no_timing=True,
@@ -191,6 +201,67 @@ def _rehearse(args, plant, confirm) -> int:
     return rc
 
 
+def _rehearse_served(args, plant, confirm, rdir) -> int:
+    """``--simulate --served``: against a running ``sim serve``, through its ports and
+    control endpoint (its clock, its camera triggers, its truth)."""
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from heliostat.campaign.sources import FolderSource
+    from heliostat.errors import InputError
+    from sim.field import load_truth
+    from sim.serve import ControlClient, RemoteCamera, RemoteClock, TriggeredFolderSource
+
+    path = Path(args.served)
+    try:
+        doc = json.loads(path.read_text())
+        buses, control, trig = doc["buses"], doc["control"], Path(doc["triggered_dir"])
+    except FileNotFoundError:
+        raise InputError(f"--served {path}: not found (is `sim serve` running?)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"--served {path}: not a served.json of `sim serve` ({exc})") from None
+    missing = sorted({h.bus for h in plant.field.heliostats.values()} - set(buses))
+    if missing:
+        raise InputError(
+            f"--served {path}: serves no bus {', '.join(missing)} of {plant.field_path}"
+        )
+    for hid, h in plant.field.heliostats.items():
+        if h.address not in buses[h.bus]["addresses"]:
+            raise InputError(f"--served {path}: no controller {h.address} ({hid}) on {h.bus}")
+    field_cfg = replace(
+        plant.field,
+        buses={n: replace(b, port=buses[n]["pty"]) for n, b in plant.field.buses.items()
+               if n in buses},
+    )  # fmt: skip
+    client = ControlClient(control)
+    try:
+        clock = RemoteClock(client)
+        sim_plant = replace(
+            plant,
+            field=field_cfg,
+            history_db=rdir / "history.sqlite",
+            journal=rdir / "bridge-journal.sqlite",
+            frames_dir=rdir / "frames",
+            source=replace(plant.source, type="folder", folder=trig),
+        )
+        folder = FolderSource(trig, plant.source.timeout_s, plant.source.poll_s, clock)
+        source = TriggeredFolderSource(RemoteCamera(client), folder)
+        _log(
+            f"rehearsal of {plant.path} against the served plant of {path} (pid "
+            f"{doc.get('pid')}), following its clock (now {_iso(clock.now_utc())}); "
+            f"files in {rdir}"
+        )
+        rc = _run(args, sim_plant, clock, source, confirm, None)
+        truth = client.call("truth")["truth"]
+    finally:
+        client.close()
+    tfile = rdir / "served-truth.json"
+    tfile.write_text(json.dumps(truth))
+    _report_truth(sim_plant, load_truth(tfile, plant.field))
+    return rc
+
+
 def _claim_rehearsal_dir(rdir, args) -> None:
     """A rehearsal folder serves one simulated plant (seed or truth file): a second run
     with the same resumes it; another plant's run is refused (its history would mix)."""
@@ -201,6 +272,8 @@ def _claim_rehearsal_dir(rdir, args) -> None:
     rdir.mkdir(parents=True, exist_ok=True)
     tag = rdir / "rehearsal.json"
     want = {"seed": args.seed, "truth": str(args.truth or "")}
+    if args.served:
+        want = {"served": str(args.served)}
     if tag.exists():
         try:
             have = json.loads(tag.read_text())

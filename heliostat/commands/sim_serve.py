@@ -43,6 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="HOST:PORT",
         help="also serve Modbus TCP (MBAP; bus i on PORT+i; PORT 0: any free port)",
     )
+    p.add_argument(
+        "--control",
+        metavar="HOST:PORT",
+        default="127.0.0.1:0",
+        help="control endpoint (JSON lines: the clock, camera triggers) a campaign in "
+        "another process follows (`campaign --simulate --served`); default any free "
+        "loopback port, written to served.json",
+    )
     p.add_argument("--out", default="sim-serve", help="folder for frames and state files")
     p.add_argument("--truth", help="truth.json of the field (default: drawn from --seed)")
     p.add_argument("--camera", help="camera.toml (default: a camera placed before the target)")
@@ -69,14 +77,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def build_server(args, field_cfg=None, camera_cfg=None, frames_dir=None, clock=None):
+def build_server(
+    args, field_cfg=None, camera_cfg=None, frames_dir=None, clock=None, trigger_dir=None
+):
     """The :class:`sim.serve.PlantServer` the options describe (not started)."""
     import pandas as pd
 
     from heliostat.commands.sim_controllers import faults_from_args
     from heliostat.config import load_camera, load_field
     from sim.campaign import pick_target
-    from sim.serve import PlantServer, ServeClock, draw_or_load_truth, parse_host_port
+    from sim.modbus_tcp import parse_host_port
+    from sim.serve import PlantServer, ServeClock, draw_or_load_truth
 
     faults = faults_from_args(args)
     field_cfg = field_cfg or load_field(args.field)
@@ -105,6 +116,8 @@ def build_server(args, field_cfg=None, camera_cfg=None, frames_dir=None, clock=N
     tcp = parse_host_port(args.tcp, "--tcp") if getattr(args, "tcp", None) else None
     mtcp = getattr(args, "modbus_tcp", None)
     mtcp = parse_host_port(mtcp, "--modbus-tcp") if mtcp else None
+    control = getattr(args, "control", None)
+    control = parse_host_port(control, "--control") if control else None
     return PlantServer(
         field_cfg,
         draw_or_load_truth(field_cfg, getattr(args, "truth", None), args.seed),
@@ -119,6 +132,8 @@ def build_server(args, field_cfg=None, camera_cfg=None, frames_dir=None, clock=N
         tcp=tcp,
         modbus_tcp=mtcp,
         boards=boards,
+        trigger_dir=trigger_dir,
+        control=control,
     )
 
 
@@ -141,7 +156,7 @@ def _run(args) -> int:
         raise ValueError(f"--frame-interval-s must be >= 0, got {args.frame_interval_s!r}")
     out = Path(args.out)
     frames = out / "frames"
-    server = build_server(args, frames_dir=frames)
+    server = build_server(args, frames_dir=frames, trigger_dir=out / "triggered")
     state = out / STATE_FILE
     served_field = out / SERVED_FIELD
     # SIGTERM's default action skips ``finally`` (ports would stay announced): make it a
@@ -161,9 +176,11 @@ def _run(args) -> int:
         doc = {
             "pid": os.getpid(),
             "field": str(args.field),
-            "served_field": str(served_field),
+            "served_field": str(served_field.resolve()),
             "buses": {name: ep.as_dict() for name, ep in eps.items()},
-            "frames_dir": str(frames),
+            "frames_dir": str(frames.resolve()),
+            "control": server.control_address,
+            "triggered_dir": str((out / "triggered").resolve()),
             "clock": {
                 "start_utc": server.clock.start_utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "speed": args.speed,
@@ -191,6 +208,7 @@ def _run(args) -> int:
                 f"every {args.frame_interval_s:g} s" if args.frame_interval_s else "on trigger only"
             )
             print(f"camera: frames into {frames} ({every}); field with these ports: {served_field}")
+            print(f"control (clock, camera triggers): {server.control_address}")
             print("serving; Ctrl-C or SIGTERM to stop", file=sys.stderr)
         sys.stdout.flush()
         next_frame = time.monotonic()
