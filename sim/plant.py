@@ -20,6 +20,7 @@ in the simulator: the plant's packages never import ``sim``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,11 +91,7 @@ class SimulatedCamera:
         hid = request.heliostat_id
         h = self.field.heliostats[hid]
         model = self.controllers[hid]
-        if self._lock is not None:
-            with self._lock:
-                model.advance()
-                steps = np.array([model.output_steps], dtype=float)
-        else:
+        with self._lock or nullcontext():
             model.advance()
             steps = np.array([model.output_steps], dtype=float)
         pose = h.kinematics.forward(steps, self.truth[hid])
@@ -149,6 +146,8 @@ class SimulatedCamera:
                 shadow=cond.dark_shadow,
                 ambient_w_m2=self._ambient_w_m2 * (1.0 + cond.drift),
             )
+            if self._exposure is None:  # the sun-on frame had no spot: exposed for the board
+                kw["board_fraction"] = cond.board_fraction
         img, _ = render_frame(
             self.camera, self.target, spots, rng=self.rng, exposure=self._exposure, **kw
         )
@@ -158,9 +157,20 @@ class SimulatedCamera:
         """A sun-on frame without the heliostat's beam (truth: none)."""
         from sim.camera import render_frame
 
+        kw: dict = {}
         self._conditions = None
-        img, truths = render_frame(self.camera, self.target, self.neighbours, rng=self.rng)
+        if self.boards:  # the sunlit board, exposed for the board, without the beam
+            from sim.real_texture import draw_conditions
+
+            cond = self._conditions = draw_conditions(self.rng, self.target, len(self.boards))
+            kw = dict(
+                board=self.boards[cond.image],
+                shadow=cond.shadow,
+                board_fraction=cond.board_fraction,
+            )
+        img, truths = render_frame(self.camera, self.target, self.neighbours, rng=self.rng, **kw)
         self._exposure = truths[0].exposure if truths else None
+        self._ambient_w_m2 = truths[0].ambient_w_m2 if truths else 150.0
         self.last_truth = None
         return img
 

@@ -185,3 +185,24 @@ def test_sunlit_camera_frames_carry_the_truth(tmp_path):
     u, v = np.rint(on.truth.centroid_px).astype(int)
     # the beam brightens the board where the truth says the spot is (contrast >= 1.2)
     assert int(on.image[v, u]) > int(off.image[v, u]) + 10
+
+
+@pytest.mark.parametrize("style", ["aruco", "sunlit"])
+def test_a_stowed_heliostat_gives_a_frame_without_truth(tmp_path, style):
+    # stowed (mirror facing up) at 10:00 the beam goes skywards and never meets the
+    # target plane: the camera still delivers frames of the empty target, with no truth
+    from sim.plant import make_sim_plant
+    from sim.testing import PlantCamera
+
+    clock = PlantClock("2025-04-01T10:00:00Z")
+    sp = make_sim_plant(tmp_path, n=1, clock=clock, style=style)
+    try:
+        cam = PlantCamera(sp, clock, seed=2)
+        on, off = cam.pair("H001")
+    finally:
+        sp.stop()
+    assert on.truth is None and off.truth is None
+    assert on.image.shape == off.image.shape == (208, 256)
+    # the same empty target in both (sensor noise and, for sunlit, ambient drift and
+    # exposure apart): mean levels within 10 %
+    assert abs(float(on.image.mean()) / float(off.image.mean()) - 1.0) < 0.1
