@@ -123,6 +123,8 @@ def test_dry_run_at_another_time_plans_the_visits(plant_dir, capsys):
         (["--dry-run", "--at", "2025-04-01T10:00:00"], "has no timezone"),
         (["--start", "2025-04-01T10:00:00Z"], "--start is for a rehearsal: add --simulate"),
         (["--simulate", "--dry-run"], "use one of them"),
+        (["--simulate", "--served", "nowhere/served.json"], "not found (is `sim serve` running?)"),
+        (["--served", "served.json"], "--served is for a rehearsal: add --simulate"),
     ],
 )
 def test_misused_options_are_one_line_errors(plant_dir, capsys, extra, message):
