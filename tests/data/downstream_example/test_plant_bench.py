@@ -94,6 +94,7 @@ def test_a_day_of_campaign_recovers_the_hidden_truth(heliostat_plant, plant_cloc
     h001 = plant.field.heliostats["H001"]
     aim = plant.target.centre_enu_m
     left = pointing_change(h001.kinematics, heliostat_plant.truth["H001"], fitted, aim)
-    # 0.2 mrad of simulated measurement noise on ~10 points: the fit's pointing over
-    # the sky stays within 1 mrad of the truth
+    # one day (10 sun positions, spots measured by the vision pipeline on rendered
+    # frames) identifies the model to 0.76 mrad rms over the sky with these seeds,
+    # against ~4 mrad of true error: within 1 mrad
     assert left.beam_rms_mrad < 1.0
