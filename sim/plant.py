@@ -392,8 +392,9 @@ def make_sim_plant(
     bus_seed: int = 0,
     watchdog_s: float = 60.0,
     style: str = "aruco",
+    drives: str = "azel",
 ):
-    """A rehearsal plant: a field of ``n`` az-el heliostats with hidden true errors,
+    """A rehearsal plant: a field of ``n`` heliostats with hidden true errors,
     their emulated controllers on one pty bus (started; call ``stop()``), and
     ``plant.toml``, ``field.toml`` (the bus on the pty) and ``camera.toml`` in ``root``.
 
@@ -418,6 +419,9 @@ def make_sim_plant(
     style : {"aruco", "sunlit"}
         ``aruco``: the ArUco board in diffuse light; ``sunlit``: a real empty-target image
         in sunlight (the target listed without markers, registered by the camera pose).
+    drives : str
+        ``"azel"``, ``"linear"`` (Juelich-type linear actuators) or ``"mixed"``
+        (:func:`sim.field.generate_field`).
     """
     from dataclasses import replace
 
@@ -437,7 +441,7 @@ def make_sim_plant(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    field = generate_field(n, rng, drives="azel")
+    field = generate_field(n, rng, drives=drives)
     truth = draw_truth(field, rng)
     target = pick_target(field)
     if style == "sunlit" and target.markers is not None:

@@ -29,9 +29,10 @@ Fixtures (function scope; each test gets a fresh plant)
 
 Markers
 -------
-``@pytest.mark.heliostat_plant(n=2, seed=5, style="aruco", watchdog_s=60.0)``
+``@pytest.mark.heliostat_plant(n=2, seed=5, style="aruco", watchdog_s=60.0, drives="azel")``
     Size, seed, target style (``"aruco"`` or ``"sunlit"``: a real empty-target image in
-    sunlight) and controller watchdog of the plant.
+    sunlight), controller watchdog and drive types (``"azel"``, ``"linear"``,
+    ``"mixed"``) of the plant.
 ``@pytest.mark.plant_clock(start_utc="2025-04-01T05:30:00Z")``
     Start of the simulated time.
 ``@pytest.mark.bus_faults(corrupt_p=0, drop_p=0, truncate_p=0, late_p=0, reset_p=0, seed=0)``
@@ -118,8 +119,8 @@ FAULT_SCENARIOS: dict[str, FaultScenario] = {
 }
 
 _MARKERS = (
-    "heliostat_plant(n=2, seed=5, style='aruco', watchdog_s=60.0): the simulated plant "
-    "of sim.testing's heliostat_plant fixture",
+    "heliostat_plant(n=2, seed=5, style='aruco', watchdog_s=60.0, drives='azel'): the "
+    "simulated plant of sim.testing's heliostat_plant fixture",
     "plant_clock(start_utc): start of sim.testing's simulated time",
     "bus_faults(corrupt_p, drop_p, truncate_p, late_p, reset_p, seed): line faults of "
     "sim.testing's emulated bus",
@@ -176,7 +177,7 @@ def heliostat_plant(request: pytest.FixtureRequest, plant_clock, tmp_path: Path)
     """A started simulated plant (:class:`sim.plant.SimPlant`), stopped after the test."""
     from sim.plant import make_sim_plant
 
-    kw = _marker_kwargs(request, "heliostat_plant", ("n", "seed", "style", "watchdog_s"))
+    kw = _marker_kwargs(request, "heliostat_plant", ("n", "seed", "style", "watchdog_s", "drives"))
     fkw = _marker_kwargs(
         request,
         "bus_faults",
@@ -198,6 +199,7 @@ def heliostat_plant(request: pytest.FixtureRequest, plant_clock, tmp_path: Path)
         bus_seed=bus_seed,
         watchdog_s=float(kw.get("watchdog_s", 60.0)),
         style=kw.get("style", "aruco"),
+        drives=kw.get("drives", "azel"),
     )
     try:
         yield plant

@@ -58,10 +58,19 @@ def test_plugin_enabled_on_the_command_line_and_markers_registered(pytester):
             assert sorted(emulated_bus.controllers) == [1, 2, 3]
             assert emulated_bus.port == heliostat_plant.port
             assert "port = \\"" + emulated_bus.port + "\\"" in emulated_bus.field_path.read_text()
+
+        @pytest.mark.heliostat_plant(n=2, drives="linear")
+        def test_linear(heliostat_plant, emulated_bus):
+            from firmware_bridge import registers as R
+
+            for hid, h in heliostat_plant.field.heliostats.items():
+                assert h.kinematics.drive == "linear"
+                ctl = emulated_bus.by_heliostat[hid]
+                assert ctl.regs[R.REG_DRIVE] == R.drive_code("linear")
         """
     )
     result = pytester.runpytest("-p", "sim.testing", "-p", "no:cacheprovider", "--strict-markers")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
     result = pytester.runpytest("-p", "sim.testing", "-p", "no:cacheprovider", "--markers")
     result.stdout.fnmatch_lines(
         ["@pytest.mark.heliostat_plant(*", "@pytest.mark.fault_scenarios(*"]
