@@ -10,6 +10,10 @@ import pytest
 
 from sim.real_targets import default_real_dir
 
+#: tests/data/downstream_example is a separate project (it enables sim.testing in its own
+#: conftest) that tests/test_sim_testing.py runs through pytester; not part of this suite.
+collect_ignore = ["data/downstream_example"]
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 #: The real Jülich data (../shared/real beside the clone, as in CI, or $HELIOSTAT_REAL_DIR);

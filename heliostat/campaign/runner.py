@@ -172,6 +172,15 @@ def _steps(v) -> tuple[int, int]:
     return (int(v[0]), int(v[1]))
 
 
+def next_sun_above(site, t_utc: pd.Timestamp, min_elevation_rad: float, horizon_h: float = 48.0):
+    """First time within ``horizon_h`` after ``t_utc`` at which the sun's elevation reaches
+    ``min_elevation_rad`` (to the minute), or None (polar night, or never that high)."""
+    times = pd.date_range(pd.Timestamp(t_utc).ceil("min"), periods=int(horizon_h * 60), freq="min")
+    el = sun_position(site, times).elevation_rad
+    above = np.flatnonzero(el >= min_elevation_rad)
+    return None if above.size == 0 else times[int(above[0])]
+
+
 class CampaignRunner:
     """One run of a campaign (see the module docstring).
 
@@ -504,7 +513,7 @@ class CampaignRunner:
                 else:
                     row.update(action="visit", on_steps=_steps(on), off_steps=_steps(off))
             rows.append(row)
-        return {
+        out = {
             "dry_run": True,
             "time_utc": iso_utc(now),
             "slot_utc": slot,
@@ -513,6 +522,50 @@ class CampaignRunner:
             "visits": rows,
             "history_db": str(p.history_db),
         }
+        if not any(r["action"] == "visit" for r in rows):
+            out["idle_reason"] = self._idle_reason(now, None, el, rows)
+        return out
+
+    def _idle_reason(self, start, end, el_rad: float, rows=None) -> str:
+        """Why a plan (``end`` None) holds no visit or a run made none: one sentence for
+        a person. ``el_rad``: the sun's elevation at the plan's time or the run's end."""
+        p, s = self.plant, self.plant.schedule
+        if not s.heliostats:
+            return "no heliostats are scheduled ([schedule] heliostats is empty)"
+        plan = end is None
+        end = start if plan else end
+        if not plan and end <= start:
+            return f"the end time {iso_utc(end)} is not after the start {iso_utc(start)}"
+        min_deg = math.degrees(s.min_elevation_rad)
+        if el_rad < s.min_elevation_rad:
+            nxt = next_sun_above(p.field.site, end, s.min_elevation_rad)
+            when = (
+                f"it next reaches {min_deg:.0f} deg at {iso_utc(nxt)}"
+                if nxt is not None
+                else f"it does not reach {min_deg:.0f} deg within 48 h"
+            )
+            if plan:
+                return (
+                    f"the sun is below the minimum elevation {min_deg:.0f} deg "
+                    f"([schedule] min_elevation_deg) at {iso_utc(end)}; {when}"
+                )
+            return (
+                f"the sun stayed below the minimum elevation {min_deg:.0f} deg "
+                f"([schedule] min_elevation_deg) from {iso_utc(start)} to {iso_utc(end)}; {when}"
+            )
+        actions = sorted({r["action"] for r in rows or []})
+        if actions == ["done in this slot"]:
+            return (
+                "every scheduled heliostat is already observed in this slot "
+                f"(history {p.history_db}); the next slot starts "
+                f"{iso_utc(slot_start(end, s.slot_s) + pd.Timedelta(seconds=s.slot_s))}"
+            )
+        if actions == ["unreachable"]:
+            return (
+                "no scheduled heliostat can put the beam on the target at this sun "
+                "position within its travel"
+            )
+        return "nothing to do: " + ", ".join(actions) if actions else "nothing to do"
 
     def run(self) -> dict[str, Any]:
         """Visit, observe and fit until the end time (or ``max_visits``); then propose
@@ -523,6 +576,9 @@ class CampaignRunner:
         start = self.clock.now_utc()
         end = self.options.until_utc or start + pd.Timedelta(seconds=s.duration_s)
         visits = 0
+        waits: dict[str, int] = {}  # why slots were passed over (sun low, all done)
+        last_why = ""
+        last_el = float(self._sun(start).elevation_rad[0])
         while True:
             now = self.clock.now_utc()
             if now >= end:
@@ -532,14 +588,27 @@ class CampaignRunner:
             slot = slot_key(now, s.slot_s)
             next_slot = slot_start(now, s.slot_s) + pd.Timedelta(seconds=s.slot_s)
             sun_now = self._sun(now)
-            el = float(sun_now.elevation_rad[0])
+            el = last_el = float(sun_now.elevation_rad[0])
             done = (
                 self.history.done_keys(self.options.run_id) if el >= s.min_elevation_rad else set()
             )
             pending = [h for h in s.heliostats if (h, slot) not in done]
             if el < s.min_elevation_rad or not pending:
-                self.clock.sleep((min(next_slot, end) - now).total_seconds())
+                why = "sun_low" if el < s.min_elevation_rad else "slot_done"
+                until = min(next_slot, end)
+                if why != last_why or why == "slot_done":
+                    what = (
+                        f"sun at {math.degrees(el):.1f} deg, below the minimum "
+                        f"{math.degrees(s.min_elevation_rad):.0f} deg"
+                        if why == "sun_low"
+                        else "every scheduled heliostat observed in this slot"
+                    )
+                    self.log(f"{slot}: {what}; waiting until {iso_utc(until)}")
+                waits[why] = waits.get(why, 0) + 1
+                last_why = why
+                self.clock.sleep((until - now).total_seconds())
                 continue
+            last_why = ""
             hid = pending[0]
             self.visit(hid, slot, sun_now)
             visits += 1
@@ -552,6 +621,9 @@ class CampaignRunner:
             "outcomes": dict(self.counts),
             "history_db": str(p.history_db),
         }
+        if visits == 0:
+            rows = [{"action": "done in this slot"}] if waits.get("slot_done") else None
+            summary["idle_reason"] = self._idle_reason(start, end, last_el, rows)
         if self.options.send_corrections:
             summary["corrections"] = self.corrections()
         return summary

@@ -21,6 +21,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--field", required=True, help="field.toml")
     p.add_argument("--baudrate", type=int, help="timing model baud rate (default: the bus's)")
+    add_fault_args(p)
+    p.add_argument("--json", action="store_true", help="print the ports as JSON")
+    p.set_defaults(func=_run)
+
+
+#: The line-fault options (``--corrupt-p`` ...) and the FaultProfile fields they set.
+FAULT_OPTIONS = ("corrupt_p", "drop_p", "truncate_p", "late_p", "reset_p")
+
+
+def add_fault_args(p: argparse.ArgumentParser) -> None:
+    """The emulated line's knobs, shared by ``sim controllers`` and ``sim serve``."""
     p.add_argument("--no-timing", action="store_true", help="reply as fast as possible")
     p.add_argument("--corrupt-p", type=float, default=0.0, help="bit-error probability per frame")
     p.add_argument("--drop-p", type=float, default=0.0, help="lost-frame probability")
@@ -29,8 +40,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reset-p", type=float, default=0.0, help="controller reset probability")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     p.add_argument("--watchdog-s", type=float, default=60.0, help="watchdog timeout [s], 0 = off")
-    p.add_argument("--json", action="store_true", help="print the ports as JSON")
-    p.set_defaults(func=_run)
+
+
+def faults_from_args(args):
+    """The :class:`sim.controllers.FaultProfile` the options ask for (checked)."""
+    from sim.controllers import FaultProfile
+
+    for name in FAULT_OPTIONS:
+        v = getattr(args, name)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {v!r}")
+    if not 0.0 <= args.watchdog_s <= 6553.4:
+        raise ValueError(f"--watchdog-s must be in [0, 6553.4], got {args.watchdog_s!r}")
+    return FaultProfile(*(getattr(args, n) for n in FAULT_OPTIONS))
 
 
 class _Terminated(Exception):
@@ -44,14 +66,10 @@ def _on_sigterm(signum, frame) -> None:
 def _run(args) -> int:
     from heliostat.config import load_field
     from heliostat.kinematics import error_names
-    from sim.controllers import ControllerModel, EmulatedBus, FaultProfile, specs_for_field
+    from sim.controllers import ControllerModel, EmulatedBus, specs_for_field
 
     cfg = load_field(args.field)
-    for name in ("corrupt_p", "drop_p", "truncate_p", "late_p", "reset_p"):
-        v = getattr(args, name)
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {v!r}")
-    faults = FaultProfile(args.corrupt_p, args.drop_p, args.truncate_p, args.late_p, args.reset_p)
+    faults = faults_from_args(args)
     buses = []
     out = {}
     # SIGTERM's default action skips ``finally``, which would leave this process's

@@ -1,0 +1,2 @@
+# A downstream project's conftest.py: enable the simulator's pytest plugin.
+pytest_plugins = ["sim.testing"]
