@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from heliostat.commands._common import print_json, print_table, id_sort_key
+from heliostat.commands._common import id_sort_key, print_json, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
