@@ -163,11 +163,10 @@ def test_schedule_respects_occupancy_and_the_sun_limit(plans):
     for s, plan in out.values():
         assert plan.visits
         check_occupancy(plan.visits, s.visit_s)  # raises on any overlap
-        mid = pd.DatetimeIndex([v.start_utc for v in plan.visits]) + pd.Timedelta(
-            seconds=s.visit_s / 2
-        )
-        el = sun_position(f.site, mid).elevation_rad
-        assert np.all(el >= s.min_elevation_rad)
+        start = pd.DatetimeIndex([v.start_utc for v in plan.visits])
+        for frac in (0.0, 0.5, 1.0):  # the sun stays above the limit through the visit
+            t = start + pd.Timedelta(seconds=frac * s.visit_s)
+            assert np.all(sun_position(f.site, t).elevation_rad >= s.min_elevation_rad)
         for v in plan.visits:
             assert v.target_id == plan.heliostats[v.heliostat_id].target_id
             # whole slots from midnight
@@ -235,3 +234,86 @@ def test_cli_plans_a_small_field(tmp_path, capsys):
     assert "--targets 2: the field has 1 target(s)" in capsys.readouterr().err
     assert main([*argv, "--groups", "nope", "--out", str(out)]) == 2
     assert "--groups" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- consumers
+def test_campaign_visits_at_the_planned_times(tmp_path):
+    """``heliostat campaign --plan``: every observation is a planned visit, taken inside
+    its window, keyed by the plan's start; nothing outside the plan is visited."""
+    import argparse
+    import io
+    from contextlib import redirect_stdout
+
+    from heliostat.campaign import History
+    from heliostat.commands import campaign as campaign_cmd
+    from sim.plant import make_sim_plant
+
+    sp = make_sim_plant(tmp_path / "plant", n=2)
+    try:
+        plant = sp.plant()
+        s = PlanSettings("2025-04-01", 1, (plant.target.id,), visit_s=300.0)
+        plan = plan_campaign(plant.field, s)
+        path = tmp_path / "plan.json"
+        write_plan(plan, path)
+        clock = sp.utc_clock("2025-04-01T05:30:00Z")
+        p = argparse.ArgumentParser(prog="heliostat")
+        campaign_cmd.register(p.add_subparsers(dest="command"))
+        argv = ["campaign", "--config", str(sp.plant_toml), "--plan", str(path)]
+        args = p.parse_args([*argv, "--max-visits", "5", "--no-corrections", "--json"])
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            assert campaign_cmd.run(args, clock=clock, source=sp.source(clock)) == 0
+        summary = json.loads(buf.getvalue())
+        assert summary["visits"] == 5
+        with History(plant.history_db, readonly=True) as h:
+            obs = h.observations()
+        planned = {(v.heliostat_id, v.start_utc) for v in plan.visits}
+        first5 = sorted(planned, key=lambda k: k[1])[:5]
+        got = [
+            (hid, pd.Timestamp(slot), pd.Timestamp(t))
+            for hid, slot, t in zip(
+                obs["heliostat_id"], obs["slot_utc"], obs["time_utc"], strict=True
+            )
+        ]
+        assert {(hid, slot) for hid, slot, _ in got} == set(first5)
+        for _hid, slot, t in got:  # the frame is taken inside the visit's window
+            assert slot <= t < slot + pd.Timedelta(seconds=s.visit_s)
+        # a dry run lists the next planned visits
+        args = p.parse_args([*argv, "--dry-run", "--json"])
+        buf = io.StringIO()
+        with redirect_stdout(buf):
+            assert campaign_cmd.run(args, clock=clock) == 0
+        nxt = json.loads(buf.getvalue())["next_planned"]
+        assert nxt and all(pd.Timestamp(v["start_utc"]) > first5[-1][1] for v in nxt)
+    finally:
+        sp.stop()
+
+
+def test_sim_campaign_takes_the_plan(tmp_path, capsys):
+    field = Path(__file__).resolve().parent / "data" / "field_small.toml"
+    plan_path = tmp_path / "plan.json"
+    argv = ["plan", "--field", str(field), "--start", "2025-04-01", "--days", "2"]
+    assert main([*argv, "--out", str(plan_path)]) == 0
+    capsys.readouterr()
+    plan = load_plan(plan_path)
+    out = tmp_path / "sim"
+    sim = ["sim", "campaign", "--field", str(field), "--out", str(out), "--json"]
+    assert (
+        main([*sim, "--plan", str(plan_path), "--frame-heliostats", "0", "--cloudiness", "0"]) == 0
+    )
+    man = json.loads(capsys.readouterr().out)
+    assert man["plan"] == {"file": "plan.json", "policy": "design", "visits": len(plan.visits)}
+    assert man["settings"]["start_date"] == "2025-04-01" and man["settings"]["days"] == 2
+    obs = pd.read_csv(out / "observations.csv")
+    # clear sky, reachable, sun above the plan's limit: every planned visit is observed,
+    # at its start time
+    want = sorted((v.heliostat_id, v.start_utc) for v in plan.visits)
+    got = sorted(zip(obs["heliostat_id"], pd.to_datetime(obs["time_utc"], utc=True), strict=True))
+    assert got == want
+    # a plan for another target is refused with the reason
+    doc = plan_to_dict(plan)
+    doc["targets"] = ["cal9"]
+    doc["visits"] = [{**v, "target": "cal9"} for v in doc["visits"]]
+    plan_path.write_text(json.dumps(doc))
+    assert main([*sim, "--plan", str(plan_path)]) == 2
+    assert "target 'cal9' is not in the field" in capsys.readouterr().err

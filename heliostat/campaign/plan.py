@@ -306,8 +306,14 @@ def plan_campaign(field_cfg: FieldConfig, s: PlanSettings, field_name: str = "")
             break
         day = day0 + pd.Timedelta(days=d)
         slots = day + pd.to_timedelta(np.arange(per_day) * s.visit_s, unit="s")
-        sp = sun_position(field_cfg.site, slots + pd.Timedelta(seconds=s.visit_s / 2))
-        usable = sp.elevation_rad >= s.min_elevation_rad
+        # sun at every slot's start, middle and end: usable when above the limit throughout
+        half = sun_position(
+            field_cfg.site,
+            day + pd.to_timedelta(np.arange(2 * per_day + 1) * s.visit_s / 2, unit="s"),
+        )
+        el = half.elevation_rad
+        usable = (el[0:-1:2] >= s.min_elevation_rad) & (el[2::2] >= s.min_elevation_rad)
+        sp = replace(half, azimuth_rad=half.azimuth_rad[1::2], elevation_rad=el[1::2])
         if d % s.jacobian_every_days == 0:
             centres = day + pd.to_timedelta((np.arange(n_bins) + 0.5) * s.bin_s, unit="s")
             spc = sun_position(field_cfg.site, centres)

@@ -515,7 +515,11 @@ class CampaignRunner:
         out: dict[str, Any] = {}
         if self.options.visits is not None:
             window = pd.Timedelta(seconds=self.options.visit_s)
-            nxt = [v for v in self._planned() if v.start_utc + window > now][:10]
+            nxt = [
+                v
+                for v in self._planned()
+                if v.start_utc + window > now and (v.heliostat_id, iso_utc(v.start_utc)) not in done
+            ][:10]
             out["next_planned"] = [
                 {"heliostat": v.heliostat_id, "start_utc": iso_utc(v.start_utc)} for v in nxt
             ]
