@@ -143,14 +143,22 @@ def heldout_schedule(f, days: int, start: str) -> pd.DataFrame:
     )
 
 
-def simulator_check(n: int, days: int) -> dict:
+def simulator_check(n: int, days: int, worth: float) -> dict:
     start = "2025-04-01"
     f = generate_field(n, np.random.default_rng(1))
     truth = draw_truth(f, np.random.default_rng(2))
-    out: dict = {"heliostats": n, "days": days, "start": start, "noise_mrad": 0.2, "runs": []}
+    out: dict = {
+        "heliostats": n,
+        "days": days,
+        "start": start,
+        "noise_mrad": 0.2,
+        "worth": worth,
+        "runs": [],
+    }
     plans = {}
     for policy in ("design", "round-robin"):
-        plans[policy] = plan_campaign(f, PlanSettings(start, days, ("cal1",), policy=policy))
+        s = PlanSettings(start, days, ("cal1",), policy=policy, worth=worth)
+        plans[policy] = plan_campaign(f, s)
     for label, eff in (("none", Effects.none()), ("all", Effects.realistic())):
         base = CampaignSettings(
             start_date=start,
@@ -213,7 +221,7 @@ def main() -> None:
     a = ap.parse_args()
     out: dict = {"bench": "plan"}
     if not a.skip_sim:
-        out["simulator"] = simulator_check(a.sim_heliostats, a.sim_days)
+        out["simulator"] = simulator_check(a.sim_heliostats, a.sim_days, a.worth)
     if not a.skip_days:
         out["days_to_calibrate"] = days_to_calibrate(a.field_size, a.sample, a.worth)
     print(json.dumps(out, indent=2))

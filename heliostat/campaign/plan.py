@@ -182,11 +182,15 @@ class _Group:
     moment: NDArray[np.float64] = field(init=False)  # (n, p, p)
     err2: NDArray[np.float64] = field(init=False)  # (n,) [mrad²]
     jtab: NDArray[np.float64] | None = None  # (n, B, 2, p) at the bins of the table day
-    best: NDArray[np.float64] = field(init=False)  # (n,) largest gain of one visit [mrad²]
+    gains: NDArray[np.float64] = field(init=False)  # (n, B) E² decrease of a visit [mrad²]
+    suffix: NDArray[np.float64] = field(init=False)  # (n, B) largest gain from bin b on
     rows: list[list[NDArray]] = field(default_factory=list)
 
-    def refresh_best(self, idx: NDArray[np.intp], noise_mrad: float) -> None:
-        """Largest E² decrease one visit at any bin of the table day could bring."""
+    def refresh_gains(
+        self, idx: NDArray[np.intp], noise_mrad: float, bin_ok: NDArray[np.bool_]
+    ) -> None:
+        """E² decrease of one visit at each bin, and its largest value over the bins
+        still to come today (``bin_ok``: bins with usable slots today)."""
         for a in range(0, idx.size, 2000):
             k = idx[a : a + 2000]
             j = self.jtab[k]
@@ -197,7 +201,12 @@ class _Group:
                 self.moment[k][:, None],
                 noise_mrad,
             )
-            self.best[k] = np.where(live, g, 0.0).max(axis=1, initial=0.0)
+            self.gains[k] = np.where(live, g, 0.0)
+        self.refresh_suffix(idx, bin_ok)
+
+    def refresh_suffix(self, idx: NDArray[np.intp], bin_ok: NDArray[np.bool_]) -> None:
+        g = np.where(bin_ok, self.gains[idx], 0.0)
+        self.suffix[idx] = np.maximum.accumulate(g[:, ::-1], axis=1)[:, ::-1]
 
     def start(self, sky: NDArray, target_err2: float) -> None:
         n, p = len(self.ids), len(self.names)
@@ -205,7 +214,8 @@ class _Group:
         self.cov = np.broadcast_to(np.diag(1.0 / prior), (n, p, p)).copy()
         self.moment = D.sky_moment(D.pointing_jacobians(self.kin, self.names, self.offsets, sky))
         self.err2 = D.expected_error_mrad(self.cov, self.moment) ** 2
-        self.best = np.zeros(n)
+        self.gains = np.zeros((n, 0))
+        self.suffix = np.zeros((n, 0))
         self.rows = [[] for _ in range(n)]
 
     def pending(self, target_err2: float) -> NDArray[np.bool_]:
@@ -321,11 +331,16 @@ def plan_campaign(field_cfg: FieldConfig, s: PlanSettings, field_name: str = "")
             for g in groups:
                 pend = g.pending(tgt_err2)
                 g.jtab = np.full((len(g.ids), n_bins, 2, len(g.names)), np.nan)
+                g.gains = np.zeros((len(g.ids), n_bins))
+                g.suffix = np.zeros((len(g.ids), n_bins))
                 if pend.any() and table_ok.any():
                     g.jtab[np.ix_(pend, table_ok)] = D.pointing_jacobians(
                         g.kin, g.names, g.offsets[pend], spc.u_sun_enu[table_ok]
                     )
-                    g.refresh_best(np.flatnonzero(pend), s.noise_mrad)
+                    g.refresh_gains(np.flatnonzero(pend), s.noise_mrad, table_ok)
+        bin_ok = table_ok & usable.reshape(n_bins, per_bin).any(axis=1)
+        for g in groups:
+            g.refresh_suffix(np.arange(len(g.ids)), bin_ok)
         for b in range(n_bins):
             free = np.flatnonzero(usable[b * per_bin : (b + 1) * per_bin]) + b * per_bin
             if free.size == 0 or not table_ok[b]:
@@ -343,7 +358,7 @@ def plan_campaign(field_cfg: FieldConfig, s: PlanSettings, field_name: str = "")
                     g.cov[i] = D.add_visit(g.cov[i], j, s.noise_mrad)
                     g.err2[i] = D.expected_error_mrad(g.cov[i], g.moment[i]) ** 2
                     g.rows[i].append(j)
-                    g.refresh_best(np.array([i]), s.noise_mrad)
+                    g.refresh_gains(np.array([i]), s.noise_mrad, bin_ok)
                     visits.append(
                         PlannedVisit(
                             g.ids[i],
@@ -383,7 +398,9 @@ def _pick(groups, t, b, m, s, tgt_err2, order, rr_next) -> list[tuple[int, int]]
         if live.size == 0:
             continue
         gain = D.visit_gain(g.cov[live], j[live], g.moment[live], s.noise_mrad)
-        worth = gain >= s.worth * g.best[live]  # near this heliostat's best sun of the day
+        # near the most this heliostat could gain at any bin left today (so that everyone
+        # is eligible at the latest in the day's last bin: nobody starves)
+        worth = gain >= s.worth * g.suffix[live, b]
         cand_key.append(gain[worth] / g.err2[live[worth]])  # share of E² removed
         cand_id.extend((gi, int(i)) for i in live[worth])
     if not cand_id:
