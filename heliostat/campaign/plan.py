@@ -2,9 +2,9 @@
 
 Time is cut into *slots* of ``visit_s`` (a visit: move on, settle, sun-on frame, move
 off, sun-off frame; a few minutes), grouped into *bins* of ``bin_s`` within which the sun
-counts as one position (15 min: the sun moves ≤ 3.75°). A slot is usable when the sun at
-its middle stands at least ``min_elevation_rad`` high. Each target (camera) holds one
-heliostat per slot; a heliostat is visited at most once per bin.
+counts as one position (15 min: the sun moves ≤ 3.75°). A slot is usable when the sun
+stays at least ``min_elevation_rad`` high from its start to its end. Each target (camera)
+holds one heliostat per slot; a heliostat is visited at most once per bin.
 
 Every heliostat is assigned to one target: among those it can reach on most of the
 evaluation sky, the one with the fewest heliostats so far. Then the days are walked bin by
@@ -12,8 +12,11 @@ bin; in each bin every target's usable slots go to heliostats of that target not
 calibrated:
 
 ``design``
-    the heliostats for which this sun position lowers the expected held-out error E
-    (:mod:`heliostat.campaign.design`, Eq. 2) by the largest fraction, E² − E'² over E²;
+    the heliostats for which this sun position removes the largest share of their
+    expected held-out error E² (:mod:`heliostat.campaign.design`, Eq. 2), among those
+    for which the visit is worth at least ``worth`` of the most one visit at any bin left
+    in the day could bring (so nobody is visited at a poor sun position while a good one
+    is coming, and everybody is eligible at the latest in the day's last bin);
 ``round-robin``
     the next ones in field order (cyclic), whatever the sun — the naive schedule, given
     the same stopping rule so that the two are compared on the visits they need.
@@ -21,8 +24,8 @@ calibrated:
 A heliostat is calibrated (no more visits) once E ≤ ``target_error_mrad``. Its Jacobians
 are evaluated at the bins' sun positions of one day and reused for ``jacobian_every_days``
 days (the sun's declination moves ≤ 0.4° a day). The evaluation sky, over which E averages
-the pointing error, is the year's: every hour of the 21st of December to June (the sun's
-declinations; July to November repeat them) with the sun above the elevation limit.
+the pointing error, is every hour of :data:`EVAL_DAYS` days spread over the ``eval_days``
+(default: the planned days) with the sun above the elevation limit.
 
 Clouds are not planned for: a visit lost to a cloud is a visit the campaign repeats (the
 runner does not, yet; re-plan with the history — future work).
@@ -208,7 +211,7 @@ class _Group:
         g = np.where(bin_ok, self.gains[idx], 0.0)
         self.suffix[idx] = np.maximum.accumulate(g[:, ::-1], axis=1)[:, ::-1]
 
-    def start(self, sky: NDArray, target_err2: float) -> None:
+    def start(self, sky: NDArray) -> None:
         n, p = len(self.ids), len(self.names)
         prior = D.prior_precision(self.names)
         self.cov = np.broadcast_to(np.diag(1.0 / prior), (n, p, p)).copy()
@@ -298,7 +301,7 @@ def plan_campaign(field_cfg: FieldConfig, s: PlanSettings, field_name: str = "")
     groups, unplanned = _groups(field_cfg, s, sky)
     tgt_err2 = s.target_error_mrad**2
     for g in groups:
-        g.start(sky, tgt_err2)
+        g.start(sky)
     per_day = int(round(86400 / s.visit_s))
     per_bin = int(round(s.bin_s / s.visit_s))
     n_bins = per_day // per_bin
