@@ -14,7 +14,8 @@ target and on 4, with the planner (``design``) and with the naive round-robin (s
 stopping rule). To keep the run to minutes the plan is made for a sample of ``--sample``
 heliostats (every N/n-th of the layout) that may use n/N of each target's slots, i.e. sees
 the whole field's congestion; Jacobians are re-evaluated every 14 days. ``days`` is the
-day the last sampled heliostat is done; ``visits_per_heliostat`` the mean.
+day the last sampled heliostat is done; ``visits_per_heliostat`` the mean. The sample
+approximation is checked on a 1,000-heliostat field planned whole (1 target, design).
 
 Simulator check. A generated mixed field of ``--sim-heliostats`` heliostats, one target,
 ``--sim-days`` days from 1 April: the planner's and round-robin's plans (evaluation sky:
@@ -125,6 +126,27 @@ def days_to_calibrate(field_size: int, sample: int, worth: float) -> dict:
     return out
 
 
+def sampling_check(field_size: int, sample: int) -> dict:
+    """The sample approximation on a field small enough to plan whole: days and visits
+    per heliostat of the full plan against the sample's with the capacity share."""
+    full = four_target_field(field_size)
+    ids = list(full.heliostats)
+    keep = ids[:: max(1, field_size // sample)]
+    sub = replace(full, heliostats={h: full.heliostats[h] for h in keep})
+    out = {"field_size": field_size, "sample": len(keep), "targets": 1, "policy": "design"}
+    for label, f, share in (("full", full, 1.0), ("sample", sub, len(keep) / field_size)):
+        s = PlanSettings(
+            START, 3000, ("cal1",), eval_days=365, jacobian_every_days=14, capacity_share=share
+        )
+        sm = plan_campaign(f, s).summary
+        out[label] = {
+            "days": sm["days_used"],
+            "visits_per_heliostat": round(sm["visits_per_heliostat_mean"], 2),
+        }
+    print(json.dumps(out), file=sys.stderr, flush=True)
+    return out
+
+
 def fit_like_runner(kin, obs):
     r = run_job(Job(kin, obs, resolve_names(kin.drive)))
     if r.suggested_names:
@@ -218,12 +240,15 @@ def main() -> None:
     ap.add_argument("--worth", type=float, default=0.5)
     ap.add_argument("--skip-days", action="store_true")
     ap.add_argument("--skip-sim", action="store_true")
+    ap.add_argument("--skip-sampling-check", action="store_true")
     a = ap.parse_args()
     out: dict = {"bench": "plan"}
     if not a.skip_sim:
         out["simulator"] = simulator_check(a.sim_heliostats, a.sim_days, a.worth)
     if not a.skip_days:
         out["days_to_calibrate"] = days_to_calibrate(a.field_size, a.sample, a.worth)
+    if not a.skip_sampling_check:
+        out["sampling_check"] = sampling_check(1000, a.sample)
     print(json.dumps(out, indent=2))
 
 
