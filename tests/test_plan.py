@@ -188,6 +188,33 @@ def test_every_heliostat_reaches_the_target_error_and_design_needs_fewer_visits(
     assert len(out["design"][1].visits) < len(out["round-robin"][1].visits)
 
 
+def test_a_capacity_share_leaves_the_other_slots_free():
+    s = PlanSettings("2025-04-01", 2, ("cal1",), capacity_share=1 / 3)
+    plan = plan_campaign(FIELD, s)
+    per_bin = pd.Series([v.start_utc.floor("15min") for v in plan.visits]).value_counts()
+    # 5 slots of 3 min per 15-min bin, a third of them: at most 2 in any bin (the
+    # fractions carry over), and on average at most 5/3 in the bins used
+    assert per_bin.max() <= 2
+    assert len(plan.visits) <= 5 * len(per_bin) / 3 + 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"policy": "random"}, "policy must be one of design, round-robin"),
+        ({"visit_s": 420.0}, "bin_s must be a whole number of visits"),
+        ({"days": 0}, "days must be an integer"),
+        ({"target_error_mrad": math.nan}, "target_error_mrad must be positive"),
+        ({"worth": 1.5}, r"worth must lie in \[0, 1\]"),
+        ({"target_ids": ()}, "at least one target"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(kw, match):
+    base = {"start_date": "2025-04-01", "days": 1, "target_ids": ("cal1",)}
+    with pytest.raises(ValueError, match=match):
+        PlanSettings(**{**base, **kw})
+
+
 def test_plan_file_round_trip(plans, tmp_path):
     _, out = plans
     plan = out["design"][1]
