@@ -134,7 +134,7 @@ def sampling_check(field_size: int, sample: int) -> dict:
     keep = ids[:: max(1, field_size // sample)]
     sub = replace(full, heliostats={h: full.heliostats[h] for h in keep})
     out = {"field_size": field_size, "sample": len(keep), "targets": 1, "policy": "design"}
-    for label, f, share in (("full", full, 1.0), ("sample", sub, len(keep) / field_size)):
+    for label, f, share in (("full", full, 1.0), ("sampled", sub, len(keep) / field_size)):
         s = PlanSettings(
             START, 3000, ("cal1",), eval_days=365, jacobian_every_days=14, capacity_share=share
         )
