@@ -19,6 +19,7 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "heliostat.commands.demo",
     "heliostat.commands.campaign",
+    "heliostat.commands.plan",
     "heliostat.commands.history",
     "heliostat.commands.sun",
     "heliostat.commands.config",

@@ -321,6 +321,7 @@ def simulate_campaign(
     camera: CameraConfig | None = None,
     frame_sink: Callable[[Frame], None] | None = None,
     progress: Progress | None = None,
+    schedule: pd.DataFrame | None = None,
 ) -> CampaignResult:
     """Run a campaign in memory.
 
@@ -340,6 +341,10 @@ def simulate_campaign(
         are not kept. Without it no frames are rendered.
     progress : callable, optional
         ``progress(done, total)`` after each heliostat.
+    schedule : pandas.DataFrame, optional
+        Visit times (columns ``heliostat_id``, ``time_utc``; e.g. a plan's
+        :meth:`~heliostat.campaign.plan_file.Plan.schedule_frame`) instead of
+        :func:`plan_schedule`'s rounds.
 
     Returns
     -------
@@ -350,7 +355,20 @@ def simulate_campaign(
         raise ValueError(f"no true errors for heliostat(s) {', '.join(missing[:5])}")
     seeds = Seeds.from_seed(seed)
     target = pick_target(field_cfg, settings.target_id)
-    sched = plan_schedule(field_cfg, settings)
+    if schedule is None:
+        sched = plan_schedule(field_cfg, settings)
+    else:
+        unknown = sorted(set(schedule["heliostat_id"]) - set(field_cfg.heliostats))
+        if unknown:
+            raise ValueError(f"schedule names heliostat(s) not in the field: {unknown[:5]}")
+        sched = pd.DataFrame(
+            {
+                "heliostat_id": schedule["heliostat_id"].to_numpy(),
+                "time_utc": pd.DatetimeIndex(schedule["time_utc"]).tz_convert("UTC"),
+            }
+        )
+        sched = sched.sort_values(["time_utc", "heliostat_id"], kind="stable")
+        sched = sched.reset_index(drop=True)
     times = pd.DatetimeIndex(sched["time_utc"])
     skipped = {"sun_low": 0, "low_dni": 0, "unreachable": 0, "off_target": 0}
     if len(times) == 0:
@@ -635,9 +653,13 @@ def write_campaign(
     seed: int,
     *,
     progress: Progress | None = None,
+    schedule: pd.DataFrame | None = None,
+    plan_info: dict | None = None,
 ) -> tuple[CampaignResult, dict]:
     """Simulate a campaign and write its folder (see the module docstring).
 
+    ``schedule``: visit times instead of the rounds (:func:`simulate_campaign`);
+    ``plan_info``: where they came from, recorded in ``campaign.json`` under ``plan``.
     Returns the result and the manifest written to ``campaign.json``.
     """
     out = Path(out_dir)
@@ -678,6 +700,7 @@ def write_campaign(
         camera=camera,
         frame_sink=sink if camera is not None else None,
         progress=progress,
+        schedule=schedule,
     )
     (out / "field.toml").write_text(field_toml(field_cfg), encoding="utf-8")
     (out / "truth.json").write_text(
@@ -685,5 +708,7 @@ def write_campaign(
     )
     (out / "observations.csv").write_text(observations_csv(result.observations), encoding="utf-8")
     man = manifest(result, settings, seed, field_cfg, files)
+    if plan_info is not None:
+        man["plan"] = plan_info
     (out / "campaign.json").write_text(json.dumps(man, indent=2) + "\n", encoding="utf-8")
     return result, man

@@ -88,6 +88,12 @@ class RunOptions:
     send_corrections : bool
         Propose (and, confirmed, send) corrections at the end of the run.
     run_id : str
+    visits : tuple of PlannedVisit, optional
+        A plan's visits (``heliostat plan``): instead of taking turns in every slot, each
+        heliostat is visited in its planned window (start + the plan's ``visit_s``);
+        visits on other targets are left out, a window that has passed is missed.
+    visit_s : float
+        Length of a planned visit's window. [s]
     """
 
     dry_run: bool = False
@@ -96,6 +102,8 @@ class RunOptions:
     max_visits: int | None = None
     send_corrections: bool = True
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    visits: tuple | None = None
+    visit_s: float = 180.0
 
 
 class BusPool:
@@ -513,7 +521,18 @@ class CampaignRunner:
                 else:
                     row.update(action="visit", on_steps=_steps(on), off_steps=_steps(off))
             rows.append(row)
-        out = {
+        out: dict[str, Any] = {}
+        if self.options.visits is not None:
+            window = pd.Timedelta(seconds=self.options.visit_s)
+            nxt = [
+                v
+                for v in self._planned()
+                if v.start_utc + window > now and (v.heliostat_id, iso_utc(v.start_utc)) not in done
+            ][:10]
+            out["next_planned"] = [
+                {"heliostat": v.heliostat_id, "start_utc": iso_utc(v.start_utc)} for v in nxt
+            ]
+        out.update({
             "dry_run": True,
             "time_utc": iso_utc(now),
             "slot_utc": slot,
@@ -521,8 +540,8 @@ class CampaignRunner:
             "sun_elevation_deg": math.degrees(el),
             "visits": rows,
             "history_db": str(p.history_db),
-        }
-        if not any(r["action"] == "visit" for r in rows):
+        })  # fmt: skip
+        if self.options.visits is None and not any(r["action"] == "visit" for r in rows):
             out["idle_reason"] = self._idle_reason(now, None, el, rows)
         return out
 
@@ -579,7 +598,9 @@ class CampaignRunner:
         waits: dict[str, int] = {}  # why slots were passed over (sun low, all done)
         last_why = ""
         last_el = float(self._sun(start).elevation_rad[0])
-        while True:
+        if self.options.visits is not None:
+            visits = self._run_planned(end)
+        while self.options.visits is None:
             now = self.clock.now_utc()
             if now >= end:
                 break
@@ -627,6 +648,46 @@ class CampaignRunner:
         if self.options.send_corrections:
             summary["corrections"] = self.corrections()
         return summary
+
+    def _planned(self) -> list:
+        """The plan's visits on this plant's target, of the scheduled heliostats."""
+        p = self.plant
+        keep = set(p.schedule.heliostats)
+        return [
+            v for v in self.options.visits if v.target_id == p.target.id and v.heliostat_id in keep
+        ]
+
+    def _run_planned(self, end: pd.Timestamp) -> int:
+        """Visit each planned heliostat in its window; returns the number of visits."""
+        s = self.plant.schedule
+        window = pd.Timedelta(seconds=self.options.visit_s)
+        done = self.history.done_keys(self.options.run_id)
+        visits = 0
+        for v in self._planned():
+            now = self.clock.now_utc()
+            if now >= end or (
+                self.options.max_visits is not None and visits >= self.options.max_visits
+            ):
+                break
+            key = iso_utc(v.start_utc)
+            if (v.heliostat_id, key) in done:
+                continue
+            if v.start_utc + window <= now:
+                self._count("missed")
+                continue
+            if v.start_utc > now:
+                if v.start_utc >= end:
+                    break
+                self.clock.sleep((v.start_utc - now).total_seconds())
+                now = self.clock.now_utc()
+            sun_now = self._sun(now)
+            if float(sun_now.elevation_rad[0]) < s.min_elevation_rad:
+                self._count("sun_low")
+                continue
+            self.visit(v.heliostat_id, key, sun_now)
+            visits += 1
+            self.maybe_fit(v.heliostat_id)
+        return visits
 
     # ------------------------------------------------------------------ corrections
     def pending_corrections(self) -> list[dict[str, Any]]:

@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="observe and fit only; propose no corrections at the end",
     )
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="plan.json from `heliostat plan`: visit each heliostat in its planned window "
+        "(this plant's target only) instead of taking turns in every slot",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -331,12 +337,26 @@ def _report_truth(plant, truth) -> None:
 def _run(args, plant, clock, source, confirm, link_factory) -> int:
     from heliostat.campaign import RunOptions, run_campaign
 
+    visits, visit_s = None, 180.0
+    if getattr(args, "plan", None):
+        from heliostat.campaign.plan_file import check_plan_field, load_plan
+
+        plan = load_plan(args.plan)
+        check_plan_field(plan, plant.field.heliostats, plant.field.targets, str(args.plan))
+        if plant.target.id not in plan.targets:
+            raise ValueError(
+                f"--plan {args.plan}: plans targets {', '.join(plan.targets)}, this plant "
+                f"observes {plant.target.id!r}"
+            )
+        visits, visit_s = plan.visits, plan.visit_s
     options = RunOptions(
         dry_run=args.dry_run,
         yes=args.yes,
         until_utc=_until(args, clock),
         max_visits=args.max_visits,
         send_corrections=not args.no_corrections,
+        visits=visits,
+        visit_s=visit_s,
     )
     summary = run_campaign(
         plant,
@@ -370,6 +390,9 @@ def _run(args, plant, clock, source, confirm, link_factory) -> int:
             for v in summary["visits"]
         ]
         print_table(rows)
+        if summary.get("next_planned") is not None:
+            nxt = ", ".join(f"{v['heliostat']} {v['start_utc']}" for v in summary["next_planned"])
+            print(f"next planned visits: {nxt or 'none left'}")
         return 0
     oc = ", ".join(f"{k} {v}" for k, v in sorted(summary["outcomes"].items())) or "none"
     print(

@@ -258,6 +258,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--truth", help="truth.json with the true errors (default: drawn from --seed)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--plan",
+        default=None,
+        help="plan.json from `heliostat plan`: visit at the planned times (its start date "
+        "and days replace --start and --days) instead of rounds every --interval-h",
+    )
     add_campaign_options(p, days=3, frame_heliostats=2)
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.set_defaults(func=run)
@@ -286,6 +292,43 @@ def build_plant(args: argparse.Namespace):
     return field_cfg, truth
 
 
+def plan_schedule_for(path, field_cfg, settings):
+    """A plan file's visits as the simulated campaign's schedule.
+
+    The simulated campaign observes one target (:func:`sim.campaign.pick_target`), so the
+    plan must schedule that one only. Returns the settings with the plan's start date,
+    days and elevation limit, the schedule frame, and the manifest's ``plan`` entry.
+
+    Raises
+    ------
+    InputError
+        For a plan naming heliostats or targets the field lacks, or other targets.
+    """
+    from dataclasses import replace
+
+    from heliostat.campaign.plan_file import check_plan_field, load_plan
+    from heliostat.errors import InputError
+    from sim.campaign import campaign_field, pick_target
+
+    plan = load_plan(path)
+    check_plan_field(plan, field_cfg.heliostats, field_cfg.targets, str(path))
+    target = pick_target(campaign_field(field_cfg, settings), settings.target_id)
+    other = sorted(set(plan.targets) - {target.id})
+    if other:
+        raise InputError(
+            f"{path}: plans target(s) {', '.join(other)}; the simulated campaign observes "
+            f"{target.id!r} only (plan with --targets {target.id})"
+        )
+    settings = replace(
+        settings,
+        start_date=plan.start_date,
+        days=plan.days,
+        min_elevation_deg=min(settings.min_elevation_deg, plan.min_elevation_deg),
+    )
+    info = {"file": Path(path).name, "policy": plan.policy, "visits": len(plan.visits)}
+    return settings, plan.schedule_frame(target.id), info
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``heliostat sim campaign``: simulate a calibration campaign (frames,
     ``observations.csv``, configs, hidden truth) into ``--out``.
@@ -307,11 +350,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--seed must be >= 0, got {args.seed}")
     settings = settings_from_args(args)
     field_cfg, truth = build_plant(args)
+    schedule, plan_info = None, None
+    if getattr(args, "plan", None):
+        settings, schedule, plan_info = plan_schedule_for(args.plan, field_cfg, settings)
     out = Path(args.out)
     prepare_out_dir(out)
     t0 = time.perf_counter()
     result, man = write_campaign(
-        out, field_cfg, truth, settings, args.seed, progress=ProgressBar("campaign")
+        out,
+        field_cfg,
+        truth,
+        settings,
+        args.seed,
+        progress=ProgressBar("campaign"),
+        schedule=schedule,
+        plan_info=plan_info,
     )
     if args.json:
         print_json(man)

@@ -290,6 +290,13 @@ class HeliostatKinematics:
         return reflect(pose.u_normal_enu, np.asarray(u_sun_enu, dtype=float)), pose.centre_enu_m
 
     # ----------------------------------------------------------------- inverse
+    def angles_for_normal(self, u_normal_enu: ArrayLike) -> NDArray[np.float64]:
+        """Joint angles at which the error-free chain has the given mirror normals, in
+        closed form (:func:`nominal_angles`; axis 1 of a full-turn drive on the branch
+        nearest its mid-travel). The start of :meth:`inverse_angles`, which then also
+        accounts for the mirror centre's offset from the pivot. Shape (N, 2) [rad]"""
+        return self._initial_angles(np.atleast_2d(np.asarray(u_normal_enu, dtype=float)))
+
     def _initial_angles(self, u_normal: NDArray[np.float64]) -> NDArray[np.float64]:
         theta = nominal_angles(self._spec.chain, u_normal)
         if self._spec.axis1_full_turn:
