@@ -467,7 +467,7 @@ def main(argv=None) -> int:
             ]
             run = dict(reps[-1])
             for k in _FLEET_MEDIANS:
-                run[k] = statistics.median(r[k] for r in reps)
+                run[k] = round(statistics.median(r[k] for r in reps), 4)
                 run[k + "_runs"] = [r[k] for r in reps]
             # the least disturbed run (the host is shared: its other load only slows)
             run["fraction_of_summed_line_rates_best"] = max(
