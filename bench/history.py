@@ -150,11 +150,14 @@ def main(argv=None) -> int:
         with contextlib.redirect_stdout(buf):
             t_cli, rc = _time(lambda: cli(["history", "--db", str(db), "--json"]))
         n_cli = len(json.loads(buf.getvalue())["heliostats"])
+        with contextlib.redirect_stdout(io.StringIO()):
+            t_text, _ = _time(lambda: cli(["history", "--db", str(db)]))
     per = t_base / len(sample)
     res.update(
         overview_s=round(t_over, 3),
         overview_rows=len(rows),
         cli_history_json_s=round(t_cli, 3),
+        cli_history_text_s=round(t_text, 3),
         cli_rc=rc,
         cli_rows=n_cli,
         heliostat_record_s=round(t_one, 4),
