@@ -312,9 +312,9 @@ def test_cli_killed_mid_upload_over_three_buses_resumes_exactly_once(tmp_path):
     plant = Plant(tmp_path, per_bus=(5, 5, 5), timing=True)
     try:
         corr = _write(
-            tmp_path / "c.json", json.dumps(corrections_for(plant.cfg, n_setpoints=8, seed=3))
+            tmp_path / "c.json", json.dumps(corrections_for(plant.cfg, n_setpoints=20, seed=3))
         )
-        n_total = 15 * (1 + 8)
+        n_total = 15 * (1 + 20)  # about 2 s at 115200 baud: the kill lands mid-way
         jpath = tmp_path / "journal.sqlite"
         argv = [sys.executable, "-m", "heliostat.cli", "bridge", "apply", str(corr)]
         argv += ["--field", str(plant.fpath), "--journal", str(jpath), "--json"]
@@ -428,3 +428,19 @@ def test_ctrl_c_lets_every_bus_finish_its_command_and_the_rerun_resumes(plant, t
     assert all(r.error == "" and set(r.counts) <= set(DONE_STATES) for r in again)
     applied = [cid for cs in plant.ctls.values() for c in cs for cid, _, _ in c.applied]
     assert len(applied) == len(set(applied)) == sum(len(cs) for cs in cmds.values())
+
+
+def test_progress_line_counts_commands_and_finished_buses(capsys):
+    from types import SimpleNamespace
+
+    from heliostat.commands.bridge import _progress_line
+
+    jobs = [
+        SimpleNamespace(bus=b, port=f"/dev/{b}", commands=(0,) * n) for b, n in (("a", 2), ("b", 1))
+    ]
+    progress = _progress_line(jobs)
+    for bus, i, n in (("a", 1, 2), ("b", 1, 1), ("a", 2, 2)):
+        progress(bus, None, i, n)
+    err = capsys.readouterr().err
+    assert err.endswith("\r3/3 commands; 2/2 buses done\n")
+    assert "\n" not in err[:-1]  # one line, rewritten in place
