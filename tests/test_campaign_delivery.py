@@ -122,3 +122,5 @@ def test_each_bus_reports_its_own_failure(setup):
     # a delivery row for each command with an outcome (H12's had none: its port died)
     assert [d["heliostat_id"] for d in hist.deliveries()] == ["H01", "H02", "H11"]
     assert any("bus bus2" in line and "stopped" in line for line in lines)
+    assert any(line.startswith("bus bus1") and "2 confirmed" in line for line in lines)
+    assert any(line.startswith("bus bus2") and "1 confirmed" in line for line in lines)

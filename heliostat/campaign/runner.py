@@ -672,6 +672,8 @@ class CampaignRunner:
                 self.history.set_correction(cid, state, now, o.detail)
                 result["sent"][o.heliostat] = o.state
                 self.log(f"correction {o.heliostat}: {o.state} {o.detail}".rstrip())
+            tally = ", ".join(f"{v} {k}" for k, v in sorted(r.counts.items())) or "nothing sent"
+            self.log(f"bus {r.bus} ({r.port}): {tally} in {r.elapsed_s:.1f} s")
             if r.error:
                 ended = {o.heliostat for o in r.outcomes}
                 left = [it for it in by_bus[r.bus] if it[1]["heliostat_id"] not in ended]
