@@ -124,3 +124,4 @@ def test_each_bus_reports_its_own_failure(setup):
     assert any("bus bus2" in line and "stopped" in line for line in lines)
     assert any(line.startswith("bus bus1") and "2 confirmed" in line for line in lines)
     assert any(line.startswith("bus bus2") and "1 confirmed" in line for line in lines)
+    assert any(line.startswith("bus bus3: not opened, 2 correction(s) failed") for line in lines)

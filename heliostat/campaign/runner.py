@@ -653,6 +653,7 @@ class CampaignRunner:
                 bridge = self.buses.bridge(bus)  # opened here, used by the bus's thread
             except ActuatorError as exc:
                 self._failed(items, now, str(exc), result)
+                self.log(f"bus {bus}: not opened, {len(items)} correction(s) failed: {exc}")
                 continue
             jobs.append(
                 BusJob(
