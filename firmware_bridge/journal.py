@@ -24,6 +24,11 @@ A command ``confirmed`` in an earlier run is not taken as confirmed now: a re-ru
 the controller back and reports it *replayed* only when the controller still holds its
 result; otherwise the command gets a fresh id (:meth:`Journal.reissue`) and is sent again.
 
+One :class:`Journal` may serve several threads at once (one delivery thread per bus,
+:mod:`firmware_bridge.fleet`): it holds one connection, and every public method runs
+under the journal's lock, so a batch's creation (ids allocated and rows written in one
+transaction) or a reissue is never interleaved with another thread's statements.
+
 ``synchronous=NORMAL`` in WAL mode survives a killed process (the case the journal is
 for) without an fsync per commit; after a power loss the last commits may be missing,
 which the read-back above covers.
@@ -31,10 +36,12 @@ which the read-back above covers.
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,8 +105,22 @@ class JournalEntry:
     detail: str
 
 
+def _locked(method: Callable) -> Callable:
+    """Run a :class:`Journal` method under the journal's lock (re-entrant: a method may
+    call another)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Journal:
     """SQLite journal of commands (``path=":memory:"`` for a throwaway one).
+
+    Safe to share between threads (see the module docstring).
 
     Parameters
     ----------
@@ -108,10 +129,13 @@ class Journal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._lock = threading.RLock()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, timeout=10.0, check_same_thread=False
+            )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -126,6 +150,7 @@ class Journal:
                 "cannot open " + database_problem(self.path, exc, "bridge journal")
             ) from None
 
+    @_locked
     def close(self) -> None:
         self._db.close()
 
@@ -142,6 +167,7 @@ class Journal:
     def _set_meta(self, key: str, value: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    @_locked
     def allocate_ids(self, n: int) -> list[int]:
         """Reserve ``n`` fresh command ids (within a transaction of the caller)."""
         start = int(self._meta("next_command_id") or 1)
@@ -151,10 +177,12 @@ class Journal:
         return list(range(start, start + n))
 
     # ------------------------------------------------------------------ batches
+    @_locked
     def has_batch(self, batch_key: str) -> bool:
         row = self._db.execute("SELECT 1 FROM batches WHERE batch_key = ?", (batch_key,))
         return row.fetchone() is not None
 
+    @_locked
     def create_batch(
         self,
         batch_key: str,
@@ -194,6 +222,7 @@ class Journal:
             raise
         return self.entries(batch_key)
 
+    @_locked
     def reissue(self, row_id: int, detail: str = "") -> JournalEntry:
         """Give a command a fresh command id and make it ``pending`` again.
 
@@ -221,6 +250,7 @@ class Journal:
         key, seq = row.fetchone()
         return next(e for e in self.entries(key) if e.seq == seq)
 
+    @_locked
     def entries(self, batch_key: str) -> list[JournalEntry]:
         cur = self._db.execute(
             "SELECT row_id, batch_key, seq, command_id, heliostat, port, address, kind,"
@@ -233,6 +263,7 @@ class Journal:
             for r in cur.fetchall()
         ]
 
+    @_locked
     def mark(
         self,
         row_id: int,
@@ -250,6 +281,7 @@ class Journal:
             (state, attempts, exception_code, detail, utc_now(), row_id),
         )
 
+    @_locked
     def counts(self, batch_key: str | None = None) -> dict[str, int]:
         """Commands per state (of one batch, or of the whole journal)."""
         sql = "SELECT state, COUNT(*) FROM commands"

@@ -11,6 +11,7 @@ import os
 import select
 import threading
 import tty
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -453,3 +454,44 @@ class TcpSerialGateway:
         self._stop.set()
         self._thread.join(timeout=2)
         self._srv.close()
+
+
+def field_toml_buses(
+    per_bus: Sequence[int],
+    ports: Sequence[str] | None = None,
+    baudrate: int = 115200,
+    timeout_s: float = 0.1,
+) -> str:
+    """A field of az-el heliostats on several buses: bus ``bus<k+1>`` on ``ports[k]``
+    carries ``per_bus[k]`` heliostats at addresses 1..per_bus[k]; ids run H001, H002, ...
+    over the buses in order."""
+    if not per_bus:
+        raise ValueError("per_bus must name at least one bus")
+    ports = list(ports) if ports is not None else ["loop://"] * len(per_bus)
+    if len(ports) != len(per_bus):
+        raise ValueError(f"{len(per_bus)} buses but {len(ports)} ports")
+    one = field_toml(1, baudrate=baudrate, timeout_s=timeout_s)
+    lines = one[: one.index("[buses.bus1]")].splitlines()
+    for k, port in enumerate(ports):
+        lines += [
+            f"[buses.bus{k + 1}]",
+            f'port = "{port}"',
+            f"baudrate = {baudrate}",
+            f"timeout_s = {timeout_s}",
+        ]
+    i = 0
+    for k, n in enumerate(per_bus):
+        if not 1 <= n <= 247:
+            raise ValueError(f"per_bus[{k}] must be in 1..247, got {n!r}")
+        for a in range(1, n + 1):
+            row, col = divmod(i, 10)
+            lines += [
+                "[[heliostats]]",
+                f'id = "H{i + 1:03d}"',
+                f"position_enu_m = [{-45.0 + 10.0 * col}, {60.0 + 12.0 * row}, 0.0]",
+                'drive = "slew"',
+                f'bus = "bus{k + 1}"',
+                f"address = {a}",
+            ]
+            i += 1
+    return "\n".join(lines) + "\n"

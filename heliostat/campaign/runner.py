@@ -768,25 +768,57 @@ class CampaignRunner:
             self.history.set_correction(cid, "approved", now)
             bus = p.field.heliostats[f["heliostat_id"]].bus
             by_bus.setdefault(bus, []).append((cid, f, cmds))
+        self._deliver(by_bus, now, result)
+        return result
+
+    def _deliver(self, by_bus: dict[str, list], now: str, result: dict[str, Any]) -> None:
+        """Send the approved parameter sets, every bus at once (one thread per bus,
+        :func:`firmware_bridge.fleet.deliver_buses`), and record each outcome; a bus
+        that fails marks its own corrections failed, never the other buses'."""
+        import contextlib
+
+        from firmware_bridge.fleet import BusJob, deliver_buses
+
+        jobs, owners = [], {}
         for bus, items in by_bus.items():
-            key = f"campaign-params|{bus}|" + ",".join(str(f["id"]) for _, f, _ in items)
-            cmds = [c for _, _, cs in items for c in cs]
-            owner = {c.heliostat: cid for cid, _, cs in items for c in cs}
+            owners[bus] = {c.heliostat: cid for cid, _, cs in items for c in cs}
             try:
-                outcomes = self.buses.bridge(bus).run(key, "campaign corrections", cmds)
+                bridge = self.buses.bridge(bus)  # opened here, used by the bus's thread
             except ActuatorError as exc:
-                for cid, f, _ in items:
-                    self.history.set_correction(cid, "failed", now, str(exc))
-                    result["sent"][f["heliostat_id"]] = "failed"
+                self._failed(items, now, str(exc), result)
+                self.log(f"bus {bus}: not opened, {len(items)} correction(s) failed: {exc}")
                 continue
-            for o in outcomes:
-                cid = owner[o.heliostat]
-                self.history.add_delivery(cid, now, self.buses.port(bus), o)
+            jobs.append(
+                BusJob(
+                    bus,
+                    self.buses.port(bus),
+                    f"campaign-params|{bus}|" + ",".join(str(f["id"]) for _, f, _ in items),
+                    "campaign corrections",
+                    tuple(c for _, _, cs in items for c in cs),
+                    lambda b=bridge: contextlib.nullcontext(b),
+                )
+            )
+        for r in deliver_buses(jobs):
+            for o in r.outcomes:
+                cid = owners[r.bus][o.heliostat]
+                self.history.add_delivery(cid, now, self.buses.port(r.bus), o)
                 state = "sent" if o.state == "confirmed" else "failed"
                 self.history.set_correction(cid, state, now, o.detail)
                 result["sent"][o.heliostat] = o.state
                 self.log(f"correction {o.heliostat}: {o.state} {o.detail}".rstrip())
-        return result
+            tally = ", ".join(f"{v} {k}" for k, v in sorted(r.counts.items())) or "nothing sent"
+            self.log(f"bus {r.bus} ({r.port}): {tally} in {r.elapsed_s:.1f} s")
+            if r.error:
+                ended = {o.heliostat for o in r.outcomes}
+                left = [it for it in by_bus[r.bus] if it[1]["heliostat_id"] not in ended]
+                self._failed(left, now, r.error, result)
+                self.log(f"bus {r.bus} ({r.port}): stopped: {r.error}")
+
+    def _failed(self, items: list, now: str, why: str, result: dict[str, Any]) -> None:
+        """Mark corrections failed (their bus stopped before they were delivered)."""
+        for cid, f, _ in items:
+            self.history.set_correction(cid, "failed", now, why)
+            result["sent"][f["heliostat_id"]] = "failed"
 
 
 def run_campaign(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -291,8 +293,9 @@ def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
 
 
 def _execute(args, cfg, commands, batch_key, source, broadcast=False, corrections=None) -> int:
-    from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem
+    from firmware_bridge.delivery import RetryPolicy, broadcast_stow_problem
     from firmware_bridge.errors import SafetyRefused
+    from firmware_bridge.fleet import BusJob, deliver_buses
     from firmware_bridge.journal import DONE_STATES, Journal
 
     groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
@@ -386,32 +389,31 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
         n = sum(1 for c in commands if c.heliostat in ids)
         _confirm(args, cfg, port, n, bus_of[port] if broadcast else None)
     journal = Journal(args.journal or _default_journal())
-    outcomes = []
-    health = {}
+    retry = RetryPolicy(max_attempts=max(1, args.attempts))
+    jobs = []
+    for port, bus, ids in groups:
+        name = bus_of[port]
+        jobs.append(
+            BusJob(
+                name,
+                port,
+                hashlib.sha256(f"{batch_key}|{port}".encode()).hexdigest(),
+                source,
+                tuple(c for c in commands if c.heliostat in ids),
+                lambda port=port, bus=bus: _open_bridge(args, port, bus, journal, retry),
+                broadcast_stow=broadcast,
+                bus_members=_bus_members(cfg, name) if broadcast else None,
+            )
+        )
+    progress = None
+    if not args.json and sys.stderr.isatty():
+        progress = _progress_line(jobs)
     try:
-        for port, bus, ids in groups:
-            cmds = [c for c in commands if c.heliostat in ids]
-            key = hashlib.sha256(f"{batch_key}|{port}".encode()).hexdigest()
-            with _link(args, port, bus) as link:
-                br = Bridge(link, journal, RetryPolicy(max_attempts=max(1, args.attempts)))
-                progress = None
-                if not args.json and sys.stderr.isatty():
-
-                    def progress(o, i, n, port=port):  # noqa: E306
-                        print(f"\r{port}: {i}/{n}", end="" if i < n else "\n", file=sys.stderr)
-
-                outcomes += br.run(
-                    key,
-                    source,
-                    cmds,
-                    broadcast_stow=broadcast,
-                    progress=progress,
-                    bus_members=_bus_members(cfg, bus_of[port]) if broadcast else None,
-                    bus_name=bus_of[port],
-                )
-                health.update({f"{port}#{a}": h.to_dict() for a, h in br.health.items()})
+        results = deliver_buses(jobs, progress)  # every bus at once, one thread each
     finally:
         journal.close()
+    outcomes = [o for r in results for o in r.outcomes]
+    health = {f"{r.port}#{a}": h for r in results for a, h in r.health.items()}
     counts = {}
     for o in outcomes:
         counts[o.state] = counts.get(o.state, 0) + 1
@@ -420,6 +422,7 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
             {
                 "outcomes": [o.to_dict() for o in outcomes],
                 "counts": counts,
+                "buses": [r.to_dict() for r in results],
                 "health": health,
                 "journal": journal.path,
             }
@@ -437,6 +440,17 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
             f"{now} confirmed now; {replayed} replayed from an earlier run "
             "(verified now by read-back, nothing sent)"
         )
+        if len(results) > 1:
+            for r in results:
+                tally = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "nothing"
+                print(f"bus {r.bus} ({r.port}): {tally} in {r.elapsed_s:.1f} s")
+    for r in results:  # a bus that stopped early; the others went on
+        if r.error:
+            print(
+                f"heliostat: error: bus {r.bus!r} ({r.port}) stopped after "
+                f"{len(r.outcomes)} of {r.planned} command(s): {r.error}",
+                file=sys.stderr,
+            )
     if len(outcomes) != len(commands):  # never a success exit for commands not delivered
         print(
             f"heliostat: error: {len(commands) - len(outcomes)} of {len(commands)} planned "
@@ -445,6 +459,38 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
         )
         return 1
     return 0 if all(o.state in DONE_STATES for o in outcomes) else 1
+
+
+@contextlib.contextmanager
+def _open_bridge(args, port, bus, journal, retry):
+    """A bridge on an open link to one bus (closed on leaving), writing to ``journal``."""
+    from firmware_bridge.delivery import Bridge
+
+    with _link(args, port, bus) as link:
+        yield Bridge(link, journal, retry)
+
+
+def _progress_line(jobs):
+    """A progress hook for :func:`firmware_bridge.fleet.deliver_buses` that keeps one
+    line on stderr up to date (a port's count for one bus, the totals for several)."""
+    total = sum(len(j.commands) for j in jobs)
+    done: dict[str, int] = {}
+    last = [0.0]
+
+    def progress(bus, o, i, n):
+        done[bus] = i
+        finished = sum(1 for j in jobs if done.get(j.bus) == len(j.commands))
+        now = time.monotonic()
+        if now - last[0] < 0.1 and finished < len(jobs) and i < n:
+            return  # a line every 0.1 s is enough for a person
+        last[0] = now
+        if len(jobs) == 1:
+            line = f"{jobs[0].port}: {i}/{n}"
+        else:
+            line = f"{sum(done.values())}/{total} commands; {finished}/{len(jobs)} buses done"
+        print(f"\r{line}", end="" if finished < len(jobs) else "\n", file=sys.stderr)
+
+    return progress
 
 
 def _when(o) -> str:

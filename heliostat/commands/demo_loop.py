@@ -227,32 +227,54 @@ def _start_emulators(ctx):
 
 
 def _run_on_buses(ctx, commands, batch: str):
-    """Deliver commands bus by bus through the bridge; returns the outcomes."""
+    """Deliver commands through the bridge, every bus at once
+    (:func:`firmware_bridge.fleet.deliver_buses`); returns the outcomes, bus by bus."""
+    import contextlib
+
     from firmware_bridge.delivery import Bridge
+    from firmware_bridge.errors import ActuatorError
+    from firmware_bridge.fleet import BusJob, deliver_buses
     from firmware_bridge.journal import Journal
     from firmware_bridge.transport import ModbusLink
 
     field_cfg = ctx.state["field"]
     _, buses = ctx.state["emulators"]
     journal = Journal(ctx.out / "bridge-journal.sqlite")
-    outcomes = []
-    try:
-        for name, eb in buses.items():
-            mine = [c for c in commands if field_cfg.heliostats[c.heliostat].bus == name]
-            if not mine:
-                continue
+
+    @contextlib.contextmanager
+    def connect(port, bus):
+        with ModbusLink(
+            port,
+            baudrate=bus.baudrate,
+            parity=bus.parity,
+            stopbits=bus.stopbits,
+            timeout_s=bus.timeout_s,
+        ) as link:
+            yield Bridge(link, journal)
+
+    jobs = []
+    for name, eb in buses.items():
+        mine = tuple(c for c in commands if field_cfg.heliostats[c.heliostat].bus == name)
+        if mine:
             bus = field_cfg.buses[name]
-            with ModbusLink(
-                eb.port,
-                baudrate=bus.baudrate,
-                parity=bus.parity,
-                stopbits=bus.stopbits,
-                timeout_s=bus.timeout_s,
-            ) as link:
-                outcomes += Bridge(link, journal).run(f"{batch}-{name}", "demo", mine)
+            jobs.append(
+                BusJob(
+                    name,
+                    eb.port,
+                    f"{batch}-{name}",
+                    "demo",
+                    mine,
+                    lambda port=eb.port, bus=bus: connect(port, bus),
+                )
+            )
+    try:
+        results = deliver_buses(jobs)
     finally:
         journal.close()
-    return outcomes
+    for r in results:
+        if r.error:  # an emulated bus that fails is a bug of the demo: say which
+            raise ActuatorError(f"bus {r.bus!r} ({r.port}): {r.error}")
+    return [o for r in results for o in r.outcomes]
 
 
 def stage_deliver(ctx) -> dict[str, Any]:
