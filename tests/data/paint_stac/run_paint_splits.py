@@ -7,7 +7,7 @@ venv). Either ``paint`` is installed there (``import paint.data.dataset_splits``
 unchanged, without running the package ``__init__`` files (which import the STAC client,
 pyproj, torch …); then the interpreter needs only pandas and scikit-learn.
 
-    python run_paint_splits.py METADATA.csv SPLIT TRAIN VAL [--wheel paint_csp-3.1.0-py3-none-any.whl]
+    python run_paint_splits.py METADATA.csv SPLIT TRAIN VAL [--wheel WHEEL]
 
 Prints ``{"split": {record id: label}, "dropped": [...]}``.
 """
