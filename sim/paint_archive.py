@@ -72,6 +72,7 @@ def write_synthetic_archive(
     n_records: int = 40,
     seed: int = 20260416,
     noise_mrad: float = 0.2,
+    template_properties: str | Path | None = None,
 ) -> dict:
     """Write a synthetic PAINT archive; return the truth written to ``truth.json``.
 
@@ -87,6 +88,9 @@ def write_synthetic_archive(
     seed : int
     noise_mrad : float
         Spot noise per axis as a beam angle (HeliOS). [mrad]
+    template_properties : path, optional
+        A real ``*-heliostat-properties.json`` whose ``facet_properties`` and
+        ``renovation`` are copied (ARTIST needs the facets; our reader ignores them).
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
@@ -94,6 +98,10 @@ def write_synthetic_archive(
     tower_text = Path(tower_file).read_text()
     (out / Path(tower_file).name).parent.mkdir(parents=True, exist_ok=True)
     (out / Path(tower_file).name).write_text(tower_text)
+    extra = {}
+    if template_properties is not None:
+        real = json.loads(Path(template_properties).read_text())
+        extra = {k: real[k] for k in ("facet_properties", "renovation") if k in real}
     truth: dict = {"seed": seed, "noise_mrad": noise_mrad, "heliostats": {}}
     for h in range(n_heliostats):
         hid = f"SY{h + 1:02d}"
@@ -119,7 +127,7 @@ def write_synthetic_archive(
             for i, name in enumerate(TARGET_NAMES)
         ]
         df = pd.concat(frames).sort_values("time_utc").reset_index(drop=True)
-        _write_heliostat(out, hid, pos, site, targets, df, rng)
+        _write_heliostat(out, hid, pos, site, targets, df, rng, extra)
         truth["heliostats"][hid] = {"position_enu_m": list(pos), "errors": err.to_dict()}
     (out / "truth.json").write_text(json.dumps(truth, indent=2))
     return truth
@@ -130,7 +138,9 @@ def _wgs84(site, p_enu) -> list[float]:
     return [float(lat), float(lon), float(h)]
 
 
-def _write_heliostat(out: Path, hid: str, pos, site, targets, df: pd.DataFrame, rng) -> None:
+def _write_heliostat(
+    out: Path, hid: str, pos, site, targets, df: pd.DataFrame, rng, extra: dict
+) -> None:
     (out / hid / "Calibration").mkdir(parents=True, exist_ok=True)
     (out / hid / "Properties").mkdir(parents=True, exist_ok=True)
     props = {
@@ -144,6 +154,7 @@ def _write_heliostat(out: Path, hid: str, pos, site, targets, df: pd.DataFrame, 
             **{f"concentrator_translation_{c}": v
                for c, v in zip("enu", CONCENTRATOR_ENU_M, strict=True)},
         },
+        **extra,
     }  # fmt: skip
     (out / hid / "Properties" / f"{hid}-heliostat-properties.json").write_text(
         json.dumps(props, indent=2)
