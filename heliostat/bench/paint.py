@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -205,13 +206,16 @@ def run_artist(
     if progress:
         progress(f"ARTIST: {len(jobs)} heliostat(s) in {py}")
     try:
-        res = subprocess.run(
-            [str(py), str(ARTIST_RUNNER)],
-            input=json.dumps({"jobs": jobs}),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        # In a scratch folder: ARTIST writes a runtime_log.txt into its working directory.
+        with tempfile.TemporaryDirectory() as scratch:
+            res = subprocess.run(
+                [str(py), str(ARTIST_RUNNER)],
+                input=json.dumps({"jobs": jobs}),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                cwd=scratch,
+            )
     except subprocess.TimeoutExpired:
         raise InputError(
             f"--artist-python: ARTIST runner timed out after {timeout_s:g} s"
