@@ -64,6 +64,10 @@ def test_bench_uses_paints_split_and_calibrates(archive):
         # leaves some model error too).
         assert 0.05 < row.train_rms_mrad < 0.1 * row.uncalibrated_test_rms_mrad
     assert r.field["heliostat"]["fitted"] == 2
+    # The pooled figure is the RMS over all test records (equal counts here: the mean square).
+    f = r.field["heliostat"]
+    want = np.sqrt(np.mean([row.test_rms_mrad**2 for row in r.rows]))
+    assert f["test_rms_mrad_pooled"] == pytest.approx(want, rel=1e-12)
 
 
 def test_bench_cli_json_and_table(archive, capsys):

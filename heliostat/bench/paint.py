@@ -341,6 +341,14 @@ def run_bench(
             if ok
             else math.nan,
             "test_rms_mrad_mean": float(np.mean([r.test_rms_mrad for r in ok])) if ok else math.nan,
+            # Over every test record of the fitted heliostats.
+            "test_rms_mrad_pooled": float(
+                math.sqrt(
+                    sum(r.n_test * r.test_rms_mrad**2 for r in ok) / sum(r.n_test for r in ok)
+                )
+            )
+            if ok
+            else math.nan,
             "time_s_per_heliostat_median": float(np.median([r.time_s for r in rs])),
         }
     notes = []

@@ -143,7 +143,8 @@ def run_paint(args: argparse.Namespace) -> int:
     for method, f in r.field.items():
         print(
             f"field, {method}: {f['fitted']}/{f['heliostats']} fitted, test RMS median "
-            f"{f['test_rms_mrad_median']:.3g} mrad (mean {f['test_rms_mrad_mean']:.3g}), "
+            f"{f['test_rms_mrad_median']:.3g} mrad (mean {f['test_rms_mrad_mean']:.3g}, over "
+            f"all test records {f['test_rms_mrad_pooled']:.3g}), "
             f"{f['time_s_per_heliostat_median']:.3g} s per heliostat"
         )
     print(
