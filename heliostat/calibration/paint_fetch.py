@@ -438,6 +438,7 @@ def fetch_heliostat(
     def rid_of(url: str) -> str:
         return url.rsplit("/", 1)[-1].split("-", 1)[0]
 
+    url_of = {rid_of(u): u for u in item_urls}
     # Items not yet known are read to learn their time (needed for since / max).
     todo_items = [u for u in item_urls if rid_of(u) not in rows]
     items: dict[str, dict[str, Any]] = {}
@@ -487,9 +488,11 @@ def fetch_heliostat(
                 n_skip += len(assets)
                 done_rows.append(rows[rid])
                 continue
-            url = next(u for u in item_urls if rid_of(u) == rid)
-            item = client.json(url)
-        item_url = next((u for u in item_urls if rid_of(u) == rid), col_url)
+            if rid not in url_of:
+                failed.append((col_url, f"record {rid}: no longer listed in the collection"))
+                continue
+            item = client.json(url_of[rid])
+        item_url = url_of.get(rid, col_url)
         ok = True
         for a in assets:
             asset = item.get("assets", {}).get(a)
