@@ -25,6 +25,7 @@ COMMANDS: tuple[str, ...] = (
     "heliostat.commands.config",
     "heliostat.commands.detect",
     "heliostat.commands.calibrate",
+    "heliostat.commands.paint",
     "heliostat.commands.bridge",
     "heliostat.commands.ledger",
     "heliostat.commands.bench",

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     top-level subcommands."""
     p = sub.add_parser(
         "bench",
-        help="benchmarks: classical vs learned methods",
+        help="benchmarks: classical vs learned methods, PAINT's calibration benchmark",
         description="Benchmarks of the calibration methods. See docs/ml.md.",
     )
     bsub = p.add_subparsers(dest="bench_command", metavar="SUBCOMMAND")
@@ -65,7 +65,100 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--no-plots", action="store_true", help="skip the plots")
     c.add_argument("--json", action="store_true", help="machine-readable output")
     c.set_defaults(func=run_compare)
+    pp = bsub.add_parser(
+        "paint",
+        help="PAINT's calibration benchmark: fit on a split's training records, test error",
+        description="Split each heliostat's PAINT records as paint-csp's DatasetSplitter does, "
+        "choose and fit the error parameters on the training records, and report the "
+        "pointing error on the test records (mrad, beam angle from the mirror centre) per "
+        "heliostat and over the field. With --artist-python, ARTIST's kinematic "
+        "reconstruction runs on the same split in that interpreter. See docs/paint.md.",
+    )
+    pp.add_argument("root", metavar="ROOT", help="folder of PAINT records (any layout)")
+    pp.add_argument(
+        "--split", required=True, choices=("azimuth", "solstice", "balanced", "high_variance")
+    )
+    pp.add_argument("--train-size", type=int, default=10, help="training records per heliostat")
+    pp.add_argument("--val-size", type=int, default=3, help="validation records per heliostat")
+    pp.add_argument("--spot", default="helios", choices=("helios", "utis"))
+    pp.add_argument(
+        "--artist-python", metavar="PATH",
+        help="interpreter of a venv holding artist-csp: also run ARTIST's kinematic "
+        "reconstruction on the same split",
+    )  # fmt: skip
+    pp.add_argument(
+        "--artist-epochs", type=int, default=300, help="ARTIST optimiser iterations"
+    )  # fmt: skip
+    pp.add_argument("--json", action="store_true", help="machine-readable output")
+    pp.set_defaults(func=run_paint)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def run_paint(args: argparse.Namespace) -> int:
+    """Run ``heliostat bench paint`` (:func:`heliostat.bench.paint.run_bench`): a table per
+    heliostat and method, the field's median, or JSON."""
+    from heliostat.bench.paint import run_bench
+
+    def progress(msg: str) -> None:
+        if not args.json:
+            print(msg, file=sys.stderr, flush=True)
+
+    r = run_bench(
+        args.root, args.split, args.train_size, args.val_size, spot=args.spot,
+        artist_python=args.artist_python,
+        artist_options={"epochs": args.artist_epochs}, progress=progress,
+    )  # fmt: skip
+    if args.json:
+        print_json(
+            {
+                "split": r.split,
+                "training_size": r.training_size,
+                "validation_size": r.validation_size,
+                "error_definition": "reflected-beam angle against the ray from the mirror "
+                "centre to the measured spot, RMS over the test records [mrad]",
+                "heliostats": [row.summary() for row in r.rows],
+                "field": r.field,
+                "dropped_too_few_records": list(r.dropped),
+                "refused": [{"heliostat": h, "reason": why} for h, why in r.refused],
+                "notes": list(r.notes),
+            }
+        )
+        return 0
+    table = [
+        {
+            "heliostat": row.heliostat_id,
+            "method": row.method,
+            "train/val/test": f"{row.n_train}/{row.n_validation}/{row.n_test}",
+            "params": len(row.parameters),
+            "test_rms_mrad": row.test_rms_mrad,
+            "test_max_mrad": row.test_max_mrad,
+            "train_rms_mrad": row.train_rms_mrad,
+            "uncal_mrad": row.uncalibrated_test_rms_mrad,
+            "time_s": row.time_s,
+            "note": row.note,
+        }
+        for row in r.rows
+    ]
+    print_table(table)
+    for method, f in r.field.items():
+        print(
+            f"field, {method}: {f['fitted']}/{f['heliostats']} fitted, test RMS median "
+            f"{f['test_rms_mrad_median']:.3g} mrad (mean {f['test_rms_mrad_mean']:.3g}, over "
+            f"all test records {f['test_rms_mrad_pooled']:.3g}), "
+            f"{f['time_s_per_heliostat_median']:.3g} s per heliostat"
+        )
+    print(
+        f"split {r.split} ({r.training_size} train, {r.validation_size} validation, the rest "
+        "test; paint-csp's definitions); error: reflected-beam angle from the mirror centre "
+        "to the measured spot [mrad]"
+    )
+    if r.dropped:
+        print(f"too few records for this split: {', '.join(r.dropped)}")
+    for h, why in r.refused:
+        print(f"refused {h}: {why}")
+    for n in r.notes:
+        print(n)
+    return 0
 
 
 def run_compare(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ positive toward east, axis-1 initial angle measured from the mirror-vertical pos
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -30,8 +29,10 @@ sys.path.insert(0, str(ROOT))
 
 from heliostat.calibration.paint import load_tower  # noqa: E402
 from heliostat.config import Heliostat, Mirror, Target  # noqa: E402
-from heliostat.kinematics import HeliostatKinematics, LinearAxis  # noqa: E402
+from heliostat.kinematics import HeliostatKinematics  # noqa: E402
 from sim.observe import draw_true_errors, simulate_observations  # noqa: E402
+from sim.paint_archive import CONCENTRATOR_ENU_M, JULICH_ACTUATORS  # noqa: E402
+from sim.paint_archive import kinematics as paint_kinematics  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "AA39"
@@ -42,65 +43,18 @@ NOISE_MRAD = 0.2  # HeliOS spot noise per axis, as beam angle
 UTIS_NOISE_MRAD = 0.3
 SITE, _TOWER_TARGETS = load_tower(TOWER)
 
-# Actuators in PAINT's spelling (initial_angle in PAINT's convention, radians).
-ACTUATORS = [
-    dict(
-        type_axis="linear",
-        min_increment=0,
-        max_increment=68745,
-        increment=154166.6667,
-        offset_shift=0,
-        initial_stroke_length=0.077412795,
-        offset=0.335308,
-        pivot_radius=0.338095,
-        radius_shift=0,
-        clockwise_axis_movement=0,
-        initial_angle=0.039009536,
-        min_movement_angle=0.015123278,
-        max_movement_angle=1.570796327,
-        movement_speed=0,
-    ),
-    dict(
-        type_axis="linear",
-        min_increment=0,
-        max_increment=75308,
-        increment=154166.6667,
-        offset_shift=0,
-        initial_stroke_length=0.077522286,
-        offset=0.340771,
-        pivot_radius=0.3191,
-        radius_shift=0,
-        clockwise_axis_movement=1,
-        initial_angle=0.943922248,
-        min_movement_angle=-0.95993,
-        max_movement_angle=0.925674074,
-        movement_speed=0,
-    ),
-]
+# Actuators in PAINT's spelling (initial_angle in PAINT's convention, radians): the real
+# Jülich geometry sim.paint_archive holds.
+ACTUATORS = [dict(a) for a in JULICH_ACTUATORS]
 POSITION_ENU_M = (13.26, 24.72, 1.69)
-CONCENTRATOR = (0.0, 0.175, 0.0)
+CONCENTRATOR = CONCENTRATOR_ENU_M
 #: The real tower's targets the records alternate between.
 TARGET_NAMES = ("solar_tower_juelich_upper", "solar_tower_juelich_lower")
 
 
 def kinematics() -> HeliostatKinematics:
     """The heliostat as our chain sees it (axis 1 angle offset −π/2, see paint.py)."""
-    axes = [
-        LinearAxis(
-            a["increment"],
-            a["initial_stroke_length"],
-            a["offset"],
-            a["pivot_radius"],
-            a["initial_angle"] - (math.pi / 2 if i == 0 else 0.0),
-            bool(a["clockwise_axis_movement"]),
-            a["min_increment"],
-            a["max_increment"],
-        )
-        for i, a in enumerate(ACTUATORS)
-    ]
-    return HeliostatKinematics(
-        "linear", POSITION_ENU_M, axes[0], axes[1], mirror_offset_enu_m=CONCENTRATOR
-    )
+    return paint_kinematics(POSITION_ENU_M)
 
 
 def targets() -> dict[str, Target]:
