@@ -36,15 +36,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.typing import NDArray
 
-from heliostat.calibration.crossval import loo_hat
-from heliostat.calibration.fit import fit_heliostat, pointing_residuals
+from heliostat.calibration.crossval import canonical_order, loo_hat, loo_hat_from
+from heliostat.calibration.fit import (
+    FitResult,
+    Problem,
+    fit_heliostat,
+    inlier_mask,
+    pointing_residuals,
+)
 from heliostat.calibration.observations import Observations
 from heliostat.errors import CalibrationError
-from heliostat.kinematics import HeliostatKinematics, default_groups, names_for_groups
+from heliostat.kinematics import (
+    HeliostatKinematics,
+    KinematicErrors,
+    default_groups,
+    names_for_groups,
+)
 
 #: Order in which parameter groups join the candidate ladder (the most-determined first:
 #: zero offsets move every beam; strokes act only through the actuator geometry).
@@ -58,6 +70,12 @@ GROUP_PRIORITY = (
 )
 #: Relative improvement of the leave-one-out score a larger set needs over a smaller one.
 MIN_GAIN = 0.05
+#: Outer folds of the nested error when the records are many (:func:`outer_folds`).
+OUTER_K = 5
+#: Fewer records than this: the nested error leaves one record out at a time.
+KFOLD_MIN_RECORDS = 20
+#: Fewer records than this: no outlier screening before the selection (too few to tell).
+MIN_RECORDS_TO_SCREEN = 6
 
 
 def candidate_sets(drive: str) -> tuple[tuple[str, ...], ...]:
@@ -86,12 +104,15 @@ class Candidate:
         Parameters the fit put on their bound (such a candidate is not chosen).
     note : str
         Why the candidate was not scored or not eligible (empty otherwise).
+    errors : KinematicErrors or None
+        The candidate's fitted values (None when not fitted); a warm start for refits.
     """
 
     names: tuple[str, ...]
     loo_rms_mrad: float
     at_bound: tuple[str, ...] = ()
     note: str = ""
+    errors: KinematicErrors | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,18 +129,33 @@ class Selection:
         records are too few for it). [mrad]
     reason : str
         Which set was chosen and why, in one sentence.
+    nested_folds : str
+        How the nested error held records out (``"leave-one-out"``, ``"5-fold"``; empty
+        when not computed).
+    fold_choices : tuple of tuple of str
+        The set chosen in each outer fold (how stable the choice is).
     """
 
     names: tuple[str, ...]
     candidates: tuple[Candidate, ...]
     nested_loo_rms_mrad: float
     reason: str
+    nested_folds: str = ""
+    fold_choices: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def nested_rms_mrad(self) -> float:
+        """The nested cross-validated error (leave-one-out or k-fold outer loop). [mrad]"""
+        return self.nested_loo_rms_mrad
 
     def summary(self) -> dict:
         """A JSON-ready dictionary."""
         return {
             "chosen": list(self.names),
             "nested_loo_rms_mrad": self.nested_loo_rms_mrad,
+            "nested_rms_mrad": self.nested_loo_rms_mrad,
+            "nested_folds": self.nested_folds,
+            "fold_choices": [list(c) for c in self.fold_choices],
             "reason": self.reason,
             "candidates": [
                 {
@@ -138,15 +174,23 @@ def _feasible(n: int, p: int) -> bool:
 
 
 def score(
-    kin: HeliostatKinematics, obs: Observations, names: Sequence[str], residual: str = "angle"
+    kin: HeliostatKinematics,
+    obs: Observations,
+    names: Sequence[str],
+    residual: str = "angle",
+    start: KinematicErrors | None = None,
 ) -> Candidate:
-    """Fit ``names`` and score them by leave-one-out (module rule 3)."""
+    """Fit ``names`` and score them by leave-one-out (module rule 3).
+
+    ``start``: start values of ``names`` (warm start; the other parameters stay zero)."""
     names = tuple(names)
     n = len(obs)
     if not _feasible(n, len(names)):
         return Candidate(names, math.nan, (), f"{n} records: too few for a check of {len(names)}")
+    if start is not None:
+        start = KinematicErrors.zeros(kin.drive).with_vector(names, start.to_vector(names))
     try:
-        r = fit_heliostat(kin, obs, names, residual, robust=False)
+        r = fit_heliostat(kin, obs, names, residual, robust=False, start=start)
     except CalibrationError as exc:
         return Candidate(names, math.nan, (), f"fit failed: {exc}")
     if not r.success:
@@ -157,7 +201,46 @@ def score(
     )
     loo = loo_hat(kin, obs, r, residual)
     note = f"{', '.join(at_bound)} on the bound: not eligible" if at_bound else ""
-    return Candidate(names, float(loo), at_bound, note)
+    return Candidate(names, float(loo), at_bound, note, r.errors)
+
+
+#: Gauss–Newton iterations of a fold's refit from the full records' solution.
+REFIT_ITERATIONS = 3
+#: A refit step below this ends the iterations (0.01 µrad, 0.01 µm). [rad or m]
+REFIT_TOL = 1e-8
+
+
+def _refit_score(
+    kin: HeliostatKinematics, obs: Observations, full: Candidate, residual: str
+) -> Candidate:
+    """:func:`score` of a candidate on a subset of the records it was fitted on, by
+    Gauss–Newton from its full-records solution (the model is nearly linear over the
+    change a held-out part makes: a few steps reach the least-squares solution, at a
+    fraction of a bounded ``least_squares`` run). A candidate not fitted on the full
+    records cannot be on fewer; past the bound it is not eligible, as in :func:`score`."""
+    names = full.names
+    n = len(obs)
+    if full.errors is None or not _feasible(n, len(names)):
+        return Candidate(names, math.nan, (), f"{n} records: too few for a check of {len(names)}")
+    prob = Problem(kin, obs, names, KinematicErrors.zeros(kin.drive), residual)
+    x = full.errors.to_vector(names)
+    for _ in range(REFIT_ITERATIONS):
+        r, j = prob.fun(x), prob.jac(x)
+        dx = np.linalg.lstsq(j, -r, rcond=None)[0]
+        x = x + dx
+        if not np.all(np.isfinite(x)):
+            return Candidate(names, math.nan, (), "refit diverged")
+        if np.max(np.abs(dx)) < REFIT_TOL:
+            break
+    # The residual at the last step's end, linearly (the step is below REFIT_TOL or the
+    # iterations are spent): no further model evaluation.
+    loo = loo_hat_from(r + j @ dx, j, prob.weight)
+    at_bound = tuple(
+        nm for nm, v in zip(names, x, strict=True) if abs(v) >= 0.999 * kin.spec.fit_bound(nm)
+    )
+    errors = KinematicErrors.zeros(kin.drive).with_vector(names, x)
+    note = f"{', '.join(at_bound)} on the bound: not eligible" if at_bound else ""
+    return Candidate(names, float(loo), at_bound, note, errors)
 
 
 def _choose(cands: Sequence[Candidate]) -> Candidate | None:
@@ -170,25 +253,64 @@ def _choose(cands: Sequence[Candidate]) -> Candidate | None:
     return best
 
 
+def outer_folds(obs: Observations, k: int | None, seed: int = 0) -> list[NDArray[np.int64]]:
+    """Held-out parts of the nested cross-validation (module rule 5): one record each
+    (leave-one-out) when ``k`` is None or the records are fewer than
+    :data:`KFOLD_MIN_RECORDS`; else ``k`` folds, a seeded partition of the rows in
+    :func:`~heliostat.calibration.crossval.canonical_order` (independent of row order)."""
+    n = len(obs)
+    if k is None or n < max(KFOLD_MIN_RECORDS, 2 * k):
+        return [np.array([i]) for i in range(n)]
+    idx = canonical_order(obs)[np.random.default_rng(seed).permutation(n)]
+    return [np.sort(f) for f in np.array_split(idx, k)]
+
+
+def _nested(
+    kin: HeliostatKinematics,
+    obs: Observations,
+    scored: Sequence[Candidate],
+    residual: str,
+    folds: Sequence[NDArray[np.int64]],
+) -> tuple[float, tuple[tuple[str, ...], ...]]:
+    """Nested cross-validated RMS pointing error (module rule 5) and the set chosen in
+    each outer fold (NaN and () when a fold leaves too few records for any choice)."""
+    held, chosen = [], []
+    for test in folds:
+        train = obs.subset(np.setdiff1d(np.arange(len(obs)), test))
+        inner = _choose([_refit_score(kin, train, c, residual) for c in scored])
+        if inner is None or inner.errors is None:
+            return math.nan, ()
+        held.append(pointing_residuals(kin, obs.subset(test), inner.errors, residual))
+        chosen.append(inner.names)
+    return float(np.sqrt(np.mean(np.square(np.concatenate(held))))), tuple(chosen)
+
+
 def select_parameters(
     kin: HeliostatKinematics,
     obs: Observations,
     residual: str = "angle",
     candidates: Sequence[Sequence[str]] | None = None,
     nested: bool = True,
+    outer_k: int | None = None,
+    seed: int = 0,
 ) -> Selection:
     """Choose the parameter set by leave-one-out and estimate its error by nested
-    leave-one-out (module docstring, rules 1–5).
+    cross-validation (module docstring, rules 1–5).
 
     Parameters
     ----------
     kin : HeliostatKinematics
     obs : Observations
+        Records free of gross outliers (:func:`calibrate_heliostat` screens them first).
     residual : {"angle", "plane"}
     candidates : sequence of sequences of str, optional
         Default: :func:`candidate_sets` of the drive.
     nested : bool
-        Compute the nested leave-one-out error (n × candidates fits).
+        Compute the nested error (folds × candidates fits).
+    outer_k : int, optional
+        Outer folds of the nested error (:func:`outer_folds`); None: leave-one-out.
+    seed : int
+        Seed of the outer k-fold partition.
 
     Returns
     -------
@@ -200,23 +322,11 @@ def select_parameters(
     best = _choose(scored)
     if best is None:
         return Selection((), scored, math.nan, _none_reason(len(obs), scored))
-    nested_rms = math.nan
+    nested_rms, chosen, how = math.nan, (), ""
     if nested:
-        held = []
-        for i in range(len(obs)):
-            keep = np.setdiff1d(np.arange(len(obs)), [i])
-            train = obs.subset(keep)
-            inner = _choose([score(kin, train, c, residual) for c in cands])
-            if inner is None:
-                held = []
-                break
-            r = fit_heliostat(kin, train, inner.names, residual, robust=False)
-            if not r.success:
-                held = []
-                break
-            held.append(pointing_residuals(kin, obs.subset([i]), r.errors, residual)[0])
-        if held:
-            nested_rms = float(np.sqrt(np.mean(np.square(held))))
+        folds = outer_folds(obs, outer_k, seed)
+        how = "leave-one-out" if len(folds) == len(obs) else f"{len(folds)}-fold"
+        nested_rms, chosen = _nested(kin, obs, scored, residual, folds)
     full = scored[-1]
     why = (
         f"chose {len(best.names)} of {len(full.names)} parameters "
@@ -232,10 +342,204 @@ def select_parameters(
         )
         if full.at_bound:
             why += f" ({', '.join(full.at_bound)} on the bound)"
-    return Selection(best.names, scored, nested_rms, why)
+    if chosen:
+        same = sum(c == best.names for c in chosen)
+        why += (
+            f"; nested {how} error {nested_rms:.3g} mrad (the choice repeated without each "
+            f"held-out part: this set chosen in {same} of {len(chosen)})"
+        )
+    return Selection(best.names, scored, nested_rms, why, how, chosen)
 
 
 def _none_reason(n: int, scored: Sequence[Candidate]) -> str:
     if not any(math.isfinite(c.loo_rms_mrad) for c in scored):
         return f"{n} records: too few for a leave-one-out check of any candidate set"
     return "every scored candidate put a parameter on its bound"
+
+
+# --------------------------------------------------------------------------- the one entry
+@dataclass(frozen=True, slots=True)
+class CalibrationOptions:
+    """How :func:`calibrate_heliostat` fits a heliostat.
+
+    Attributes
+    ----------
+    names : tuple of str or None
+        A fixed parameter set (no selection); None chooses the set (the default).
+    residual : {"angle", "plane"}
+    loo : {"hat", "refit", "none"}
+        Leave-one-out error of the final fit (``FitResult.loo_rms_mrad``).
+    kfold : int or None
+        k-fold error of the final fit (``FitResult.kfold_rms_mrad``); None skips it.
+    nested : bool
+        Compute the nested cross-validated error of the selection.
+    outer_k : int or None
+        Outer folds of the nested error when the records are many (:func:`outer_folds`);
+        None: always leave-one-out.
+    seed : int
+        Seed of the outer k-fold partition.
+    candidates : tuple of tuple of str, optional
+        Candidate sets (default :func:`candidate_sets`).
+    """
+
+    names: tuple[str, ...] | None = None
+    residual: str = "angle"
+    loo: str = "hat"
+    kfold: int | None = None
+    nested: bool = True
+    outer_k: int | None = OUTER_K
+    seed: int = 0
+    candidates: tuple[tuple[str, ...], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """One heliostat's calibration: the final fit, the set and why.
+
+    Attributes
+    ----------
+    fit : FitResult
+        The robust fit of the chosen (or fixed) set, cross-validated as the options say;
+        ``fit.selection`` holds :meth:`Selection.summary` plus the screened outliers and
+        the final reason (None for a fixed set).
+    selection : Selection or None
+        None for a fixed set.
+    screened_rows : tuple of int
+        Source rows set aside as gross outliers before the selection.
+    reason : str
+        Which set and why, in one line (a fixed set says so; a parameter of the final fit
+        on its bound is named).
+    """
+
+    fit: FitResult
+    selection: Selection | None
+    screened_rows: tuple[int, ...]
+    reason: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The fitted parameter set."""
+        return self.fit.names
+
+    @property
+    def nested_rms_mrad(self) -> float:
+        """Nested cross-validated RMS pointing error of the procedure (NaN for a fixed
+        set or when not computed). [mrad]"""
+        return self.selection.nested_rms_mrad if self.selection is not None else math.nan
+
+    def summary(self) -> dict:
+        """The fit's JSON-ready summary (``parameter_selection`` included)."""
+        return self.fit.summary()
+
+
+def _screen(
+    kin: HeliostatKinematics, obs: Observations, cands: Sequence[tuple[str, ...]], residual: str
+) -> tuple[Observations, tuple[int, ...]]:
+    """Gross outliers set aside before the selection: the robust fit
+    (:func:`~heliostat.calibration.fit.fit_heliostat`) of the largest candidate with at
+    least 1.5 residual components per parameter (else the smallest candidate) flags them.
+    Fewer than :data:`MIN_RECORDS_TO_SCREEN` records: none."""
+    n = len(obs)
+    if n < MIN_RECORDS_TO_SCREEN:
+        return obs, ()
+    ref = next((c for c in reversed(cands) if 2 * n >= 3 * len(c)), cands[0])
+    try:
+        r = fit_heliostat(kin, obs, ref, residual, robust=True)
+    except CalibrationError:
+        return obs, ()
+    if not r.success or not r.n_outliers:
+        return obs, ()
+    return obs.subset(inlier_mask(r, obs)), r.outlier_rows
+
+
+def calibrate_heliostat(
+    kin: HeliostatKinematics, obs: Observations, options: CalibrationOptions | None = None
+) -> Calibration:
+    """Calibrate one heliostat: choose its parameter set by nested cross-validation, fit it
+    robustly, and say why (the one entry of the CLI, the campaign runner and the demo).
+
+    1. Gross outliers are set aside (:func:`_screen`, the robust fit's 4.3σ rule).
+    2. The set is chosen on the remaining records (:func:`select_parameters`: module
+       rules 1–4, leave-one-out by the hat matrix per candidate, no candidate with a
+       parameter on its bound) and the procedure's error is estimated by nested
+       cross-validation (rule 5: leave-one-out for few records, ``options.outer_k`` folds
+       for many).
+    3. The chosen set is fitted on every record with the robust fit (outliers flagged
+       again, standard errors from the residual scale, NaN for undetermined parameters)
+       and cross-validated as ``options`` say.
+
+    With ``options.names`` the set is fixed: step 3 only.
+
+    Parameters
+    ----------
+    kin : HeliostatKinematics
+    obs : Observations
+    options : CalibrationOptions, optional
+
+    Returns
+    -------
+    Calibration
+        ``fit.success`` False with the reason when no set can be fitted and checked.
+    """
+    from heliostat.calibration.crossval import with_cross_validation
+
+    opt = options if options is not None else CalibrationOptions()
+    if opt.names is not None:
+        names = tuple(opt.names)
+        r = fit_heliostat(kin, obs, names, opt.residual)
+        r = with_cross_validation(kin, obs, r, opt.loo, opt.kfold, opt.residual)
+        why = f"fixed set of {len(names)} parameters ({', '.join(names)}): not chosen"
+        return Calibration(r, None, (), _bound_note(r, why))
+    cands = tuple(tuple(c) for c in (opt.candidates or candidate_sets(kin.drive)))
+    clean, screened = _screen(kin, obs, cands, opt.residual)
+    sel = select_parameters(kin, clean, opt.residual, cands, opt.nested, opt.outer_k, opt.seed)
+    if screened:
+        sel = replace(
+            sel,
+            reason=sel.reason + f" (on {len(clean)} records: source rows "
+            f"{', '.join(map(str, screened))} set aside as gross outliers)",
+        )
+    if not sel.names:
+        zeros = KinematicErrors.zeros(kin.drive)
+        before = pointing_residuals(kin, obs, zeros, opt.residual)
+        r = FitResult(
+            obs.heliostat_id,
+            kin.drive,
+            (),
+            zeros,
+            {},
+            False,
+            f"no parameter set chosen: {sel.reason}",
+            n_points=len(obs),
+            rms_before_mrad=float(np.sqrt(np.mean(before**2))),
+            selection=_selection_dict(sel, screened, sel.reason),
+        )
+        return Calibration(r, sel, screened, r.reason)
+    r = fit_heliostat(kin, obs, sel.names, opt.residual)
+    r = with_cross_validation(kin, obs, r, opt.loo, opt.kfold, opt.residual)
+    why = _bound_note(r, sel.reason)
+    r = replace(r, selection=_selection_dict(sel, screened, why))
+    return Calibration(r, sel, screened, why)
+
+
+def _bound_note(r: FitResult, why: str) -> str:
+    if not r.success:
+        return why + f"; the fit failed: {r.reason}"
+    x = r.errors.to_vector(r.names)
+    bound = [nm for nm, v in zip(r.names, x, strict=True) if abs(v) >= 0.999 * _bound(r.drive, nm)]
+    if bound:
+        why += f"; {', '.join(bound)} on the fit bound in the final fit: not determined by the data"
+    return why
+
+
+def _bound(drive: str, name: str) -> float:
+    from heliostat.kinematics import drive as _drive
+
+    return _drive(drive).fit_bound(name)
+
+
+def _selection_dict(sel: Selection, screened: tuple[int, ...], why: str) -> dict:
+    d = sel.summary()
+    d["reason"] = why
+    d["outliers_set_aside_rows"] = list(screened)
+    return d
