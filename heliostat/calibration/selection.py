@@ -226,10 +226,13 @@ def _refit_score(
     x = full.errors.to_vector(names)
     for _ in range(REFIT_ITERATIONS):
         r, j = prob.fun(x), prob.jac(x)
-        dx = np.linalg.lstsq(j, -r, rcond=None)[0]
+        if not (np.all(np.isfinite(r)) and np.all(np.isfinite(j))):
+            return Candidate(names, math.nan, (), "refit failed: the model gives no beam")
+        try:
+            dx = np.linalg.lstsq(j, -r, rcond=None)[0]
+        except np.linalg.LinAlgError:
+            return Candidate(names, math.nan, (), "refit failed: singular least squares")
         x = x + dx
-        if not np.all(np.isfinite(x)):
-            return Candidate(names, math.nan, (), "refit diverged")
         if np.max(np.abs(dx)) < REFIT_TOL:
             break
     # The residual at the last step's end, linearly (the step is below REFIT_TOL or the
