@@ -1,4 +1,8 @@
-"""Choose a heliostat's error-parameter set by cross-validation, and say why.
+"""Choose a heliostat's error-parameter set by nested cross-validation, and say why.
+
+:func:`calibrate_heliostat` is the one entry: ``heliostat calibrate`` (every input),
+the campaign runner, the demo and the benchmarks call it, with a fixed set only when
+asked (``--params``, ``--no-select``, ``campaign.toml`` ``[fit] groups``).
 
 With few records the drive's default set (8 parameters for the linear drive) is more than
 the data can carry: a fit then trades parameters against each other and sits on their
@@ -9,6 +13,10 @@ reports an honest error for the whole procedure.
 
 Rule
 ----
+0. Gross outliers are set aside first (:func:`_screen`: the robust fit of
+   :mod:`heliostat.calibration.fit`, 4.3 robust σ, of the largest candidate with at least
+   1.5 residual components per parameter), so that they neither decide the choice nor
+   enter its scores; the final fit (step 6) tests every record again.
 1. Candidates (:func:`candidate_sets`): one zero offset alone (each), both zero offsets,
    then the drive's default groups added one at a time in the order of
    :data:`GROUP_PRIORITY` (first-axis tilt, non-orthogonality, canting, actuator
@@ -21,11 +29,22 @@ Rule
    data, decided that value) and is reported as such.
 4. The chosen set is the one with the smallest score; a larger set must beat every smaller
    one by :data:`MIN_GAIN` (relative), else the smaller one is kept.
-5. The reported error is **nested** leave-one-out: for each record, steps 2–4 are rerun on
-   the other records, the set they choose is fitted on them, and the held-out record's
-   pointing error is measured. The RMS over the records estimates the error of the
-   procedure (selection included), not of one lucky set; it is larger than the chosen
-   set's own leave-one-out score, which is biased low by the choice.
+5. The reported error is **nested**: the records are split into held-out parts (one
+   record each below :data:`KFOLD_MIN_RECORDS` records, else :data:`OUTER_K` folds,
+   :func:`outer_folds`); for each part, steps 2–4 are rerun on the other records (each
+   candidate refitted by Gauss–Newton from its fit on all records, :func:`_refit_score`),
+   and the set they choose predicts the held-out part. The RMS over the records
+   estimates the error of the procedure (selection included), not of one lucky set; on
+   average it is larger than the chosen set's own leave-one-out score, which is biased
+   low by the choice. How often the outer folds chose the same set is reported too.
+6. The chosen set is fitted on every record by the robust fit (outliers flagged again;
+   standard errors s²(JᵀJ)⁻¹ from the residual scale, NaN for a parameter the data do
+   not determine). A parameter of the final fit on its bound is named in the reason.
+
+Standard errors are those of the chosen model: a smaller set's parameters absorb the
+omitted ones (an axis-1 zero offset takes up an actuator-1 stroke error), so their
+values are the best ones for pointing with that set, not the physical terms of the same
+name.
 
 The pointing error is the angle of the reflected beam against the ray from the **mirror
 centre** (the pivot plus the concentrator translation, as :mod:`heliostat.calibration.fit`
