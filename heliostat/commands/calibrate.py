@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from heliostat.commands._common import id_sort_key, print_json, print_table
@@ -269,8 +270,10 @@ def run(args: argparse.Namespace) -> int:
                     "rms_before_mrad": s["rms_before_mrad"],
                     "rms_after_mrad": s["rms_after_mrad"],
                     "loo_rms_mrad": s["loo_rms_mrad"],
-                    "n_params": len(s["parameters"]) if s["success"] else None,
-                    "nested_rms_mrad": (s["parameter_selection"] or {}).get("nested_rms_mrad"),
+                    "n_params": len(s["parameters"]) if s["success"] else "-",
+                    "nested_rms_mrad": float(
+                        (s["parameter_selection"] or {}).get("nested_rms_mrad", math.nan)
+                    ),
                 }
                 for s in summaries
             ]
@@ -318,10 +321,9 @@ def failure_kind(reason: str) -> str:
 
 def summary_line(results) -> str:
     """One line for a fitted field: fitted and failed counts (failures by kind), and the
-    median and 95th percentile of the RMS after the fit and of the leave-one-out RMS
-    over the fitted heliostats. [mrad]"""
-    import math
-
+    median and 95th percentile of the RMS after the fit, of the leave-one-out RMS and of
+    the nested cross-validated RMS (heliostats whose set was chosen) over the fitted
+    heliostats. [mrad]"""
     import numpy as np
 
     ok = [r for r in results if r.success]
