@@ -139,8 +139,9 @@ class Candidate:
         Parameters the fit put on their bound (such a candidate is not chosen).
     sky_sigma_mrad : float
         Predicted 1σ beam-pointing uncertainty of the fit, RMS over the sky grid the
-        heliostat can serve (:func:`sky_sigma_mrad`); above :data:`SKY_SIGMA_LIMIT_MRAD`
-        (or NaN: a parameter not determined) the candidate is not chosen. [mrad]
+        heliostat can serve (:class:`SkyCheck`); above :data:`SKY_SIGMA_LIMIT_MRAD`
+        (inf: a parameter not determined) the candidate is not chosen; NaN: not checked
+        (no servable sun on the grid). [mrad]
     note : str
         Why the candidate was not scored or not eligible (empty otherwise).
     errors : KinematicErrors or None
@@ -260,7 +261,7 @@ def _candidate(
     notes = []
     if at_bound:
         notes.append(f"{', '.join(at_bound)} on the bound")
-    if not sigma <= SKY_SIGMA_LIMIT_MRAD:
+    if sigma > SKY_SIGMA_LIMIT_MRAD:
         notes.append(
             f"pointing uncertainty over the sky {sigma:.3g} mrad > {SKY_SIGMA_LIMIT_MRAD:g}"
         )
@@ -301,7 +302,8 @@ class SkyCheck:
         jac_w: NDArray[np.float64],
     ) -> float:
         """RMS over the grid of the 1σ beam uncertainty of a fit at ``x`` with weighted
-        residuals (2N,) and Jacobian (2N, p) (NaN: no servable sun). [mrad]"""
+        residuals (2N,) and Jacobian (2N, p) (NaN: no servable sun; inf: J is
+        singular). [mrad]"""
         if len(self.steps) == 0:
             return math.nan
         names = tuple(names)
@@ -316,6 +318,8 @@ class SkyCheck:
         d = (beam[:p] - beam[p:]) / (2 * h[:, None, None])  # (p, M, 3) [rad per unit]
         _, sv, _ = np.linalg.svd(jac_w, full_matrices=False)
         rank = int(np.sum(sv >= SINGULAR_RTOL * sv[0])) if sv.size and sv[0] > 0 else 0
+        if rank < p:  # a direction the records do not determine: unbounded uncertainty
+            return math.inf
         s2 = float(res_w @ res_w) / max(res_w.size - rank, 1)  # [mrad²]
         cov = s2 * np.linalg.pinv(jac_w.T @ jac_w)  # [unit²]
         var = np.einsum("kma,kl,lma->m", d, cov, d)  # [rad²]
@@ -364,7 +368,7 @@ def _refit_score(
 def _choose(cands: Sequence[Candidate]) -> Candidate | None:
     best: Candidate | None = None
     for c in cands:  # smallest first: a larger set must beat the best so far by MIN_GAIN
-        if c.at_bound or not c.sky_sigma_mrad <= SKY_SIGMA_LIMIT_MRAD:
+        if c.at_bound or c.sky_sigma_mrad > SKY_SIGMA_LIMIT_MRAD:
             continue
         if not math.isfinite(c.loo_rms_mrad):
             continue
