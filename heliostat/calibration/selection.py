@@ -20,7 +20,10 @@ Rule
 1. Candidates (:func:`candidate_sets`): one zero offset alone (each), both zero offsets,
    then the drive's default groups added one at a time in the order of
    :data:`GROUP_PRIORITY` (first-axis tilt, non-orthogonality, canting, actuator
-   strokes), ending with the default set.
+   strokes), ending with the default set; plus, for a candidate whose fit is poorly
+   conditioned, the identifiable subset the fit suggests (which parameters trade against
+   each other depends on the heliostat's geometry and sun positions, so a fixed ladder
+   alone would fall back too far). Smaller sets come first.
 2. A candidate of p parameters is *feasible* on n records when a leave-one-out check of it
    is possible: 2(n − 1) ≥ p + 1 residual components.
 3. Each feasible candidate is fitted (plain least squares) and scored by its leave-one-out
@@ -142,6 +145,9 @@ class Candidate:
         heliostat can serve (:class:`SkyCheck`); above :data:`SKY_SIGMA_LIMIT_MRAD`
         (inf: a parameter not determined) the candidate is not chosen; NaN: not checked
         (no servable sun on the grid). [mrad]
+    suggested : tuple of str
+        The fit's identifiable subset when its condition number is too high
+        (``FitResult.suggested_names``), else empty.
     note : str
         Why the candidate was not scored or not eligible (empty otherwise).
     errors : KinematicErrors or None
@@ -154,6 +160,7 @@ class Candidate:
     note: str = ""
     errors: KinematicErrors | None = field(default=None, compare=False, repr=False)
     sky_sigma_mrad: float = math.nan
+    suggested: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +251,9 @@ def score(
     sky = sky if sky is not None else SkyCheck.for_records(kin, obs)
     sigma = sky.sigma_mrad(names, x, prob.fun(x), prob.jac(x))
     loo = loo_hat(kin, obs, r, residual)
-    return _candidate(kin, names, x, sigma, float(loo), r.errors)
+    return replace(
+        _candidate(kin, names, x, sigma, float(loo), r.errors), suggested=r.suggested_names
+    )
 
 
 def _candidate(
@@ -444,7 +453,12 @@ def select_parameters(
     """
     cands = [tuple(c) for c in (candidates or candidate_sets(kin.drive))]
     sky = SkyCheck.for_records(kin, obs)
-    scored = tuple(score(kin, obs, c, residual, sky=sky) for c in cands)
+    scored = [score(kin, obs, c, residual, sky=sky) for c in cands]
+    # The identifiable subsets the fits suggest (fit.py: the least identifiable parameter
+    # dropped until the condition number is fine) join the candidates (rule 1).
+    extra = dict.fromkeys(c.suggested for c in scored if c.suggested and c.suggested not in cands)
+    scored += [score(kin, obs, c, residual, sky=sky) for c in extra]
+    scored = tuple(sorted(scored, key=lambda c: len(c.names)))  # stable: ladder order kept
     best = _choose(scored)
     if best is None:
         return Selection((), scored, math.nan, _none_reason(len(obs), scored))
@@ -457,7 +471,7 @@ def select_parameters(
     why = (
         f"chose {len(best.names)} of {len(full.names)} parameters "
         f"({', '.join(best.names)}): smallest leave-one-out error {best.loo_rms_mrad:.3g} mrad "
-        f"among {sum(math.isfinite(c.loo_rms_mrad) for c in scored)} feasible nested sets "
+        f"among {sum(math.isfinite(c.loo_rms_mrad) for c in scored)} feasible candidate sets "
         f"(a larger set must gain {MIN_GAIN:.0%})"
     )
     if best.names != full.names:
