@@ -74,11 +74,15 @@ def test_few_records_choose_a_smaller_set_many_the_full_one(realistic):
     assert len(obs) == 113
     few = calibrate_heliostat(kin, obs.subset(np.linspace(0, 112, 8).round().astype(int)))
     many = calibrate_heliostat(kin, obs)
-    # Measured: 8 records choose the 4 tilt + zero-offset terms (LOO 0.52 mrad), 113 the
-    # full 8-parameter set (LOO 0.48 mrad, the effects outside the model dominate it).
+    # Measured: 8 records choose 3-4 tilt and zero-offset terms, 113 records 6 or more:
+    # the full set or an identifiable subset the fit suggests, whose leave-one-out score
+    # is the full set's (a zero offset and its actuator's stroke turn the joint alike, so
+    # one of each pair carries the pointing).
     assert few.fit.success and many.fit.success
     assert set(few.names) < set(full) and len(few.names) <= 5
-    assert many.names == full
+    assert len(many.names) >= 6
+    (full_score,) = [x for x in many.selection.candidates if x.names == full]
+    assert many.fit.loo_rms_mrad <= full_score.loo_rms_mrad * 1.05
     for c in (few, many):
         assert c.reason.startswith(f"chose {len(c.names)} of 8 parameters")
         sel = c.fit.summary()["parameter_selection"]
@@ -135,23 +139,21 @@ def test_outliers_are_set_aside_before_the_choice_and_in_the_fit():
 
 
 def test_standard_errors_cover_the_truth():
-    """With many records the full set is chosen and its 1-σ standard errors describe the
-    spread of the estimates around the truth: z = (x − truth)/σ has RMS ≈ 1. (A smaller
-    chosen set's parameters absorb the omitted ones: their values are not the physical
-    ones, and they are left out here; measured on seed 403, 6 of 8 parameters chosen:
-    the axis-1 zero offset takes up the actuator-1 stroke, z = 8.)"""
-    z, full = [], 0
+    """The fit's 1-σ standard errors describe the spread of the estimates around the
+    truth: z = (x − truth)/σ has RMS ≈ 1. The true set is fixed here: a smaller chosen
+    set's parameters absorb the omitted ones (the axis-1 zero offset takes up the
+    actuator-1 stroke), so their values are not the physical ones."""
+    z = []
+    full = resolve_names("linear")
     times = [d + pd.Timedelta(minutes=m) for d in DAYS for m in np.linspace(420, 920, 12)]
-    for seed in range(8):
+    for seed in range(7):
         truth, obs, _ = _clean("AA39", 400 + seed, times)
-        c = calibrate_heliostat(FIELD.heliostats["AA39"].kinematics, obs)
-        if c.names != resolve_names("linear"):
-            continue
-        full += 1
+        opt = CalibrationOptions(names=full)
+        c = calibrate_heliostat(FIELD.heliostats["AA39"].kinematics, obs, opt)
         z += [(c.fit.errors[n] - truth[n]) / c.fit.std[n] for n in c.names]
     z = np.asarray(z)
-    assert full >= 6 and np.all(np.isfinite(z))
-    # 56 z-values (7 seeds × 8 parameters, measured RMS 1.05): the RMS of 56 N(0, 1) draws
+    assert np.all(np.isfinite(z))
+    # 56 z-values (7 seeds × 8 parameters, measured RMS 1.00): the RMS of 56 N(0, 1) draws
     # lies in [0.8, 1.2] with > 99 % probability; wider (0.6-1.6) because the values of
     # one seed are correlated through its shared noise.
     assert 0.6 < math.sqrt(np.mean(z**2)) < 1.6
