@@ -495,8 +495,8 @@ def _none_reason(n: int, scored: Sequence[Candidate]) -> str:
     if not any(math.isfinite(c.loo_rms_mrad) for c in scored):
         return f"{n} records: too few for a leave-one-out check of any candidate set"
     return (
-        "every scored candidate put a parameter on its bound or left one undetermined "
-        "by the records"
+        "every scored candidate put a parameter on its bound or left the beam over the "
+        f"sky uncertain by more than {SKY_SIGMA_LIMIT_MRAD:g} mrad"
     )
 
 
