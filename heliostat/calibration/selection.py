@@ -336,27 +336,50 @@ class SkyCheck:
 
 
 #: Gauss–Newton iterations of a fold's refit from the full records' solution.
-REFIT_ITERATIONS = 3
+REFIT_ITERATIONS = 2
 #: A refit step below this ends the iterations (0.01 µrad, 0.01 µm). [rad or m]
 REFIT_TOL = 1e-8
 
 
+@dataclass(frozen=True, slots=True)
+class _OnAll:
+    """A candidate's problem on all the records, with its weighted residuals and
+    Jacobian at its fit (the start of every fold's refit, evaluated once)."""
+
+    candidate: Candidate
+    prob: Problem | None = None
+    res0: NDArray[np.float64] | None = None
+    jac0: NDArray[np.float64] | None = None
+
+    @classmethod
+    def of(cls, kin: HeliostatKinematics, obs: Observations, c: Candidate, residual: str) -> _OnAll:
+        if c.errors is None:
+            return cls(c)
+        prob = Problem(kin, obs, c.names, KinematicErrors.zeros(kin.drive), residual)
+        x = c.errors.to_vector(c.names)
+        return cls(c, prob, prob.fun(x).copy(), prob.jac(x).copy())
+
+
 def _refit_score(
-    kin: HeliostatKinematics, obs: Observations, full: Candidate, residual: str, sky: SkyCheck
+    kin: HeliostatKinematics, on_all: _OnAll, train: NDArray[np.int64], sky: SkyCheck
 ) -> Candidate:
-    """:func:`score` of a candidate on a subset of the records it was fitted on, by
-    Gauss–Newton from its full-records solution (the model is nearly linear over the
-    change a held-out part makes: a few steps reach the least-squares solution, at a
-    fraction of a bounded ``least_squares`` run). A candidate not fitted on the full
+    """:func:`score` of a candidate on the ``train`` rows of the records it was fitted
+    on, by Gauss–Newton from its all-records solution (the model is nearly linear over
+    the change a held-out part makes: a few steps reach the least-squares solution, at a
+    fraction of a bounded ``least_squares`` run). A candidate not fitted on all the
     records cannot be on fewer; past the bound it is not eligible, as in :func:`score`."""
+    full = on_all.candidate
     names = full.names
-    n = len(obs)
-    if full.errors is None or not _feasible(n, len(names)):
+    n = len(train)
+    if on_all.prob is None or not _feasible(n, len(names)):
         return Candidate(names, math.nan, (), f"{n} records: too few for a check of {len(names)}")
-    prob = Problem(kin, obs, names, KinematicErrors.zeros(kin.drive), residual)
+    prob = on_all.prob
+    rows = np.repeat(train, 2) * 2 + np.tile([0, 1], n)  # residual components of train
     x = full.errors.to_vector(names)
-    for _ in range(REFIT_ITERATIONS):
-        r, j = prob.fun(x), prob.jac(x)
+    r, j = on_all.res0[rows], on_all.jac0[rows]
+    for it in range(REFIT_ITERATIONS):
+        if it:
+            r, j = prob.fun(x)[rows], prob.jac(x)[rows]
         if not (np.all(np.isfinite(r)) and np.all(np.isfinite(j))):
             return Candidate(names, math.nan, (), "refit failed: the model gives no beam")
         try:
@@ -369,7 +392,7 @@ def _refit_score(
     # The residual at the last step's end, linearly (the step is below REFIT_TOL or the
     # iterations are spent): no further model evaluation.
     res = r + j @ dx
-    loo = loo_hat_from(res, j, prob.weight)
+    loo = loo_hat_from(res, j, prob.weight[train])
     errors = KinematicErrors.zeros(kin.drive).with_vector(names, x)
     return _candidate(kin, names, x, sky.sigma_mrad(names, x, res, j), float(loo), errors)
 
@@ -409,9 +432,10 @@ def _nested(
     """Nested cross-validated RMS pointing error (module rule 5) and the set chosen in
     each outer fold (NaN and () when a fold leaves too few records for any choice)."""
     held, chosen = [], []
+    on_all = [_OnAll.of(kin, obs, c, residual) for c in scored]
     for test in folds:
-        train = obs.subset(np.setdiff1d(np.arange(len(obs)), test))
-        inner = _choose([_refit_score(kin, train, c, residual, sky) for c in scored])
+        train = np.setdiff1d(np.arange(len(obs)), test)
+        inner = _choose([_refit_score(kin, a, train, sky) for a in on_all])
         if inner is None or inner.errors is None:
             return math.nan, ()
         held.append(pointing_residuals(kin, obs.subset(test), inner.errors, residual))
