@@ -294,18 +294,19 @@ def oracle_steps(case: Case, m: OracleModel, times, plant_sun, iterations: int =
 
 # --------------------------------------------------------------------------- one case
 def heldout_errors(case: Case, seed: int = 0) -> dict[str, float]:
-    """Held-out RMS beam error of the nominal model, our pipeline (``fit_heliostat``
-    defaults) and the oracle on one case: ``<model>_mrad`` with the per-visit random
-    effects (wind jitter, encoder quantisation) of the held-out visits, as a plant would
-    measure it, and ``<model>_static_mrad`` without them. [mrad]"""
-    from heliostat.calibration import fit_heliostat, observations_from_frame
+    """Held-out RMS beam error of the nominal model, our pipeline
+    (:func:`heliostat.calibration.calibrate_heliostat` defaults: the parameter set chosen
+    by nested cross-validation, robust fit) and the oracle on one case: ``<model>_mrad``
+    with the per-visit random effects (wind jitter, encoder quantisation) of the held-out
+    visits, as a plant would measure it, and ``<model>_static_mrad`` without them. [mrad]"""
+    from heliostat.calibration import calibrate_heliostat, observations_from_frame
 
     times, sun = heldout_times(case)
     obs, rejected = observations_from_frame(case.observations, case.field)
     if rejected:
         raise RuntimeError(f"simulated rows rejected: {rejected[:3]}")
     kin = case.field.heliostats[case.hid].kinematics
-    fit = fit_heliostat(kin, obs[case.hid])
+    fit = calibrate_heliostat(kin, obs[case.hid]).fit
     oracle = fit_oracle(case)
     steps = {
         "nominal": kinematic_steps(case, None, times, sun),

@@ -185,6 +185,26 @@ def test_fits_appear_when_thresholds_are_met_and_recover_the_truth(campaigns):
             assert after < before / 4
 
 
+def test_fits_choose_their_parameter_set_as_calibrate_heliostat_does(campaigns):
+    """The runner fits through heliostat.calibration.calibrate_heliostat (campaign.toml
+    names no groups): the stored set is the one that function chooses on the same
+    observations, and its parameters are the same fit (same code, same inputs)."""
+    from heliostat.calibration import calibrate_heliostat, observations_from_frame
+
+    plant = campaigns["a"].plant()
+    with History(plant.history_db, readonly=True) as h:
+        for hid, hel in plant.field.heliostats.items():
+            last = h.fits(hid)[-1]
+            df = h.observations(hid)
+            df = df[df["id"] <= last["last_observation_id"]]
+            obs = observations_from_frame(df, plant.field)[0][hid]
+            c = calibrate_heliostat(hel.kinematics, obs)
+            assert last["names"] == list(c.names)
+            for n, v in c.fit.parameters().items():
+                # same computation in the same process: equal to float rounding (1e-12 rad)
+                assert last["parameters"][n] == pytest.approx(v, rel=1e-9, abs=1e-12)
+
+
 def test_corrections_are_not_sent_without_confirmation(campaigns):
     a, b = campaigns["a"], campaigns["b"]
     # A: the question was asked once, answered no: nothing uploaded

@@ -70,6 +70,24 @@ def test_demo_writes_expected_files(tmp_path):
     # sun-off frame), ~1/4 px of the ~36 mm footprint at 256x208 px; bound 30 mm.
     assert st["detect"]["detected"] == 1 and st["detect"]["spot_error_mm_max"] < 30.0
     assert st["calibrate"]["fitted"] == 4
+    # Each heliostat's set chosen by heliostat.calibration.calibrate_heliostat (the one
+    # function of `heliostat calibrate` and the campaign runner): the same set and values
+    # from a direct call on the demo's observations (the framed spots as detected).
+    from heliostat.calibration import calibrate_heliostat, observations_from_frame
+    from heliostat.calibration.corrections import read_corrections
+
+    assert sum(st["calibrate"]["parameter_sets"].values()) == 4
+    measured = pd.read_csv(out / "detect" / "observations.csv", keep_default_na=False)
+    obs_all = observations_from_frame(measured, field_cfg)[0]
+    for e in read_corrections(out / "calibrate" / "corrections.json")["heliostats"]:
+        c = calibrate_heliostat(
+            field_cfg.heliostats[e["heliostat"]].kinematics, obs_all[e["heliostat"]]
+        )
+        assert list(e["parameters"]) == list(c.names)
+        assert f"{c.fit.drive}: {','.join(c.names)}" in st["calibrate"]["parameter_sets"]
+        for n, v in c.fit.parameters().items():
+            # same computation in the same process: equal to float rounding
+            assert e["parameters"][n] == pytest.approx(v, rel=1e-9, abs=1e-12)
     assert st["deliver"]["outcomes"] == {"confirmed": 4}
     v = st["verify"]
     assert v["moves_confirmed"] == "4/4"

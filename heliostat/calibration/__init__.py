@@ -3,7 +3,9 @@
 - :mod:`~heliostat.calibration.observations`: the ``observations.csv`` reader.
 - :mod:`~heliostat.calibration.paint`: the PAINT (DLR/Jülich) archive reader;
   :mod:`~heliostat.calibration.paint_layout` finds its files (one heliostat or many).
-- :mod:`~heliostat.calibration.selection`: the parameter set chosen by cross-validation.
+- :mod:`~heliostat.calibration.selection`: the parameter set chosen by nested
+  cross-validation; :func:`calibrate_heliostat`, the one entry the CLI, the campaign
+  runner and the demo call.
 - :mod:`~heliostat.calibration.fit`: robust least-squares fit, standard errors,
   identifiability check.
 - :mod:`~heliostat.calibration.crossval`: leave-one-out and k-fold pointing error.
@@ -29,9 +31,17 @@ from heliostat.calibration.observations import (
     read_observations,
 )
 from heliostat.calibration.paint import PaintArchive, PaintCampaign, load_paint_dir, load_paint_root
-from heliostat.calibration.selection import Selection, select_parameters
+from heliostat.calibration.selection import (
+    Calibration,
+    CalibrationOptions,
+    Selection,
+    calibrate_heliostat,
+    select_parameters,
+)
 
 __all__ = [
+    "Calibration",
+    "CalibrationOptions",
     "FitResult",
     "Job",
     "Observations",
@@ -41,6 +51,7 @@ __all__ = [
     "Selection",
     "Setpoints",
     "calibrate_field",
+    "calibrate_heliostat",
     "corrected_setpoints",
     "corrections_document",
     "fit_heliostat",

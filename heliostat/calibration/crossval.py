@@ -121,20 +121,31 @@ def loo_hat(
     """Leave-one-out RMS from the hat matrix of the linearised fit (no refits). [mrad]"""
     inl = obs.subset(inlier_mask(result, obs))
     prob = Problem(kin, inl, result.names, result.errors, residual)
-    x = result.errors.to_vector(result.names)
-    e = prob.fun(x).reshape(-1, 2)  # weighted, consistent with the weighted Jacobian
-    j = prob.jac(x)
-    h = j @ np.linalg.pinv(j.T @ j) @ j.T
-    n = e.shape[0]
-    loo = np.empty_like(e)
-    for i in range(n):
-        blk = np.eye(2) - h[2 * i : 2 * i + 2, 2 * i : 2 * i + 2]
-        try:
-            loo[i] = np.linalg.solve(blk, e[i])
-        except np.linalg.LinAlgError:
-            return math.nan
-    # Back to the unweighted beam-pointing residual in mrad.
-    return _rms(np.linalg.norm(loo, axis=1) / prob.weight)
+    return loo_hat_at(prob, result.errors.to_vector(result.names))
+
+
+def loo_hat_at(prob: Problem, x: NDArray[np.float64]) -> float:
+    """:func:`loo_hat` of a problem at parameter vector ``x`` (every row of the
+    problem; no refits). [mrad]"""
+    return loo_hat_from(prob.fun(x), prob.jac(x), prob.weight)
+
+
+def loo_hat_from(
+    res_w: NDArray[np.float64], jac_w: NDArray[np.float64], weight: NDArray[np.float64]
+) -> float:
+    """Leave-one-out RMS from weighted residuals (2N,) and Jacobian (2N, p) at a
+    least-squares solution: e_loo,i = (I − H_ii)⁻¹ e_i, H_ii = J_i (JᵀJ)⁺ J_iᵀ (the 2×2
+    blocks of the hat matrix), divided by the row weights (N,) back to the unweighted
+    beam-pointing residual. [mrad]"""
+    e = res_w.reshape(-1, 2)
+    j = jac_w.reshape(e.shape[0], 2, -1)
+    cov = np.linalg.pinv(jac_w.T @ jac_w)
+    blk = np.eye(2)[None] - np.einsum("nap,pq,nbq->nab", j, cov, j)
+    try:
+        loo = np.linalg.solve(blk, e[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return math.nan
+    return _rms(np.linalg.norm(loo, axis=1) / weight)
 
 
 def with_cross_validation(

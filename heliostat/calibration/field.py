@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from heliostat.calibration.crossval import with_cross_validation
 from heliostat.calibration.fit import FitResult, fit_heliostat, resolve_names
 from heliostat.calibration.observations import Observations
+from heliostat.calibration.selection import CalibrationOptions, calibrate_heliostat
 from heliostat.errors import CalibrationError
 from heliostat.kinematics import HeliostatKinematics, KinematicErrors
 
@@ -34,12 +35,21 @@ class Job:
     residual: str = "angle"
     loo: str = "hat"
     kfold: int | None = None
+    select: bool = False
 
 
 def run_job(job: Job) -> FitResult:
-    """Fit one heliostat; any failure becomes ``success=False`` with the reason."""
+    """Fit one heliostat; any failure becomes ``success=False`` with the reason.
+
+    ``job.select``: the parameter set is chosen by nested cross-validation
+    (:func:`~heliostat.calibration.selection.calibrate_heliostat`; ``job.names`` unused),
+    the result's ``selection`` says which and why. Else ``job.names`` is fitted as given.
+    """
     obs = job.observations
     try:
+        if job.select:
+            opt = CalibrationOptions(None, job.residual, job.loo, job.kfold)
+            return calibrate_heliostat(job.kinematics, obs, opt).fit
         r = fit_heliostat(job.kinematics, obs, job.names, job.residual)
         return with_cross_validation(job.kinematics, obs, r, job.loo, job.kfold, job.residual)
     except (CalibrationError, ValueError, ArithmeticError) as exc:
@@ -67,8 +77,10 @@ def make_jobs(
     residual: str = "angle",
     loo: str = "hat",
     kfold: int | None = None,
+    select: bool = False,
 ) -> list[Job]:
-    """Jobs for every heliostat that has observations.
+    """Jobs for every heliostat that has observations (``select``: each chooses its
+    parameter set, :attr:`Job.select`; ``groups`` is then unused).
 
     Raises
     ------
@@ -80,7 +92,8 @@ def make_jobs(
         if hid not in kinematics:
             raise KeyError(f"observations of heliostat {hid!r}, which is not in the field")
         kin = kinematics[hid]
-        jobs.append(Job(kin, obs, resolve_names(kin.drive, groups), residual, loo, kfold))
+        names = resolve_names(kin.drive, groups)
+        jobs.append(Job(kin, obs, names, residual, loo, kfold, select))
     return jobs
 
 

@@ -131,6 +131,10 @@ class FitResult:
         A smaller, identifiable parameter set when the chosen one is not; else empty.
     loo_rms_mrad, kfold_rms_mrad : float
         Cross-validated pointing error (NaN until computed).
+    selection : dict or None
+        How the parameter set was chosen, when it was
+        (:func:`heliostat.calibration.selection.calibrate_heliostat`: chosen set, reason,
+        nested cross-validated error, candidates' scores); None for a fixed set.
     """
 
     heliostat_id: str
@@ -152,6 +156,7 @@ class FitResult:
     suggested_names: tuple[str, ...] = ()
     loo_rms_mrad: float = math.nan
     kfold_rms_mrad: float = math.nan
+    selection: dict | None = None
 
     def parameters(self) -> dict[str, float]:
         """Fitted values by name (unit in the name: rad or m)."""
@@ -177,6 +182,7 @@ class FitResult:
             "condition": self.condition,
             "warnings": list(self.warnings),
             "suggested_parameters": list(self.suggested_names),
+            "parameter_selection": self.selection,
         }
 
 

@@ -115,7 +115,8 @@ class FitConfig:
     refit_after : int
         New observations since the last fit before the next one.
     groups : tuple of str or None
-        Error-parameter groups to fit (None: the drive's defaults).
+        A fixed set of error-parameter groups to fit (None: each heliostat's set chosen
+        by nested cross-validation, :func:`heliostat.calibration.calibrate_heliostat`).
     window_s : float or None
         Fit only the observations of this last span before the newest one (None: all),
         so that a heliostat that drifted is fitted on its present state. [s]

@@ -460,12 +460,10 @@ class CampaignRunner:
         obs, _rejected = observations_from_frame(df, p.field)
         if hid not in obs:
             return None
+        # The parameter set is chosen by nested cross-validation unless campaign.toml's
+        # [fit] groups fixes it (heliostat.calibration.selection.calibrate_heliostat).
         names = resolve_names(h.kinematics.drive, fc.groups)
-        r = run_job(Job(h.kinematics, obs[hid], names))
-        if r.suggested_names:
-            r2 = run_job(Job(h.kinematics, obs[hid], tuple(r.suggested_names)))
-            if r2.success and (not r.success or r2.loo_rms_mrad <= 1.05 * r.loo_rms_mrad):
-                r = r2
+        r = run_job(Job(h.kinematics, obs[hid], names, select=fc.groups is None))
         prev = self.history.last_fit(hid, success_only=True)
         change = None
         if prev is not None and r.success:
@@ -488,6 +486,8 @@ class CampaignRunner:
                 f"fit {hid}: {r.n_points} points, rms {r.rms_before_mrad:.2f} -> "
                 f"{r.rms_after_mrad:.2f} mrad, loo {r.loo_rms_mrad:.2f}{drift}"
             )
+            if r.selection is not None:
+                self.log(f"    parameters: {r.selection['reason']}")
         else:
             self.log(f"fit {hid}: failed ({r.reason})")
         return fid

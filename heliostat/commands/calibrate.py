@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from heliostat.commands._common import id_sort_key, print_json, print_table
 
-#: With ``--paint`` and no ``--params``, heliostats with at least this many records get
-#: their parameter set chosen by cross-validation (:mod:`heliostat.calibration.selection`;
-#: fewer records leave nothing to check a choice with).
+#: Without ``--params`` (or ``--no-select``), heliostats with at least this many records
+#: get their parameter set chosen by nested cross-validation
+#: (:func:`heliostat.calibration.selection.calibrate_heliostat`; fewer records leave
+#: nothing to check a choice with).
 MIN_RECORDS_TO_SELECT = 3
+#: Up to this many heliostats, the text output gives each one's chosen set and reason;
+#: above, a count per chosen set (``--json`` has every heliostat's).
+MAX_REASON_LINES = 20
 #: The point the pointing error is measured from (the residual of
 #: :mod:`heliostat.calibration.fit`).
 ERROR_POINT = "mirror centre (pivot + PAINT's concentrator translation)"
@@ -24,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Fit each heliostat's kinematic error parameters to its calibration "
         "observations (robust least squares), report the pointing error before and after "
         "and its leave-one-out estimate, and optionally write the corrections file "
-        "(docs/corrections.md). Rejected rows are listed on stderr; the rest go on.",
+        "(docs/corrections.md). Each heliostat's parameter set is chosen by nested "
+        "cross-validation unless --params or --no-select fixes it. Rejected rows are "
+        "listed on stderr; the rest go on.",
     )
     p.add_argument("observations", nargs="?", metavar="OBS.csv", help="observations.csv")
     p.add_argument("--field", metavar="FIELD_TOML", help="field.toml (with OBS.csv)")
@@ -44,9 +51,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--params",
         metavar="GROUPS",
-        help="comma-separated parameter groups or names to fit (default: the drive's "
-        "default groups; 'all' for every group); a name of another drive is ignored for "
-        "a heliostat, DRIVE:NAME applies to that drive only",
+        help="parameter groups or names to fit, a fixed set (default: chosen per "
+        "heliostat by nested cross-validation); separated by commas or spaces, 'all' for "
+        "every group; DRIVE:NAME applies to that drive only, a name of another drive is "
+        "ignored for a heliostat (a drive none of whose names is given is chosen as by "
+        "default), e.g. 'azel:zero_offsets azel:first_axis_tilt linear:zero_offsets'",
+    )
+    p.add_argument(
+        "--no-select",
+        action="store_true",
+        help="fit the drive's default groups as they are (no choice by cross-validation)",
     )
     p.add_argument(
         "--residual", choices=("angle", "plane"), default="angle", help="residual (fit.py)"
@@ -87,8 +101,8 @@ def _check_params(spec: str | None) -> None:
     for d in drive_names():
         mine = set(group_names(d)) | set(error_names(d))
         known |= mine | {f"{d}:{n}" for n in mine}
-    for t in (t.strip() for t in spec.split(",")):
-        if t and t not in known:
+    for t in _tokens(spec):
+        if t not in known:
             groups = "; ".join(f"{d}: {', '.join(group_names(d))}" for d in drive_names())
             raise ValueError(
                 f"--params: {t!r} is neither a parameter group nor a parameter of any drive; "
@@ -96,18 +110,22 @@ def _check_params(spec: str | None) -> None:
             )
 
 
-def _names(drive: str, spec: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The parameter names ``spec`` (``--params``) selects for a ``drive`` heliostat, and
-    the names in it that belong to other drives only (ignored here). A name written
-    ``DRIVE:NAME`` applies to that drive's heliostats only (silently skipped for others).
-    When no name is this drive's, the drive's default set is used. Names of no drive are
-    refused by :func:`_check_params`."""
-    from heliostat.calibration.fit import resolve_names
+def _tokens(spec: str) -> list[str]:
+    """``--params`` names: separated by commas and/or white space."""
+    return spec.replace(",", " ").split()
+
+
+def _names(drive: str, spec: str | None) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The parameter names ``spec`` (``--params``) fixes for a ``drive`` heliostat (None:
+    none of its names is this drive's, so the set is chosen as by default), and the names
+    in it that belong to other drives only (ignored here). A name written ``DRIVE:NAME``
+    applies to that drive's heliostats only (silently skipped for others). Names of no
+    drive are refused by :func:`_check_params`."""
     from heliostat.kinematics import error_names, group_names, names_for_groups
 
     if spec is None:
-        return resolve_names(drive), ()
-    tokens = [t.strip() for t in spec.split(",") if t.strip()]
+        return None, ()
+    tokens = _tokens(spec)
     tokens = [
         t.split(":", 1)[1] if t.startswith(f"{drive}:") else t
         for t in tokens
@@ -119,7 +137,7 @@ def _names(drive: str, spec: str | None) -> tuple[tuple[str, ...], tuple[str, ..
     singles = [t for t in tokens if t not in groups and t in error_names(drive)]
     ignored = tuple(t for t in tokens if t not in groups and t not in singles)
     if not groups and not singles:
-        return resolve_names(drive), ignored
+        return None, ignored
     wanted = set(names_for_groups(drive, groups)) | set(singles)
     return tuple(n for n in error_names(drive) if n in wanted), ignored
 
@@ -133,9 +151,9 @@ def run(args: argparse.Namespace) -> int:
     ----------
     args : argparse.Namespace
         The parsed command line; this reads ``--aim``, ``--at``, ``--backend``,
-        ``--field``, ``--json``, ``--kfold``, ``--loo``, ``OBS.csv``, ``--out``,
-        ``--paint``, ``--params``, ``--residual``, ``--spot``, ``--sun-tolerance-deg``,
-        ``--target``, ``--workers``.
+        ``--field``, ``--json``, ``--kfold``, ``--loo``, ``--no-select``, ``OBS.csv``,
+        ``--out``, ``--paint``, ``--params``, ``--residual``, ``--spot``,
+        ``--sun-tolerance-deg``, ``--target``, ``--workers``.
 
     Returns
     -------
@@ -151,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         write_corrections,
     )
     from heliostat.calibration.field import Job, calibrate_field
-    from heliostat.calibration.fit import FitResult
+    from heliostat.calibration.fit import FitResult, resolve_names
     from heliostat.calibration.observations import SUN_TOLERANCE_DEG, read_observations
 
     if (args.paint is None) == (args.observations is None):
@@ -177,19 +195,25 @@ def run(args: argparse.Namespace) -> int:
     if not obs and not notes:
         raise ValueError("no valid observations to fit")
     jobs = []
-    selections = {}
-    if args.paint and args.params is None:
-        selections = _select_all(field, obs, args.residual, args.workers)
     ignored: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for hid, o in obs.items():
         kin = field.heliostat(hid).kinematics
         names, other = _names(kin.drive, args.params)
         if other:
             ignored.setdefault((kin.drive, other), []).append(hid)
-        if hid in selections:
-            names = selections[hid].names or names
-        job = Job(kin, o, names, args.residual, args.loo, args.kfold or None)
-        few = too_few_records(job, explicit=args.params is not None) if args.paint else None
+        select = names is None and not args.no_select
+        job = Job(
+            kin,
+            o,
+            names or resolve_names(kin.drive),
+            args.residual,
+            args.loo,
+            args.kfold or None,
+            select,
+        )
+        few = None
+        if select and len(o) < MIN_RECORDS_TO_SELECT or args.paint and not select:
+            few = too_few_records(job, explicit=names is not None)
         if few is not None:
             notes.append(few)
         else:
@@ -208,8 +232,6 @@ def run(args: argparse.Namespace) -> int:
     summaries = [r.summary() for r in ordered]
     if args.paint:
         for sm in summaries:
-            sel = selections.get(sm["heliostat"])
-            sm["parameter_selection"] = sel.summary() if sel is not None else None
             sm["error_measured_from"] = ERROR_POINT
 
     if args.out and field is not None:
@@ -248,18 +270,19 @@ def run(args: argparse.Namespace) -> int:
                     "rms_before_mrad": s["rms_before_mrad"],
                     "rms_after_mrad": s["rms_after_mrad"],
                     "loo_rms_mrad": s["loo_rms_mrad"],
+                    "n_params": len(s["parameters"]) if s["success"] else "-",
+                    "nested_rms_mrad": float(
+                        (s["parameter_selection"] or {}).get("nested_rms_mrad", math.nan)
+                    ),
                 }
                 for s in summaries
             ]
         )
+        many = len(summaries) > MAX_REASON_LINES
         for s in summaries:
-            sel = selections.get(s["heliostat"])
-            if sel is not None:
-                print(f"{s['heliostat']}: parameters: {sel.reason}")
-                print(
-                    f"{s['heliostat']}: nested leave-one-out (the selection repeated without "
-                    f"each record): {sel.nested_loo_rms_mrad:.3g} mrad"
-                )
+            sel = s["parameter_selection"]
+            if sel is not None and not many:
+                print(f"{s['heliostat']}: parameters: {sel['reason']}")
             if args.paint:
                 print(f"{s['heliostat']}: pointing errors measured from the {ERROR_POINT}")
             for w in s["warnings"]:
@@ -267,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{s['heliostat']}: warning: {w}")
             if not s["success"]:
                 print(f"{s['heliostat']}: {s['reason']}")
+        if many:
+            print(chosen_sets_line(ordered))
         weak = poorly_identifiable_line(ordered)
         if weak:
             print(weak)
@@ -296,8 +321,9 @@ def failure_kind(reason: str) -> str:
 
 def summary_line(results) -> str:
     """One line for a fitted field: fitted and failed counts (failures by kind), and the
-    median and 95th percentile of the RMS after the fit and of the leave-one-out RMS
-    over the fitted heliostats. [mrad]"""
+    median and 95th percentile of the RMS after the fit, of the leave-one-out RMS and of
+    the nested cross-validated RMS (heliostats whose set was chosen) over the fitted
+    heliostats. [mrad]"""
     import numpy as np
 
     ok = [r for r in results if r.success]
@@ -312,12 +338,33 @@ def summary_line(results) -> str:
             + "; ".join(f"{k}: {_name_list(v, 5)}" for k, v in sorted(kinds.items()))
             + ")"
         )
-    for label, attr in (("RMS after fit", "rms_after_mrad"), ("LOO RMS", "loo_rms_mrad")):
-        v = np.array([getattr(r, attr) for r in ok], dtype=float)
+    nested = [(r.selection or {}).get("nested_rms_mrad") for r in ok]
+    for label, v in (
+        ("RMS after fit", [r.rms_after_mrad for r in ok]),
+        ("LOO RMS", [r.loo_rms_mrad for r in ok]),
+        ("nested CV RMS", [math.nan if x is None else x for x in nested]),
+    ):
+        v = np.array(v, dtype=float)
         v = v[np.isfinite(v)]
         if v.size:
             line += f"; {label} median {np.median(v):.3g}, p95 {np.percentile(v, 95):.3g} mrad"
     return line
+
+
+def chosen_sets_line(results) -> str:
+    """One line counting the heliostats per chosen parameter set (by drive)."""
+    count: dict[tuple[str, int, str], int] = {}
+    for r in results:
+        if r.success and r.selection is not None:
+            key = (r.drive, len(r.names), ",".join(r.names))
+            count[key] = count.get(key, 0) + 1
+    if not count:
+        return "parameter sets: all fixed"
+    parts = [
+        f"{d} {p} ({names}): {n}"
+        for (d, p, names), n in sorted(count.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    ]
+    return "parameter sets chosen by nested cross-validation: " + "; ".join(parts)
 
 
 #: How :func:`heliostat.calibration.fit.fit_heliostat`'s identifiability warning begins.
@@ -461,26 +508,3 @@ def _read_paint(args: argparse.Namespace):
         files.extend(c.files)
     label = lambda r: f"{files[r.row]}: " + r.reason.split(": ", 1)[-1]  # noqa: E731
     return field, obs, rejected, label, notes
-
-
-def _select_all(field, obs, residual: str, workers: int) -> dict:
-    """Parameter selection (:mod:`heliostat.calibration.selection`) for every heliostat
-    with at least :data:`MIN_RECORDS_TO_SELECT` records, in ``workers`` processes."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from heliostat.calibration.selection import select_parameters
-
-    todo = [
-        (hid, field.heliostat(hid).kinematics, o)
-        for hid, o in obs.items()
-        if len(o) >= MIN_RECORDS_TO_SELECT
-    ]
-    kins = [k for _, k, _ in todo]
-    observations = [o for _, _, o in todo]
-    res = [residual] * len(todo)
-    if workers > 1 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            out = list(pool.map(select_parameters, kins, observations, res))
-    else:
-        out = [select_parameters(k, o, r) for k, o, r in zip(kins, observations, res, strict=True)]
-    return {hid: sel for (hid, _, _), sel in zip(todo, out, strict=True)}

@@ -371,10 +371,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "calibrate" in st:
         c = st["calibrate"]
         lines.append(
-            f"calibrate {c['fitted']} heliostats fitted ({len(c['failed'])} failed, "
-            f"{c['refitted_with_smaller_set']} on the smaller identifiable parameter set); "
-            f"residual RMS median {c['rms_before_mrad_median']:.2f} -> "
-            f"{c['rms_after_mrad_median']:.2f} mrad, leave-one-out {c['loo_rms_mrad_median']:.2f}"
+            f"calibrate {c['fitted']} heliostats fitted ({len(c['failed'])} failed), each "
+            f"parameter set chosen by nested cross-validation ({len(c['parameter_sets'])} "
+            f"different sets); residual RMS median {c['rms_before_mrad_median']:.2f} -> "
+            f"{c['rms_after_mrad_median']:.2f} mrad, leave-one-out "
+            f"{c['loo_rms_mrad_median']:.2f}, nested {c['nested_rms_mrad_median']:.2f}"
         )
     if "deliver" in st:
         d = st["deliver"]

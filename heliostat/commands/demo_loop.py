@@ -150,30 +150,19 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         heliostat_entry,
         write_corrections,
     )
-    from heliostat.calibration.field import Job, calibrate_field, make_jobs
+    from heliostat.calibration.field import calibrate_field, make_jobs
     from heliostat.calibration.observations import observations_from_frame
 
     field_cfg = ctx.state["field"]
     with _metered(ctx, "calibration"):
         obs, rejected = observations_from_frame(ctx.state["observations"], field_cfg)
-        jobs = make_jobs({h: x.kinematics for h, x in field_cfg.heliostats.items()}, obs)
-        # Sequential: the meter charges this process's CPU time, and 50 small fits take
-        # about a second; `heliostat calibrate --workers` runs big fields in parallel.
+        # Each heliostat's parameter set chosen by nested cross-validation
+        # (heliostat.calibration.selection.calibrate_heliostat, as `heliostat calibrate`).
+        kins = {h: x.kinematics for h, x in field_cfg.heliostats.items()}
+        jobs = make_jobs(kins, obs, select=True)
+        # Sequential: the meter charges this process's CPU time; `heliostat calibrate
+        # --workers` runs big fields in parallel.
         fits = calibrate_field(jobs, backend="sequential")
-        # Where the sun positions cannot identify the full set, the fit suggests a smaller
-        # one; take it when the full fit failed, or unless its cross-validated error is
-        # clearly (> 5 %) worse.
-        retry = [
-            Job(j.kinematics, j.observations, fits[j.observations.heliostat_id].suggested_names)
-            for j in jobs
-            if fits[j.observations.heliostat_id].suggested_names
-        ]
-        smaller = calibrate_field(retry, backend="sequential") if retry else {}
-    reduced = 0
-    for hid, r in smaller.items():
-        if r.success and (not fits[hid].success or r.loo_rms_mrad <= 1.05 * fits[hid].loo_rms_mrad):
-            fits[hid] = r
-            reduced += 1
     ok = {h: r for h, r in fits.items() if r.success}
     # for the report's per-heliostat table: every fit kept (failed ones too) and the sun
     # directions each heliostat was seen at
@@ -194,14 +183,34 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         "fitted": len(ok),
         "failed": {h: fits[h].reason for h in sorted(fits, key=id_sort_key) if not fits[h].success},
         "rejected_rows": len(rejected),
-        "with_identifiability_warning": len(retry),
-        "refitted_with_smaller_set": reduced,
+        "parameter_sets": _chosen_sets(ok.values()),
+        "with_identifiability_warning": sum(
+            any(w.startswith("parameters poorly identifiable") for w in r.warnings)
+            for r in ok.values()
+        ),
         "rms_before_mrad_median": med("rms_before_mrad"),
         "rms_after_mrad_median": med("rms_after_mrad"),
         "loo_rms_mrad_median": med("loo_rms_mrad"),
+        "nested_rms_mrad_median": _median(
+            [(r.selection or {}).get("nested_rms_mrad", math.nan) for r in ok.values()]
+        ),
         "energy_j": round(ctx.state["energy_j"]["calibration"], 3),
         "corrections": str(out / "corrections.json"),
     }
+
+
+def _median(v) -> float:
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    return round(float(np.median(v)), 3) if v else float("nan")
+
+
+def _chosen_sets(fits) -> dict[str, int]:
+    """Heliostats per chosen parameter set, ``"<drive>: <names>"`` → count."""
+    out: dict[str, int] = {}
+    for r in fits:
+        key = f"{r.drive}: {','.join(r.names)}"
+        out[key] = out.get(key, 0) + 1
+    return dict(sorted(out.items()))
 
 
 # --------------------------------------------------------------------------- deliver

@@ -1,4 +1,5 @@
-"""The parameter-selection rule on the synthetic AA39 records (truth known).
+"""The parameter-selection rule (``calibrate_heliostat``) on the synthetic AA39 records
+(truth known).
 
 Run from the repository root:  .venv/bin/python tests/data/paint/selection_effect.py
 
@@ -22,12 +23,12 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
 
 from heliostat.calibration import (  # noqa: E402
+    calibrate_heliostat,
     fit_heliostat,
     pointing_residuals,
     with_cross_validation,
 )
 from heliostat.calibration.paint import load_paint_dir  # noqa: E402
-from heliostat.calibration.selection import select_parameters  # noqa: E402
 
 
 def _rms(v: np.ndarray) -> float:
@@ -44,14 +45,13 @@ def main() -> None:
             idx = np.sort(rng.choice(len(obs), n, replace=False))
             unseen = obs.subset(np.setdiff1d(np.arange(len(obs)), idx))
             train = obs.subset(idx)
-            sel = select_parameters(kin, train)
-            r = fit_heliostat(kin, train, sel.names)
+            c = calibrate_heliostat(kin, train)
             row = {
                 "n_records": n,
                 "seed": seed,
-                "chosen_n_parameters": len(sel.names),
-                "chosen_nested_loo_mrad": round(sel.nested_loo_rms_mrad, 3),
-                "chosen_unseen_mrad": round(_rms(pointing_residuals(kin, unseen, r.errors)), 3),
+                "chosen_n_parameters": len(c.names),
+                "chosen_nested_loo_mrad": round(c.nested_rms_mrad, 3),
+                "chosen_unseen_mrad": round(_rms(pointing_residuals(kin, unseen, c.fit.errors)), 3),
             }
             d = fit_heliostat(kin, train)
             if d.success:
