@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from heliostat.calibration.fit import fit_heliostat, pointing_residuals
+from heliostat.calibration.fit import pointing_residuals
 from heliostat.calibration.observations import Observations
 from heliostat.calibration.paint import PaintCampaign, load_paint_root
 from heliostat.calibration.paint_fetch import read_metadata
@@ -159,32 +159,25 @@ def campaign_metadata(camp: PaintCampaign, times: dict[str, pd.Timestamp]) -> pd
     return pd.DataFrame(rows).set_index("Id")
 
 
-def choose_parameters(kin: HeliostatKinematics, train: Observations) -> tuple[tuple[str, ...], str]:
-    """The parameter set to fit on the training records, and why: the one place the
-    benchmark asks for a model choice (today
-    :func:`heliostat.calibration.selection.select_parameters`, without its nested
-    error, which the test records replace)."""
-    from heliostat.calibration.selection import select_parameters
-
-    sel = select_parameters(kin, train, nested=False)
-    return sel.names, sel.reason
-
-
 def fit_ours(
     kin: HeliostatKinematics, train: Observations, tests: dict[str, Observations]
 ) -> tuple[tuple[str, ...], dict[str, np.ndarray], float, str]:
-    """Choose and fit on ``train``; per-record errors on each set in ``tests`` [mrad],
-    wall time [s], note."""
+    """Calibrate on ``train`` as the product does
+    (:func:`heliostat.calibration.calibrate_heliostat`: the parameter set chosen by
+    cross-validation, the robust fit; no nested error, which the test records replace);
+    per-record errors on each set in ``tests`` [mrad], wall time [s], note."""
+    from heliostat.calibration.selection import CalibrationOptions, calibrate_heliostat
+
     t0 = time.perf_counter()
-    names, why = choose_parameters(kin, train)
-    if not names:
-        return (), {}, time.perf_counter() - t0, f"not fitted: {why}"
-    r = fit_heliostat(kin, train, names, robust=False)
+    cal = calibrate_heliostat(kin, train, CalibrationOptions(nested=False, loo="none"))
     dt = time.perf_counter() - t0
+    r = cal.fit
+    if not cal.names:
+        return (), {}, dt, f"not fitted: {cal.reason}"
     if not r.success:
-        return names, {}, dt, f"fit failed: {r.reason}"
+        return cal.names, {}, dt, f"fit failed: {r.reason}"
     errs = {k: pointing_residuals(kin, o, r.errors) for k, o in tests.items()}
-    return names, errs, dt, ""
+    return cal.names, errs, dt, ""
 
 
 def run_artist(
