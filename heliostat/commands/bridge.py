@@ -291,9 +291,9 @@ def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
 
 
 def _execute(args, cfg, commands, batch_key, source, broadcast=False, corrections=None) -> int:
-    from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem
+    from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem, next_step
     from firmware_bridge.errors import SafetyRefused
-    from firmware_bridge.journal import DONE_STATES, Journal
+    from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal
 
     groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
     covered = {i for _, _, ids in groups for i in ids}
@@ -388,10 +388,19 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
     journal = Journal(args.journal or _default_journal())
     outcomes = []
     health = {}
+    resumed_from: dict[str, str] = {}  # port -> when the batch was first journaled
     try:
         for port, bus, ids in groups:
             cmds = [c for c in commands if c.heliostat in ids]
             key = hashlib.sha256(f"{batch_key}|{port}".encode()).hexdigest()
+            first = journal.batch_created_utc(key)
+            if first is not None:
+                resumed_from[port] = first
+                if not args.json:
+                    print(
+                        f"{port}: resuming the run of {first} from journal {journal.path} "
+                        "(confirmed commands are read back, not sent again)"
+                    )
             with _link(args, port, bus) as link:
                 br = Bridge(link, journal, RetryPolicy(max_attempts=max(1, args.attempts)))
                 progress = None
@@ -418,17 +427,19 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
     if args.json:
         print_json(
             {
-                "outcomes": [o.to_dict() for o in outcomes],
+                "outcomes": [o.to_dict() | {"next_step": next_step(o)} for o in outcomes],
                 "counts": counts,
                 "health": health,
                 "journal": journal.path,
+                "resumed_from_utc": resumed_from,
+                "rerun_resumes": any(o.state not in FINAL_STATES for o in outcomes),
             }
         )
     else:
-        rows = [o.to_dict() | {"when": _when(o)} for o in outcomes]
+        rows = [o.to_dict() | {"run": _when(o)} for o in outcomes]
         print_table(
             rows,
-            ["heliostat", "address", "kind", "command_id", "state", "when", "attempts", "detail"],
+            ["heliostat", "address", "kind", "command_id", "state", "run", "attempts", "reason"],
         )
         print("; ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
         now = sum(1 for o in outcomes if o.state == "confirmed" and not o.replayed)
@@ -437,6 +448,7 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
             f"{now} confirmed now; {replayed} replayed from an earlier run "
             "(verified now by read-back, nothing sent)"
         )
+        _print_next_steps(outcomes, journal.path)
     if len(outcomes) != len(commands):  # never a success exit for commands not delivered
         print(
             f"heliostat: error: {len(commands) - len(outcomes)} of {len(commands)} planned "
@@ -448,10 +460,45 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
 
 
 def _when(o) -> str:
-    """Whose confirmation a confirmed outcome is, for the text table."""
+    """Which run settled an outcome, for the text table: ``now`` (a fresh batch),
+    ``resumed`` (an earlier run's command handled in this one), ``earlier run, verified
+    now`` (confirmed before, read back now, nothing sent) or ``earlier run`` (settled
+    before and reported from the journal, nothing sent or read)."""
     if o.replayed:
         return "earlier run, verified now"
-    return "now" if o.state == "confirmed" else ""
+    if o.carried:
+        return "earlier run"
+    return "resumed" if o.resumed else "now"
+
+
+def _print_next_steps(outcomes, journal_path: str) -> None:
+    """What to do about the commands not done: one line per heliostat (its worst
+    outcome's reason and next step), then how to resume."""
+    from firmware_bridge.delivery import next_step
+    from firmware_bridge.journal import DONE_STATES, FINAL_STATES
+    from heliostat.commands._common import id_sort_key
+
+    bad = [o for o in outcomes if o.state not in DONE_STATES]
+    if not bad:
+        return
+    order = {"unreachable": 0, "failed": 1, "rejected": 2}
+    per: dict[str, object] = {}
+    for o in bad:
+        if o.heliostat not in per or order.get(o.state, 3) < order.get(per[o.heliostat].state, 3):
+            per[o.heliostat] = o
+    print("next steps:")
+    for hid in sorted(per, key=id_sort_key):
+        o = per[hid]
+        n = sum(1 for x in bad if x.heliostat == hid)
+        what = f"{n} commands" if n > 1 else o.kind
+        print(f"  {hid} ({what} {o.state}: {o.reason or o.detail}): {next_step(o)}")
+    again = [o for o in bad if o.state not in FINAL_STATES]
+    if again:
+        print(
+            f"re-run the same command to resume: it sends only the {len(again)} command(s) "
+            f"not delivered (journal {journal_path}); what was confirmed is read back, "
+            "not sent again"
+        )
 
 
 def _move(args) -> int:
