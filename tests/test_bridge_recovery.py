@@ -157,3 +157,48 @@ def test_cli_names_reasons_and_next_steps_and_a_rerun_resumes(tmp_path, capsys):
         assert "earlier run  " in rows[("H003", "3", "move")]  # carried, nothing sent
         assert "resumed" in rows[("H005", "5", "move")]
         assert "it sends only the 2 command(s)" in out
+
+
+# --------------------------------------------------------------------------- loop:// fields
+def test_loopback_port_says_what_to_do_in_one_line(tmp_path, capsys):
+    fpath = tmp_path / "field.toml"
+    fpath.write_text(field_toml(3))  # a simulated field: its bus is on loop://
+    assert main(["bridge", "ping", "--field", str(fpath)]) == 2
+    out = capsys.readouterr()
+    (line,) = out.err.strip().splitlines()
+    assert out.out == "" and f"bus 'bus1' of {fpath} has port loop://" in line
+    assert f"heliostat sim controllers --field {fpath} --write-field" in line
+
+
+def test_emulator_field_copy_points_at_its_ports(tmp_path, capsys):
+    from heliostat.commands.sim_controllers import write_field_copy
+    from heliostat.errors import InputError
+
+    fpath = tmp_path / "field.toml"
+    fpath.write_text(field_toml(2))
+    cfg = load_field(fpath)
+    with EmulatedBus(_controllers(cfg), timing=False) as bus:
+        copy = tmp_path / "emulated.toml"
+        write_field_copy(str(fpath), {"bus1": bus.port}, str(copy))
+        got = load_field(copy)
+        assert got.buses["bus1"].port == bus.port
+        assert got.heliostats.keys() == cfg.heliostats.keys()  # the rest is the same field
+        assert got.safety == cfg.safety
+        assert main(["bridge", "ping", "--field", str(copy), "--json"]) == 0
+        assert [r["ok"] for r in json.loads(capsys.readouterr().out)] == [True, True]
+    with pytest.raises(InputError, match="bus 'other' that \\[buses\\] does not define"):
+        write_field_copy(str(fpath), {"other": "/dev/pts/9"}, str(tmp_path / "x.toml"))
+
+
+def test_ping_rows_give_a_short_error_and_the_detail_in_json(tmp_path, capsys):
+    fpath = tmp_path / "field.toml"
+    fpath.write_text(field_toml(2))
+    cfg = load_field(fpath)
+    with EmulatedBus(_controllers(cfg)[:1], timing=False) as bus:  # controller 2 absent
+        argv = ["bridge", "ping", "--field", str(fpath), "--port", bus.port, "--timeout-s", "0.05"]
+        assert main(argv) == 1
+        rows = [ln.split() for ln in capsys.readouterr().out.splitlines()[2:]]
+        assert rows[1][:3] == ["H002", "2", "False"] and rows[1][-1] == "timeout"
+        assert main(argv + ["--json"]) == 1
+        bad = json.loads(capsys.readouterr().out)[1]
+        assert bad["error"] == "timeout" and "no reply to read" in bad["detail"]

@@ -153,8 +153,31 @@ def _bus_members(cfg, bus_name: str) -> dict[str, int]:
     return {h.id: h.address for h in cfg.heliostats.values() if h.bus == bus_name}
 
 
+def _loopback_problem(args, port: str, bus=None) -> str | None:
+    """Why ``port`` cannot reach a controller, when it is pyserial's ``loop://`` (the
+    placeholder port of simulated fields: a loopback echoes every request and nobody
+    answers), else None."""
+    if not port.startswith("loop://"):
+        return None
+    if args.port:
+        where = f"--port {port}"
+    else:
+        where = f"bus {bus.name!r} of {args.field} has port {port}"
+    field = args.field or "FIELD.toml"
+    return (
+        f"{where}, a loopback where no controller answers (simulated fields use it as a "
+        f"placeholder): start the emulator, `heliostat sim controllers --field {field} "
+        "--write-field emulated.toml`, and give --field emulated.toml (or pass the port it "
+        "prints with --port)"
+    )
+
+
 def _link(args, port, bus=None):
     from firmware_bridge.transport import ModbusLink
+
+    problem = _loopback_problem(args, port, bus)
+    if problem:
+        raise ValueError(problem)
 
     baud = args.baudrate or (bus.baudrate if bus else 115200)
     return ModbusLink(
@@ -185,7 +208,7 @@ def _read_targets(args):
 
 
 def _each(args, fn):
-    from firmware_bridge.delivery import Bridge
+    from firmware_bridge.delivery import Bridge, failure_label
     from firmware_bridge.errors import ActuatorError
 
     rows = []
@@ -198,7 +221,7 @@ def _each(args, fn):
                     row.update(fn(br, addr))
                     row["ok"] = True
                 except ActuatorError as exc:
-                    row.update(ok=False, error=str(exc))
+                    row.update(ok=False, error=failure_label(exc), detail=str(exc))
                 rows.append(row)
     return rows
 
