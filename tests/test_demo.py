@@ -135,10 +135,11 @@ def test_demo_cli_json_and_errors(tmp_path, capsys):
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["stages"]["plant"]["heliostats"] == 3
-    # progress goes to stderr: stage lines and, off a terminal, one finished bar
+    # progress goes to stderr: stage lines (and bars for steps longer than 2 s)
     err = captured.err.splitlines()
     assert err[:2] == [f"[1/{len(DEMO_STAGES)}] plant ...", f"[2/{len(DEMO_STAGES)}] campaign ..."]
-    assert err[2].startswith("campaign   [" + "#" * 30 + "] 3/3")
+    bars = [ln for ln in err if ln.startswith(("campaign ", "fits ", "detect "))]
+    assert all(b.endswith(", done") or "ETA" in b for b in bars)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("x")
     assert main([*args, "--out", str(tmp_path / "other")]) == 2

@@ -317,6 +317,7 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
     from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem, next_step
     from firmware_bridge.errors import SafetyRefused
     from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal
+    from heliostat.progress import Progress
 
     groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
     covered = {i for _, _, ids in groups for i in ids}
@@ -426,18 +427,13 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
                     )
             with _link(args, port, bus) as link:
                 br = Bridge(link, journal, RetryPolicy(max_attempts=max(1, args.attempts)))
-                progress = None
-                if not args.json and sys.stderr.isatty():
-
-                    def progress(o, i, n, port=port):  # noqa: E306
-                        print(f"\r{port}: {i}/{n}", end="" if i < n else "\n", file=sys.stderr)
-
+                shown = Progress("commands", quiet=args.json)
                 outcomes += br.run(
                     key,
                     source,
                     cmds,
                     broadcast_stow=broadcast,
-                    progress=progress,
+                    progress=lambda o, i, n, shown=shown: shown(i, n),
                     bus_members=_bus_members(cfg, bus_of[port]) if broadcast else None,
                     bus_name=bus_of[port],
                 )

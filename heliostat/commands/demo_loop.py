@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from heliostat.commands._common import id_sort_key
+from heliostat.progress import Progress
 
 #: Sun elevation below which the held-out verification skips a time. [deg]
 VERIFY_MIN_ELEVATION_DEG = 15.0
@@ -103,8 +104,11 @@ def stage_detect(ctx) -> dict[str, Any]:
     if not frames.any():
         ctx.state["example_frames"] = []
         return {"frames": 0, "detected": 0, "failed": 0, "note": "campaign made no frames"}
-    with _metered(ctx, "vision"):
-        df, outcomes = detect_campaign(cdir)
+    from heliostat.vision.methods import METHODS
+
+    note = METHODS["classical"].first_use
+    with _metered(ctx, "vision"), Progress("detect", first_note=note) as progress:
+        df, outcomes = detect_campaign(cdir, progress=progress)
     out = ctx.out / "detect"
     out.mkdir(exist_ok=True)
     df.to_csv(out / "observations.csv", index=False)
@@ -159,7 +163,8 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         jobs = make_jobs({h: x.kinematics for h, x in field_cfg.heliostats.items()}, obs)
         # Sequential: the meter charges this process's CPU time, and 50 small fits take
         # about a second; `heliostat calibrate --workers` runs big fields in parallel.
-        fits = calibrate_field(jobs, backend="sequential")
+        with Progress("fits") as progress:
+            fits = calibrate_field(jobs, backend="sequential", progress=progress)
         # Where the sun positions cannot identify the full set, the fit suggests a smaller
         # one; take it when the full fit failed, or unless its cross-validated error is
         # clearly (> 5 %) worse.

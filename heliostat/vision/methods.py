@@ -37,12 +37,16 @@ class DetectMethod:
         Where the detector function lives; imported when the method is asked for.
     summary : str
         One line for help texts.
+    first_use : str
+        Why the method's first frame in a process may be slow, for a person waiting on
+        it ("" when it is not).
     """
 
     name: str
     module: str
     function: str
     summary: str
+    first_use: str = ""
 
     def load(self) -> Callable:
         """The detector function (imports its module)."""
@@ -64,6 +68,8 @@ METHODS: Mapping[str, DetectMethod] = MappingProxyType(
                 "detect_spot_auto",
                 "flux centroid over a background model chosen from the frames: a dark "
                 "board, or a sunlit target (default)",
+                "the first frame compiles the detector's kernels (numba; 10-40 s once per "
+                "machine and frame type, then loaded from numba's disk cache in about 1 s)",
             ),
             DetectMethod(
                 "onnx",
