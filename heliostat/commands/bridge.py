@@ -82,6 +82,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one broadcast frame (address 0), then read-back of each controller",
     )
     sp.set_defaults(func=_stow)
+    sp = bsub.add_parser(
+        "revert",
+        help="put a controller back on its previous parameter set (from the history)",
+        description="Send the parameter set a heliostat's controller held before its current "
+        "one, by the history database's confirmed deliveries (the nominal set, all zero, "
+        "when there was none before), through the same safety checks as apply; journaled "
+        "and resumable like apply, and recorded in the history when confirmed.",
+    )
+    common(sp, True)
+    sp.add_argument("--heliostat", required=True, help="heliostat id")
+    sp.add_argument(
+        "--db",
+        default=None,
+        help="history SQLite file (default $HELIOSTAT_DB or heliostat-history.sqlite)",
+    )
+    sp.set_defaults(func=_revert)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -313,7 +329,9 @@ def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
         raise ValueError("not confirmed; nothing sent")
 
 
-def _execute(args, cfg, commands, batch_key, source, broadcast=False, corrections=None) -> int:
+def _execute(
+    args, cfg, commands, batch_key, source, broadcast=False, corrections=None, on_outcomes=None
+) -> int:
     from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem, next_step
     from firmware_bridge.errors import SafetyRefused
     from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal
@@ -440,6 +458,8 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
                 health.update({f"{port}#{a}": h.to_dict() for a, h in br.health.items()})
     finally:
         journal.close()
+    if on_outcomes is not None:
+        on_outcomes(outcomes)
     counts = {}
     for o in outcomes:
         counts[o.state] = counts.get(o.state, 0) + 1
@@ -625,3 +645,63 @@ def _apply(args) -> int:
     return _execute(
         args, cfg, cmds, f"apply-{key}", f"apply {args.corrections}", corrections=measured
     )
+
+
+def _revert(args) -> int:
+    """``bridge revert``: the previous parameter set of one heliostat, from the history."""
+    from firmware_bridge.safety import plan_corrections
+    from heliostat.campaign.history import History, revert_target
+    from heliostat.commands.history import DEFAULT_DB
+    from heliostat.corrections_format import FORMAT
+    from heliostat.errors import InputError
+    from heliostat.kinematics import error_names
+
+    cfg = _require_field(args)
+    hid = args.heliostat
+    if hid not in cfg.heliostats:
+        raise InputError(f"--heliostat {hid}: not in the field config {cfg.source}")
+    db = args.db or os.environ.get("HELIOSTAT_DB") or DEFAULT_DB
+    if not Path(db).is_file():
+        raise InputError(f"{db}: no history database (give --db)")
+    with History(db, readonly=True) as hist:
+        current, previous = revert_target(hist, hid)
+    drive = cfg.heliostats[hid].kinematics.drive
+    if previous is None:
+        params = {n: 0.0 for n in error_names(drive)}
+        what = "the nominal set (no correction before it: every parameter 0)"
+    else:
+        params = previous["parameters"]
+        what = f"fit {previous['fit_id']}'s set (confirmed {previous['delivered_utc']})"
+    doc = {
+        "format": FORMAT,
+        "heliostats": [
+            {"heliostat": hid, "drive": current["drive"], "parameters": params, "setpoints": []}
+        ],
+    }
+    measured: dict = {}
+    cmds = plan_corrections(cfg, doc, params=True, setpoints="none", corrections_mrad=measured)
+    if not args.json:
+        print(
+            f"revert {hid}: from fit {current['fit_id']}'s set (confirmed "
+            f"{current['delivered_utc']}) to {what}"
+        )
+    done: list = []
+    key = f"revert-{hid}-{current['correction_id']}-{previous['correction_id'] if previous else 0}"
+    rc = _execute(
+        args, cfg, cmds, key, f"revert {hid}", corrections=measured, on_outcomes=done.extend
+    )
+    if rc == 0 and not args.dry_run and done:
+        from firmware_bridge.journal import utc_now
+
+        now = utc_now()
+        port = _bus_groups(args, cfg, [hid])[0][0]
+        with History(db) as hist:
+            hist.set_correction(
+                current["correction_id"], "reverted", now, "reverted by heliostat bridge revert"
+            )
+            if previous is not None:
+                for o in done:
+                    hist.add_delivery(previous["correction_id"], now, port, o)
+        if not args.json:
+            print(f"recorded in {db}: fit {current['fit_id']}'s correction is reverted")
+    return rc
