@@ -69,13 +69,22 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run(args, clock=None, source=None, confirm=None, link_factory=None) -> int:
-    """Run the command (the keyword arguments are the hardware roots tests inject)."""
+def run(args, clock=None, source=None, confirm=None, link_factory=None, clock_check=None) -> int:
+    """Run the command (the keyword arguments are the hardware roots tests inject;
+    ``clock_check`` returns a :class:`~heliostat.campaign.clock_sync.ClockSync`, asked
+    when the campaign runs on the PC's own clock)."""
     from heliostat.campaign import RunOptions, SystemClock, load_plant, run_campaign
+    from heliostat.campaign.clock_sync import check_clock_sync, clock_warning
 
     if args.max_visits is not None and args.max_visits < 1:
         raise ValueError(f"--max-visits must be at least 1, got {args.max_visits}")
     plant = load_plant(args.config)
+    warning, sync = None, None
+    if clock is None or clock_check is not None:  # a simulated clock needs no NTP
+        sync = (clock_check or check_clock_sync)()
+        warning = clock_warning(sync)
+        if warning:
+            _log(warning)
     clock = clock or SystemClock()
     options = RunOptions(
         dry_run=args.dry_run,
@@ -93,6 +102,13 @@ def run(args, clock=None, source=None, confirm=None, link_factory=None) -> int:
         confirm=confirm or _confirm,
         link_factory=link_factory,
     )
+    if sync is not None:
+        summary["clock_sync"] = {
+            "synchronised": "unknown" if sync.synchronised is None else sync.synchronised,
+            "offset_s": sync.offset_s,
+            "detail": sync.detail,
+            "warning": warning,
+        }
     if args.json:
         print_json(summary)
         return 0
