@@ -11,6 +11,7 @@ detector's kernels, compiled on first use).
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -30,11 +31,19 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def format_progress(label: str, done: int, total: int, elapsed_s: float, width: int = 24) -> str:
+def format_progress(
+    label: str,
+    done: int,
+    total: int,
+    elapsed_s: float,
+    width: int = 24,
+    eta_s: float | None = None,
+) -> str:
     """One progress line: label, bar, counts, percentage, elapsed time and time left.
 
-    The time left assumes the remaining items take as long as the done ones on average:
-    ``elapsed_s · (total − done) / done``; unknown (``ETA …``) before the first item.
+    The time left is ``eta_s`` when given (NaN: unknown, ``ETA …``), else it assumes the
+    remaining items take as long as the done ones on average:
+    ``elapsed_s · (total − done) / done``; unknown before the first item.
 
     Examples
     --------
@@ -49,10 +58,11 @@ def format_progress(label: str, done: int, total: int, elapsed_s: float, width: 
     head = f"{label:<10} [{bar}] {done:>{n}}/{total}  {100 * frac:3.0f}%  "
     if done >= total:
         return head + f"{format_duration(elapsed_s)}, done"
-    if done <= 0:
+    if eta_s is None and done > 0:
+        eta_s = elapsed_s * (total - done) / done
+    if eta_s is None or math.isnan(eta_s):
         return head + f"{format_duration(elapsed_s)}, ETA …"
-    eta = elapsed_s * (total - done) / done
-    return head + f"{format_duration(elapsed_s)}, ETA {format_duration(eta)}"
+    return head + f"{format_duration(elapsed_s)}, ETA {format_duration(eta_s)}"
 
 
 class Progress:
@@ -106,6 +116,7 @@ class Progress:
         wait = min_interval_s if self.tty else log_interval_s
         self._last = self.t0 + show_after_s - wait
         self._shown = False
+        self._first: tuple[int, float] | None = None  # (done, time) at the first report
         self._finished = False
         self._lock = threading.Lock()
         self._noted = False
@@ -120,6 +131,15 @@ class Progress:
             end = "\n" if self.tty and self._shown else ""
             print(end + text, file=self.stream, flush=True)
             self._noted = True
+
+    def _eta(self, done: int, total: int, now: float) -> float:
+        """Time left from the rate since the first report: the first item often carries
+        one-time work (a compile, a flat field, opening a device) that the others do not.
+        Unknown (NaN) until a second report. [s]"""
+        if self._first is None or done <= self._first[0] or done >= total:
+            return math.nan
+        d0, t1 = self._first
+        return (now - t1) / (done - d0) * (total - done)
 
     def close(self) -> None:
         """Stop the first-item timer (the job ended, maybe early)."""
@@ -143,13 +163,17 @@ class Progress:
         if self.quiet or self._finished or total <= 0:
             return
         now = self.clock()
+        if self._first is None and done > 0:
+            self._first = (done, now)
         last_item = done >= total
         wait = self.min_interval_s if self.tty else self.log_interval_s
         if now - self._last < wait and not (last_item and self._shown):
             return
         self._last = now
         self._shown = True
-        line = format_progress(self.label, done, total, now - self.t0)
+        line = format_progress(
+            self.label, done, total, now - self.t0, eta_s=self._eta(done, total, now)
+        )
         if self.tty:
             print("\r" + line, end="\n" if last_item else "", file=self.stream, flush=True)
         else:

@@ -39,6 +39,19 @@ def test_format_progress_eta_is_the_mean_rate_so_far():
     assert format_progress("fits", 5, 5, 125.0, width=4).endswith("5/5  100%  2 min 05 s, done")
 
 
+def test_the_eta_leaves_out_the_first_items_one_time_work():
+    clock, out = FakeClock(), io.StringIO()
+    p = Progress("detect", stream=out, clock=clock, log_interval_s=1.0)
+    clock.t_s += 30.0  # the first frame: a compile, a flat field
+    p(1, 101)
+    for i in range(2, 12):
+        clock.t_s += 0.5
+        p(i, 101)
+    last = out.getvalue().splitlines()[-1]
+    # 10 frames in 5 s since the first: 90 left at 0.5 s = 45 s (not 90 x 35 s / 11)
+    assert last.endswith("11/101   11%  35 s, ETA 45 s")
+
+
 def test_a_short_job_prints_nothing():
     clock, out = FakeClock(), io.StringIO()
     p = Progress("fits", stream=out, clock=clock)
@@ -83,7 +96,8 @@ def test_the_first_note_says_why_the_first_item_is_slow():
     assert out.getvalue().splitlines() == [
         "compiling",
         "  ... first item done after 35 s",
-        "detect     [############------------] 1/2   50%  35 s, ETA 35 s",
+        # the first item's time is no rate for the others: no ETA from it alone
+        "detect     [############------------] 1/2   50%  35 s, ETA …",
         "detect     [########################] 2/2  100%  35 s, done",
     ]
 

@@ -150,3 +150,24 @@ def test_detect_observations_json_is_one_document_not_csv(frames, tmp_path, caps
     cap = capsys.readouterr()
     assert cap.out == "" and len(pd.read_csv(out_p)) == 1
     assert f"1 frame(s): 1 spot(s), 0 without a spot, 0 failed; written to {out_p}" in cap.err
+
+
+def test_the_compile_note_only_when_numba_has_no_current_cache():
+    from types import SimpleNamespace
+
+    from heliostat.vision.methods import compiled_on_disk, first_use_note
+
+    def kernel(index):
+        return SimpleNamespace(_cache=SimpleNamespace(_cache_file=SimpleNamespace(
+            _load_index=lambda: index)))  # fmt: skip
+
+    fresh = SimpleNamespace(coarse_pass=kernel({"sig": 1}), fine_sums=kernel({"sig": 1}),
+                            _inlined=kernel({}))  # fmt: skip
+    assert compiled_on_disk(fresh) is True  # helpers inlined into others have no cache
+    stale = SimpleNamespace(coarse_pass=kernel({"sig": 1}), fine_sums=kernel({}))
+    assert compiled_on_disk(stale) is False and compiled_on_disk(SimpleNamespace()) is None
+    assert first_use_note("onnx") == ""  # nothing compiled on first use
+    from heliostat.vision import _kernels
+
+    expected = "" if compiled_on_disk(_kernels) else "compiles the detector's kernels"
+    assert expected in first_use_note("classical")

@@ -104,9 +104,9 @@ def stage_detect(ctx) -> dict[str, Any]:
     if not frames.any():
         ctx.state["example_frames"] = []
         return {"frames": 0, "detected": 0, "failed": 0, "note": "campaign made no frames"}
-    from heliostat.vision.methods import METHODS
+    from heliostat.vision.methods import first_use_note
 
-    note = METHODS["classical"].first_use
+    note = first_use_note("classical")
     with _metered(ctx, "vision"), Progress("detect", first_note=note) as progress:
         df, outcomes = detect_campaign(cdir, progress=progress)
     out = ctx.out / "detect"

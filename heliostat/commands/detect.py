@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     from heliostat.progress import Progress
     from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
-    from heliostat.vision.methods import METHODS, detector_for
+    from heliostat.vision.methods import detector_for, first_use_note
 
     detect_spot = detector_for(args.method)
     if args.empty_target and args.background == "dark-board":
@@ -312,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     flat = None
     rows: list[dict[str, Any]] = []
     failed = 0
-    progress = Progress("detect", first_note=METHODS[args.method].first_use)
+    progress = Progress("detect", first_note=first_use_note(args.method))
     try:
         for k, path in enumerate(args.images):
             progress(k, len(args.images))
@@ -421,9 +421,9 @@ def _run_observations(args: argparse.Namespace) -> int:
     from functools import partial
 
     from heliostat.progress import Progress
-    from heliostat.vision.methods import METHODS, detector_for
+    from heliostat.vision.methods import detector_for, first_use_note
 
-    with Progress("detect", first_note=METHODS[args.method].first_use) as progress:
+    with Progress("detect", first_note=first_use_note(args.method)) as progress:
         out, outcomes = fill_observations(
             obs,
             base,
