@@ -237,7 +237,9 @@ def _run_on_buses(ctx, commands, batch: str):
     field_cfg = ctx.state["field"]
     _, buses = ctx.state["emulators"]
     journal = Journal(ctx.out / "bridge-journal.sqlite")
-    outcomes = []
+    outcomes: list = []
+    shown = Progress(batch.split("-")[0])  # the commands of all buses, counted together
+    total = sum(1 for c in commands if field_cfg.heliostats[c.heliostat].bus in buses)
     try:
         for name, eb in buses.items():
             mine = [c for c in commands if field_cfg.heliostats[c.heliostat].bus == name]
@@ -251,7 +253,13 @@ def _run_on_buses(ctx, commands, batch: str):
                 stopbits=bus.stopbits,
                 timeout_s=bus.timeout_s,
             ) as link:
-                outcomes += Bridge(link, journal).run(f"{batch}-{name}", "demo", mine)
+                before = len(outcomes)
+                outcomes += Bridge(link, journal).run(
+                    f"{batch}-{name}",
+                    "demo",
+                    mine,
+                    progress=lambda o, i, n, before=before: shown(before + i, total),
+                )
     finally:
         journal.close()
     return outcomes
