@@ -11,8 +11,9 @@ import pytest
 from pymodbus.pdu import ExceptionResponse
 
 from firmware_bridge import registers as R
-from firmware_bridge.delivery import ActuatorCommand, Bridge, RetryPolicy, next_step
+from firmware_bridge.delivery import ActuatorCommand, Bridge, RetryPolicy
 from firmware_bridge.journal import Journal
+from firmware_bridge.reasons import next_step
 from firmware_bridge.transport import ModbusLink
 from heliostat.cli import main
 from heliostat.config import load_field

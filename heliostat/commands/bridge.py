@@ -224,8 +224,9 @@ def _read_targets(args):
 
 
 def _each(args, fn):
-    from firmware_bridge.delivery import Bridge, failure_label
+    from firmware_bridge.delivery import Bridge
     from firmware_bridge.errors import ActuatorError
+    from firmware_bridge.reasons import failure_label
 
     rows = []
     for port, bus, targets in _read_targets(args):
@@ -332,9 +333,10 @@ def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
 def _execute(
     args, cfg, commands, batch_key, source, broadcast=False, corrections=None, on_outcomes=None
 ) -> int:
-    from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem, next_step
+    from firmware_bridge.delivery import Bridge, RetryPolicy, broadcast_stow_problem
     from firmware_bridge.errors import SafetyRefused
     from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal
+    from firmware_bridge.reasons import next_step
     from heliostat.progress import Progress
 
     groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
@@ -513,8 +515,8 @@ def _when(o) -> str:
 def _print_next_steps(outcomes, journal_path: str) -> None:
     """What to do about the commands not done: one line per heliostat (its worst
     outcome's reason and next step), then how to resume."""
-    from firmware_bridge.delivery import next_step
     from firmware_bridge.journal import DONE_STATES, FINAL_STATES
+    from firmware_bridge.reasons import next_step
     from heliostat.commands._common import id_sort_key
 
     bad = [o for o in outcomes if o.state not in DONE_STATES]
