@@ -96,6 +96,25 @@ def test_demo_writes_expected_files(tmp_path):
     run_demo(_tiny(out), log=logged.append)
 
 
+def test_demo_history_is_readable_by_heliostat_history(tmp_path):
+    """The demo's history.sqlite holds its campaign as a plant's campaign would leave it:
+    `heliostat history` shows each heliostat's observations, fit and delivery."""
+    import numpy as np
+
+    out = tmp_path / "demo"
+    summary = run_demo(_tiny(out, frame_heliostats=0), log=lambda m: None)
+    db = str(out / "history.sqlite")
+    rows = _cli_json("history", "--db", db, "--json")["heliostats"]
+    assert [r["heliostat"] for r in rows] == ["H001", "H002", "H003", "H004"]
+    assert sum(r["observations"] for r in rows) == summary["stages"]["campaign"]["observations"]
+    assert all(r["fits"] == 1 and r["last_delivery"] == "confirmed" for r in rows)
+    # the fits are the calibrate stage's: the median of their RMS is the one it reported
+    med = float(np.median([r["rms_after_mrad"] for r in rows]))
+    assert med == pytest.approx(summary["stages"]["calibrate"]["rms_after_mrad_median"], abs=1e-3)
+    one = _cli_json("history", "--db", db, "--heliostat", "H002", "--json")
+    assert one["deliveries"][0]["state"] == "confirmed" and one["corrections"][0]["state"] == "sent"
+
+
 def _cli_json(*argv: str) -> dict:
     import contextlib
     import io

@@ -186,7 +186,7 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         [heliostat_entry(r) for r in ok.values()], str(ctx.state["campaign_dir"] / "field.toml")
     )
     write_corrections(out / "corrections.json", doc)
-    ctx.state.update(fits=ok, corrections=doc)
+    ctx.state.update(fits=ok, corrections=doc, all_fits=dict(fits))
 
     def med(key: str) -> float:
         v = [getattr(r, key) for r in ok.values() if math.isfinite(getattr(r, key))]
@@ -298,6 +298,7 @@ def stage_deliver(ctx) -> dict[str, Any]:
             except SafetyRefused as exc:
                 refused[rec["heliostat"]] = str(exc).split("nothing sent: ", 1)[-1]
         outcomes = _run_on_buses(ctx, cmds, "params")
+    ctx.state["deliver_outcomes"] = outcomes
     not_applied = dict(refused)
     for o in outcomes:
         if o.state != "confirmed":
@@ -326,6 +327,61 @@ def stage_deliver(ctx) -> dict[str, Any]:
         "ports": [eb.port for eb in ctx.state["emulators"][1].values()],
         "energy_j": round(ctx.state["energy_j"]["bridge"], 3),
     }
+
+
+def record_history(ctx, db: Path) -> dict[str, int]:
+    """The demo's campaign in the history database's campaign tables, as a plant's
+    campaign leaves it (``heliostat history --db <out>/history.sqlite``): the
+    observations, each heliostat's fit, its correction (sent, refused by the safety
+    limit, or failed) and the bridge's outcome. Returns the counts written."""
+    from heliostat.calibration.observations import OBSERVATION_COLUMNS
+    from heliostat.campaign.history import History, ObservationRecord
+
+    obs = ctx.state.get("observations")
+    fits = ctx.state.get("all_fits", {})
+    outcomes = {o.heliostat: o for o in ctx.state.get("deliver_outcomes", [])}
+    refused = ctx.state.get("refused", {})
+    ports = {name: eb.port for name, eb in ctx.state.get("emulators", (None, {}))[1].items()}
+    field_cfg = ctx.state["field"]
+    now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    n = {"observations": 0, "fits": 0, "deliveries": 0}
+    last_id: dict[str, int] = {}
+
+    def num(v) -> float:  # noqa: ANN001 - a CSV cell: number or NaN
+        return float(v) if pd.notna(v) else math.nan
+
+    with History(db) as hist:
+        if obs is not None:
+            rows = obs.reindex(columns=list(OBSERVATION_COLUMNS))
+            for r in rows.itertuples(index=False):
+                rec = ObservationRecord(
+                    r.heliostat_id, str(r.time_utc), str(r.time_utc),
+                    float(r.sun_azimuth_deg), float(r.sun_elevation_deg),
+                    int(r.axis1_steps), int(r.axis2_steps), str(r.target_id),
+                    num(r.spot_x_m), num(r.spot_y_m), num(r.spot_e_m), num(r.spot_n_m),
+                    num(r.spot_u_m), num(r.sigma_m),
+                    "" if pd.isna(r.quality_flags) else str(r.quality_flags),
+                    "" if pd.isna(r.frame) else str(r.frame),
+                    run_id="demo",
+                )  # fmt: skip
+                oid = hist.add_observation(rec)
+                if oid is not None:
+                    last_id[rec.heliostat_id] = oid
+                    n["observations"] += 1
+        for hid in sorted(fits, key=id_sort_key):
+            fid = hist.add_fit(fits[hid], now, last_id.get(hid, 0), run_id="demo")
+            n["fits"] += 1
+            if not fits[hid].success:
+                continue
+            cid = hist.propose(fid, hid, now)
+            if hid in refused:
+                hist.set_correction(cid, "refused", now, refused[hid])
+            elif hid in outcomes:
+                o = outcomes[hid]
+                hist.add_delivery(cid, now, ports.get(field_cfg.heliostats[hid].bus, ""), o)
+                hist.set_correction(cid, "sent" if o.state == "confirmed" else "failed", now)
+                n["deliveries"] += 1
+    return n
 
 
 # --------------------------------------------------------------------------- verify
@@ -617,6 +673,7 @@ def stage_ledger(ctx) -> dict[str, Any]:
             for name in GRID_PRESETS
         }
         book.export_csv(ctx.out / "emissions.csv", grid_intensity("us"))
+    record_history(ctx, db)
     compute_j = sum(e.facility_energy.joules for e in entries)
     payback, whole = {}, {}
     for name, s in summaries.items():
