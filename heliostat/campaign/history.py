@@ -245,21 +245,29 @@ class History:
 
     def add_observation(self, rec: ObservationRecord) -> int | None:
         """Store an observation; None (and nothing stored) if its slot is already taken."""
-        vals = [getattr(rec, c) for c in OBS_COLUMNS]
-        vals = [_num(v) if isinstance(v, float) else v for v in vals]
+        return self.add_observations([rec])[0]
+
+    def add_observations(self, records: Iterable[ObservationRecord]) -> list[int | None]:
+        """Store observations in one transaction (:meth:`add_observation` each: the id,
+        or None when the slot is already taken)."""
+        ids: list[int | None] = []
         with self.con:
-            cur = self.con.execute(
-                f"INSERT OR IGNORE INTO campaign_observations ({', '.join(OBS_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(OBS_COLUMNS))})",
-                vals,
-            )
-            if cur.rowcount:  # a retried slot: its earlier no_frame record is void now
-                self.con.execute(
-                    "DELETE FROM campaign_visits WHERE heliostat_id = ? AND slot_utc = ?"
-                    f" AND outcome IN ({', '.join('?' * len(RETRY_OUTCOMES))})",
-                    (rec.heliostat_id, rec.slot_utc, *RETRY_OUTCOMES),
+            for rec in records:
+                vals = [getattr(rec, c) for c in OBS_COLUMNS]
+                vals = [_num(v) if isinstance(v, float) else v for v in vals]
+                cur = self.con.execute(
+                    f"INSERT OR IGNORE INTO campaign_observations ({', '.join(OBS_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(OBS_COLUMNS))})",
+                    vals,
                 )
-        return cur.lastrowid if cur.rowcount else None
+                if cur.rowcount:  # a retried slot: its earlier no_frame record is void now
+                    self.con.execute(
+                        "DELETE FROM campaign_visits WHERE heliostat_id = ? AND slot_utc = ?"
+                        f" AND outcome IN ({', '.join('?' * len(RETRY_OUTCOMES))})",
+                        (rec.heliostat_id, rec.slot_utc, *RETRY_OUTCOMES),
+                    )
+                ids.append(cur.lastrowid if cur.rowcount else None)
+        return ids
 
     def add_visit(
         self, heliostat_id: str, slot_utc: str, time_utc: str, outcome: str, detail: str, run_id=""

@@ -353,22 +353,35 @@ def record_history(ctx, db: Path) -> dict[str, int]:
     with History(db) as hist:
         if obs is not None:
             rows = obs.reindex(columns=list(OBSERVATION_COLUMNS))
-            for r in rows.itertuples(index=False):
-                rec = ObservationRecord(
-                    r.heliostat_id, str(r.time_utc), str(r.time_utc),
-                    float(r.sun_azimuth_deg), float(r.sun_elevation_deg),
-                    int(r.axis1_steps), int(r.axis2_steps), str(r.target_id),
-                    num(r.spot_x_m), num(r.spot_y_m), num(r.spot_e_m), num(r.spot_n_m),
-                    num(r.spot_u_m), num(r.sigma_m),
+            recs = [
+                ObservationRecord(
+                    r.heliostat_id,
+                    str(r.time_utc),
+                    str(r.time_utc),
+                    float(r.sun_azimuth_deg),
+                    float(r.sun_elevation_deg),
+                    int(r.axis1_steps),
+                    int(r.axis2_steps),
+                    str(r.target_id),
+                    num(r.spot_x_m),
+                    num(r.spot_y_m),
+                    num(r.spot_e_m),
+                    num(r.spot_n_m),
+                    num(r.spot_u_m),
+                    num(r.sigma_m),
                     "" if pd.isna(r.quality_flags) else str(r.quality_flags),
                     "" if pd.isna(r.frame) else str(r.frame),
                     run_id="demo",
                 )  # fmt: skip
-                oid = hist.add_observation(rec)
+                for r in rows.itertuples(index=False)
+            ]
+            for rec, oid in zip(recs, hist.add_observations(recs), strict=True):
                 if oid is not None:
                     last_id[rec.heliostat_id] = oid
                     n["observations"] += 1
-        for hid in sorted(fits, key=id_sort_key):
+        shown = Progress("history")
+        for k, hid in enumerate(sorted(fits, key=id_sort_key)):
+            shown(k, len(fits))
             fid = hist.add_fit(fits[hid], now, last_id.get(hid, 0), run_id="demo")
             n["fits"] += 1
             if not fits[hid].success:
@@ -381,6 +394,7 @@ def record_history(ctx, db: Path) -> dict[str, int]:
                 hist.add_delivery(cid, now, ports.get(field_cfg.heliostats[hid].bus, ""), o)
                 hist.set_correction(cid, "sent" if o.state == "confirmed" else "failed", now)
                 n["deliveries"] += 1
+        shown(len(fits), len(fits))
     return n
 
 
