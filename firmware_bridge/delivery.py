@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import operator
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +54,12 @@ from firmware_bridge.errors import (
     SafetyRefused,
 )
 from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal, JournalEntry, utc_now
+from firmware_bridge.reasons import (
+    REASON_UNCONFIRMED,
+    failure_label,
+    next_step,  # noqa: F401 - re-exported: the outcome's next step
+    summarise_failures,
+)
 from firmware_bridge.transport import ModbusLink
 
 KINDS = ("move", "stow", "params")
@@ -204,6 +211,12 @@ class Outcome:
     resumed: bool = False
     #: Confirmed in an earlier run and verified now by read-back (nothing sent now).
     replayed: bool = False
+    #: Why it is not confirmed, in a few words (:func:`summarise_failures`;
+    #: ``detail`` has the full messages).
+    reason: str = ""
+    #: Settled (rejected, superseded) in an earlier run and reported from the journal:
+    #: nothing sent or read for it now.
+    carried: bool = False
 
     def raise_for_state(self) -> Outcome:
         """Return self when done (confirmed, or superseded by a later confirmed command
@@ -228,6 +241,8 @@ class Outcome:
             "detail": self.detail,
             "resumed": self.resumed,
             "replayed": self.replayed,
+            "reason": self.reason,
+            "carried": self.carried,
         }
 
 
@@ -375,34 +390,45 @@ class Bridge:
         return self._read(cmd.address, R.REG_PARAM_ACTIVE, len(sent)) == sent
 
     # ------------------------------------------------------------------ one command
-    def _judge(self, cmd: ActuatorCommand, cid: int, st: R.Status) -> tuple[str, str] | None:
-        """(state, detail) when the status settles the command, else None."""
+    def _judge(self, cmd: ActuatorCommand, cid: int, st: R.Status) -> tuple[str, str, str] | None:
+        """(state, detail, reason) when the status settles the command, else None."""
         if st.last_command_id == cid:
             if cmd.kind == "move" and st.target_steps != tuple(cmd.setpoints_steps or ()):
-                return "failed", (
+                return (
+                    "failed",
                     f"controller {cmd.address} shows command {cid} but targets "
-                    f"{st.target_steps}, expected {cmd.setpoints_steps}"
+                    f"{st.target_steps}, expected {cmd.setpoints_steps}",
+                    "read-back: other targets",
                 )
             if cmd.kind == "params":
                 if st.param_set_id != cid:
-                    return "failed", (
+                    return (
+                        "failed",
                         f"controller {cmd.address} shows command {cid} but parameter set "
-                        f"{st.param_set_id}"
+                        f"{st.param_set_id}",
+                        "read-back: other parameter set",
                     )
                 sent = R.encode_params(cmd.params or ())
                 back = self._read(cmd.address, R.REG_PARAM_ACTIVE, len(sent))
                 if back != sent:
-                    return "failed", (
+                    return (
+                        "failed",
                         f"controller {cmd.address}: active parameter block read back differs "
-                        "from the one sent"
+                        "from the one sent",
+                        "read-back: parameters differ",
                     )
             if cmd.kind == "stow" and not st.flags & (R.Flag.STOWING | R.Flag.STOWED):
-                return "failed", f"controller {cmd.address} shows command {cid} but is not stowing"
-            return "confirmed", ""
+                return (
+                    "failed",
+                    f"controller {cmd.address} shows command {cid} but is not stowing",
+                    "read-back: not stowing",
+                )
+            return "confirmed", "", ""
         if st.rejected_command_id == cid and st.reject_code != R.RejectCode.NONE:
             return (
                 "rejected",
                 f"controller {cmd.address} rejected command {cid}: {st.reject_name}",
+                f"rejected: {st.reject_name}",
             )
         return None
 
@@ -444,6 +470,7 @@ class Bridge:
         """
         n_max = max_attempts or self.retry.max_attempts
         attempts, replied, last, last_code = 0, False, "", None
+        met: Counter = Counter()  # what each failed attempt met (the outcome's reason)
         by_state = reissue is not None
         for attempt in range(1, n_max + 1):
             wait = self.retry.wait_s(attempt)
@@ -456,7 +483,8 @@ class Bridge:
                     verdict = self._judge(cmd, cid, self.status(cmd.address))
                     replied = True
                     if verdict:
-                        return self._finish(cmd, cid, verdict[0], attempts, None, verdict[1])
+                        state, detail, reason = verdict
+                        return self._finish(cmd, cid, state, attempts, None, detail, reason)
                 check_first = True
                 if on_sent is not None:
                     on_sent(attempt)
@@ -467,9 +495,11 @@ class Bridge:
                 st = self.status(cmd.address)
                 verdict = self._judge(cmd, cid, st)
                 if verdict:
-                    return self._finish(cmd, cid, verdict[0], attempts, None, verdict[1])
+                    state, detail, reason = verdict
+                    return self._finish(cmd, cid, state, attempts, None, detail, reason)
                 last = f"controller {cmd.address}: status does not show command {cid}"
                 last_code = None
+                met[REASON_UNCONFIRMED] += 1
                 if by_state and reissue is not None:
                     if self.holds(cmd, st):
                         return self._finish(
@@ -495,35 +525,54 @@ class Bridge:
                     # was not rejected. Try again after the back-off; the next attempt starts with
                     # a status read, so a command the controller did apply is not re-sent.
                     last, last_code = str(exc), exc.exception_code
+                    met[failure_label(exc)] += 1
                     continue
-                reason = ""
+                why = ""
                 try:
                     st = self.status(cmd.address)
                     if st.rejected_command_id == cid and st.reject_code != R.RejectCode.NONE:
-                        reason = f", reason {st.reject_name}"
+                        why = st.reject_name
                 except ActuatorError:
                     pass
                 return self._finish(
-                    cmd, cid, "rejected", attempts, exc.exception_code, f"{exc}{reason}"
+                    cmd,
+                    cid,
+                    "rejected",
+                    attempts,
+                    exc.exception_code,
+                    f"{exc}, reason {why}" if why else str(exc),
+                    f"{failure_label(exc)}: {why}" if why else failure_label(exc),
                 )
             except ControllerTimeout as exc:
                 last, last_code = str(exc), None
+                met[failure_label(exc)] += 1
             except PortError as exc:
                 # A transient port fault: reopen and count the attempt as failed. If the
                 # port cannot be reopened the batch stops here (the journal resumes it).
                 last, last_code = str(exc), None
+                met[failure_label(exc)] += 1
                 self.link.reopen()
         state = "failed" if replied else "unreachable"
-        return self._finish(cmd, cid, state, attempts, last_code, last)
+        return self._finish(cmd, cid, state, attempts, last_code, last, summarise_failures(met))
 
-    def _finish(self, cmd, cid, state, attempts, exc_code, detail) -> Outcome:
+    def _finish(self, cmd, cid, state, attempts, exc_code, detail, reason="") -> Outcome:
         h = self._health(cmd.address)
         h.last_outcome = state
         if state in ("unreachable", "failed"):
             h.consecutive_failures += 1
         else:
             h.consecutive_failures = 0
-        return Outcome(cmd.heliostat, cmd.address, cmd.kind, cid, state, attempts, exc_code, detail)
+        return Outcome(
+            cmd.heliostat,
+            cmd.address,
+            cmd.kind,
+            cid,
+            state,
+            attempts,
+            exc_code,
+            detail,
+            reason=reason,
+        )
 
     # ------------------------------------------------------------------ batches
     def run(
@@ -628,7 +677,8 @@ class Bridge:
                     f"superseded by command {by}, a later {what} for controller {e.address} "
                     "that is already applied; not re-sent"
                 )
-                j.mark(e.row_id, "superseded", e.attempts, None, detail)
+                reason = f"superseded by command {by}"
+                j.mark(e.row_id, "superseded", e.attempts, None, detail, reason)
                 out = Outcome(
                     e.heliostat,
                     e.address,
@@ -639,6 +689,7 @@ class Bridge:
                     None,
                     detail,
                     resumed=True,
+                    reason=reason,
                 )
             elif e.state in FINAL_STATES:
                 out = Outcome(
@@ -651,6 +702,8 @@ class Bridge:
                     e.exception_code,
                     e.detail,
                     resumed=True,
+                    reason=e.reason,
+                    carried=True,
                 )
             else:
                 h = self._health(e.address)
@@ -675,7 +728,9 @@ class Bridge:
                         "detail": "; ".join(x for x in (*notes, out.detail) if x),
                     }
                 )
-                j.mark(e.row_id, out.state, out.attempts, out.exception_code, out.detail)
+                j.mark(
+                    e.row_id, out.state, out.attempts, out.exception_code, out.detail, out.reason
+                )
             outcomes.append(out)
             if progress is not None:
                 progress(out, i + 1, len(entries))
@@ -699,7 +754,7 @@ class Bridge:
             raise RuntimeError("bridge has no journal")
         cmd = ActuatorCommand.from_entry(e)
 
-        def outcome(state: str, detail: str, replayed: bool = False) -> Outcome:
+        def outcome(state: str, detail: str, replayed: bool = False, reason: str = "") -> Outcome:
             return Outcome(
                 e.heliostat,
                 e.address,
@@ -711,6 +766,7 @@ class Bridge:
                 detail,
                 resumed=True,
                 replayed=replayed,
+                reason=reason,
             )
 
         if overridden_by is not None:
@@ -718,8 +774,10 @@ class Bridge:
                 "superseded",
                 f"confirmed in an earlier run, since overridden by command {overridden_by} "
                 f"of this batch for controller {e.address} (read back in its turn)",
+                reason=f"overridden by command {overridden_by}",
             )
         st, held, failure = None, False, ""
+        met: Counter = Counter()
         for attempt in range(1, self.retry.max_attempts + 1):  # a read-back, retried
             wait = self.retry.wait_s(attempt)
             if wait > 0:
@@ -730,10 +788,12 @@ class Bridge:
                 break
             except ActuatorError as exc:
                 st, failure = None, str(exc)
+                met[failure_label(exc)] += 1
         if st is None:
             return outcome(
                 "unreachable",
                 f"confirmed in an earlier run, not verified now (read-back failed: {failure})",
+                reason=f"not verified: {summarise_failures(met)}",
             )
         if held:
             return outcome(
@@ -745,6 +805,7 @@ class Bridge:
                 "superseded",
                 f"confirmed in an earlier run; the controller now holds command {by}, a later "
                 "command of this batch",
+                reason=f"superseded by command {by}",
             )
         what = {
             "move": f"targets {st.target_steps}, not {cmd.setpoints_steps}",

@@ -5,6 +5,7 @@
     ActuatorError (IOError)
     ├── PortError            the serial port cannot be opened or used
     ├── ControllerTimeout    no valid reply within the timeout (after retries)
+    │   └── GarbledReply     ... but frames came that failed the CRC check
     ├── ControllerRejected   the controller answered with a Modbus exception
     ├── ConfirmationFailed   replies came, but the status never echoed the command id
     └── SafetyRefused        refused before anything went on the wire
@@ -27,6 +28,11 @@ class PortError(ActuatorError):
 
 class ControllerTimeout(ActuatorError):
     """No valid reply from a controller within the timeout."""
+
+
+class GarbledReply(ControllerTimeout):
+    """No valid reply, but frames came that failed the CRC check: the line garbles them
+    (noise, wrong baud rate or parity, missing termination or biasing)."""
 
 
 class ControllerRejected(ActuatorError):

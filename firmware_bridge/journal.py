@@ -74,6 +74,7 @@ CREATE TABLE IF NOT EXISTS commands (
     attempts INTEGER NOT NULL DEFAULT 0,
     exception_code INTEGER,
     detail TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
     created_utc TEXT NOT NULL,
     updated_utc TEXT NOT NULL,
     UNIQUE (batch_key, seq)
@@ -103,6 +104,8 @@ class JournalEntry:
     attempts: int
     exception_code: int | None
     detail: str
+    #: The outcome's reason in a few words (``Outcome.reason``).
+    reason: str = ""
 
 
 def _locked(method: Callable) -> Callable:
@@ -139,6 +142,9 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(commands)")}
+            if "reason" not in columns:  # a journal written before outcomes had a reason
+                self._db.execute("ALTER TABLE commands ADD COLUMN reason TEXT NOT NULL DEFAULT ''")
             if self._meta("next_command_id") is None:
                 # A random start keeps ids from a fresh journal clear of those a controller
                 # remembers from an old one (it refuses a reused id with other content).
@@ -181,6 +187,14 @@ class Journal:
     def has_batch(self, batch_key: str) -> bool:
         row = self._db.execute("SELECT 1 FROM batches WHERE batch_key = ?", (batch_key,))
         return row.fetchone() is not None
+
+    @_locked
+    def batch_created_utc(self, batch_key: str) -> str | None:
+        """When a batch was first journaled (UTC, ISO 8601), None when it is not."""
+        row = self._db.execute(
+            "SELECT created_utc FROM batches WHERE batch_key = ?", (batch_key,)
+        ).fetchone()
+        return row[0] if row else None
 
     @_locked
     def create_batch(
@@ -236,7 +250,8 @@ class Journal:
             (cid,) = self.allocate_ids(1)
             db.execute(
                 "UPDATE commands SET command_id = ?, state = 'pending', attempts = 0,"
-                " exception_code = NULL, detail = ?, updated_utc = ? WHERE row_id = ?",
+                " exception_code = NULL, detail = ?, reason = '', updated_utc = ?"
+                " WHERE row_id = ?",
                 (cid, detail, utc_now(), row_id),
             )
             db.execute("COMMIT")
@@ -254,7 +269,7 @@ class Journal:
     def entries(self, batch_key: str) -> list[JournalEntry]:
         cur = self._db.execute(
             "SELECT row_id, batch_key, seq, command_id, heliostat, port, address, kind,"
-            " payload, state, attempts, exception_code, detail FROM commands"
+            " payload, state, attempts, exception_code, detail, reason FROM commands"
             " WHERE batch_key = ? ORDER BY seq",
             (batch_key,),
         )
@@ -271,14 +286,15 @@ class Journal:
         attempts: int,
         exception_code: int | None = None,
         detail: str = "",
+        reason: str = "",
     ) -> None:
         """Record a command's new state (one small commit)."""
         if state not in STATES:
             raise ValueError(f"journal state must be one of {STATES}, got {state!r}")
         self._db.execute(
             "UPDATE commands SET state = ?, attempts = ?, exception_code = ?, detail = ?,"
-            " updated_utc = ? WHERE row_id = ?",
-            (state, attempts, exception_code, detail, utc_now(), row_id),
+            " reason = ?, updated_utc = ? WHERE row_id = ?",
+            (state, attempts, exception_code, detail, reason, utc_now(), row_id),
         )
 
     @_locked

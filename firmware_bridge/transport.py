@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 import serial
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
+from pymodbus.framer.rtu import FramerRTU
+from pymodbus.pdu import DecodePDU
 
-from firmware_bridge.errors import ControllerRejected, ControllerTimeout, PortError
+from firmware_bridge.errors import ControllerRejected, ControllerTimeout, GarbledReply, PortError
 from firmware_bridge.registers import t35_s
 
 # pymodbus logs every timeout at ERROR through its own logger; the bridge reports
@@ -33,11 +35,33 @@ logging.getLogger("pymodbus").addHandler(logging.NullHandler())
 logging.getLogger("pymodbus").propagate = False
 
 
+class _CountingFramer(FramerRTU):
+    """pymodbus's RTU framer, counting the frames it drops for a CRC mismatch.
+
+    ``FramerRTU.decode`` drops a frame whose CRC does not match by returning its length
+    as used with no data, and pymodbus then reports only "no response"; the count lets
+    the link tell a garbled line (noise, wrong baud rate or parity, missing termination)
+    from silence.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(DecodePDU(False))
+        self.crc_errors = 0
+
+    def decode(self, data: bytes) -> tuple[int, int, int, bytes]:
+        used, dev_id, tid, frame = super().decode(data)
+        if used and not frame:
+            self.crc_errors += 1
+        return used, dev_id, tid, frame
+
+
 class _RtuClient(ModbusSerialClient):
-    """pymodbus's sync serial client with event-driven receive and t3.5 pacing."""
+    """pymodbus's sync serial client with event-driven receive, t3.5 pacing and a count
+    of replies dropped for a bad CRC."""
 
     def __init__(self, port: str, *, inter_frame_s: float, **kwargs) -> None:
         super().__init__(port, retries=0, **kwargs)
+        self.framer = self.transaction.framer = _CountingFramer()
         self._inter_frame_s = inter_frame_s
         self._last_io = 0.0
 
@@ -92,6 +116,7 @@ class LinkCounters:
 
     requests: int = 0
     timeouts: int = 0
+    crc_errors: int = 0
     exceptions: int = 0
     bad_replies: int = 0
     by_function: dict[int, int] = field(default_factory=dict)
@@ -174,15 +199,25 @@ class ModbusLink:
     # ------------------------------------------------------------------ requests
     def _call(self, what: str, address: int, fn, *args, **kwargs):
         self.counters.requests += 1
+        framer = self._client.framer
+        crc_before = framer.crc_errors
         try:
             rr = fn(*args, device_id=address, **kwargs)
         except ConnectionException as exc:
             raise PortError(f"serial port {self.port!r} failed: {exc}") from None
-        except ModbusException as exc:
+        except ModbusException:
             self.counters.timeouts += 1
+            garbled = framer.crc_errors - crc_before
+            if garbled:
+                self.counters.crc_errors += garbled
+                raise GarbledReply(
+                    f"controller {address} on {self.port}: no valid reply to {what} within "
+                    f"{self.timeout_s:g} s, {garbled} frame(s) with a CRC error (noise, wrong "
+                    "baud rate or parity, termination or biasing)"
+                ) from None
             raise ControllerTimeout(
-                f"controller {address} on {self.port}: no valid reply to {what} "
-                f"within {self.timeout_s:g} s ({exc})"
+                f"controller {address} on {self.port}: no reply to {what} "
+                f"within {self.timeout_s:g} s"
             ) from None
         if rr is None:
             return None

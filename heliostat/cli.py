@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "heliostat.commands.history",
     "heliostat.commands.sun",
     "heliostat.commands.config",
+    "heliostat.commands.camera",
     "heliostat.commands.detect",
     "heliostat.commands.calibrate",
     "heliostat.commands.paint",

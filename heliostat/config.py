@@ -387,8 +387,11 @@ def load_camera(path: str | Path) -> CameraConfig:
             "target",
             "corners_px",
             "black_level_dn",
+            "reprojection_rms_px",
         }
     )
+    if c.has("reprojection_rms_px"):  # written by `heliostat camera calibrate`; a record
+        c.num("reprojection_rms_px", lo=0.0)
     w, h = c.int_("width_px", lo=16, hi=100_000), c.int_("height_px", lo=16, hi=100_000)
     k = np.array(
         [

@@ -340,7 +340,9 @@ def simulate_campaign(
         Receives each :class:`Frame` as it is rendered (e.g. writes the PNG); the images
         are not kept. Without it no frames are rendered.
     progress : callable, optional
-        ``progress(done, total)`` after each heliostat.
+        ``progress(done, total)`` in units of work: one per heliostat and one per frame
+        planned (a frame heliostat's visits, at most ``frames_per_heliostat``), called
+        after each heliostat and each frame (the frames take most of the time).
     schedule : pandas.DataFrame, optional
         Visit times (columns ``heliostat_id``, ``time_utc``; e.g. a plan's
         :meth:`~heliostat.campaign.plan_file.Plan.schedule_frame`) instead of
@@ -410,6 +412,15 @@ def simulate_campaign(
         per_heliostat = math.inf
     frame_rng = np.random.default_rng(seeds.frames)
     sunlit = settings.target_style == "sunlit"
+    sched_hids = sched["heliostat_id"].to_numpy()
+    planned = {h: int(min(np.sum(sched_hids == h), per_heliostat)) for h in frame_ids}
+    work = {"done": 0, "total": len(field_cfg.heliostats) + sum(planned.values())}
+
+    def tick(n: int) -> None:
+        work["done"] += n
+        if progress:
+            progress(work["done"], work["total"])
+
     image_paths = []
     boards: dict = {}
     conditions: dict[str, dict] = {}
@@ -444,8 +455,7 @@ def simulate_campaign(
         skipped["unreachable"] += int(np.sum(~reach))
         idx, sun, steps = idx[reach], sun[reach], steps[reach]
         if idx.size == 0:
-            if progress:
-                progress(k + 1, len(hids))
+            tick(1 + planned.get(hid, 0))
             continue
         if effects.any:
             vis = vdraws.take(np.searchsorted(idx_sched, idx))
@@ -483,6 +493,7 @@ def simulate_campaign(
         t_obs = times[idx]
         flags = np.where(cloud_all[idx] < CLOUD_FLAG_FACTOR, "cloud", "")
         frame_col = np.full(idx.size, "", dtype=object)
+        rendered = 0
         if hid in frame_ids:
             frames_left = per_heliostat
             from sim.camera import render_frame
@@ -534,6 +545,8 @@ def simulate_campaign(
                 frame_col[j] = stem + ".png"
                 frames_written += 2
                 frames_left -= 1
+                rendered += 1
+                tick(1)
         parts.append(
             observation_frame(
                 hid,
@@ -550,8 +563,7 @@ def simulate_campaign(
                 frames=frame_col,
             )
         )
-        if progress:
-            progress(k + 1, len(hids))
+        tick(1 + planned.get(hid, 0) - rendered)
     obs = (
         pd.concat(parts, ignore_index=True)
         if parts

@@ -129,3 +129,45 @@ def test_detect_fills_observations(frames, tmp_path, capsys):
     # Flat from the single sun-on-exposure dark frame: noisy, so 1.5 mm.
     assert math.hypot(out.spot_x_m[0] - t[0], out.spot_y_m[0] - t[1]) < 1.5e-3
     assert out.spot_x_m[1] == 1.0
+
+
+def test_detect_observations_json_is_one_document_not_csv(frames, tmp_path, capsys):
+    d = frames["dir"]
+    p = d / "obs_json.csv"
+    pd.DataFrame({"heliostat_id": ["H001"], "frame": ["on.png"], "quality_flags": [""]}).to_csv(
+        p, index=False
+    )
+    argv = ["detect", "--observations", str(p), "--camera", str(d / "camera.toml")]
+    argv += ["--field", str(FIELD), "--black-level", "64"]
+    assert main([*argv, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)  # stdout is JSON only, the rows inside
+    assert (doc["frames"], doc["spots"], doc["failed"], doc["out"]) == (1, 1, 0, None)
+    (row,) = doc["observations"]
+    t = frames["truth"].centroid_xy_m
+    assert math.hypot(row["spot_x_m"] - t[0], row["spot_y_m"] - t[1]) < 1.5e-3  # as above
+    out_p = tmp_path / "o.csv"
+    assert main([*argv, "--out", str(out_p)]) == 0
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(pd.read_csv(out_p)) == 1
+    assert f"1 frame(s): 1 spot(s), 0 without a spot, 0 failed; written to {out_p}" in cap.err
+
+
+def test_the_compile_note_only_when_numba_has_no_current_cache():
+    from types import SimpleNamespace
+
+    from heliostat.vision.methods import compiled_on_disk, first_use_note
+
+    def kernel(index):
+        return SimpleNamespace(_cache=SimpleNamespace(_cache_file=SimpleNamespace(
+            _load_index=lambda: index)))  # fmt: skip
+
+    fresh = SimpleNamespace(coarse_pass=kernel({"sig": 1}), fine_sums=kernel({"sig": 1}),
+                            _inlined=kernel({}))  # fmt: skip
+    assert compiled_on_disk(fresh) is True  # helpers inlined into others have no cache
+    stale = SimpleNamespace(coarse_pass=kernel({"sig": 1}), fine_sums=kernel({}))
+    assert compiled_on_disk(stale) is False and compiled_on_disk(SimpleNamespace()) is None
+    assert first_use_note("onnx") == ""  # nothing compiled on first use
+    from heliostat.vision import _kernels
+
+    expected = "" if compiled_on_disk(_kernels) else "compiles the detector's kernels"
+    assert expected in first_use_note("classical")

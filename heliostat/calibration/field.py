@@ -11,7 +11,7 @@ results.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -108,6 +108,7 @@ def calibrate_field(
     max_workers: int | None = None,
     chunks_per_worker: int = 4,
     client=None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, FitResult]:
     """Fit every job; results keyed by heliostat id, in job order.
 
@@ -122,6 +123,9 @@ def calibrate_field(
         Chunks per worker (a few, so a slow chunk does not leave workers idle).
     client : distributed.Client, optional
         Dask cluster to run on (``backend="dask"`` only).
+    progress : callable, optional
+        ``progress(done, total)`` in fits: after each fit (sequential), each chunk
+        (process), or at the end (dask).
 
     Raises
     ------
@@ -134,14 +138,25 @@ def calibrate_field(
     workers = max_workers or os.cpu_count() or 1
     if workers < 1:
         raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
+
+    def tick(done: int) -> None:
+        if progress is not None:
+            progress(done, len(jobs))
+
+    results: list[FitResult] = []
     if backend == "sequential" or not jobs:
-        results = run_chunk(jobs)
+        for j in jobs:
+            results.append(run_job(j))
+            tick(len(results))
     elif backend == "process":
         chunks = _chunks(jobs, workers * chunks_per_worker)
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = [r for chunk in pool.map(run_chunk, chunks) for r in chunk]
+            for chunk in pool.map(run_chunk, chunks):
+                results += chunk
+                tick(len(results))
     else:
         results = _run_dask(jobs, workers, chunks_per_worker, client)
+        tick(len(results))
     return {r.heliostat_id: r for r in results}
 
 

@@ -28,7 +28,7 @@ from heliostat.kinematics import group_names
 
 #: History database when neither plant.toml nor ``$HELIOSTAT_DB`` name one.
 DEFAULT_DB = "heliostat-history.sqlite"
-SOURCE_TYPES = ("opencv", "folder")
+SOURCE_TYPES = ("opencv", "folder", "genicam")
 
 
 #: Largest joint-angle offset per axis for the sun-off frame (config bound). [deg]
@@ -41,9 +41,11 @@ class SourceConfig:
 
     Attributes
     ----------
-    type : {"opencv", "folder"}
+    type : {"opencv", "folder", "genicam"}
         ``opencv``: ``cv2.VideoCapture`` on a device index or a URL; ``folder``: image
-        files another program drops into a watched folder.
+        files another program drops into a watched folder; ``genicam``: an industrial
+        camera through `harvesters` and a GenTL producer
+        (:mod:`heliostat.campaign.genicam`).
     device : int or str
         OpenCV device index or stream URL (``rtsp://...``, a file path).
     folder : Path or None
@@ -57,6 +59,15 @@ class SourceConfig:
     arrival_tolerance_s : float
         ``folder``: a frame that arrived more than this before its capture request is
         stale (set aside, never used). [s]
+    cti : Path or None
+        ``genicam``: the GenTL producer file.
+    serial : str or None
+        ``genicam``: the camera's serial number (default: the first camera).
+    exposure_s, gain_db : float or None
+        ``genicam``: fixed exposure [s] (``exposure_us`` in plant.toml) and gain [dB];
+        None keeps the camera's (automatic control off either way).
+    trigger : {"software", "free"}
+        ``genicam``: a software trigger per frame, or a free-running stream.
     """
 
     type: str
@@ -66,6 +77,11 @@ class SourceConfig:
     poll_s: float = 0.5
     discard_frames: int = 2
     arrival_tolerance_s: float = 2.0
+    cti: Path | None = None
+    serial: str | None = None
+    exposure_s: float | None = None
+    gain_db: float | None = None
+    trigger: str = "software"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +181,32 @@ def _sub(t: _Table, path: Path, key: str, loader):
 
 
 def _source(t: _Table, base: Path) -> SourceConfig:
+    genicam_keys = {"cti", "serial", "exposure_us", "gain_db", "trigger"}
     t.check_unknown(
         {"type", "device", "folder", "timeout_s", "poll_s", "discard_frames", "arrival_tolerance_s"}
+        | genicam_keys
     )
     kind = t.str_("type", choices=SOURCE_TYPES)
+    for k in sorted(genicam_keys):
+        if kind != "genicam" and t.has(k):
+            raise t.err(k, f'only for type = "genicam" (this source is "{kind}")')
     timeout = t.num("timeout_s", 30.0, lo=0, lo_open=True)
+    if kind == "genicam":
+        for k in ("device", "folder"):
+            if t.has(k):
+                raise t.err(k, 'not for type = "genicam" (name the camera with serial)')
+        exposure_us = None
+        if t.has("exposure_us"):
+            exposure_us = t.num("exposure_us", lo=0, lo_open=True)
+        return SourceConfig(
+            kind,
+            timeout_s=timeout,
+            cti=_path(t, "cti", base),
+            serial=t.str_("serial") if t.has("serial") else None,
+            exposure_s=None if exposure_us is None else exposure_us * 1e-6,
+            gain_db=t.num("gain_db") if t.has("gain_db") else None,
+            trigger=t.str_("trigger", "software", choices=("software", "free")),
+        )
     poll = t.num("poll_s", 0.5, lo=0, lo_open=True)
     discard = t.int_("discard_frames", 2, lo=0, hi=100)
     if kind == "opencv":

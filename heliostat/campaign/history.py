@@ -123,8 +123,17 @@ CREATE INDEX IF NOT EXISTS campaign_deliveries_heliostat
     ON campaign_deliveries(heliostat_id, id);
 """
 
-#: States of a proposed correction.
-CORRECTION_STATES = ("proposed", "refused", "declined", "approved", "sent", "failed")
+#: States of a proposed correction (``reverted``: sent, then taken back by
+#: ``heliostat bridge revert``).
+CORRECTION_STATES = (
+    "proposed",
+    "refused",
+    "declined",
+    "approved",
+    "sent",
+    "failed",
+    "reverted",
+)
 
 OBS_COLUMNS = (
     *OBSERVATION_COLUMNS[:1],
@@ -240,21 +249,29 @@ class History:
 
     def add_observation(self, rec: ObservationRecord) -> int | None:
         """Store an observation; None (and nothing stored) if its slot is already taken."""
-        vals = [getattr(rec, c) for c in OBS_COLUMNS]
-        vals = [_num(v) if isinstance(v, float) else v for v in vals]
+        return self.add_observations([rec])[0]
+
+    def add_observations(self, records: Iterable[ObservationRecord]) -> list[int | None]:
+        """Store observations in one transaction (:meth:`add_observation` each: the id,
+        or None when the slot is already taken)."""
+        ids: list[int | None] = []
         with self.con:
-            cur = self.con.execute(
-                f"INSERT OR IGNORE INTO campaign_observations ({', '.join(OBS_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(OBS_COLUMNS))})",
-                vals,
-            )
-            if cur.rowcount:  # a retried slot: its earlier no_frame record is void now
-                self.con.execute(
-                    "DELETE FROM campaign_visits WHERE heliostat_id = ? AND slot_utc = ?"
-                    f" AND outcome IN ({', '.join('?' * len(RETRY_OUTCOMES))})",
-                    (rec.heliostat_id, rec.slot_utc, *RETRY_OUTCOMES),
+            for rec in records:
+                vals = [getattr(rec, c) for c in OBS_COLUMNS]
+                vals = [_num(v) if isinstance(v, float) else v for v in vals]
+                cur = self.con.execute(
+                    f"INSERT OR IGNORE INTO campaign_observations ({', '.join(OBS_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(OBS_COLUMNS))})",
+                    vals,
                 )
-        return cur.lastrowid if cur.rowcount else None
+                if cur.rowcount:  # a retried slot: its earlier no_frame record is void now
+                    self.con.execute(
+                        "DELETE FROM campaign_visits WHERE heliostat_id = ? AND slot_utc = ?"
+                        f" AND outcome IN ({', '.join('?' * len(RETRY_OUTCOMES))})",
+                        (rec.heliostat_id, rec.slot_utc, *RETRY_OUTCOMES),
+                    )
+                ids.append(cur.lastrowid if cur.rowcount else None)
+        return ids
 
     def add_visit(
         self, heliostat_id: str, slot_utc: str, time_utc: str, outcome: str, detail: str, run_id=""
@@ -489,6 +506,52 @@ def write_observations_csv(hist: History, path: str | Path, heliostat_id: str | 
 
 
 # --------------------------------------------------------------------------- drift
+def parameter_sets(hist: History, heliostat_id: str) -> list[dict[str, Any]]:
+    """The parameter sets a heliostat's controller confirmed, oldest first, without the
+    reverted ones: one dict per confirmed delivery with ``correction_id``, ``fit_id``,
+    ``delivered_utc``, ``drive`` and ``parameters`` (name -> value, rad / m)."""
+    fits = {f["id"]: f for f in hist.fits(heliostat_id)}
+    corr = {c["id"]: c for c in hist.corrections(heliostat_id)}
+    out = []
+    for d in hist.deliveries(heliostat_id):
+        c = corr.get(d["correction_id"])
+        if d["state"] != "confirmed" or c is None or c["state"] == "reverted":
+            continue
+        f = fits[c["fit_id"]]
+        out.append(
+            {
+                "correction_id": c["id"],
+                "fit_id": f["id"],
+                "delivered_utc": d["time_utc"],
+                "drive": f["drive"],
+                "parameters": dict(f["parameters"]),
+            }
+        )
+    return out
+
+
+def revert_target(hist: History, heliostat_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(the set the controller holds by the history, the one before it) for a revert.
+
+    The one before is the latest earlier confirmed set of *another* correction; None means
+    the controller had no correction before (revert to the nominal set, all zero).
+
+    Raises
+    ------
+    InputError
+        No parameter set was confirmed on this heliostat (nothing to revert).
+    """
+    sets = parameter_sets(hist, heliostat_id)
+    if not sets:
+        raise InputError(
+            f"{hist.path}: no parameter set confirmed on {heliostat_id}'s controller; "
+            "nothing to revert"
+        )
+    current = sets[-1]
+    earlier = [s for s in sets[:-1] if s["correction_id"] != current["correction_id"]]
+    return current, (earlier[-1] if earlier else None)
+
+
 def parameter_changes(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
     """Change of each parameter from fit ``a`` to fit ``b`` (absent = 0, nominal), in
     display units: ``*_rad`` in mrad (key ``*_mrad``), ``*_m`` in mm (key ``*_mm``)."""

@@ -5,6 +5,8 @@ A source implements :class:`FrameSource` — ``capture(request) -> image`` — a
 recorded as skipped, never filled with a stale frame).
 
 * :class:`OpenCVSource`: ``cv2.VideoCapture`` on a device index or a stream URL.
+* :class:`~heliostat.campaign.genicam.GenICamSource`: an industrial GigE Vision / USB3
+  Vision camera through `harvesters`, with fixed exposure and a software trigger.
 * :class:`FolderSource`: a watched folder another program (the camera vendor's tool, a
   trigger script) writes image files into; each capture takes the oldest file that
   appeared since the source was opened, was not taken yet and arrived at or after the
@@ -350,5 +352,11 @@ def open_source(
     """
     if cfg.type == "opencv":
         return OpenCVSource(cfg.device, cfg.discard_frames)
+    if cfg.type == "genicam":
+        from heliostat.campaign.genicam import GenICamSource
+
+        return GenICamSource(
+            cfg.cti, cfg.serial, cfg.exposure_s, cfg.gain_db, cfg.trigger, cfg.timeout_s
+        )
     tol = cfg.arrival_tolerance_s
     return FolderSource(cfg.folder, cfg.timeout_s, cfg.poll_s, clock, tol, log, expected_size_px)

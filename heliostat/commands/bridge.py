@@ -84,6 +84,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one broadcast frame (address 0), then read-back of each controller",
     )
     sp.set_defaults(func=_stow)
+    sp = bsub.add_parser(
+        "revert",
+        help="put a controller back on its previous parameter set (from the history)",
+        description="Send the parameter set a heliostat's controller held before its current "
+        "one, by the history database's confirmed deliveries (the nominal set, all zero, "
+        "when there was none before), through the same safety checks as apply; journaled "
+        "and resumable like apply, and recorded in the history when confirmed.",
+    )
+    common(sp, True)
+    sp.add_argument("--heliostat", required=True, help="heliostat id")
+    sp.add_argument(
+        "--db",
+        default=None,
+        help="history SQLite file (default $HELIOSTAT_DB or heliostat-history.sqlite)",
+    )
+    sp.set_defaults(func=_revert)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
@@ -155,8 +171,31 @@ def _bus_members(cfg, bus_name: str) -> dict[str, int]:
     return {h.id: h.address for h in cfg.heliostats.values() if h.bus == bus_name}
 
 
+def _loopback_problem(args, port: str, bus=None) -> str | None:
+    """Why ``port`` cannot reach a controller, when it is pyserial's ``loop://`` (the
+    placeholder port of simulated fields: a loopback echoes every request and nobody
+    answers), else None."""
+    if not port.startswith("loop://"):
+        return None
+    if args.port:
+        where = f"--port {port}"
+    else:
+        where = f"bus {bus.name!r} of {args.field} has port {port}"
+    field = args.field or "FIELD.toml"
+    return (
+        f"{where}, a loopback where no controller answers (simulated fields use it as a "
+        f"placeholder): start the emulator, `heliostat sim controllers --field {field} "
+        "--write-field emulated.toml`, and give --field emulated.toml (or pass the port it "
+        "prints with --port)"
+    )
+
+
 def _link(args, port, bus=None):
     from firmware_bridge.transport import ModbusLink
+
+    problem = _loopback_problem(args, port, bus)
+    if problem:
+        raise ValueError(problem)
 
     baud = args.baudrate or (bus.baudrate if bus else 115200)
     return ModbusLink(
@@ -189,6 +228,7 @@ def _read_targets(args):
 def _each(args, fn):
     from firmware_bridge.delivery import Bridge
     from firmware_bridge.errors import ActuatorError
+    from firmware_bridge.reasons import failure_label
 
     rows = []
     for port, bus, targets in _read_targets(args):
@@ -200,7 +240,7 @@ def _each(args, fn):
                     row.update(fn(br, addr))
                     row["ok"] = True
                 except ActuatorError as exc:
-                    row.update(ok=False, error=str(exc))
+                    row.update(ok=False, error=failure_label(exc), detail=str(exc))
                 rows.append(row)
     return rows
 
@@ -292,11 +332,14 @@ def _confirm(args, cfg, port, n, broadcast_bus: str | None = None) -> None:
         raise ValueError("not confirmed; nothing sent")
 
 
-def _execute(args, cfg, commands, batch_key, source, broadcast=False, corrections=None) -> int:
+def _execute(
+    args, cfg, commands, batch_key, source, broadcast=False, corrections=None, on_outcomes=None
+) -> int:
     from firmware_bridge.delivery import RetryPolicy, broadcast_stow_problem
     from firmware_bridge.errors import SafetyRefused
     from firmware_bridge.fleet import BusJob, deliver_buses
-    from firmware_bridge.journal import DONE_STATES, Journal
+    from firmware_bridge.journal import DONE_STATES, FINAL_STATES, Journal
+    from firmware_bridge.reasons import next_step
 
     groups = _bus_groups(args, cfg, list(dict.fromkeys(c.heliostat for c in commands)))
     covered = {i for _, _, ids in groups for i in ids}
@@ -391,13 +434,23 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
     journal = Journal(args.journal or _default_journal())
     retry = RetryPolicy(max_attempts=max(1, args.attempts))
     jobs = []
+    resumed_from: dict[str, str] = {}  # port -> when the batch was first journaled
     for port, bus, ids in groups:
         name = bus_of[port]
+        key = hashlib.sha256(f"{batch_key}|{port}".encode()).hexdigest()
+        first = journal.batch_created_utc(key)
+        if first is not None:
+            resumed_from[port] = first
+            if not args.json:
+                print(
+                    f"{port}: resuming the run of {first} from journal {journal.path} "
+                    "(confirmed commands are read back, not sent again)"
+                )
         jobs.append(
             BusJob(
                 name,
                 port,
-                hashlib.sha256(f"{batch_key}|{port}".encode()).hexdigest(),
+                key,
                 source,
                 tuple(c for c in commands if c.heliostat in ids),
                 lambda port=port, bus=bus: _open_bridge(args, port, bus, journal, retry),
@@ -414,24 +467,28 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
         journal.close()
     outcomes = [o for r in results for o in r.outcomes]
     health = {f"{r.port}#{a}": h for r in results for a, h in r.health.items()}
+    if on_outcomes is not None:
+        on_outcomes(outcomes)
     counts = {}
     for o in outcomes:
         counts[o.state] = counts.get(o.state, 0) + 1
     if args.json:
         print_json(
             {
-                "outcomes": [o.to_dict() for o in outcomes],
+                "outcomes": [o.to_dict() | {"next_step": next_step(o)} for o in outcomes],
                 "counts": counts,
                 "buses": [r.to_dict() for r in results],
                 "health": health,
                 "journal": journal.path,
+                "resumed_from_utc": resumed_from,
+                "rerun_resumes": any(o.state not in FINAL_STATES for o in outcomes),
             }
         )
     else:
-        rows = [o.to_dict() | {"when": _when(o)} for o in outcomes]
+        rows = [o.to_dict() | {"run": _when(o)} for o in outcomes]
         print_table(
             rows,
-            ["heliostat", "address", "kind", "command_id", "state", "when", "attempts", "detail"],
+            ["heliostat", "address", "kind", "command_id", "state", "run", "attempts", "reason"],
         )
         print("; ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
         now = sum(1 for o in outcomes if o.state == "confirmed" and not o.replayed)
@@ -444,6 +501,7 @@ def _execute(args, cfg, commands, batch_key, source, broadcast=False, correction
             for r in results:
                 tally = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "nothing"
                 print(f"bus {r.bus} ({r.port}): {tally} in {r.elapsed_s:.1f} s")
+        _print_next_steps(outcomes, journal.path)
     for r in results:  # a bus that stopped early; the others went on
         if r.error:
             print(
@@ -494,10 +552,45 @@ def _progress_line(jobs):
 
 
 def _when(o) -> str:
-    """Whose confirmation a confirmed outcome is, for the text table."""
+    """Which run settled an outcome, for the text table: ``now`` (a fresh batch),
+    ``resumed`` (an earlier run's command handled in this one), ``earlier run, verified
+    now`` (confirmed before, read back now, nothing sent) or ``earlier run`` (settled
+    before and reported from the journal, nothing sent or read)."""
     if o.replayed:
         return "earlier run, verified now"
-    return "now" if o.state == "confirmed" else ""
+    if o.carried:
+        return "earlier run"
+    return "resumed" if o.resumed else "now"
+
+
+def _print_next_steps(outcomes, journal_path: str) -> None:
+    """What to do about the commands not done: one line per heliostat (its worst
+    outcome's reason and next step), then how to resume."""
+    from firmware_bridge.journal import DONE_STATES, FINAL_STATES
+    from firmware_bridge.reasons import next_step
+    from heliostat.commands._common import id_sort_key
+
+    bad = [o for o in outcomes if o.state not in DONE_STATES]
+    if not bad:
+        return
+    order = {"unreachable": 0, "failed": 1, "rejected": 2}
+    per: dict[str, object] = {}
+    for o in bad:
+        if o.heliostat not in per or order.get(o.state, 3) < order.get(per[o.heliostat].state, 3):
+            per[o.heliostat] = o
+    print("next steps:")
+    for hid in sorted(per, key=id_sort_key):
+        o = per[hid]
+        n = sum(1 for x in bad if x.heliostat == hid)
+        what = f"{n} commands" if n > 1 else o.kind
+        print(f"  {hid} ({what} {o.state}: {o.reason or o.detail}): {next_step(o)}")
+    again = [o for o in bad if o.state not in FINAL_STATES]
+    if again:
+        print(
+            f"re-run the same command to resume: it sends only the {len(again)} command(s) "
+            f"not delivered (journal {journal_path}); what was confirmed is read back, "
+            "not sent again"
+        )
 
 
 def _move(args) -> int:
@@ -605,3 +698,63 @@ def _apply(args) -> int:
     return _execute(
         args, cfg, cmds, f"apply-{key}", f"apply {args.corrections}", corrections=measured
     )
+
+
+def _revert(args) -> int:
+    """``bridge revert``: the previous parameter set of one heliostat, from the history."""
+    from firmware_bridge.safety import plan_corrections
+    from heliostat.campaign.history import History, revert_target
+    from heliostat.commands.history import DEFAULT_DB
+    from heliostat.corrections_format import FORMAT
+    from heliostat.errors import InputError
+    from heliostat.kinematics import error_names
+
+    cfg = _require_field(args)
+    hid = args.heliostat
+    if hid not in cfg.heliostats:
+        raise InputError(f"--heliostat {hid}: not in the field config {cfg.source}")
+    db = args.db or os.environ.get("HELIOSTAT_DB") or DEFAULT_DB
+    if not Path(db).is_file():
+        raise InputError(f"{db}: no history database (give --db)")
+    with History(db, readonly=True) as hist:
+        current, previous = revert_target(hist, hid)
+    drive = cfg.heliostats[hid].kinematics.drive
+    if previous is None:
+        params = {n: 0.0 for n in error_names(drive)}
+        what = "the nominal set (no correction before it: every parameter 0)"
+    else:
+        params = previous["parameters"]
+        what = f"fit {previous['fit_id']}'s set (confirmed {previous['delivered_utc']})"
+    doc = {
+        "format": FORMAT,
+        "heliostats": [
+            {"heliostat": hid, "drive": current["drive"], "parameters": params, "setpoints": []}
+        ],
+    }
+    measured: dict = {}
+    cmds = plan_corrections(cfg, doc, params=True, setpoints="none", corrections_mrad=measured)
+    if not args.json:
+        print(
+            f"revert {hid}: from fit {current['fit_id']}'s set (confirmed "
+            f"{current['delivered_utc']}) to {what}"
+        )
+    done: list = []
+    key = f"revert-{hid}-{current['correction_id']}-{previous['correction_id'] if previous else 0}"
+    rc = _execute(
+        args, cfg, cmds, key, f"revert {hid}", corrections=measured, on_outcomes=done.extend
+    )
+    if rc == 0 and not args.dry_run and done:
+        from firmware_bridge.journal import utc_now
+
+        now = utc_now()
+        port = _bus_groups(args, cfg, [hid])[0][0]
+        with History(db) as hist:
+            hist.set_correction(
+                current["correction_id"], "reverted", now, "reverted by heliostat bridge revert"
+            )
+            if previous is not None:
+                for o in done:
+                    hist.add_delivery(previous["correction_id"], now, port, o)
+        if not args.json:
+            print(f"recorded in {db}: fit {current['fit_id']}'s correction is reverted")
+    return rc

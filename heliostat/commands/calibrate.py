@@ -219,7 +219,12 @@ def run(args: argparse.Namespace) -> int:
         else:
             jobs.append(job)
     backend = "sequential" if args.workers == 1 or len(jobs) < 2 else args.backend
-    results = calibrate_field(jobs, backend=backend, max_workers=args.workers)
+    from heliostat.progress import Progress
+
+    with Progress("fits") as progress:
+        results = calibrate_field(
+            jobs, backend=backend, max_workers=args.workers, progress=progress
+        )
     for (drive, other), hids in ignored.items():
         print(
             f"heliostat calibrate: note: --params {','.join(other)} not of drive {drive!r}: "

@@ -146,17 +146,27 @@ def _check_options(args) -> None:
             raise ValueError(f"--{opt.replace('_', '-')} is for a rehearsal: add --simulate")
 
 
-def run(args, clock=None, source=None, confirm=None, link_factory=None) -> int:
-    """Run the command (the keyword arguments are the hardware roots tests inject)."""
+def run(args, clock=None, source=None, confirm=None, link_factory=None, clock_check=None) -> int:
+    """Run the command (the keyword arguments are the hardware roots tests inject;
+    ``clock_check`` returns a :class:`~heliostat.campaign.clock_sync.ClockSync`, asked
+    when the campaign runs on the PC's own clock)."""
     from heliostat.campaign import SystemClock, load_plant
+    from heliostat.campaign.clock_sync import check_clock_sync, clock_warning
 
     _check_options(args)
     plant = load_plant(args.config)
     if args.simulate:
         return _rehearse(args, plant, confirm)
+    sync = warning = None
+    if (clock is None and not args.at) or clock_check is not None:
+        # the PC's own clock: is it synchronised? (a simulated clock needs no NTP)
+        sync = (clock_check or check_clock_sync)()
+        warning = clock_warning(sync)
+        if warning:
+            _log(warning)
     if clock is None:
         clock = _FixedClock(_utc(args.at, "--at")) if args.at else SystemClock()
-    return _run(args, plant, clock, source, confirm, link_factory)
+    return _run(args, plant, clock, source, confirm, link_factory, (sync, warning))
 
 
 def _rehearse(args, plant, confirm) -> int:
@@ -334,7 +344,7 @@ def _report_truth(plant, truth) -> None:
         _log("rehearsal: no heliostat fitted (see the run's reasons above)")
 
 
-def _run(args, plant, clock, source, confirm, link_factory) -> int:
+def _run(args, plant, clock, source, confirm, link_factory, clock_sync=(None, None)) -> int:
     from heliostat.campaign import RunOptions, run_campaign
 
     visits, visit_s = None, 180.0
@@ -367,6 +377,14 @@ def _run(args, plant, clock, source, confirm, link_factory) -> int:
         confirm=confirm or _confirm,
         link_factory=link_factory,
     )
+    sync, warning = clock_sync
+    if sync is not None:
+        summary["clock_sync"] = {
+            "synchronised": "unknown" if sync.synchronised is None else sync.synchronised,
+            "offset_s": sync.offset_s,
+            "detail": sync.detail,
+            "warning": warning,
+        }
     if args.json:
         print_json(summary)
         return 0

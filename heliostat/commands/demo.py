@@ -31,11 +31,11 @@ from typing import Any
 
 from heliostat.commands._common import print_json
 from heliostat.commands.sim_campaign import (
-    ProgressBar,
     add_campaign_options,
     prepare_out_dir,
     settings_from_args,
 )
+from heliostat.progress import Progress
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +191,7 @@ def stage_campaign(ctx: DemoContext) -> dict[str, Any]:
     prepare_out_dir(cdir)
     field_cfg = ctx.state["field"]
     result, man = write_campaign(
-        cdir, field_cfg, ctx.state["truth"], settings, o.seed, progress=ProgressBar("campaign")
+        cdir, field_cfg, ctx.state["truth"], settings, o.seed, progress=Progress("campaign")
     )
     obs = result.observations
     field_cfg = campaign_field(field_cfg, settings)  # as written: a sunlit board has no markers

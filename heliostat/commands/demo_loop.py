@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from heliostat.commands._common import id_sort_key
+from heliostat.progress import Progress
 
 #: Sun elevation below which the held-out verification skips a time. [deg]
 VERIFY_MIN_ELEVATION_DEG = 15.0
@@ -103,8 +104,11 @@ def stage_detect(ctx) -> dict[str, Any]:
     if not frames.any():
         ctx.state["example_frames"] = []
         return {"frames": 0, "detected": 0, "failed": 0, "note": "campaign made no frames"}
-    with _metered(ctx, "vision"):
-        df, outcomes = detect_campaign(cdir)
+    from heliostat.vision.methods import first_use_note
+
+    note = first_use_note("classical")
+    with _metered(ctx, "vision"), Progress("detect", first_note=note) as progress:
+        df, outcomes = detect_campaign(cdir, progress=progress)
     out = ctx.out / "detect"
     out.mkdir(exist_ok=True)
     df.to_csv(out / "observations.csv", index=False)
@@ -162,7 +166,8 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         jobs = make_jobs(kins, obs, select=True)
         # Sequential: the meter charges this process's CPU time; `heliostat calibrate
         # --workers` runs big fields in parallel.
-        fits = calibrate_field(jobs, backend="sequential")
+        with Progress("fits") as progress:
+            fits = calibrate_field(jobs, backend="sequential", progress=progress)
     ok = {h: r for h, r in fits.items() if r.success}
     # for the report's per-heliostat table: every fit kept (failed ones too) and the sun
     # directions each heliostat was seen at
@@ -173,7 +178,7 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         [heliostat_entry(r) for r in ok.values()], str(ctx.state["campaign_dir"] / "field.toml")
     )
     write_corrections(out / "corrections.json", doc)
-    ctx.state.update(fits=ok, corrections=doc)
+    ctx.state.update(fits=ok, corrections=doc, all_fits=dict(fits))
 
     def med(key: str) -> float:
         v = [getattr(r, key) for r in ok.values() if math.isfinite(getattr(r, key))]
@@ -276,8 +281,16 @@ def _run_on_buses(ctx, commands, batch: str):
                     lambda port=eb.port, bus=bus: connect(port, bus),
                 )
             )
+    shown = Progress(batch.split("-")[0])  # the commands of all buses, counted together
+    total = sum(len(j.commands) for j in jobs)
+    done: dict[str, int] = {}
+
+    def progress(bus, _o, i, _n):  # deliver_buses serialises these calls
+        done[bus] = i
+        shown(sum(done.values()), total)
+
     try:
-        results = deliver_buses(jobs)
+        results = deliver_buses(jobs, progress)
     finally:
         journal.close()
     for r in results:
@@ -319,6 +332,7 @@ def stage_deliver(ctx) -> dict[str, Any]:
             except SafetyRefused as exc:
                 refused[rec["heliostat"]] = str(exc).split("nothing sent: ", 1)[-1]
         outcomes = _run_on_buses(ctx, cmds, "params")
+    ctx.state["deliver_outcomes"] = outcomes
     not_applied = dict(refused)
     for o in outcomes:
         if o.state != "confirmed":
@@ -352,6 +366,75 @@ def stage_deliver(ctx) -> dict[str, Any]:
         "ports": [eb.port for eb in ctx.state["emulators"][1].values()],
         "energy_j": round(ctx.state["energy_j"]["bridge"], 3),
     }
+
+
+def record_history(ctx, db: Path) -> dict[str, int]:
+    """The demo's campaign in the history database's campaign tables, as a plant's
+    campaign leaves it (``heliostat history --db <out>/history.sqlite``): the
+    observations, each heliostat's fit, its correction (sent, refused by the safety
+    limit, or failed) and the bridge's outcome. Returns the counts written."""
+    from heliostat.calibration.observations import OBSERVATION_COLUMNS
+    from heliostat.campaign.history import History, ObservationRecord
+
+    obs = ctx.state.get("observations")
+    fits = ctx.state.get("all_fits", {})
+    outcomes = {o.heliostat: o for o in ctx.state.get("deliver_outcomes", [])}
+    refused = ctx.state.get("refused", {})
+    ports = {name: eb.port for name, eb in ctx.state.get("emulators", (None, {}))[1].items()}
+    field_cfg = ctx.state["field"]
+    now = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+    n = {"observations": 0, "fits": 0, "deliveries": 0}
+    last_id: dict[str, int] = {}
+
+    def num(v) -> float:  # noqa: ANN001 - a CSV cell: number or NaN
+        return float(v) if pd.notna(v) else math.nan
+
+    with History(db) as hist:
+        if obs is not None:
+            rows = obs.reindex(columns=list(OBSERVATION_COLUMNS))
+            recs = [
+                ObservationRecord(
+                    r.heliostat_id,
+                    str(r.time_utc),
+                    str(r.time_utc),
+                    float(r.sun_azimuth_deg),
+                    float(r.sun_elevation_deg),
+                    int(r.axis1_steps),
+                    int(r.axis2_steps),
+                    str(r.target_id),
+                    num(r.spot_x_m),
+                    num(r.spot_y_m),
+                    num(r.spot_e_m),
+                    num(r.spot_n_m),
+                    num(r.spot_u_m),
+                    num(r.sigma_m),
+                    "" if pd.isna(r.quality_flags) else str(r.quality_flags),
+                    "" if pd.isna(r.frame) else str(r.frame),
+                    run_id="demo",
+                )  # fmt: skip
+                for r in rows.itertuples(index=False)
+            ]
+            for rec, oid in zip(recs, hist.add_observations(recs), strict=True):
+                if oid is not None:
+                    last_id[rec.heliostat_id] = oid
+                    n["observations"] += 1
+        shown = Progress("history")
+        for k, hid in enumerate(sorted(fits, key=id_sort_key)):
+            shown(k, len(fits))
+            fid = hist.add_fit(fits[hid], now, last_id.get(hid, 0), run_id="demo")
+            n["fits"] += 1
+            if not fits[hid].success:
+                continue
+            cid = hist.propose(fid, hid, now)
+            if hid in refused:
+                hist.set_correction(cid, "refused", now, refused[hid])
+            elif hid in outcomes:
+                o = outcomes[hid]
+                hist.add_delivery(cid, now, ports.get(field_cfg.heliostats[hid].bus, ""), o)
+                hist.set_correction(cid, "sent" if o.state == "confirmed" else "failed", now)
+                n["deliveries"] += 1
+        shown(len(fits), len(fits))
+    return n
 
 
 # --------------------------------------------------------------------------- verify
@@ -643,6 +726,7 @@ def stage_ledger(ctx) -> dict[str, Any]:
             for name in GRID_PRESETS
         }
         book.export_csv(ctx.out / "emissions.csv", grid_intensity("us"))
+    record_history(ctx, db)
     compute_j = sum(e.facility_energy.joules for e in entries)
     payback, whole = {}, {}
     for name, s in summaries.items():

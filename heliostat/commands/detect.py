@@ -131,7 +131,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fill the spot columns of this observations.csv from its frames",
     )
     p.add_argument("--out", metavar="CSV", help="with --observations: write here (default stdout)")
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per image; with --observations one JSON document (the counts, "
+        "and the filled rows when there is no --out)",
+    )
     p.set_defaults(func=run)
 
 
@@ -295,9 +300,10 @@ def run(args: argparse.Namespace) -> int:
         Exit code: 0 when every spot was found, 1 when one was not.
     """
 
+    from heliostat.progress import Progress
     from heliostat.vision.classical import prepare_flat
     from heliostat.vision.io import load_image
-    from heliostat.vision.methods import detector_for
+    from heliostat.vision.methods import detector_for, first_use_note
     from heliostat.vision.sunlit import CENTROID_LEVELS, SunlitOptions
 
     detect_spot = detector_for(args.method)
@@ -321,37 +327,43 @@ def run(args: argparse.Namespace) -> int:
     flat = None
     rows: list[dict[str, Any]] = []
     failed = 0
-    for path in args.images:
-        try:
-            img = load_image(path, expected_size_px=size)
-            reg = reg_for(img)
-            if flat is None and flat_img is not None:
-                flat = prepare_flat(flat_img, reg, black_level_dn=args.black_level)
-            # the classical method chooses its background model (heliostat.vision.auto)
-            extra = (
-                dict(background=args.background, empty_target=empty, options=sunlit_opts)
-                if args.method == "classical"
-                else {}
-            )
-            res = detect_spot(
-                img,
-                reg,
-                dark=dark,
-                flat=flat,
-                black_level_dn=args.black_level,
-                bit_depth=bits,
-                expected_xy_m=args.expected,
-                target=target,
-                **extra,
-            )
-            row = _row(path, res)
-            row.update(getattr(reg_for, "mark_info", {}))
-        except (ValueError, OSError, KeyError) as exc:
-            failed += 1
-            row = {"image": path, "error": str(exc)}
-        rows.append(row)
-        if args.json:
-            print(json.dumps(_jsonable(row)), flush=True)
+    progress = Progress("detect", first_note=first_use_note(args.method))
+    try:
+        for k, path in enumerate(args.images):
+            progress(k, len(args.images))
+            try:
+                img = load_image(path, expected_size_px=size)
+                reg = reg_for(img)
+                if flat is None and flat_img is not None:
+                    flat = prepare_flat(flat_img, reg, black_level_dn=args.black_level)
+                # the classical method chooses its background model (heliostat.vision.auto)
+                extra = (
+                    dict(background=args.background, empty_target=empty, options=sunlit_opts)
+                    if args.method == "classical"
+                    else {}
+                )
+                res = detect_spot(
+                    img,
+                    reg,
+                    dark=dark,
+                    flat=flat,
+                    black_level_dn=args.black_level,
+                    bit_depth=bits,
+                    expected_xy_m=args.expected,
+                    target=target,
+                    **extra,
+                )
+                row = _row(path, res)
+                row.update(getattr(reg_for, "mark_info", {}))
+            except (ValueError, OSError, KeyError) as exc:
+                failed += 1
+                row = {"image": path, "error": str(exc)}
+            rows.append(row)
+            if args.json:
+                print(json.dumps(_jsonable(row)), flush=True)
+        progress(len(args.images), len(args.images))
+    finally:
+        progress.close()
     if not args.json:
         table = []
         for r in rows:
@@ -423,37 +435,46 @@ def _run_observations(args: argparse.Namespace) -> int:
         )
     from functools import partial
 
-    from heliostat.vision.methods import detector_for
+    from heliostat.progress import Progress
+    from heliostat.vision.methods import detector_for, first_use_note
 
-    out, outcomes = fill_observations(
-        obs,
-        base,
-        reg,
-        target=target,
-        black_level_dn=args.black_level,
-        bit_depth=bits,
-        flat=flat,
-        aim_xy_m=args.expected,
-        detector=detector_for(args.method),
-        load=partial(load_image, expected_size_px=size),
-    )
+    with Progress("detect", first_note=first_use_note(args.method)) as progress:
+        out, outcomes = fill_observations(
+            obs,
+            base,
+            reg,
+            target=target,
+            black_level_dn=args.black_level,
+            bit_depth=bits,
+            flat=flat,
+            aim_xy_m=args.expected,
+            detector=detector_for(args.method),
+            load=partial(load_image, expected_size_px=size),
+            progress=progress,
+        )
     if args.out:
         out.to_csv(args.out, index=False)
-    else:
+    elif not args.json:
         out.to_csv(sys.stdout, index=False)
     failed = [o for o in outcomes if o.error]
     for o in failed:
         print(f"heliostat detect: {o.path}: {o.error}", file=sys.stderr)
+    counts = {
+        "frames": len(outcomes),
+        "spots": sum(1 for o in outcomes if o.result and o.result.ok),
+        "no_spot": sum(1 for o in outcomes if o.result and not o.result.ok),
+        "failed": len(failed),
+    }
     if args.json:
+        doc: dict[str, Any] = {**counts, "out": args.out}
+        if not args.out:
+            doc["observations"] = json.loads(out.to_json(orient="records"))
+        print(json.dumps(_jsonable(doc)))
+    else:
+        where = f"written to {args.out}" if args.out else "printed above"
         print(
-            json.dumps(
-                {
-                    "frames": len(outcomes),
-                    "failed": len(failed),
-                    "no_spot": sum(1 for o in outcomes if o.result and not o.result.ok),
-                    "out": args.out or "-",
-                }
-            ),
-            file=sys.stderr if not args.out else sys.stdout,
+            f"heliostat detect: {counts['frames']} frame(s): {counts['spots']} spot(s), "
+            f"{counts['no_spot']} without a spot, {counts['failed']} failed; {where}",
+            file=sys.stderr,
         )
     return 1 if failed else 0

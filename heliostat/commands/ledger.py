@@ -157,6 +157,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--n-inferences", type=int, default=0)
     a.add_argument("--expected-inferences", type=int, default=0)
     a.add_argument("--note", default="")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(func=run_add)
 
     m = lsub.add_parser(
@@ -232,6 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="hourly carbon intensity (timestamp, gCO2e/kWh), charged at the hour the energy "
         "was used; --grid is the fallback outside it (default us)",
     )
+    x.add_argument("--json", action="store_true", help="machine-readable output")
     x.set_defaults(func=run_export)
 
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -692,8 +694,17 @@ def run_add(args: argparse.Namespace) -> int:
         expected_inferences=args.expected_inferences,
         note=args.note,
     )
-    with LedgerBook(args.db or _default_db()) as book:
+    db = args.db or _default_db()
+    with LedgerBook(db) as book:
         book.add(entry)
+    if args.json:
+        from dataclasses import asdict
+
+        print_json({"added": asdict(entry), "db": db})
+    else:
+        print(
+            f"added a {entry.stage}/{entry.method} entry of {energy.joules / 3.6e6:.6g} kWh to {db}"
+        )
     return 0
 
 
@@ -714,5 +725,8 @@ def run_export(args: argparse.Namespace) -> int:
 
     with _open_existing(args.db) as book:
         n = book.export_csv(args.csv, _grid_from_args(args))
-    print(f"wrote {n} rows to {args.csv}")
+    if args.json:
+        print_json({"rows": n, "csv": args.csv})
+    else:
+        print(f"wrote {n} rows to {args.csv}")
     return 0

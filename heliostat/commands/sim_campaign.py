@@ -7,43 +7,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
 from heliostat.commands._common import print_json
 from heliostat.kinematics import drive_names
+from heliostat.progress import Progress
 
 #: Files a campaign folder holds; an existing folder with ``campaign.json`` is replaced.
 _CAMPAIGN_FILES = ("campaign.json", "field.toml", "camera.toml", "truth.json", "observations.csv")
-
-
-class ProgressBar:
-    """A one-line text progress bar on stderr (redrawn in place on a terminal, a single
-    final line otherwise)."""
-
-    def __init__(self, label: str, stream=None, width: int = 30) -> None:
-        self.label, self.width = label, width
-        self.stream = stream or sys.stderr
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.t0 = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        if total <= 0:
-            return
-        if not self.tty and done < total:
-            return
-        filled = int(self.width * done / total)
-        bar = "#" * filled + "-" * (self.width - filled)
-        secs = time.perf_counter() - self.t0
-        end = "\n" if done >= total else ""
-        prefix = "\r" if self.tty else ""
-        print(
-            f"{prefix}{self.label:<10} [{bar}] {done}/{total} {secs:5.1f} s",
-            end=end,
-            file=self.stream,
-            flush=True,
-        )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -362,7 +334,7 @@ def run(args: argparse.Namespace) -> int:
         truth,
         settings,
         args.seed,
-        progress=ProgressBar("campaign"),
+        progress=Progress("campaign"),
         schedule=schedule,
         plan_info=plan_info,
     )

@@ -22,6 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--field", required=True, help="field.toml")
     p.add_argument("--baudrate", type=int, help="timing model baud rate (default: the bus's)")
     add_fault_args(p)
+    p.add_argument(
+        "--write-field",
+        metavar="OUT",
+        help="write a copy of the field file whose buses point at the emulator's ports",
+    )
     p.add_argument("--json", action="store_true", help="print the ports as JSON")
     p.set_defaults(func=_run)
 
@@ -55,6 +60,36 @@ def faults_from_args(args):
     return FaultProfile(*(getattr(args, n) for n in FAULT_OPTIONS))
 
 
+def write_field_copy(field_path: str, ports: dict[str, str], out_path: str) -> None:
+    """Copy a field file with each bus's ``port`` set to ``ports[bus name]``.
+
+    Raises
+    ------
+    InputError
+        The field has heliostats on no configured bus (no ``[buses]`` table): there is no
+        port key to point at the emulator (pass ``--port`` to the bridge instead).
+    """
+    from pathlib import Path
+
+    from heliostat.config import _load_toml, dumps_toml
+    from heliostat.errors import InputError
+
+    data = _load_toml(field_path).data
+    buses = data.get("buses") or {}
+    missing = [name or "(none)" for name in ports if name not in buses]
+    if missing:
+        raise InputError(
+            f"{field_path}: heliostats on bus {', '.join(repr(m) for m in missing)} that "
+            "[buses] does not define: no port to rewrite; pass the printed port with --port"
+        )
+    for name, port in ports.items():
+        buses[name]["port"] = port
+    Path(out_path).write_text(
+        f"# {field_path} with its buses on the emulator's ports (heliostat sim controllers)\n"
+        + dumps_toml(data)
+    )
+
+
 class _Terminated(Exception):
     """SIGTERM arrived: stop serving like Ctrl-C does."""
 
@@ -72,6 +107,7 @@ def _run(args) -> int:
     faults = faults_from_args(args)
     buses = []
     out = {}
+    ports = {}  # bus name in the field (maybe "") -> pty path
     # SIGTERM's default action skips ``finally``, which would leave this process's
     # announcement behind (a stale pty path looking simulated); turn it into a clean stop.
     try:
@@ -97,17 +133,31 @@ def _run(args) -> int:
             )
             port = bus.start()
             buses.append(bus)
+            ports[bname] = port
             out[bname or "bus"] = {
                 "port": port,
                 "addresses": sorted(bus.controllers),
                 "baudrate": bus.baudrate,
             }
+        if args.write_field:
+            write_field_copy(args.field, ports, args.write_field)
         if args.json:
-            print_json({"buses": out})
+            print_json({"buses": out, "field": args.write_field})
         else:
             for name, d in out.items():
                 addrs = ", ".join(map(str, d["addresses"]))
                 print(f"{name}: {d['port']}  (addresses {addrs}; {d['baudrate']} baud)")
+            if args.write_field:
+                print(
+                    f"field file on these ports: {args.write_field}  (try: heliostat bridge "
+                    f"ping --field {args.write_field})"
+                )
+            else:
+                for name, d in out.items():
+                    bus = f" --bus {name}" if len(out) > 1 else ""
+                    print(
+                        f"try: heliostat bridge ping --field {args.field}{bus} --port {d['port']}"
+                    )
             print("emulating; Ctrl-C to stop", file=sys.stderr)
         sys.stdout.flush()
         while True:

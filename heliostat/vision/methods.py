@@ -37,12 +37,16 @@ class DetectMethod:
         Where the detector function lives; imported when the method is asked for.
     summary : str
         One line for help texts.
+    first_use : str
+        Why the method's first frame in a process may be slow, for a person waiting on
+        it ("" when it is not).
     """
 
     name: str
     module: str
     function: str
     summary: str
+    first_use: str = ""
 
     def load(self) -> Callable:
         """The detector function (imports its module)."""
@@ -64,6 +68,8 @@ METHODS: Mapping[str, DetectMethod] = MappingProxyType(
                 "detect_spot_auto",
                 "flux centroid over a background model chosen from the frames: a dark "
                 "board, or a sunlit target (default)",
+                "the first frame compiles the detector's kernels (numba; 10-40 s once per "
+                "machine and frame type, then loaded from numba's disk cache in about 1 s)",
             ),
             DetectMethod(
                 "onnx",
@@ -89,6 +95,45 @@ DEFAULT_METHOD = next(iter(METHODS))
 def method_names() -> tuple[str, ...]:
     """Names of the registered methods, the default first."""
     return tuple(METHODS)
+
+
+def first_use_note(name: str) -> str:
+    """What to tell a person waiting on a method's slow first frame ("" when the first
+    frame will not be slow for the method's own reasons: the classical detector's kernels
+    already compiled in numba's disk cache)."""
+    method = METHODS.get(name)
+    if method is None or not method.first_use:
+        return ""
+    if method.module == "heliostat.vision.auto":
+        from heliostat.vision import _kernels
+
+        if compiled_on_disk(_kernels):
+            return ""
+    return method.first_use
+
+
+def compiled_on_disk(module) -> bool | None:
+    """Whether numba's disk cache holds a current compilation (for some frame type) of
+    every public cached kernel of ``module`` (helpers inlined into them have no cache of
+    their own), i.e. its first call loads rather than compiles.
+
+    Reads numba's cache index, a private numba interface: None when it cannot tell. A
+    cache for another frame dtype than the next frame's still compiles once.
+    """
+    try:
+        found = False
+        for name, obj in list(vars(module).items()):
+            if name.startswith("_"):
+                continue
+            cache_file = getattr(getattr(obj, "_cache", None), "_cache_file", None)
+            if cache_file is None:
+                continue
+            found = True
+            if not cache_file._load_index():  # {} when missing or stale
+                return False
+        return found or None
+    except Exception:  # noqa: BLE001 - numba internals differ between versions
+        return None
 
 
 def detector_for(name: str) -> Callable:

@@ -107,6 +107,7 @@ def fill_observations(
     options: DetectOptions = DetectOptions(),  # noqa: B008 - frozen, immutable default
     load: Loader = load_image,
     detector: Callable[..., SpotResult] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, list[FrameOutcome]]:
     """Measure the spot in every row's frame and fill the spot columns.
 
@@ -139,6 +140,8 @@ def fill_observations(
     options : DetectOptions
     load : callable
         Path → image array (injectable for tests and other image sources).
+    progress : callable, optional
+        ``progress(done, total)`` after each frame.
 
     Returns
     -------
@@ -188,7 +191,9 @@ def fill_observations(
             except InputError:
                 flat = None
     outcomes: list[FrameOutcome] = []
-    for i in rows:
+    for k, i in enumerate(rows):
+        if progress is not None and k:
+            progress(k, len(rows))
         path = base / frames[i]
         aim = aim_default
         if has_aim_cols:
@@ -225,6 +230,8 @@ def fill_observations(
         out.at[i, "spot_u_m"] = res.u_m
         out.at[i, "sigma_m"] = res.sigma_m
         out.at[i, "quality_flags"] = _flag_join(out.at[i, "quality_flags"], res.flags)
+    if progress is not None and rows:
+        progress(len(rows), len(rows))
     return out, outcomes
 
 
@@ -267,6 +274,7 @@ def detect_campaign(
     registration: TargetRegistration | None = None,
     options: DetectOptions = DetectOptions(),  # noqa: B008 - frozen, immutable default
     load: Loader = load_image,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[pd.DataFrame, list[FrameOutcome]]:
     """Fill a campaign folder's observations from its frames (``field.toml``,
     ``camera.toml``, ``observations.csv`` and ``frames/``, as the simulator writes them).
@@ -280,6 +288,8 @@ def detect_campaign(
         The aim point of every visit in the target plane [m] (campaigns aim at the centre).
     registration : TargetRegistration, optional
         Default: :func:`register_for_camera` (markers found in the first sun-off frame).
+    progress : callable, optional
+        ``progress(done, total)`` after each frame.
 
     Returns
     -------
@@ -312,4 +322,5 @@ def detect_campaign(
         aim_xy_m=aim_xy_m,
         options=options,
         load=load,
+        progress=progress,
     )
