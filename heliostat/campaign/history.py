@@ -453,6 +453,23 @@ class History:
             args = (heliostat_id,)
         return [dict(r) for r in self._rows(sql + " ORDER BY id", args)]
 
+    def check_integrity(self) -> None:
+        """Read every page of the file once (``PRAGMA quick_check``): a damaged file is
+        an error here, before a summary built from indexes alone (counts) could report
+        numbers from it without touching the damaged rows.
+
+        Raises
+        ------
+        InputError
+            The file is damaged (naming it).
+        """
+        if self.readonly and not self._has_tables():
+            return
+        rows = self.con.execute("PRAGMA quick_check").fetchall()
+        if rows and rows[0][0] != "ok":
+            first = " ".join(str(rows[0][0]).split())[:160]  # one line
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {first}")
+
     def has_heliostat(self, heliostat_id: str) -> bool:
         """Whether any observation, visit or fit names the heliostat (index look-ups)."""
         rows = self._rows(

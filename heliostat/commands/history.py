@@ -69,6 +69,7 @@ def run(args) -> int:
 
     db = args.db or str(default_db())
     with History(db, readonly=True) as hist:
+        hist.check_integrity()  # the overview reads indexes; a damaged row must not pass
         if args.csv:
             if args.heliostat is not None:
                 heliostat_record(hist, args.heliostat)  # unknown heliostat: KeyError
