@@ -149,8 +149,9 @@ def residual_kernel(
     sel, x, h, idx, vals0, p0, tnom, axes, codes, n0, steps, sun, spot, tc, tn, ea, eb, nrows,
     plane, want_jac, res, jac, centres,
 ):  # fmt: skip
-    """Unweighted residuals (M, N, 2) [mrad] and, if ``want_jac``, their central-difference
-    Jacobian (M, N, 2, p) [mrad per unit] of the M heliostats ``sel`` (indices into the
+    """Unweighted residuals (M, N, 2) [mrad] and their Jacobian (M, N, 2, p) [mrad per
+    unit] by central (``want_jac`` = 2) or forward (1) differences, or none (0), of the
+    M heliostats ``sel`` (indices into the
     batch arrays); ``centres`` (M, N, 3) receives the mirror centres at x [m]. Rows past
     ``nrows[b]`` are left untouched.
 
@@ -161,54 +162,79 @@ def residual_kernel(
     (B, N, 3); ``plane`` selects the target-plane residual.
     """
     m_, p = x.shape
-    nk = 1 + 2 * p if want_jac else 1
-    v = np.empty(vals0.shape[1])
-    a1 = np.empty((3, 3))
+    nk = 1 + 2 * p if want_jac == 2 else 1 + p if want_jac == 1 else 1
+    ns_ = vals0.shape[1]
+    vk = np.empty((nk, ns_))
+    a1k = np.empty((nk, 3, 3))
+    a2k = np.empty((nk, 3, 3))
+    cmk = np.empty((nk, 3, 3))
+    tk = np.empty((nk, 3, 3))
+    own1 = np.zeros(nk, dtype=np.bool_)  # parameter set k moves joint 1's angle
+    own2 = np.zeros(nk, dtype=np.bool_)
     tmp = np.empty((3, 3))
-    a2 = np.empty((3, 3))
-    cm = np.empty((3, 3))
+    r1b = np.empty((3, 3))
+    r2b = np.empty((3, 3))
     r1 = np.empty((3, 3))
     r2 = np.empty((3, 3))
     m2 = np.empty((3, 3))
     m3 = np.empty((3, 3))
-    t = np.empty((3, 3))
     cen = np.empty(3)
     nrm = np.empty(3)
     j1, s1, j2, s2 = codes[0], codes[1], codes[2], codes[3]
     for o in range(m_):
         b = sel[o]
+        # Parameter-only parts per parameter set k (0: x; 1..p: +h; p+1..2p: −h):
+        # A1 = R_tilt0 · R_tilt1, A2, C and the translations (model.py chain()).
         for k in range(nk):
+            v = vk[k]
             v[:] = vals0[b]
             for q in range(p):
                 v[idx[q]] = x[o, q]
-            q = (k - 1) % p if k > 0 else 0
             if k > 0:
+                q = (k - 1) % p
                 v[idx[q]] = x[o, q] + (h[q] if k <= p else -h[q])
-            # A1 = R_tilt0 · R_tilt1, A2, C (parameter-only; model.py chain()).
-            _rot(codes[4], v[codes[4]], a1)
+                own1[k] = idx[q] == _ZERO1 or idx[q] == _STROKE1
+                own2[k] = idx[q] == _ZERO2 or idx[q] == _STROKE2
+            _rot(codes[4], v[codes[4]], a1k[k])
             if codes[5] >= 0:
                 _rot(codes[5], v[codes[5]], tmp)
-                _mm(a1.copy(), tmp, a1)
-            _rot(codes[6], v[3], a2)
-            _rot(codes[7], v[6], cm)
+                _mm(a1k[k].copy(), tmp, a1k[k])
+            _rot(codes[6], v[3], a2k[k])
+            _rot(codes[7], v[6], cmk[k])
             for part in range(3):
                 for c in range(3):
-                    t[part, c] = tnom[b, part, c] + v[_TRANS + 3 * part + c]
-            for n in range(nrows[b]):
-                th1 = _joint_angle(axes[b, 0], steps[b, n, 0], v[_ZERO1], v[_STROKE1])
-                th2 = _joint_angle(axes[b, 1], steps[b, n, 1], v[_ZERO2], v[_STROKE2])
-                _rot(j1, s1 * th1, r1)
-                _rot(j2, s2 * th2, r2)
+                    tk[k, part, c] = tnom[b, part, c] + v[_TRANS + 3 * part + c]
+        for n in range(nrows[b]):
+            # Joint rotations at x, shared by every parameter set that leaves them alone.
+            v = vk[0]
+            th1 = _joint_angle(axes[b, 0], steps[b, n, 0], v[_ZERO1], v[_STROKE1])
+            th2 = _joint_angle(axes[b, 1], steps[b, n, 1], v[_ZERO2], v[_STROKE2])
+            _rot(j1, s1 * th1, r1b)
+            _rot(j2, s2 * th2, r2b)
+            for k in range(nk):
+                v = vk[k]
+                q = (k - 1) % p if k > 0 else 0
+                if own1[k]:
+                    th1 = _joint_angle(axes[b, 0], steps[b, n, 0], v[_ZERO1], v[_STROKE1])
+                    _rot(j1, s1 * th1, r1)
+                else:
+                    r1[:, :] = r1b
+                if own2[k]:
+                    th2 = _joint_angle(axes[b, 1], steps[b, n, 1], v[_ZERO2], v[_STROKE2])
+                    _rot(j2, s2 * th2, r2)
+                else:
+                    r2[:, :] = r2b
+                a1 = a1k[k]
                 _mm(a1, r1, tmp)
-                _mm(tmp, a2, m2)
+                _mm(tmp, a2k[k], m2)
                 _mm(m2, r2, tmp)
-                _mm(tmp, cm, m3)
+                _mm(tmp, cmk[k], m3)
                 for i in range(3):
                     nrm[i] = m3[i, 0] * n0[0] + m3[i, 1] * n0[1] + m3[i, 2] * n0[2]
                     cen[i] = p0[b, i]
-                _mv_add(a1, t[0], cen)
-                _mv_add(m2, t[1], cen)
-                _mv_add(m3, t[2], cen)
+                _mv_add(a1, tk[k, 0], cen)
+                _mv_add(m2, tk[k, 1], cen)
+                _mv_add(m3, tk[k, 2], cen)
                 # Beam r = 2(n·s)n − s and the miss against the measured ray (fit.py).
                 ns = nrm[0] * sun[b, n, 0] + nrm[1] * sun[b, n, 1] + nrm[2] * sun[b, n, 2]
                 d0 = spot[b, n, 0] - cen[0]
@@ -239,6 +265,9 @@ def residual_kernel(
                     res[o, n, 1] = e2
                     for i in range(3):
                         centres[o, n, i] = cen[i]
+                elif want_jac == 1:
+                    jac[o, n, 0, q] = (e1 - res[o, n, 0]) / h[q]
+                    jac[o, n, 1, q] = (e2 - res[o, n, 1]) / h[q]
                 elif k <= p:
                     jac[o, n, 0, q] = e1
                     jac[o, n, 1, q] = e2

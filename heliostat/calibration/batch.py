@@ -105,8 +105,9 @@ class _Batch:
         self.ub = -self.lb
         slots = {n: i for i, n in enumerate(kern.SLOTS)}
         self.vals0 = np.zeros((b, len(kern.SLOTS)))
-        order = [slots[n] for n in KinematicErrors.zeros(drive).names]
-        self.vals0[:, order] = np.array([s.values for s in starts], dtype=float)
+        self.drive = drive
+        self.order = np.array([slots[n] for n in KinematicErrors.zeros(drive).names])
+        self.vals0[:, self.order] = np.array([s.values for s in starts], dtype=float)
         self.p0 = np.array([k.position_enu_m for k in kins], dtype=float)
         self.tnom = np.array(
             [[k.axis1_offset_enu_m, k.axis2_offset_enu_m, k.mirror_offset_enu_m] for k in kins],
@@ -117,7 +118,11 @@ class _Batch:
         n = int(self.nrows.max())
         self.valid = np.arange(n)[None, :] < self.nrows[:, None]
 
+        same = bool(np.all(self.nrows == n))
+
         def pad(get, width: int) -> NDArray[np.float64]:
+            if same:
+                return np.stack([np.asarray(get(o), dtype=float) for o in obs]).reshape(b, n, width)
             # Padded rows repeat the heliostat's last row: finite, and masked everywhere.
             out = np.empty((b, n, width))
             for i, o in enumerate(obs):
@@ -139,7 +144,7 @@ class _Batch:
         # (Problem.__init__): the nominal chain is zero error values.
         zeros = np.zeros_like(self.vals0)
         every = np.arange(b, dtype=np.int64)
-        _, _, centre0 = self._call(every, np.zeros((b, 0)), False, vals0=zeros)
+        _, _, centre0 = self._call(every, np.zeros((b, 0)), 0, vals0=zeros)
         d0 = self.spot - centre0
         d0 /= np.linalg.norm(d0, axis=-1, keepdims=True)
         helper = np.where(np.abs(d0[..., 2:3]) < 0.9, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
@@ -155,7 +160,7 @@ class _Batch:
         fin = np.isfinite(sig)
         self.weight = np.where(fin & has[:, None], ref[:, None] / np.where(fin, sig, 1.0), 1.0)
 
-    def _call(self, sel, x, want_jac: bool, vals0=None):
+    def _call(self, sel, x, want_jac: int, vals0=None):
         m, n, p = len(sel), self.steps.shape[1], len(self.idx)
         res = np.zeros((m, n, 2))
         jac = np.zeros((m, n, 2, p)) if want_jac else np.zeros((1, 1, 2, max(p, 1)))
@@ -164,13 +169,16 @@ class _Batch:
             np.ascontiguousarray(sel, dtype=np.int64), np.ascontiguousarray(x, dtype=float),
             self.h, self.idx, self.vals0 if vals0 is None else vals0, self.p0, self.tnom,
             self.axes, self.codes, self.n0, self.steps, self.sun, self.spot, self.tc,
-            self.tn, self.ea, self.eb, self.nrows, self.plane, want_jac, res, jac, centres,
+            self.tn, self.ea, self.eb, self.nrows, self.plane, int(want_jac), res, jac, centres,
         )  # fmt: skip
         return res, jac, centres
 
-    def evaluate(self, sel, x, want_jac: bool = True):
+    def evaluate(self, sel, x, want_jac: int = 2):
         """Unweighted residuals (M, N, 2) [mrad] and the weighted Jacobian
-        (M, 2N, p) of heliostats ``sel`` at parameters x (M, p)."""
+        (M, 2N, p) of heliostats ``sel`` at parameters x (M, p): by central differences
+        (``want_jac=2``, as :class:`~heliostat.calibration.fit.Problem`; the statistics),
+        forward differences (1: half the cost; the iterations, whose minimum is the
+        cost's whatever the Jacobian) or none (0)."""
         res, jac, _ = self._call(sel, x, want_jac)
         if not want_jac:
             return res, None
@@ -205,12 +213,12 @@ def _lm(
     x = np.clip(x0, bt.lb * 0.999, bt.ub * 0.999)
 
     def at(i, xi):
-        res, jac = bt.evaluate(sel[i], xi)
+        res, jac = bt.evaluate(sel[i], xi, want_jac=1)
         r = bt.weighted(sel[i], res).reshape(len(i), -1) * mask[i]
         return r, jac * mask[i][:, :, None]
 
     def cost_at(i, xi):
-        res, _ = bt.evaluate(sel[i], xi, want_jac=False)
+        res, _ = bt.evaluate(sel[i], xi, want_jac=0)
         return _cost(bt.weighted(sel[i], res).reshape(len(i), -1) * mask[i], robust)
 
     every = np.arange(m)
@@ -468,7 +476,7 @@ def _fit_chunk(kins, obs, names, starts, residual, robust, loo) -> list[FitResul
     b, p = len(kins), len(names)
     every = np.arange(b, dtype=np.int64)
     x0 = bt.vals0[:, bt.idx].copy()
-    res0, _ = bt.evaluate(every, x0, want_jac=False)
+    res0, _ = bt.evaluate(every, x0, want_jac=0)
     r_nom = np.linalg.norm(res0, axis=-1)
     live = np.all(np.isfinite(r_nom) | ~bt.valid, axis=1)
     valid = bt.valid
@@ -476,7 +484,7 @@ def _fit_chunk(kins, obs, names, starts, residual, robust, loo) -> list[FitResul
     ok &= live
     inl = valid.copy()
     if robust:
-        res, _ = bt.evaluate(every, x, want_jac=False)
+        res, _ = bt.evaluate(every, x, want_jac=0)
         flagged = _outliers(bt.weighted(every, res), valid, valid)
         rob = np.flatnonzero(ok & np.any(flagged, axis=1))
         if rob.size:
@@ -488,7 +496,7 @@ def _fit_chunk(kins, obs, names, starts, residual, robust, loo) -> list[FitResul
                 g = np.flatnonzero(going)
                 if g.size == 0:
                     break
-                res, _ = bt.evaluate(rob[g], xr[g], want_jac=False)
+                res, _ = bt.evaluate(rob[g], xr[g], want_jac=0)
                 new = ~_outliers(bt.weighted(rob[g], res), cur[g], valid[rob[g]]) & valid[rob[g]]
                 few = 2 * new.sum(axis=1) < p + 1
                 ok[rob[g[few]]] = False  # the single fit gives the failure message
@@ -510,6 +518,9 @@ def _fit_chunk(kins, obs, names, starts, residual, robust, loo) -> list[FitResul
     jac_in = jac * np.repeat(inl, 2, axis=1)[:, :, None]
     idents, ses = _svd_stats(np.where(ok[:, None, None], jac_in, 1.0), names)
     loo_v = _loo_hat(jac_in, r_w, inl, bt.weight) if loo == "hat" else None
+    full = bt.vals0.copy()
+    full[:, bt.idx] = x
+    full = full[:, bt.order]  # every error value, in the drive's order
     out: list[FitResult | None] = []
     for i in range(b):
         if not ok[i]:
@@ -528,7 +539,8 @@ def _fit_chunk(kins, obs, names, starts, residual, robust, loo) -> list[FitResul
             ident = identifiability(j, names)
         try:
             r = _finish(
-                kins[i], obs[i], names, x[i], starts[i].with_vector(names, x[i]), inl[i, :n],
+                kins[i], obs[i], names, x[i], KinematicErrors(bt.drive, tuple(full[i].tolist())),
+                inl[i, :n],
                 r_nom[i, :n], np.linalg.norm(res[i, :n], axis=-1),
                 np.linalg.norm(r_w[i, :n], axis=-1), j, bt.sun[i, :n], ident, se,
             )  # fmt: skip
