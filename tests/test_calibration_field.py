@@ -1,4 +1,5 @@
-"""Field-scale calibration: process pool and Dask give the sequential results."""
+"""Field-scale calibration: batched and per-heliostat fits agree; process pool, Dask and a
+Dask cluster give the sequential results."""
 
 import numpy as np
 import pandas as pd
@@ -6,8 +7,9 @@ import pytest
 
 from heliostat.calibration import calibrate_field, make_jobs, observations_from_frame
 from heliostat.calibration.field import Job, run_job
+from heliostat.calibration.fit import resolve_names
 from heliostat.config import load_field
-from sim.observe import draw_true_errors, simulate_observations
+from sim.observe import draw_true_errors, simulate_field_observations, simulate_observations
 
 FIELD = load_field("tests/data/field_small.toml")
 TIMES = [
@@ -102,3 +104,59 @@ def test_unknown_backend_and_heliostat(jobs):
         calibrate_field(jobs, backend="threads")
     with pytest.raises(KeyError, match="not in the field"):
         make_jobs({}, {jobs[0].observations.heliostat_id: jobs[0].observations})
+
+
+@pytest.fixture(scope="module")
+def field_jobs(jobs):
+    """24 linear heliostats at distinct pivots (one batch) and the small field's three
+    (two drives, single fits)."""
+    rng = np.random.default_rng(77)
+    kins, _, obs = simulate_field_observations(
+        FIELD.heliostats["AA39"], 24, FIELD.targets["cal1"], FIELD.site, TIMES, rng
+    )
+    names = resolve_names("linear")
+    return [*(Job(k, o, names) for k, o in zip(kins, obs, strict=True)), *jobs]
+
+
+def test_batched_field_equals_per_heliostat_fits(field_jobs):
+    batched = calibrate_field(field_jobs, backend="sequential")
+    single = calibrate_field(field_jobs, backend="sequential", batch_min=0)
+    assert list(batched) == list(single)
+    for k, s in single.items():
+        b = batched[k]
+        assert b.success and s.success and b.outlier_rows == s.outlier_rows
+        # One minimum, two optimisers: within 1e-3 standard errors (test_calibration_batch
+        # derives the bound from scipy's ftol); LOO is smooth in the parameters.
+        std = np.array([s.std[n] for n in s.names])
+        assert np.all(
+            np.abs(b.errors.to_vector(s.names) - s.errors.to_vector(s.names)) <= 1e-3 * std
+        )
+        assert b.loo_rms_mrad == pytest.approx(s.loo_rms_mrad, rel=1e-4)
+
+
+def test_local_cluster_with_two_worker_processes(field_jobs, monkeypatch):
+    pytest.importorskip(
+        "distributed", reason="the [dist] extra (Dask distributed) is not installed"
+    )
+    from distributed import Client, LocalCluster
+
+    import heliostat.calibration.field as field_module
+
+    monkeypatch.setattr(field_module, "CHUNK_MIN", 4)  # several batched chunks on 2 workers
+    seen = []
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="1GiB",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        res = calibrate_field(
+            field_jobs, backend="dask", client=client, progress=lambda d, t: seen.append((d, t))
+        )
+    _same(calibrate_field(field_jobs, backend="sequential"), res)
+    done = [d for d, _ in seen]
+    assert len(seen) > 2 and done == sorted(done) and seen[-1] == (len(field_jobs),) * 2
