@@ -1,6 +1,8 @@
 """Field-scale calibration: batched and per-heliostat fits agree; process pool, Dask and a
 Dask cluster give the sequential results."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -134,29 +136,64 @@ def test_batched_field_equals_per_heliostat_fits(field_jobs):
         assert b.loo_rms_mrad == pytest.approx(s.loo_rms_mrad, rel=1e-4)
 
 
-def test_local_cluster_with_two_worker_processes(field_jobs, monkeypatch):
+@pytest.fixture(scope="module")
+def cluster():
+    """A Dask LocalCluster with 2 worker processes (1 thread, 1 GiB each)."""
     pytest.importorskip(
         "distributed", reason="the [dist] extra (Dask distributed) is not installed"
     )
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="1GiB",
+        dashboard_address=None,
+    ) as c:
+        yield c
+
+
+def test_local_cluster_with_two_worker_processes(field_jobs, cluster, monkeypatch):
+    from distributed import Client
 
     import heliostat.calibration.field as field_module
 
     monkeypatch.setattr(field_module, "CHUNK_MIN", 4)  # several batched chunks on 2 workers
     seen = []
-    with (
-        LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit="1GiB",
-            dashboard_address=None,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with Client(cluster) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
         res = calibrate_field(
             field_jobs, backend="dask", client=client, progress=lambda d, t: seen.append((d, t))
         )
     _same(calibrate_field(field_jobs, backend="sequential"), res)
     done = [d for d, _ in seen]
     assert len(seen) > 2 and done == sorted(done) and seen[-1] == (len(field_jobs),) * 2
+
+
+def test_calibrate_cli_on_a_scheduler(cluster, tmp_path, capsys):
+    from heliostat.cli import main
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for hid in ("H001", "AA39"):
+        hel = FIELD.heliostats[hid]
+        truth = draw_true_errors(hel.kinematics.drive, rng, translation_m=0.0)
+        frames.append(
+            simulate_observations(hel, truth, FIELD.targets["cal1"], FIELD.site, TIMES, rng)
+        )
+    csv = tmp_path / "obs.csv"
+    pd.concat(frames, ignore_index=True).to_csv(csv, index=False)
+    args = ["calibrate", str(csv), "--field", "tests/data/field_small.toml", "--json"]
+    assert main([*args, "--kfold", "0"]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert main([*args, "--kfold", "0", "--scheduler", cluster.scheduler_address]) == 0
+    out = capsys.readouterr()
+    remote = json.loads(out.out)
+    assert "calibrate" in out.err  # the progress line
+    assert [r["heliostat"] for r in remote] == [r["heliostat"] for r in local]
+    for a, b in zip(local, remote, strict=True):
+        # Same fits in another process: see _same for the tolerance.
+        for k, v in a["parameters"].items():
+            assert b["parameters"][k] == pytest.approx(v, rel=1e-6, abs=1e-9)
+        assert b["loo_rms_mrad"] == pytest.approx(a["loo_rms_mrad"], rel=1e-5)
