@@ -191,7 +191,9 @@ def simulate_field_observations(
     noise_mrad: float = 0.2,
     spread_m: tuple[float, float] = (40.0, 20.0),
     translation_m: float = 0.0,
-) -> tuple[list[HeliostatKinematics], list[KinematicErrors], list[Observations]]:
+    angular_mrad: tuple[float, float] = (1.0, 3.0),
+    stroke_m: float = 0.0005,
+) -> tuple[list[HeliostatKinematics], NDArray[np.float64], list[Observations]]:
     """Image-free observations of ``n`` heliostats at once (vectorised over the field).
 
     Each heliostat is ``heliostat``'s kinematics moved to a pivot drawn uniformly within
@@ -207,8 +209,12 @@ def simulate_field_observations(
 
     Returns
     -------
-    kinematics, truths, observations : lists, one entry per heliostat kept
-        Heliostat ids ``F000000``, ``F000001``, … (the draw's index).
+    kinematics : list of HeliostatKinematics
+    truths : ndarray of shape (H, E)
+        True error values in :func:`~heliostat.kinematics.error_names` order. [rad, m]
+    observations : list of Observations
+        One entry per heliostat kept (H ≤ n), ids ``F000000``, ``F000001``, … (the
+        draw's index).
     """
     from heliostat.kinematics.model import nominal_angles
 
@@ -221,7 +227,17 @@ def simulate_field_observations(
     offs = np.zeros((n, 3))
     offs[:, :2] = rng.uniform(-1.0, 1.0, (n, 2)) * np.asarray(spread_m)
     pos = np.asarray(kin0.position_enu_m) + offs  # (H, 3)
-    truths = [draw_true_errors(kin0.drive, rng, translation_m=translation_m) for _ in range(n)]
+    # draw_true_errors' distributions, drawn for the whole field at once.
+    names = error_names(kin0.drive)
+    truths = np.empty((n, len(names)))
+    for k, name in enumerate(names):
+        if name.endswith("_rad"):
+            sign = rng.choice([-1.0, 1.0], n)
+            truths[:, k] = sign * rng.uniform(angular_mrad[0], angular_mrad[1], n) * 1e-3
+        elif name.startswith("actuator"):
+            truths[:, k] = rng.normal(0.0, stroke_m, n)
+        else:
+            truths[:, k] = rng.normal(0.0, translation_m, n)
     aim = target.centre_enu_m
     u_normal = normalize(sun[None] + normalize(aim - pos)[:, None])  # (H, T, 3)
     theta = nominal_angles(kin0.spec.chain, u_normal.reshape(-1, 3)).reshape(n, t_n, 2)
@@ -230,10 +246,7 @@ def simulate_field_observations(
     for i, axis in enumerate(kin0.axes):
         ok &= np.all((steps[..., i] >= axis.min_steps) & (steps[..., i] <= axis.max_steps), 1)
     # True chain with every heliostat's errors as (H, 1) columns against (H, T) steps.
-    vals = {
-        name: np.array([t.values[k] for t in truths])[:, None]
-        for k, name in enumerate(error_names(kin0.drive))
-    }
+    vals = {name: truths[:, k : k + 1] for k, name in enumerate(names)}
     st = np.where(np.isfinite(steps), steps, 0.0)
     normal, centre = kin0.chain(kin0.steps_to_angles_values(st, vals), vals)
     centre = centre + offs[:, None, :]
@@ -244,18 +257,18 @@ def simulate_field_observations(
     hit = intersect_plane(centre, r_meas, target.centre_enu_m, target.u_normal_enu)
     ok &= np.all(np.isfinite(hit), axis=(1, 2))
     slant = np.linalg.norm(hit - centre, axis=-1)
-    kins, kept_truths, obs = [], [], []
+    kins, kept, obs = [], [], []
     ids = (target.id,) * t_n
     rows = np.arange(2, 2 + t_n, dtype=np.int64)
     tc = np.broadcast_to(target.centre_enu_m, (t_n, 3)).copy()
     tn = np.broadcast_to(target.u_normal_enu, (t_n, 3)).copy()
     for h in np.flatnonzero(ok):
         kins.append(replace(kin0, position_enu_m=tuple(float(v) for v in pos[h])))
-        kept_truths.append(truths[h])
+        kept.append(h)
         obs.append(
             Observations(
                 f"F{h:06d}", sun, steps[h].astype(np.int64), hit[h], tc, tn, ids,
                 noise_mrad * 1e-3 * slant[h], rows, stamps,
             )
         )  # fmt: skip
-    return kins, kept_truths, obs
+    return kins, truths[np.array(kept, dtype=np.int64)], obs

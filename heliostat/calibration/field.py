@@ -12,9 +12,10 @@ backends return the same results.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -181,6 +182,7 @@ def calibrate_field(
     client=None,
     batch_min: int = BATCH_MIN,
     progress: Callable[[int, int], None] | None = None,
+    executor: ProcessPoolExecutor | None = None,
 ) -> dict[str, FitResult]:
     """Fit every job; results keyed by heliostat id, in job order.
 
@@ -201,6 +203,9 @@ def calibrate_field(
         per-heliostat path).
     progress : callable, optional
         ``progress(done, total)`` in heliostats, called as chunks finish.
+    executor : ProcessPoolExecutor, optional
+        A pool to reuse (``backend="process"``; :func:`calibrate_stream` keeps one for
+        all its chunks).
 
     Raises
     ------
@@ -230,6 +235,10 @@ def calibrate_field(
         for u in units:
             parts.append(run_unit(u))
             tick(parts[-1])
+    elif backend == "process" and executor is not None:
+        for part in executor.map(run_unit, units):
+            parts.append(part)
+            tick(part)
     elif backend == "process":
         with ProcessPoolExecutor(max_workers=workers) as pool:
             for part in pool.map(run_unit, units):
@@ -263,3 +272,43 @@ def _run_dask(units, workers: int, client, tick) -> list[list[FitResult]]:
     for p in parts:
         tick(p)
     return parts
+
+
+def calibrate_stream(
+    chunks: Iterable[Sequence[Job]],
+    write: Callable[[dict[str, FitResult]], None],
+    backend: str = "process",
+    max_workers: int | None = None,
+    client=None,
+) -> int:
+    """Calibrate a field that does not fit in memory, one chunk of jobs at a time.
+
+    Each chunk (from a generator reading the history database, a file, …) is fitted by
+    :func:`calibrate_field` and handed to ``write`` before the next is read, so memory
+    holds one chunk's observations and results. With ``backend="process"`` one pool
+    serves every chunk.
+
+    Returns
+    -------
+    int
+        Heliostats fitted (successful or not).
+    """
+    n = 0
+    workers = max_workers or os.cpu_count() or 1
+    with (
+        ProcessPoolExecutor(max_workers=workers)
+        if backend == "process" and workers > 1
+        else contextlib.nullcontext()
+    ) as pool:
+        for chunk in chunks:
+            jobs = list(chunk)
+            res = calibrate_field(
+                jobs,
+                backend=backend if pool is not None or backend != "process" else "sequential",
+                max_workers=workers,
+                client=client,
+                executor=pool,
+            )
+            write(res)
+            n += len(res)
+    return n
