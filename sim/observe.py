@@ -256,7 +256,11 @@ def simulate_field_observations(
     r_meas = perturb_directions(r_true.reshape(-1, 3), noise_mrad * 1e-3, rng).reshape(n, t_n, 3)
     hit = intersect_plane(centre, r_meas, target.centre_enu_m, target.u_normal_enu)
     ok &= np.all(np.isfinite(hit), axis=(1, 2))
-    slant = np.linalg.norm(hit - centre, axis=-1)
+    # σ of the spot on the target; "not given" (NaN) without noise, as the CSV reader
+    # reads a 0.
+    sigma_m = noise_mrad * 1e-3 * np.linalg.norm(hit - centre, axis=-1)
+    if noise_mrad <= 0:
+        sigma_m = np.full(sigma_m.shape, np.nan)
     kins, kept, obs = [], [], []
     ids = (target.id,) * t_n
     rows = np.arange(2, 2 + t_n, dtype=np.int64)
@@ -268,7 +272,7 @@ def simulate_field_observations(
         obs.append(
             Observations(
                 f"F{h:06d}", sun, steps[h].astype(np.int64), hit[h], tc, tn, ids,
-                noise_mrad * 1e-3 * slant[h], rows, stamps,
+                sigma_m[h], rows, stamps,
             )
         )  # fmt: skip
     return kins, truths[np.array(kept, dtype=np.int64)], obs

@@ -12,7 +12,6 @@ backends return the same results.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -280,35 +279,45 @@ def calibrate_stream(
     backend: str = "process",
     max_workers: int | None = None,
     client=None,
+    chunks_per_worker: int = 4,
 ) -> int:
     """Calibrate a field that does not fit in memory, one chunk of jobs at a time.
 
-    Each chunk (from a generator reading the history database, a file, …) is fitted by
-    :func:`calibrate_field` and handed to ``write`` before the next is read, so memory
-    holds one chunk's observations and results. With ``backend="process"`` one pool
-    serves every chunk.
+    Each chunk (from a generator reading the history database, a file, …) is fitted as
+    :func:`calibrate_field` would and handed to ``write`` (in chunk order) before the
+    chunk after next is read. With ``backend="process"`` one pool serves every chunk and
+    the next chunk is read while the workers fit the current one, so memory holds two
+    chunks' observations and results.
 
     Returns
     -------
     int
         Heliostats fitted (successful or not).
     """
-    n = 0
     workers = max_workers or os.cpu_count() or 1
-    with (
-        ProcessPoolExecutor(max_workers=workers)
-        if backend == "process" and workers > 1
-        else contextlib.nullcontext()
-    ) as pool:
+    n = 0
+    if backend != "process" or workers < 2:
         for chunk in chunks:
-            jobs = list(chunk)
-            res = calibrate_field(
-                jobs,
-                backend=backend if pool is not None or backend != "process" else "sequential",
-                max_workers=workers,
-                client=client,
-                executor=pool,
-            )
+            res = calibrate_field(list(chunk), backend, workers, chunks_per_worker, client)
             write(res)
             n += len(res)
+        return n
+
+    def finish(jobs: list[Job], futures) -> int:
+        by_id = {r.heliostat_id: r for f in futures for r in f.result()}
+        write({j.observations.heliostat_id: by_id[j.observations.heliostat_id] for j in jobs})
+        return len(jobs)
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = None
+        for chunk in chunks:
+            jobs = list(chunk)
+            futures = [
+                pool.submit(run_unit, u) for u in plan_units(jobs, workers * chunks_per_worker)
+            ]
+            if pending is not None:
+                n += finish(*pending)
+            pending = (jobs, futures)
+        if pending is not None:
+            n += finish(*pending)
     return n
