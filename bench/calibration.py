@@ -224,8 +224,9 @@ def effects_table(seeds: int) -> dict:
 def _rusage() -> tuple[float, float, float]:
     """CPU seconds of this process and of its finished children, and the peak RSS of
     either (ru_maxrss is in KiB on Linux). [s, s, MiB]"""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
-        resource.RUSAGE_CHILDREN
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
     )
     return (
         me.ru_utime + me.ru_stime,
