@@ -53,7 +53,6 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from heliostat.calibration import _batch_kernels as kern
 from heliostat.calibration.crossval import loo_hat
 from heliostat.calibration.fit import (
     COND_WARN,
@@ -92,6 +91,14 @@ LAMBDA_MAX = 1e10
 CHUNK = 2048
 
 
+def _kernels():
+    """:mod:`heliostat.calibration._batch_kernels`, imported on first use (numba costs
+    ~0.3 s to import; a single fit or the CLI's help should not pay it)."""
+    from heliostat.calibration import _batch_kernels
+
+    return _batch_kernels
+
+
 class _Batch:
     """Padded arrays of B heliostats of one drive and parameter set (no I/O)."""
 
@@ -106,6 +113,7 @@ class _Batch:
         b = len(kins)
         drive = kins[0].drive
         self.names, self.plane = names, residual == "plane"
+        kern = self._kern = _kernels()
         self.codes, self.n0 = kern.chain_codes(kins[0])
         self.idx = np.array([kern.SLOTS.index(n) for n in names], dtype=np.int64)
         # Difference steps of Problem: 0.1 µrad for angles, 1 µm for lengths.
@@ -174,7 +182,7 @@ class _Batch:
         res = np.zeros((m, n, 2))
         jac = np.zeros((m, n, 2, p)) if want_jac else np.zeros((1, 1, 2, max(p, 1)))
         centres = np.zeros((m, n, 3))
-        kern.residual_kernel(
+        self._kern.residual_kernel(
             np.ascontiguousarray(sel, dtype=np.int64), np.ascontiguousarray(x, dtype=float),
             self.h, self.idx, self.vals0 if vals0 is None else vals0, self.p0, self.tnom,
             self.axes, self.codes, self.n0, self.steps, self.sun, self.spot, self.tc,
@@ -447,6 +455,7 @@ def fit_batch(
         raise ValueError(f"{len(starts)} start values for {len(kins)} heliostats")
     out: list[FitResult | None] = [None] * len(kins)
     p = len(names)
+    kern = _kernels()
     batchable = (
         p > 0
         and kern.supports(kins[0])
