@@ -87,6 +87,8 @@ LAMBDA_MIN = 1e-12
 LAMBDA_FLAT = 1e-2
 #: Damping above which no step lowers the cost any more: at the minimum to round-off.
 LAMBDA_MAX = 1e10
+#: A step longer than this fraction of the last accepted one counts as creeping.
+CREEP_RATIO = 0.3
 #: Heliostats per compiled sweep (bounds the working arrays to a few tens of MB).
 CHUNK = 2048
 
@@ -244,6 +246,7 @@ def _lm(
     lam = np.full(m, LAMBDA0)
     prev_x = np.full((m, p), np.nan)  # previous point and its step (Anderson)
     prev_f = np.zeros((m, p))
+    last = np.full(m, np.inf)  # length of the last accepted Gauss-Newton step
     done = ~np.isfinite(cost)
     ok = np.zeros(m, dtype=bool)
     for _ in range(MAX_ITER):
@@ -266,6 +269,16 @@ def _lm(
             step = -np.stack(
                 [np.linalg.lstsq(a_, g_, rcond=None)[0] for a_, g_ in zip(damped, g, strict=True)]
             )
+        # At the model's minimum already (the step would lower the cost by less than
+        # FTOL, predicted from the undamped model): converged without another call.
+        pred = -2.0 * np.einsum("mp,mp->m", g, step) - np.einsum("mp,mpq,mq->m", step, a, step)
+        flat = (pred <= FTOL * cost[i]) & (lam[i] <= LAMBDA0)
+        if np.any(flat):
+            ok[i[flat]] = True
+            done[i[flat]] = True
+            i, step, g, a = i[~flat], step[~flat], g[~flat], a[~flat]
+            if i.size == 0:
+                break
         xn = np.clip(x[i] + step, bt.lb, bt.ub)
         cn = cost_at(i, xn)
         better = np.isfinite(cn) & (cn <= cost[i])
@@ -277,7 +290,10 @@ def _lm(
         # (0.9 per step seen with every simulator effect on: 50+ steps); the secant
         # combination of the last two steps reaches the minimum in a few. Kept only
         # where it lowers the cost below the plain step's.
-        aa = np.flatnonzero(np.isfinite(prev_x[i, 0]))
+        # Only where the steps creep (the last one less than CREEP_RATIO shorter than
+        # the one before): converging Gauss-Newton steps shrink by orders of magnitude.
+        size = np.max(np.abs(step), axis=1)
+        aa = np.flatnonzero(np.isfinite(prev_x[i, 0]) & (size > CREEP_RATIO * last[i]))
         if aa.size:
             ia = i[aa]
             df = step[aa] - prev_f[ia]
@@ -294,6 +310,7 @@ def _lm(
             )
         prev_x[i], prev_f[i] = x[i], step
         acc = i[better]
+        last[acc] = size[better]
         x[acc], cost[acc] = xn[better], cn[better]
         if acc.size:
             r[acc], jac[acc] = at(acc, x[acc])
