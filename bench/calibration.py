@@ -284,6 +284,7 @@ def field_speed(field_size: int, sample: int, workers: int) -> dict:
         "kernel_load_s": load_s,
         "field_wall_s": wall,
         "field_cpu_s": cpu,
+        "field_cpu_parent_s": cpu_me1 - cpu_me0,
         "peak_rss_mb": rss,
         "field_success": int(sum(r.success for r in res.values())),
         "loop_sample": n_loop,

@@ -46,8 +46,10 @@ _ZERO1, _ZERO2, _STROKE1, _STROKE2, _TRANS = 4, 5, 7, 8, 9
 #: Numbers per axis row: kind (0 rotary, 1 linear) and the axis constants.
 AXIS_WIDTH = 8
 
-# No fastmath: the kernel must agree with the numpy chain to round-off.
-_JIT = {"cache": True, "nogil": True}
+# No fastmath: the kernel must agree with the numpy chain to round-off. numpy's error
+# model (a division by zero gives inf/NaN, not an exception) lets the divisions go
+# unchecked; the callers test the results for finiteness.
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 
 
 def supports(kin: HeliostatKinematics) -> bool:
