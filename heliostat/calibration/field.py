@@ -7,7 +7,9 @@ tolerances); the rest one at a time (:func:`run_job`). Each chunk is independent
 chunks run on a :class:`concurrent.futures.ProcessPoolExecutor` (one machine) or on Dask
 (``backend="dask"``, the ``[dist]`` extra; a cluster through a ``distributed.Client``,
 else Dask's local process scheduler). ``"sequential"`` runs in this process. All
-backends return the same results.
+backends return the same results; where they cut a group into other chunks, to the
+batch's stopping tolerance (a batch's floating-point reductions depend on its size at
+1e-16, which moves the stop along weakly determined directions by < 1e-3 standard errors).
 """
 
 from __future__ import annotations
