@@ -39,7 +39,8 @@ the part a calibration can act on); ``pipeline_over_oracle`` is the ratio of the
 figures. Targets of issue 17 (0.2 mrad noise, all effects): ≤ 0.6 mrad, aiming at ≤ 0.3,
 and within 15 % of the oracle.
 
-Speed (issue 19). ``--field-size N`` heliostats (AA39's linear drive moved to pivots
+Speed (issue 19). ``--field-size N`` heliostats (``--heliostat``: AA39's linear drive,
+default, or H001's az-el drive, moved to pivots
 within ±40 m E, ±20 m N, each with its own true errors; the campaign above, image-free,
 generated for the whole field at once: :func:`sim.observe.simulate_field_observations`)
 are fitted as a field by ``calibrate_field`` (batched fits, robust stage, hat-matrix
@@ -235,7 +236,7 @@ def _rusage() -> tuple[float, float, float]:
     )
 
 
-def field_speed(field_size: int, sample: int, workers: int) -> dict:
+def field_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -> dict:
     from heliostat.calibration.batch import fit_batch
     from heliostat.calibration.field import run_job
     from sim.observe import simulate_field_observations
@@ -245,7 +246,7 @@ def field_speed(field_size: int, sample: int, workers: int) -> dict:
     # ~5 % of the drawn pivots leave the actuators' travel on some campaign time: draw
     # extra and keep N.
     kins, _, obs = simulate_field_observations(
-        FIELD.heliostats["AA39"], int(field_size * 1.1) + 10, TARGET, FIELD.site, CAMPAIGN, rng,
+        FIELD.heliostats[hid], int(field_size * 1.1) + 10, TARGET, FIELD.site, CAMPAIGN, rng,
         NOISE_MRAD,
     )  # fmt: skip
     kins, obs = kins[:field_size], obs[:field_size]
@@ -274,6 +275,8 @@ def field_speed(field_size: int, sample: int, workers: int) -> dict:
             std = np.array([r.std[n] for n in names])
             diff.append(np.max(np.abs(b.errors.to_vector(names) - r.errors.to_vector(names)) / std))
     return {
+        "heliostat_template": hid,
+        "drive": kins[0].drive,
         "field_size": len(jobs),
         "n_points": len(obs[0]),
         "n_parameters": len(names),
@@ -301,7 +304,7 @@ def field_speed(field_size: int, sample: int, workers: int) -> dict:
     }
 
 
-def stream_speed(n_total: int, chunk: int, workers: int) -> dict:
+def stream_speed(n_total: int, chunk: int, workers: int, hid: str = "AA39") -> dict:
     """``n_total`` heliostats in chunks of ``chunk``: each chunk generated (the stand-in
     for reading it from the history database), fitted by ``calibrate_stream`` and written
     as JSON lines before the next is made, so memory holds one chunk."""
@@ -311,7 +314,7 @@ def stream_speed(n_total: int, chunk: int, workers: int) -> dict:
     from heliostat.calibration.field import calibrate_stream
     from sim.observe import simulate_field_observations
 
-    hel = FIELD.heliostats["AA39"]
+    hel = FIELD.heliostats[hid]
     names = resolve_names(hel.kinematics.drive)
     gen = {"s": 0.0, "n": 0}
 
@@ -386,6 +389,12 @@ def main() -> None:
         "--stream-size", type=int, default=0, metavar="N", help="stream N heliostats (0: skip)"
     )
     ap.add_argument("--chunk", type=int, default=10_000, help="heliostats per streamed chunk")
+    ap.add_argument(
+        "--heliostat",
+        choices=("AA39", "H001"),
+        default="AA39",
+        help="template of the speed field: AA39 (linear drive) or H001 (az-el)",
+    )
     a = ap.parse_args()
     out = {"bench": "calibration"}
     if not a.skip_accuracy:
@@ -393,9 +402,9 @@ def main() -> None:
     if not a.skip_effects:
         out["effects"] = effects_table(a.effects_seeds)
     if not a.skip_speed:
-        out["speed"] = field_speed(a.field_size, a.sample, a.workers)
+        out["speed"] = field_speed(a.field_size, a.sample, a.workers, a.heliostat)
     if a.stream_size:
-        out["stream"] = stream_speed(a.stream_size, a.chunk, a.workers)
+        out["stream"] = stream_speed(a.stream_size, a.chunk, a.workers, a.heliostat)
     print(json.dumps(out, indent=2))
 
 

@@ -241,6 +241,12 @@ def simulate_field_observations(
     aim = target.centre_enu_m
     u_normal = normalize(sun[None] + normalize(aim - pos)[:, None])  # (H, T, 3)
     theta = nominal_angles(kin0.spec.chain, u_normal.reshape(-1, 3)).reshape(n, t_n, 2)
+    if kin0.spec.axis1_full_turn:
+        # The branch of axis 1 nearest its mid-travel, as HeliostatKinematics' inverse
+        # starts from (the chain is 2π-periodic in θ1).
+        mid = 0.5 * (kin0.axis1.min_steps + kin0.axis1.max_steps)
+        ref = float(kin0.axis1.steps_to_angle(mid))
+        theta[..., 0] = ref + np.mod(theta[..., 0] - ref + np.pi, 2 * np.pi) - np.pi
     steps = np.rint(kin0.angles_to_steps(theta))
     ok = np.all(np.isfinite(steps), axis=(1, 2))
     for i, axis in enumerate(kin0.axes):
