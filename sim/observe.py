@@ -11,15 +11,17 @@ from the heliostat.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from heliostat.calibration.observations import OBSERVATION_COLUMNS as CSV_COLUMNS
+from heliostat.calibration.observations import Observations
 from heliostat.config import Heliostat, Target
 from heliostat.frames import Site, intersect_plane, normalize
-from heliostat.kinematics import KinematicErrors, error_names
+from heliostat.kinematics import HeliostatKinematics, KinematicErrors, error_names
 from heliostat.sun import sun_position
 from sim.reproduce import stable_float
 
@@ -177,3 +179,106 @@ def observation_frame(
         },
         columns=list(OBSERVATION_COLUMNS),
     )
+
+
+def simulate_field_observations(
+    heliostat: Heliostat,
+    n: int,
+    target: Target,
+    site: Site,
+    times: Sequence | pd.DatetimeIndex,
+    rng: np.random.Generator,
+    noise_mrad: float = 0.2,
+    spread_m: tuple[float, float] = (40.0, 20.0),
+    translation_m: float = 0.0,
+    angular_mrad: tuple[float, float] = (1.0, 3.0),
+    stroke_m: float = 0.0005,
+) -> tuple[list[HeliostatKinematics], NDArray[np.float64], list[Observations]]:
+    """Image-free observations of ``n`` heliostats at once (vectorised over the field).
+
+    Each heliostat is ``heliostat``'s kinematics moved to a pivot drawn uniformly within
+    ±``spread_m`` (east, north) of it, with its own true errors
+    (:func:`draw_true_errors`, translations N(0, ``translation_m``)). Unlike
+    :func:`simulate_observations` the command is the nominal chain's analytic aim from
+    the pivot (:func:`heliostat.kinematics.model.nominal_angles`, mirror offset ignored:
+    the spot lands within about the offset of the aim point), so no per-heliostat
+    inverse is solved; the true chain then reflects the sun and the noisy beam meets the
+    target plane, as there. Times with the sun below 5° are left out; a heliostat whose
+    steps leave the travel limits or whose beam misses the plane is dropped (so fewer than
+    ``n`` may return).
+
+    Returns
+    -------
+    kinematics : list of HeliostatKinematics
+    truths : ndarray of shape (H, E)
+        True error values in :func:`~heliostat.kinematics.error_names` order. [rad, m]
+    observations : list of Observations
+        One entry per heliostat kept (H ≤ n), ids ``F000000``, ``F000001``, … (the
+        draw's index).
+    """
+    from heliostat.kinematics.model import nominal_angles
+
+    kin0 = heliostat.kinematics
+    sp = sun_position(site, times)
+    keep = sp.elevation_rad > np.radians(5.0)
+    sun = sp.u_sun_enu[keep]  # (T, 3)
+    stamps = tuple(t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in sp.times[keep])
+    t_n = sun.shape[0]
+    offs = np.zeros((n, 3))
+    offs[:, :2] = rng.uniform(-1.0, 1.0, (n, 2)) * np.asarray(spread_m)
+    pos = np.asarray(kin0.position_enu_m) + offs  # (H, 3)
+    # draw_true_errors' distributions, drawn for the whole field at once.
+    names = error_names(kin0.drive)
+    truths = np.empty((n, len(names)))
+    for k, name in enumerate(names):
+        if name.endswith("_rad"):
+            sign = rng.choice([-1.0, 1.0], n)
+            truths[:, k] = sign * rng.uniform(angular_mrad[0], angular_mrad[1], n) * 1e-3
+        elif name.startswith("actuator"):
+            truths[:, k] = rng.normal(0.0, stroke_m, n)
+        else:
+            truths[:, k] = rng.normal(0.0, translation_m, n)
+    aim = target.centre_enu_m
+    u_normal = normalize(sun[None] + normalize(aim - pos)[:, None])  # (H, T, 3)
+    theta = nominal_angles(kin0.spec.chain, u_normal.reshape(-1, 3)).reshape(n, t_n, 2)
+    if kin0.spec.axis1_full_turn:
+        # The branch of axis 1 nearest its mid-travel, as HeliostatKinematics' inverse
+        # starts from (the chain is 2π-periodic in θ1).
+        mid = 0.5 * (kin0.axis1.min_steps + kin0.axis1.max_steps)
+        ref = float(kin0.axis1.steps_to_angle(mid))
+        theta[..., 0] = ref + np.mod(theta[..., 0] - ref + np.pi, 2 * np.pi) - np.pi
+    steps = np.rint(kin0.angles_to_steps(theta))
+    ok = np.all(np.isfinite(steps), axis=(1, 2))
+    for i, axis in enumerate(kin0.axes):
+        ok &= np.all((steps[..., i] >= axis.min_steps) & (steps[..., i] <= axis.max_steps), 1)
+    # True chain with every heliostat's errors as (H, 1) columns against (H, T) steps.
+    vals = {name: truths[:, k : k + 1] for k, name in enumerate(names)}
+    st = np.where(np.isfinite(steps), steps, 0.0)
+    normal, centre = kin0.chain(kin0.steps_to_angles_values(st, vals), vals)
+    centre = centre + offs[:, None, :]
+    r_true = 2.0 * np.sum(normal * sun, axis=-1, keepdims=True) * normal - sun
+    ok &= np.all(np.isfinite(r_true), axis=(1, 2))
+    r_true = np.where(np.isfinite(r_true), r_true, [0.0, 0.0, 1.0])
+    r_meas = perturb_directions(r_true.reshape(-1, 3), noise_mrad * 1e-3, rng).reshape(n, t_n, 3)
+    hit = intersect_plane(centre, r_meas, target.centre_enu_m, target.u_normal_enu)
+    ok &= np.all(np.isfinite(hit), axis=(1, 2))
+    # σ of the spot on the target; "not given" (NaN) without noise, as the CSV reader
+    # reads a 0.
+    sigma_m = noise_mrad * 1e-3 * np.linalg.norm(hit - centre, axis=-1)
+    if noise_mrad <= 0:
+        sigma_m = np.full(sigma_m.shape, np.nan)
+    kins, kept, obs = [], [], []
+    ids = (target.id,) * t_n
+    rows = np.arange(2, 2 + t_n, dtype=np.int64)
+    tc = np.broadcast_to(target.centre_enu_m, (t_n, 3)).copy()
+    tn = np.broadcast_to(target.u_normal_enu, (t_n, 3)).copy()
+    for h in np.flatnonzero(ok):
+        kins.append(replace(kin0, position_enu_m=tuple(float(v) for v in pos[h])))
+        kept.append(h)
+        obs.append(
+            Observations(
+                f"F{h:06d}", sun, steps[h].astype(np.int64), hit[h], tc, tn, ids,
+                sigma_m[h], rows, stamps,
+            )
+        )  # fmt: skip
+    return kins, truths[np.array(kept, dtype=np.int64)], obs

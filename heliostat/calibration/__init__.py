@@ -10,9 +10,12 @@
   identifiability check.
 - :mod:`~heliostat.calibration.crossval`: leave-one-out and k-fold pointing error.
 - :mod:`~heliostat.calibration.corrections`: corrected setpoints, the corrections file.
-- :mod:`~heliostat.calibration.field`: a whole field in parallel (processes or Dask).
+- :mod:`~heliostat.calibration.batch`: many like heliostats fitted together (vectorised).
+- :mod:`~heliostat.calibration.field`: a whole field in parallel (processes or Dask),
+  batched by drive and parameter set; streamed in chunks.
 """
 
+from heliostat.calibration.batch import fit_batch
 from heliostat.calibration.corrections import (
     Setpoints,
     corrected_setpoints,
@@ -22,7 +25,7 @@ from heliostat.calibration.corrections import (
     write_corrections,
 )
 from heliostat.calibration.crossval import kfold_rms, loo_hat, loo_rms, with_cross_validation
-from heliostat.calibration.field import Job, calibrate_field, make_jobs
+from heliostat.calibration.field import Job, calibrate_field, calibrate_stream, make_jobs
 from heliostat.calibration.fit import FitResult, fit_heliostat, pointing_residuals, resolve_names
 from heliostat.calibration.observations import (
     Observations,
@@ -52,8 +55,10 @@ __all__ = [
     "Setpoints",
     "calibrate_field",
     "calibrate_heliostat",
+    "calibrate_stream",
     "corrected_setpoints",
     "corrections_document",
+    "fit_batch",
     "fit_heliostat",
     "heliostat_entry",
     "kfold_rms",

@@ -475,20 +475,51 @@ def fit_heliostat(
     # residuals for every reported figure in mrad.
     res = _norms(prob.fun_mrad(x))
     res_w = _norms(prob.fun(x))
-    m = 2 * int(inl.sum())
     j = prob.jac(x)[np.repeat(inl, 2)]
-    cond, suggested = identifiability(j, names)
+    return _finish(kin, obs, names, x, prob.errors_for(x), inl, r_nom, res, res_w, j, prob.sun)
+
+
+def _finish(
+    kin: HeliostatKinematics,
+    obs: Observations,
+    names: tuple[str, ...],
+    x: NDArray[np.float64],
+    errors: KinematicErrors,
+    inl: NDArray[np.bool_],
+    r_nom: NDArray[np.float64],
+    res: NDArray[np.float64],
+    res_w: NDArray[np.float64],
+    j: NDArray[np.float64],
+    sun: NDArray[np.float64],
+    ident: tuple[float, tuple[str, ...]] | None = None,
+    se: tuple[NDArray[np.float64], tuple[str, ...], int] | None = None,
+) -> FitResult:
+    """The result of a converged fit: statistics, warnings and suggestions (shared with
+    the batched fit, :mod:`heliostat.calibration.batch`, which passes ``ident`` =
+    :func:`identifiability` and ``se`` = :func:`standard_errors` when it has computed
+    them for many heliostats at once).
+
+    ``x`` the fitted values of ``names``; ``inl`` the inlier mask; ``r_nom``, ``res``,
+    ``res_w`` residual norms per row (nominal, fitted, fitted weighted) [mrad]; ``j`` the
+    weighted Jacobian over the inlier rows; ``sun`` unit sun vectors per row.
+    """
+    n, p = len(obs), len(names)
+    m = 2 * int(inl.sum())
+    cond, suggested = ident if ident is not None else identifiability(j, names)
     warnings = []
-    try:
-        var, unidentifiable, rank = standard_errors(j, names)
-    except np.linalg.LinAlgError:
-        var, unidentifiable, rank = np.full(p, math.nan), names, p
+    if se is not None:
+        var, unidentifiable, rank = se
+    else:
+        try:
+            var, unidentifiable, rank = standard_errors(j, names)
+        except np.linalg.LinAlgError:
+            var, unidentifiable, rank = np.full(p, math.nan), names, p
     # Degrees of freedom: residual components minus determined parameter directions.
     dof = max(m - rank, 1)
     s2 = float(np.sum(res_w[inl] ** 2)) / dof
     noise = math.sqrt(float(np.sum(res[inl] ** 2)) / dof)
     std = {nm: float(math.sqrt(s2 * v)) for nm, v in zip(names, var, strict=True)}
-    sun = prob.sun[inl]
+    sun = sun[inl]
     spread = float(np.degrees(np.arccos(np.clip(np.min(sun @ sun.T), -1, 1))))
     if cond > COND_WARN:
         warnings.append(
@@ -517,7 +548,7 @@ def fit_heliostat(
         heliostat_id=obs.heliostat_id,
         drive=kin.drive,
         names=names,
-        errors=prob.errors_for(x),
+        errors=errors,
         std=std,
         success=True,
         n_points=n,

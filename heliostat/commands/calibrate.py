@@ -7,6 +7,7 @@ import math
 import sys
 
 from heliostat.commands._common import id_sort_key, print_json, print_table
+from heliostat.errors import InputError
 
 #: Without ``--params`` (or ``--no-select``), heliostats with at least this many records
 #: get their parameter set chosen by nested cross-validation
@@ -76,6 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=1, metavar="N", help="parallel processes (default 1)"
     )
     p.add_argument("--backend", choices=("process", "dask"), default="process")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="address of a running Dask scheduler (e.g. tcp://host:8786): fit on that "
+        "cluster instead of local processes (the [dist] extra); progress on stderr",
+    )
     p.add_argument("--sun-tolerance-deg", type=float, default=None, metavar="DEG")
     p.add_argument("--out", metavar="JSON", help="write the corrections file here")
     p.add_argument(
@@ -88,6 +95,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--aim", default="0,0", metavar="X,Y", help="aim point on the target [m]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
+
+
+def _dask_client(address: str):
+    """A ``distributed.Client`` on the scheduler at ``address``; one-line errors when
+    Dask is missing or the scheduler does not answer."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError(
+            "--scheduler needs Dask distributed: pip install 'heliostat-calibration[dist]'"
+        ) from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"--scheduler {address}: no Dask scheduler answered ({exc})") from None
 
 
 def _check_params(spec: str | None) -> None:
@@ -152,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     args : argparse.Namespace
         The parsed command line; this reads ``--aim``, ``--at``, ``--backend``,
         ``--field``, ``--json``, ``--kfold``, ``--loo``, ``--no-select``, ``OBS.csv``,
-        ``--out``, ``--paint``, ``--params``, ``--residual``, ``--spot``,
+        ``--out``, ``--paint``, ``--params``, ``--residual``, ``--scheduler``, ``--spot``,
         ``--sun-tolerance-deg``, ``--target``, ``--workers``.
 
     Returns
@@ -218,13 +240,17 @@ def run(args: argparse.Namespace) -> int:
             notes.append(few)
         else:
             jobs.append(job)
-    backend = "sequential" if args.workers == 1 or len(jobs) < 2 else args.backend
     from heliostat.progress import Progress
 
     with Progress("fits") as progress:
-        results = calibrate_field(
-            jobs, backend=backend, max_workers=args.workers, progress=progress
-        )
+        if getattr(args, "scheduler", None):
+            with _dask_client(args.scheduler) as client:
+                results = calibrate_field(jobs, backend="dask", client=client, progress=progress)
+        else:
+            backend = "sequential" if args.workers == 1 or len(jobs) < 2 else args.backend
+            results = calibrate_field(
+                jobs, backend=backend, max_workers=args.workers, progress=progress
+            )
     for (drive, other), hids in ignored.items():
         print(
             f"heliostat calibrate: note: --params {','.join(other)} not of drive {drive!r}: "
