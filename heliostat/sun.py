@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from heliostat.errors import InputError
 from heliostat.frames import Site, azel_to_enu
 
 #: Standard atmosphere at sea level. [Pa]
@@ -148,3 +149,23 @@ def clear_sky_dni(site: Site, times, model: str = "ineichen") -> NDArray[np.floa
     loc = pvlib.location.Location(site.latitude_deg, site.longitude_deg, altitude=site.altitude_m)
     cs = loc.get_clearsky(idx, model=model)
     return np.clip(cs["dni"].to_numpy(dtype=float), 0.0, None)
+
+
+def utc_time(text: object, where: str) -> pd.Timestamp:
+    """One timezone-aware time (ISO 8601, e.g. ``2025-04-01T10:00:00Z``) as UTC.
+
+    Raises
+    ------
+    InputError
+        Unparsable, missing or without a timezone; the message starts with ``where``
+        (the option or key) and quotes the text.
+    """
+    try:
+        t = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise InputError(f"{where}: not an ISO 8601 time: {text!r}") from None
+    if t is pd.NaT:
+        raise InputError(f"{where}: not an ISO 8601 time: {text!r}")
+    if t.tzinfo is None:
+        raise InputError(f"{where} {text!r} has no timezone (write e.g. 2025-04-01T10:00:00Z)")
+    return t.tz_convert("UTC")

@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from heliostat.errors import InputError
+from heliostat.sun import utc_time
 
 #: Schema tag of a plan file.
 PLAN_FORMAT = "heliostat-plan/1"
@@ -201,13 +202,7 @@ def _float(d: dict, key: str, where: str) -> float:
 def _time(text: Any, where: str) -> pd.Timestamp:
     if not isinstance(text, str):
         raise InputError(f"{where}: expected an ISO 8601 UTC time, got {text!r}")
-    try:
-        t = pd.Timestamp(text)
-    except ValueError:
-        raise InputError(f"{where}: not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise InputError(f"{where}: time {text!r} has no timezone (write e.g. ...Z)")
-    return t.tz_convert("UTC")
+    return utc_time(text, where)
 
 
 def plan_from_dict(doc: Any, source: str = "plan") -> Plan:

@@ -121,15 +121,9 @@ class _FixedClock:
 
 
 def _utc(text: str, option: str):
-    import pandas as pd
+    from heliostat.sun import utc_time
 
-    try:
-        t = pd.Timestamp(text)
-    except ValueError:
-        raise ValueError(f"{option}: not an ISO 8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        raise ValueError(f"{option} {text!r} has no timezone (write e.g. 2025-04-01T10:00:00Z)")
-    return t.tz_convert("UTC")
+    return utc_time(text, option)
 
 
 def _check_options(args) -> None:
