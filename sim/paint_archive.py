@@ -138,6 +138,32 @@ def _wgs84(site, p_enu) -> list[float]:
     return [float(lat), float(lon), float(h)]
 
 
+def calibration_record(
+    row, target, site, position_enu_m, rng: np.random.Generator, utis_noise_mrad: float = 0.3
+) -> dict:
+    """One ``*-calibration-properties.json`` document in PAINT's schema from a row of
+    :func:`sim.observe.simulate_observations` (motor steps, sun, the measured spot as
+    HeliOS's; UTIS's spot drawn around the true one with ``utis_noise_mrad`` of beam
+    angle at the slant range). PAINT's sun azimuth is 180° − ours (wrapped to ±180°)."""
+    true_xy = np.array([row.true_spot_x_m, row.true_spot_y_m])
+    slant = np.linalg.norm(target.plane_to_enu(true_xy) - np.asarray(position_enu_m))
+    utis = target.plane_to_enu(true_xy + rng.normal(0, utis_noise_mrad * 1e-3 * slant, 2))
+    az_paint = (180.0 - row.sun_azimuth_deg + 180.0) % 360.0 - 180.0
+    return {
+        "motor_position": {
+            "axis_1_motor_position": int(row.axis1_steps),
+            "axis_2_motor_position": int(row.axis2_steps),
+        },
+        "target_name": row.target_id,
+        "sun_elevation": float(row.sun_elevation_deg),
+        "sun_azimuth": float(az_paint),
+        "focal_spot": {
+            "HeliOS": _wgs84(site, [row.spot_e_m, row.spot_n_m, row.spot_u_m]),
+            "UTIS": _wgs84(site, utis),
+        },
+    }
+
+
 def _write_heliostat(
     out: Path, hid: str, pos, site, targets, df: pd.DataFrame, rng, extra: dict
 ) -> None:
@@ -162,24 +188,7 @@ def _write_heliostat(
     meta = []
     base = 200000 + 1000 * int(hid[2:])
     for k, row in df.iterrows():
-        t = targets[row.target_id]
-        true_xy = np.array([row.true_spot_x_m, row.true_spot_y_m])
-        slant = np.linalg.norm(t.plane_to_enu(true_xy) - np.asarray(pos))
-        utis = t.plane_to_enu(true_xy + rng.normal(0, 0.3e-3 * slant, 2))
-        az_paint = (180.0 - row.sun_azimuth_deg + 180.0) % 360.0 - 180.0
-        rec = {
-            "motor_position": {
-                "axis_1_motor_position": int(row.axis1_steps),
-                "axis_2_motor_position": int(row.axis2_steps),
-            },
-            "target_name": row.target_id,
-            "sun_elevation": float(row.sun_elevation_deg),
-            "sun_azimuth": float(az_paint),
-            "focal_spot": {
-                "HeliOS": _wgs84(site, [row.spot_e_m, row.spot_n_m, row.spot_u_m]),
-                "UTIS": _wgs84(site, utis),
-            },
-        }
+        rec = calibration_record(row, targets[row.target_id], site, pos, rng)
         rid = base + int(k)
         (out / hid / "Calibration" / f"{rid}-calibration-properties.json").write_text(
             json.dumps(rec, indent=2)

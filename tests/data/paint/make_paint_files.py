@@ -31,7 +31,11 @@ from heliostat.calibration.paint import load_tower  # noqa: E402
 from heliostat.config import Heliostat, Mirror, Target  # noqa: E402
 from heliostat.kinematics import HeliostatKinematics  # noqa: E402
 from sim.observe import draw_true_errors, simulate_observations  # noqa: E402
-from sim.paint_archive import CONCENTRATOR_ENU_M, JULICH_ACTUATORS  # noqa: E402
+from sim.paint_archive import (  # noqa: E402
+    CONCENTRATOR_ENU_M,
+    JULICH_ACTUATORS,
+    calibration_record,
+)
 from sim.paint_archive import kinematics as paint_kinematics  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -105,24 +109,7 @@ def main() -> None:
         records.append(df)
     df = pd.concat(records).sort_values("time_utc").reset_index(drop=True)
     for k, row in df.iterrows():
-        t = tg[row.target_id]
-        true_xy = np.array([row.true_spot_x_m, row.true_spot_y_m])
-        slant = np.linalg.norm(t.plane_to_enu(true_xy) - np.asarray(POSITION_ENU_M))
-        utis = t.plane_to_enu(true_xy + rng.normal(0, UTIS_NOISE_MRAD * 1e-3 * slant, 2))
-        az_paint = (180.0 - row.sun_azimuth_deg + 180.0) % 360.0 - 180.0
-        rec = {
-            "motor_position": {
-                "axis_1_motor_position": int(row.axis1_steps),
-                "axis_2_motor_position": int(row.axis2_steps),
-            },
-            "target_name": row.target_id,
-            "sun_elevation": float(row.sun_elevation_deg),
-            "sun_azimuth": float(az_paint),
-            "focal_spot": {
-                "HeliOS": wgs84([row.spot_e_m, row.spot_n_m, row.spot_u_m]),
-                "UTIS": wgs84(utis),
-            },
-        }
+        rec = calibration_record(row, tg[row.target_id], SITE, POSITION_ENU_M, rng, UTIS_NOISE_MRAD)
         name = f"{100000 + k}-calibration-properties.json"
         (OUT / "Calibration" / name).write_text(json.dumps(rec, indent=2))
     bad = dict(rec, sun_elevation=-3.0)
