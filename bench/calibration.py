@@ -65,6 +65,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import resource
 import sys
@@ -383,6 +384,165 @@ def stream_speed(n_total: int, chunk: int, workers: int, hid: str = "AA39") -> d
     }
 
 
+def _stream_field(hid: str, ids, pos):
+    """A field config of ``hid``'s template moved to the pivots ``pos`` (H, 3) [m]."""
+    from heliostat.config import FieldConfig
+
+    hel = FIELD.heliostats[hid]
+    kin0 = hel.kinematics
+    heliostats = {
+        str(i): dataclasses.replace(
+            hel, id=str(i), kinematics=dataclasses.replace(kin0, position_enu_m=tuple(p))
+        )
+        for i, p in zip(ids, pos.tolist(), strict=True)
+    }
+    return FieldConfig(FIELD.site, FIELD.targets, heliostats, source="bench stream field")
+
+
+def build_db(path: str, n_total: int, chunk: int, hid: str = "AA39") -> dict:
+    """Write ``n_total`` heliostats' image-free observations (the campaign above, 30 per
+    heliostat) into a new history database at ``path``, ``chunk`` heliostats per
+    transaction (:meth:`History.add_observations`), and their pivots beside it
+    (``PATH.pivots.npz``; the fit's field config is the template moved there)."""
+    from heliostat.campaign.history import History, ObservationRecord
+    from sim.observe import simulate_field_observations
+
+    p = Path(path)
+    if p.exists():
+        raise SystemExit(f"{p} exists: remove it or stream it with --stream-from-db")
+    hel = FIELD.heliostats[hid]
+    all_ids: list[str] = []
+    all_pos: list[tuple] = []
+    gen_s = write_s = 0.0
+    rows = 0
+    t_start = time.perf_counter()
+    with History(p) as hist:
+        left, i = n_total, 0
+        while left > 0:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([11, i])
+            want = min(chunk, left)
+            kins, _, obs = simulate_field_observations(
+                hel, int(want * 1.1) + 10, TARGET, FIELD.site, CAMPAIGN, rng, NOISE_MRAD
+            )
+            recs = []
+            for k, o in zip(kins[:want], obs[:want], strict=True):
+                h = f"S{i:03d}-{o.heliostat_id}"
+                all_ids.append(h)
+                all_pos.append(k.position_enu_m)
+                u = o.u_sun_enu
+                az = np.degrees(np.arctan2(u[:, 0], u[:, 1])) % 360.0
+                el = np.degrees(np.arcsin(np.clip(u[:, 2], -1.0, 1.0)))
+                for j in range(len(o)):
+                    e, nn, uu = o.spot_enu_m[j].tolist()
+                    recs.append(
+                        ObservationRecord(
+                            h, o.times_utc[j], o.times_utc[j], float(az[j]), float(el[j]),
+                            int(o.steps[j, 0]), int(o.steps[j, 1]), o.target_ids[j],
+                            math.nan, math.nan, e, nn, uu, float(o.sigma_m[j]),
+                        )
+                    )  # fmt: skip
+            t1 = time.perf_counter()
+            hist.add_observations(recs)
+            write_s += time.perf_counter() - t1
+            gen_s += t1 - t0
+            rows += len(recs)
+            left -= want
+            i += 1
+    np.savez(str(p) + ".pivots.npz", ids=np.array(all_ids), pos=np.array(all_pos))
+    _, _, rss = _rusage()
+    return {
+        "db": str(p),
+        "heliostats": len(all_ids),
+        "rows": rows,
+        "chunk": chunk,
+        "build_s": time.perf_counter() - t_start,
+        "simulate_and_records_s": gen_s,
+        "add_observations_s": write_s,
+        "db_mb": (p.stat().st_size + sum(
+            q.stat().st_size for q in p.parent.glob(p.name + "-wal") if q.exists()
+        )) / 2**20,
+        "peak_rss_mb": rss,
+    }  # fmt: skip
+
+
+def stream_from_db(path: str, chunk: int, workers: int, hid: str = "AA39") -> dict:
+    """Fit every heliostat of the history database at ``path`` (:func:`build_db`) as a
+    stream: :meth:`History.iter_observations` reads ``chunk`` heliostats per query,
+    ``calibrate_stream`` fits them (one pool, the next chunk read while the current one
+    is fitted) and the fits go out as JSON lines chunk by chunk."""
+    import tempfile
+
+    from heliostat.calibration.batch import fit_batch
+    from heliostat.calibration.field import calibrate_stream, make_jobs
+    from heliostat.campaign.history import History
+
+    t0 = time.perf_counter()
+    piv = np.load(str(path) + ".pivots.npz")
+    field = _stream_field(hid, piv["ids"], piv["pos"])
+    field_s = time.perf_counter() - t0
+    kin0 = FIELD.heliostats[hid].kinematics
+    read = {"s": 0.0, "rows": 0, "rejected": 0}
+    ok = {"n": 0, "bytes": 0}
+    failed: list[str] = []
+    with History(path, readonly=True) as hist:
+
+        def chunks():
+            it = hist.iter_observations(field, chunk)
+            while True:
+                t1 = time.perf_counter()
+                try:
+                    obs, rejected = next(it)
+                except StopIteration:
+                    return
+                jobs = make_jobs({h: field.heliostats[h].kinematics for h in obs}, obs)
+                read["s"] += time.perf_counter() - t1
+                read["rows"] += sum(len(o) for o in obs.values())
+                read["rejected"] += len(rejected)
+                yield jobs
+
+        first = hist.observations(str(piv["ids"][0]))  # kernel load outside the timing
+        o1 = observations_from_frame(first, field)[0]
+        fit_batch([kin0], list(o1.values()), resolve_names(kin0.drive))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "fits.jsonl"
+            with open(out, "w") as f:
+
+                def write(results):
+                    for r in results.values():
+                        ok["n"] += r.success
+                        if not r.success and len(failed) < 5:
+                            failed.append(f"{r.heliostat_id}: {r.reason}")
+                        f.write(json.dumps(r.summary()) + "\n")
+
+                cpu_me0, cpu_kids0, _ = _rusage()
+                t0 = time.perf_counter()
+                n = calibrate_stream(chunks(), write, "process", workers)
+                wall = time.perf_counter() - t0
+                cpu_me1, cpu_kids1, rss = _rusage()
+            ok["bytes"] = out.stat().st_size
+    return {
+        "db": str(path),
+        "heliostats": n,
+        "rows_read": read["rows"],
+        "rows_rejected": read["rejected"],
+        "chunk": chunk,
+        "workers": workers,
+        "field_config_s": field_s,
+        "fit_wall_s": wall,
+        "fit_cpu_s": (cpu_me1 - cpu_me0) + (cpu_kids1 - cpu_kids0),
+        "read_and_validate_s": read["s"],
+        "peak_rss_mb": rss,
+        "success": ok["n"],
+        "failures_first": failed,
+        "written_mb": ok["bytes"] / 2**20,
+        "load_average_1min_after": os.getloadavg()[0],
+        "note": "fit_wall_s: read (one query per chunk), validated, fitted and written; "
+        "read_and_validate_s is the parent's share of it (overlapping the workers' fits); "
+        "peak_rss_mb: the largest of this process and its workers",
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=40)
@@ -398,6 +558,19 @@ def main() -> None:
     )
     ap.add_argument("--chunk", type=int, default=10_000, help="heliostats per streamed chunk")
     ap.add_argument(
+        "--build-db",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write N heliostats' observations into a new history database --db and stop",
+    )
+    ap.add_argument("--db", metavar="PATH", help="history database for --build-db")
+    ap.add_argument(
+        "--stream-from-db",
+        metavar="PATH",
+        help="stream and fit every heliostat of a history database made by --build-db",
+    )
+    ap.add_argument(
         "--heliostat",
         choices=("AA39", "H001"),
         default="AA39",
@@ -405,6 +578,16 @@ def main() -> None:
     )
     a = ap.parse_args()
     out = {"bench": "calibration"}
+    if a.build_db:
+        if not a.db:
+            ap.error("--build-db needs --db PATH")
+        out["build_db"] = build_db(a.db, a.build_db, a.chunk, a.heliostat)
+        print(json.dumps(out, indent=2))
+        return
+    if a.stream_from_db:
+        out["stream_from_db"] = stream_from_db(a.stream_from_db, a.chunk, a.workers, a.heliostat)
+        print(json.dumps(out, indent=2))
+        return
     if not a.skip_accuracy:
         out["accuracy"] = accuracy(a.seeds)
     if not a.skip_effects:
