@@ -197,3 +197,12 @@ def test_observations_from_frame_bad_rows_keep_their_messages(frame):
     assert msgs[7] == (line + 8, f"duplicate of line 10 {dup}")
     assert msgs[8] == (line + 9, f"duplicate of line {line + 7} {dup}")
     assert len(msgs) == 9
+
+
+def test_a_number_column_with_inf_is_rejected_with_its_text(frame):
+    df = frame.iloc[:3].copy()  # spot columns are float64 here (as the history gives)
+    df.loc[1, "spot_e_m"] = np.inf
+    df.loc[2, "sigma_m"] = np.nan  # empty: not given, the row stays
+    obs, rejected = observations_from_frame(df, FIELD)
+    assert [(r.row, r.reason) for r in rejected] == [(3, "spot_e_m 'inf' is not a finite number")]
+    assert len(obs["A00"]) == 2 and np.isnan(obs["A00"].sigma_m[1])

@@ -255,10 +255,14 @@ def observations_from_frame(
     # A cell that is given but is no finite number (NaN, Inf, text) is an error of the
     # row, never a value silently dropped (an empty cell means "not given").
     for col in ("spot_x_m", "spot_y_m", "spot_e_m", "spot_n_m", "spot_u_m", "sigma_m"):
-        text, val = _text(df, col), _num(df, col)
+        val = _num(df, col)
+        if col in df.columns and pd.api.types.is_numeric_dtype(df[col]):
+            given = df[col].notna().to_numpy()  # a number column (history): NaN = empty
+        else:
+            given = _text(df, col) != ""
         reject(
-            (text != "") & ~np.isfinite(val),
-            lambda i, col=col, text=text: f"{col} {text[i]!r} is not a finite number",
+            given & ~np.isfinite(val),
+            lambda i, col=col: f"{col} {str(df[col].iloc[i]).strip()!r} is not a finite number",
         )
     spot = enu.copy()
     for t, idx in _groups(tid, (reason == "") & ~has_enu).items():
