@@ -150,3 +150,48 @@ def write_corrections(path: str | Path, document: Mapping[str, Any]) -> None:
     tmp = p.with_name(p.name + ".tmp")
     tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     tmp.replace(p)
+
+
+class CorrectionsStream:
+    """Write a corrections document entry by entry (a field too large to hold): the
+    same JSON as :func:`write_corrections`, atomic in the same way (the file appears at
+    ``close`` without error; a failure leaves no file).
+
+    Parameters
+    ----------
+    path : str or Path
+    head : mapping
+        The document without its ``heliostats`` list (format, created_utc, field).
+    """
+
+    def __init__(self, path: str | Path, head: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._f = open(self._tmp, "w", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        body = json.dumps({k: v for k, v in head.items() if k != "heliostats"}, indent=2)
+        self._f.write(body[:-2] + ',\n  "heliostats": [')
+        self.count = 0
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        """Append one heliostat's entry (NaN/Infinity refused)."""
+        text = json.dumps(entry, indent=2, allow_nan=False).replace("\n", "\n    ")
+        self._f.write(("," if self.count else "") + "\n    " + text)
+        self.count += 1
+
+    def close(self, ok: bool = True) -> None:
+        """Finish the file (``ok``), or drop it."""
+        if self._f.closed:
+            return
+        if ok:
+            self._f.write("\n  ]\n}\n" if self.count else "]\n}\n")
+        self._f.close()
+        if ok:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> CorrectionsStream:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        self.close(exc_type is None)

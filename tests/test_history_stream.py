@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -206,3 +207,51 @@ def test_a_number_column_with_inf_is_rejected_with_its_text(frame):
     obs, rejected = observations_from_frame(df, FIELD)
     assert [(r.row, r.reason) for r in rejected] == [(3, "spot_e_m 'inf' is not a finite number")]
     assert len(obs["A00"]) == 2 and np.isnan(obs["A00"].sigma_m[1])
+
+
+def test_calibrate_cli_streams_a_history_as_it_fits_a_csv(tmp_path, capsys):
+    """``heliostat calibrate --history DB`` (chunks of one heliostat) gives the fits of
+    ``heliostat calibrate OBS.csv`` on the same observations, and a corrections file
+    the reader accepts."""
+    from heliostat.cli import main
+    from heliostat.corrections_format import read_corrections
+
+    rng = np.random.default_rng(8)
+    frames = []
+    for hel in BASE.heliostats.values():
+        truth = draw_true_errors(hel.kinematics.drive, rng, translation_m=0.0)
+        frames.append(simulate_observations(hel, truth, TARGET, BASE.site, TIMES, rng))
+    df = pd.concat(frames, ignore_index=True)
+    csv = tmp_path / "obs.csv"
+    df.to_csv(csv, index=False)
+    db = tmp_path / "history.sqlite"
+    with History(db) as hist:
+        hist.add_observations(_records(df))
+    opts = ["--field", "tests/data/field_small.toml", "--no-select", "--kfold", "0", "--json"]
+    assert main(["calibrate", str(csv), *opts]) == 0
+    whole = {r["heliostat"]: r for r in json.loads(capsys.readouterr().out)}
+    out = tmp_path / "corrections.json"
+    rc = main(["calibrate", "--history", str(db), "--chunk", "1", "--out", str(out), *opts])
+    assert rc == 0
+    captured = capsys.readouterr()
+    lines = [json.loads(x) for x in captured.out.splitlines()]
+    assert sorted(r["heliostat"] for r in lines) == sorted(whole) == sorted(BASE.heliostats)
+    for r in lines:
+        a = whole[r["heliostat"]]
+        assert r["n_points"] == a["n_points"]
+        # the same rows, the sun recomputed from the same times (rounding): the same
+        # single fits up to the optimiser's stopping tolerance
+        for k, v in a["parameters"].items():
+            assert r["parameters"][k] == pytest.approx(v, rel=1e-6, abs=1e-9)
+    doc = read_corrections(out)
+    assert sorted(h["heliostat"] for h in doc["heliostats"]) == sorted(BASE.heliostats)
+    assert "corrections of 3 heliostat(s) written" in captured.err
+
+
+def test_calibrate_cli_history_needs_field(tmp_path, capsys):
+    from heliostat.cli import main
+
+    db = tmp_path / "h.sqlite"
+    History(db).close()
+    assert main(["calibrate", "--history", str(db)]) == 2
+    assert "--history needs --field" in capsys.readouterr().err

@@ -43,6 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "download layout, flat, or ARTIST's tutorial layout); one row per heliostat",
     )
     p.add_argument(
+        "--history",
+        metavar="DB",
+        help="the observations of a history database instead (with --field), streamed: "
+        "--chunk heliostats read, fitted and written out at a time, for fields too large "
+        "to hold (--json then prints one JSON line per heliostat)",
+    )
+    p.add_argument(
+        "--chunk",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="heliostats per chunk read from --history (default 10000)",
+    )
+    p.add_argument(
         "--spot",
         type=str.lower,
         choices=("helios", "utis"),
@@ -194,12 +208,15 @@ def run(args: argparse.Namespace) -> int:
     from heliostat.calibration.fit import FitResult, resolve_names
     from heliostat.calibration.observations import SUN_TOLERANCE_DEG, read_observations
 
-    if (args.paint is None) == (args.observations is None):
-        raise ValueError("give either OBS.csv (with --field) or --paint DIR")
+    history = getattr(args, "history", None)
+    if sum(x is not None for x in (args.paint, args.observations, history)) != 1:
+        raise ValueError("give one of OBS.csv (with --field), --paint DIR or --history DB")
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     _check_params(args.params)
     tol = args.sun_tolerance_deg if args.sun_tolerance_deg is not None else SUN_TOLERANCE_DEG
+    if history is not None:
+        return _run_history(args, tol)
     notes: list[FitResult] = []
     if args.paint is not None:
         field, obs, rejected, label, notes = _read_paint(args)
@@ -328,6 +345,124 @@ def run(args: argparse.Namespace) -> int:
             print(weak)
         print(summary_line(ordered))
     return 0 if all(s["success"] for s in summaries) else 1
+
+
+def _run_history(args: argparse.Namespace, tol: float) -> int:
+    """``heliostat calibrate --history DB``: the history's observations streamed
+    (:meth:`~heliostat.campaign.history.History.iter_observations`, ``--chunk``
+    heliostats at a time) through :func:`~heliostat.calibration.field.calibrate_stream`;
+    each chunk's fits go out (``--out`` corrections file, ``--json`` lines) before the
+    chunk after next is read. Returns the exit code (1 when a fit failed)."""
+    import json
+    from types import SimpleNamespace
+
+    from heliostat.calibration.corrections import (
+        corrected_setpoints,
+        corrections_document,
+        heliostat_entry,
+        parse_aim,
+    )
+    from heliostat.calibration.field import Job, calibrate_stream
+    from heliostat.calibration.fit import resolve_names
+    from heliostat.campaign.history import History
+    from heliostat.config import load_field
+    from heliostat.corrections_format import CorrectionsStream
+
+    if args.field is None:
+        raise ValueError("--history needs --field FIELD_TOML")
+    if args.chunk < 1:
+        raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
+    field = load_field(args.field)
+    target = field.target(args.target) if args.target else next(iter(field.targets.values()))
+    aim = parse_aim(args.aim)
+    brief: list[SimpleNamespace] = []  # what the summary line needs, not the fits
+
+    def emit(r, out: CorrectionsStream | None) -> None:
+        sel = r.selection or {}
+        brief.append(
+            SimpleNamespace(
+                heliostat_id=r.heliostat_id,
+                success=r.success,
+                reason=r.reason,
+                rms_after_mrad=r.rms_after_mrad,
+                loo_rms_mrad=r.loo_rms_mrad,
+                selection={"nested_rms_mrad": sel["nested_rms_mrad"]}
+                if "nested_rms_mrad" in sel
+                else None,
+            )
+        )
+        if args.json:
+            print(json.dumps(r.summary()))
+        if not r.success:
+            print(f"heliostat calibrate: {r.heliostat_id}: fit failed: {r.reason}", file=sys.stderr)
+        elif out is not None:
+            sp = None
+            if args.at:
+                kin = field.heliostat(r.heliostat_id).kinematics
+                sp = corrected_setpoints(kin, r.errors, field.site, args.at, target, aim)
+            out.add(heliostat_entry(r, sp))
+
+    def run_stream(hist: History, out: CorrectionsStream | None) -> None:
+        def chunks():
+            for obs, rejected in hist.iter_observations(field, args.chunk, tol):
+                for rj in rejected:
+                    print(
+                        f"heliostat calibrate: rejected {args.history} observation id "
+                        f"{rj.row}: {rj.reason}",
+                        file=sys.stderr,
+                    )
+                jobs = []
+                for hid, o in obs.items():
+                    kin = field.heliostat(hid).kinematics
+                    names, _ = _names(kin.drive, args.params)
+                    select = names is None and not args.no_select
+                    job = Job(
+                        kin,
+                        o,
+                        names or resolve_names(kin.drive),
+                        args.residual,
+                        args.loo,
+                        args.kfold or None,
+                        select,
+                    )
+                    few = None
+                    if select and len(o) < MIN_RECORDS_TO_SELECT:
+                        few = too_few_records(job, explicit=False)
+                    if few is not None:
+                        emit(few, out)
+                    else:
+                        jobs.append(job)
+                yield jobs
+
+        def write(results) -> None:
+            for r in results.values():
+                emit(r, out)
+            print(f"heliostat calibrate: {len(brief)} heliostat(s) fitted", file=sys.stderr)
+
+        if getattr(args, "scheduler", None):
+            with _dask_client(args.scheduler) as client:
+                calibrate_stream(chunks(), write, "dask", client=client)
+        else:
+            backend = "sequential" if args.workers == 1 else args.backend
+            calibrate_stream(chunks(), write, backend, args.workers)
+
+    with History(args.history, readonly=True) as hist:
+        if args.out:
+            head = corrections_document([], args.field)
+            with CorrectionsStream(args.out, head) as out:
+                run_stream(hist, out)
+            print(
+                f"heliostat calibrate: corrections of {out.count} heliostat(s) written to "
+                f"{args.out}",
+                file=sys.stderr,
+            )
+        else:
+            run_stream(hist, None)
+    if not brief:
+        raise ValueError(f"{args.history}: no valid observations to fit")
+    if not args.json:
+        print(summary_line(brief))
+    return 0 if all(b.success for b in brief) else 1
 
 
 def _name_list(ids: list[str], most: int = 20) -> str:
