@@ -384,6 +384,54 @@ def stream_speed(n_total: int, chunk: int, workers: int, hid: str = "AA39") -> d
     }
 
 
+class _TreeMemory:
+    """Peak of the summed proportional set size (PSS: shared pages split between the
+    processes sharing them) of this process and its children, sampled every
+    ``every_s`` from /proc (Linux; None elsewhere). [MiB]"""
+
+    def __init__(self, every_s: float = 0.5) -> None:
+        import threading
+
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._every = every_s
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _pss_mb(pid: int) -> float:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def _sample(self) -> float:
+        me = os.getpid()
+        total = self._pss_mb(me)
+        with open(f"/proc/{me}/task/{me}/children") as f:
+            for pid in f.read().split():
+                try:
+                    total += self._pss_mb(int(pid))
+                except OSError:  # gone meanwhile
+                    pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            v = self._sample()
+            self.peak_mb = v if self.peak_mb is None else max(self.peak_mb, v)
+
+    def __enter__(self) -> _TreeMemory:
+        if Path("/proc/self/smaps_rollup").exists():
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def _stream_field(hid: str, ids, pos):
     """A field config of ``hid``'s template moved to the pivots ``pos`` (H, 3) [m]."""
     from heliostat.config import FieldConfig
@@ -517,7 +565,8 @@ def stream_from_db(path: str, chunk: int, workers: int, hid: str = "AA39") -> di
 
                 cpu_me0, cpu_kids0, _ = _rusage()
                 t0 = time.perf_counter()
-                n = calibrate_stream(chunks(), write, "process", workers)
+                with _TreeMemory() as mem:
+                    n = calibrate_stream(chunks(), write, "process", workers)
                 wall = time.perf_counter() - t0
                 cpu_me1, cpu_kids1, rss = _rusage()
             ok["bytes"] = out.stat().st_size
@@ -533,13 +582,16 @@ def stream_from_db(path: str, chunk: int, workers: int, hid: str = "AA39") -> di
         "fit_cpu_s": (cpu_me1 - cpu_me0) + (cpu_kids1 - cpu_kids0),
         "read_and_validate_s": read["s"],
         "peak_rss_mb": rss,
+        "peak_pss_total_mb": mem.peak_mb,
         "success": ok["n"],
         "failures_first": failed,
         "written_mb": ok["bytes"] / 2**20,
         "load_average_1min_after": os.getloadavg()[0],
         "note": "fit_wall_s: read (one query per chunk), validated, fitted and written; "
         "read_and_validate_s is the parent's share of it (overlapping the workers' fits); "
-        "peak_rss_mb: the largest of this process and its workers",
+        "peak_rss_mb: the largest of this process and its workers (ru_maxrss); "
+        "peak_pss_total_mb: the peak of their summed PSS (shared pages counted once), "
+        "sampled every 0.5 s",
     }
 
 
