@@ -149,6 +149,13 @@ OBS_COLUMNS = (
     "run_id",
 )
 
+#: The columns :func:`observations_from_frame` reads (not the frame paths, run, flags).
+_VALIDATED_COLUMNS = tuple(
+    c
+    for c in OBS_COLUMNS
+    if c not in ("slot_utc", "quality_flags", "frame", "dark_frame", "run_id")
+)
+
 
 def _num(v: float | None) -> float | None:
     return None if v is None or not math.isfinite(float(v)) else float(v)
@@ -316,11 +323,16 @@ class History:
         rows = self._rows("SELECT DISTINCT heliostat_id FROM campaign_observations ORDER BY 1")
         return [r[0] for r in rows]
 
-    def observations_between(self, first_id: str, last_id: str) -> pd.DataFrame:
+    def observations_between(
+        self, first_id: str, last_id: str, columns: Iterable[str] | None = None
+    ) -> pd.DataFrame:
         """Observations of the heliostats ``first_id`` ≤ id ≤ ``last_id`` (text order),
-        with :meth:`observations`' columns, by heliostat then row id: one SQL query over
-        the (heliostat_id, slot_utc) index."""
-        cols = ["id", *OBS_COLUMNS]
+        with :meth:`observations`' columns (or ``id`` and ``columns`` of them), by
+        heliostat then row id: one SQL query over the (heliostat_id, slot_utc) index."""
+        cols = ["id", *(OBS_COLUMNS if columns is None else columns)]
+        unknown = [c for c in cols if c != "id" and c not in OBS_COLUMNS]
+        if unknown:
+            raise ValueError(f"no observation column(s) {', '.join(unknown)}")
         if self.readonly and not self._has_tables():
             return pd.DataFrame(columns=cols)
         cur = self.con.cursor()
@@ -332,7 +344,8 @@ class History:
         )
         df = pd.DataFrame(cur.fetchall(), columns=cols)
         for c in ("spot_x_m", "spot_y_m", "spot_e_m", "spot_n_m", "spot_u_m", "sigma_m"):
-            df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
+            if c in df.columns:
+                df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
         return df
 
     def iter_observations(
@@ -361,7 +374,7 @@ class History:
         ids = self.observed_heliostat_ids()
         for i in range(0, len(ids), chunk_heliostats):
             part = ids[i : i + chunk_heliostats]
-            df = self.observations_between(part[0], part[-1])
+            df = self.observations_between(part[0], part[-1], _VALIDATED_COLUMNS)
             if df.empty:  # deleted since the ids were read
                 continue
             yield observations_from_frame(
