@@ -3,6 +3,7 @@
 Run:  .venv/bin/python bench/calibration.py [--seeds 40] [--field-size 10000] [--sample 200]
       [--effects-seeds 10] [--skip-accuracy] [--skip-effects] [--skip-speed]
       [--stream-size 173500 --chunk 10000]
+      [--build-db 173500 --db PATH --chunk 10000] [--stream-from-db PATH --chunk 10000]
 
 Prints one JSON document.
 
@@ -58,6 +59,16 @@ Streaming (issue 19, Ivanpah's 173,500 heliostats): ``--stream-size N`` heliosta
 chunks of ``--chunk``, each generated, fitted (``calibrate_stream``, one process pool)
 and written as JSON lines before the next: ``stream_wall_s``, ``stream_cpu_s``,
 ``peak_rss_mb``.
+
+From the history database (issue 19): ``--build-db N --db PATH`` writes N heliostats'
+image-free observations (the streaming chunks' simulation, 30 rows each) into a new
+history database with ``History.add_observations`` (one transaction per chunk) and their
+pivots beside it (``PATH.pivots.npz``), reporting ``build_s``; ``--stream-from-db PATH``
+then reads it with ``History.iter_observations`` (one query per chunk of whole
+heliostats), fits through ``calibrate_stream`` and writes JSON lines: ``fit_wall_s``,
+``fit_cpu_s``, ``peak_rss_mb`` (ru_maxrss of this process or a worker) and
+``peak_pss_total_mb`` (the process tree's summed PSS). Separate runs, so that the fit's
+peak memory is its own.
 """
 
 from __future__ import annotations
