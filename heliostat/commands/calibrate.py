@@ -204,8 +204,8 @@ def run(args: argparse.Namespace) -> int:
         parse_aim,
         write_corrections,
     )
-    from heliostat.calibration.field import Job, calibrate_field
-    from heliostat.calibration.fit import FitResult, resolve_names
+    from heliostat.calibration.field import calibrate_field
+    from heliostat.calibration.fit import FitResult
     from heliostat.calibration.observations import SUN_TOLERANCE_DEG, read_observations
 
     history = getattr(args, "history", None)
@@ -237,19 +237,10 @@ def run(args: argparse.Namespace) -> int:
     ignored: dict[tuple[str, tuple[str, ...]], list[str]] = {}
     for hid, o in obs.items():
         kin = field.heliostat(hid).kinematics
-        names, other = _names(kin.drive, args.params)
+        job, names, other = _job(args, kin, o)
         if other:
             ignored.setdefault((kin.drive, other), []).append(hid)
-        select = names is None and not args.no_select
-        job = Job(
-            kin,
-            o,
-            names or resolve_names(kin.drive),
-            args.residual,
-            args.loo,
-            args.kfold or None,
-            select,
-        )
+        select = job.select
         few = None
         if select and len(o) < MIN_RECORDS_TO_SELECT or args.paint and not select:
             few = too_few_records(job, explicit=names is not None)
@@ -347,6 +338,27 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(s["success"] for s in summaries) else 1
 
 
+def _job(args, kin, obs):
+    """One heliostat's fit job from the options: ``--params`` names for its drive (the
+    others' are returned to be reported as ignored), else its set chosen by nested
+    cross-validation unless ``--no-select``. Returns ``(job, names or None, other)``."""
+    from heliostat.calibration.field import Job
+    from heliostat.calibration.fit import resolve_names
+
+    names, other = _names(kin.drive, args.params)
+    select = names is None and not args.no_select
+    job = Job(
+        kin,
+        obs,
+        names or resolve_names(kin.drive),
+        args.residual,
+        args.loo,
+        args.kfold or None,
+        select,
+    )
+    return job, names, other
+
+
 def _run_history(args: argparse.Namespace, tol: float) -> int:
     """``heliostat calibrate --history DB``: the history's observations streamed
     (:meth:`~heliostat.campaign.history.History.iter_observations`, ``--chunk``
@@ -362,8 +374,7 @@ def _run_history(args: argparse.Namespace, tol: float) -> int:
         heliostat_entry,
         parse_aim,
     )
-    from heliostat.calibration.field import Job, calibrate_stream
-    from heliostat.calibration.fit import resolve_names
+    from heliostat.calibration.field import calibrate_stream
     from heliostat.campaign.history import History
     from heliostat.config import load_field
     from heliostat.corrections_format import CorrectionsStream
@@ -413,20 +424,9 @@ def _run_history(args: argparse.Namespace, tol: float) -> int:
                     )
                 jobs = []
                 for hid, o in obs.items():
-                    kin = field.heliostat(hid).kinematics
-                    names, _ = _names(kin.drive, args.params)
-                    select = names is None and not args.no_select
-                    job = Job(
-                        kin,
-                        o,
-                        names or resolve_names(kin.drive),
-                        args.residual,
-                        args.loo,
-                        args.kfold or None,
-                        select,
-                    )
+                    job, _, _ = _job(args, field.heliostat(hid).kinematics, o)
                     few = None
-                    if select and len(o) < MIN_RECORDS_TO_SELECT:
+                    if job.select and len(o) < MIN_RECORDS_TO_SELECT:
                         few = too_few_records(job, explicit=False)
                     if few is not None:
                         emit(few, out)
