@@ -264,3 +264,19 @@ def test_demo_names_the_heliostats_it_leaves_uncorrected(tmp_path):
     assert f"next      fit failed: 1 heliostat ({few})" in text
     # the report names them in its "what to do next" list with their next step
     assert f'<span class="ids">{big}</span>: correction' in html
+
+
+def test_ledger_scales_only_the_per_frame_vision_energy():
+    """A first frame of 21 J (20 J start-up + 1 J of detection) and 4 more of 1 J each:
+    the 95 image-free observations add 95 J, not 95 x the mean of 5 J (475 J)."""
+    from heliostat.commands.demo_loop import _all_framed_j
+
+    total, startup = _all_framed_j(100.0, 25.0, 21.0 / 25.0, 5, 100)
+    assert total == pytest.approx(100.0 + 95.0)
+    assert startup == pytest.approx(21.0)
+    # no split known, or one frame: the mean per framed observation (an upper bound)
+    assert _all_framed_j(100.0, 25.0, None, 5, 100) == (pytest.approx(100.0 + 25.0 * 19), None)
+    assert _all_framed_j(100.0, 25.0, 0.5, 1, 100) == (pytest.approx(100.0 + 25.0 * 99), None)
+    # every observation framed, or none: nothing to add
+    assert _all_framed_j(100.0, 25.0, 0.8, 5, 5) == (100.0, None)
+    assert _all_framed_j(100.0, 0.0, None, 0, 100) == (100.0, None)

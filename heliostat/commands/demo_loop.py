@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -107,8 +108,23 @@ def stage_detect(ctx) -> dict[str, Any]:
     from heliostat.vision.methods import first_use_note
 
     note = first_use_note("classical")
+    # The first frame carries the one-time start-up (imports, target registration,
+    # loading or compiling kernels): its share of the stage's CPU time is kept apart, so
+    # the ledger scales only the per-frame part to image-free observations.
+    cpu_first: list[float] = []
     with _metered(ctx, "vision"), Progress("detect", first_note=note) as progress:
-        df, outcomes = detect_campaign(cdir, progress=progress)
+        cpu0 = time.process_time()
+
+        def tick(done: int, total: int) -> None:
+            if not cpu_first:
+                cpu_first.append(time.process_time() - cpu0)
+            progress(done, total)
+
+        df, outcomes = detect_campaign(cdir, progress=tick)
+        cpu_all = time.process_time() - cpu0
+    ctx.state["vision_first_frame_share"] = (
+        min(1.0, cpu_first[0] / cpu_all) if cpu_first and cpu_all > 0 else None
+    )
     out = ctx.out / "detect"
     out.mkdir(exist_ok=True)
     df.to_csv(out / "observations.csv", index=False)
@@ -686,6 +702,25 @@ def _measure_on_camera(ctx, u_sun, reported, n: int = 2) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- ledger
+def _all_framed_j(
+    compute_j: float, vision_j: float, first_share: float | None, n_framed: int, n_obs: int
+) -> tuple[float, float | None]:
+    """Compute energy had every observation been framed, and the first frame's part. [J]
+
+    The vision energy per further frame is that of the frames after the first (which
+    carries the stage's one-time start-up, ``first_share`` of its CPU time); it is scaled to
+    the ``n_obs - n_framed`` image-free observations. With one frame, or no split, every
+    framed observation's mean is used (start-up included: an upper bound).
+    """
+    if not n_framed or not vision_j or n_obs <= n_framed:
+        return compute_j, None
+    if first_share is None or n_framed < 2:
+        return compute_j + vision_j * (n_obs / n_framed - 1.0), None
+    startup_j = vision_j * first_share
+    per_frame_j = (vision_j - startup_j) / (n_framed - 1)
+    return compute_j + per_frame_j * (n_obs - n_framed), startup_j
+
+
 def stage_ledger(ctx) -> dict[str, Any]:
     """Book the metered compute; model the gain; payback under each grid preset.
 
@@ -747,8 +782,8 @@ def stage_ledger(ctx) -> dict[str, Any]:
         else 0
     )
     vision_j = sum(e.facility_energy.joules for e in entries if e.stage == "vision")
-    all_framed_j = (
-        compute_j + vision_j * (n_obs / n_framed - 1.0) if n_framed and vision_j else compute_j
+    all_framed_j, startup_j = _all_framed_j(
+        compute_j, vision_j, ctx.state.get("vision_first_frame_share"), n_framed, n_obs
     )
     ctx.state.update(gain=gain, ledger_summaries=summaries, payback=payback)
     first = next(iter(payback.values()), {})
@@ -761,6 +796,7 @@ def stage_ledger(ctx) -> dict[str, Any]:
         "framed_observations": n_framed,
         "observations": n_obs,
         "compute_j_if_every_observation_framed": round(all_framed_j, 1),
+        "vision_first_frame_j": None if startup_j is None else round(startup_j, 2),
         "kg_co2e_us_grid": compute_j / 3.6e6 * grid_intensity("us").kg_per_kwh,
         "operating_point": point.label,
         "hypothetical_point": point.hypothetical,
@@ -851,7 +887,13 @@ def ledger_sentences(lg: dict) -> list[str]:
         f"({format_mass(lg['kg_co2e_us_grid'], rel)} CO2e on the US grid), "
         f"{lg['compute_scope']}; vision was metered on {lg['framed_observations']} framed "
         f"observations of {lg['observations']} (every one framed: about "
-        f"{format_energy(lg['compute_j_if_every_observation_framed'], rel)}).",
+        f"{format_energy(lg['compute_j_if_every_observation_framed'], rel)}"
+        + (
+            f", the first frame's one-time start-up of "
+            f"{format_energy(lg['vision_first_frame_j'], rel)} counted once)."
+            if lg.get("vision_first_frame_j") is not None
+            else ")."
+        ),
         f"Gain of {lg['before_rms_mrad']:.2f} -> {lg['after_rms_mrad_used']:.2f} mrad RMS "
         f"(reflected beam) at {lg['operating_point']}{hyp}: receiver without flow control "
         f"+{lg['delta_t_k_no_flow_control']:.2g} K at noon; flow-controlled at "
