@@ -41,6 +41,7 @@ __all__ = [
     "heliostat_entry",
     "parse_aim",
     "read_corrections",
+    "tracking_approach",
     "write_corrections",
 ]
 
@@ -88,6 +89,33 @@ class Setpoints:
         ]
 
 
+#: Half-width of the time step over which :func:`tracking_approach` differentiates. [s]
+TRACKING_DT_S = 60.0
+
+
+def tracking_approach(
+    kin: HeliostatKinematics,
+    errors: KinematicErrors,
+    site: Site,
+    times: pd.DatetimeIndex,
+    aim_enu_m: NDArray[np.float64],
+) -> NDArray[np.float64] | None:
+    """Direction each axis arrives from while the heliostat tracks the sun onto
+    ``aim_enu_m``: the sign of d(steps)/dt (the fitted model's setpoints
+    :data:`TRACKING_DT_S` before and after each time), 0 where the axis stands still.
+    A tracking controller moves every axis the way the sun drives it, so this is the
+    side its gears bear on; a move against it (a slew from stow, a new target) takes
+    up the backlash the other way until the first tracking step. None when ``errors``
+    has no backlash (the setpoints do not depend on it). Shape (N, 2)."""
+    if not any(errors.get(n) for n in ("axis1_backlash_rad", "axis2_backlash_rad")):
+        return None
+    t = pd.DatetimeIndex(times)
+    dt = pd.Timedelta(seconds=TRACKING_DT_S)
+    later = kin.inverse(aim_enu_m, sun_position(site, t + dt).u_sun_enu, errors)
+    earlier = kin.inverse(aim_enu_m, sun_position(site, t - dt).u_sun_enu, errors)
+    return np.sign(later - earlier)
+
+
 def corrected_setpoints(
     kin: HeliostatKinematics,
     errors: KinematicErrors,
@@ -110,6 +138,12 @@ def corrected_setpoints(
     aim_xy_m : array_like of shape (2,) or (N, 2)
         Aim point(s) in the target plane. [m]
 
+    Notes
+    -----
+    A fitted backlash (``axis<i>_backlash_rad``) enters with the direction each axis
+    arrives from: while tracking, the direction it moves to follow the sun
+    (:func:`tracking_approach`).
+
     Raises
     ------
     CalibrationError
@@ -125,7 +159,8 @@ def corrected_setpoints(
         raise CalibrationError(f"sun below the horizon at {stamps[low[0]]}: no setpoint")
     aim = target.plane_to_enu(aim_xy)
     try:
-        fitted = np.rint(kin.inverse(aim, sp.u_sun_enu, errors)).astype(np.int64)
+        approach = tracking_approach(kin, errors, site, sp.times, aim)
+        fitted = np.rint(kin.inverse(aim, sp.u_sun_enu, errors, approach)).astype(np.int64)
         nominal = np.rint(kin.inverse(aim, sp.u_sun_enu)).astype(np.int64)
     except KinematicsError as exc:
         raise CalibrationError(f"no setpoint for target {target.id!r}: {exc}") from None

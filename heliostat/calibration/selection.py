@@ -84,8 +84,10 @@ from heliostat.kinematics import (
     HeliostatKinematics,
     KinematicErrors,
     default_groups,
+    error_names,
     names_for_groups,
 )
+from heliostat.kinematics.drives._base import BACKLASH
 
 #: Order in which parameter groups join the candidate ladder (the most-determined first:
 #: zero offsets move every beam; strokes act only through the actuator geometry).
@@ -116,8 +118,15 @@ KFOLD_MIN_RECORDS = 20
 MIN_RECORDS_TO_SCREEN = 6
 
 
-def candidate_sets(drive: str) -> tuple[tuple[str, ...], ...]:
-    """The nested ladder of parameter sets for a drive, smallest first (module rule 1)."""
+def candidate_sets(
+    drive: str, both_directions: Sequence[bool] = (False, False)
+) -> tuple[tuple[str, ...], ...]:
+    """The nested ladder of parameter sets for a drive, smallest first (module rule 1).
+
+    ``both_directions``: per axis, the records hold moves in both directions
+    (:meth:`Observations.both_directions`); each rung with both zero offsets then has a
+    twin with those axes' backlash (``backlash`` group) added. With one direction only, a
+    backlash only shifts the axis's zero offset: it joins no candidate."""
     groups = [g for g in GROUP_PRIORITY if g in default_groups(drive)]
     groups += [g for g in default_groups(drive) if g not in groups]
     zero = names_for_groups(drive, ["zero_offsets"]) if "zero_offsets" in groups else ()
@@ -126,6 +135,17 @@ def candidate_sets(drive: str) -> tuple[tuple[str, ...], ...]:
         s = names_for_groups(drive, groups[: i + 1])
         if s not in out:
             out.append(s)
+    all_names = error_names(drive)
+    backlash = [
+        n for n, both in zip(BACKLASH, both_directions, strict=True) if both and n in all_names
+    ]
+    if backlash and zero:
+        twins = [
+            tuple(n for n in all_names if n in c or n in backlash)
+            for c in out
+            if set(zero) <= set(c)
+        ]
+        out += [t for t in twins if t not in out]
     return tuple(out)
 
 
@@ -475,7 +495,7 @@ def select_parameters(
     Selection
         ``names`` empty when no candidate is feasible and eligible.
     """
-    cands = [tuple(c) for c in (candidates or candidate_sets(kin.drive))]
+    cands = [tuple(c) for c in (candidates or candidate_sets(kin.drive, obs.both_directions()))]
     sky = SkyCheck.for_records(kin, obs)
     scored = [score(kin, obs, c, residual, sky=sky) for c in cands]
     # The identifiable subsets the fits suggest (fit.py: the least identifiable parameter
@@ -657,7 +677,9 @@ def calibrate_heliostat(
         r = with_cross_validation(kin, obs, r, opt.loo, opt.kfold, opt.residual)
         why = f"fixed set of {len(names)} parameters ({', '.join(names)}): not chosen"
         return Calibration(r, None, (), _bound_note(r, why))
-    cands = tuple(tuple(c) for c in (opt.candidates or candidate_sets(kin.drive)))
+    cands = tuple(
+        tuple(c) for c in (opt.candidates or candidate_sets(kin.drive, obs.both_directions()))
+    )
     clean, screened = _screen(kin, obs, cands, opt.residual)
     sel = select_parameters(kin, clean, opt.residual, cands, opt.nested, opt.outer_k, opt.seed)
     if screened:
