@@ -18,7 +18,7 @@ from heliostat.calibration import (
     observations_from_frame,
     resolve_names,
 )
-from heliostat.calibration.selection import outer_folds
+from heliostat.calibration.selection import BACKLASH_MIN_ROWS, outer_folds
 from heliostat.cli import main
 from heliostat.config import load_field
 from heliostat.frames import angle_between, reflect
@@ -86,7 +86,7 @@ def test_few_records_choose_a_smaller_set_many_the_full_one(realistic):
     for c, o in ((few, obs.subset(np.linspace(0, 112, 8).round().astype(int))), (many, obs)):
         # the largest candidate: the 8 of the default set, plus the backlash of each axis
         # the records saw move both ways
-        largest = 8 + sum(o.both_directions())
+        largest = 8 + sum(o.both_directions(BACKLASH_MIN_ROWS))
         assert max(len(x.names) for x in c.selection.candidates) == largest
         assert c.reason.startswith(f"chose {len(c.names)} of {largest} parameters")
         sel = c.fit.summary()["parameter_selection"]

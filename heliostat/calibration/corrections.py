@@ -30,6 +30,7 @@ from heliostat.corrections_format import FORMAT, read_corrections, write_correct
 from heliostat.errors import CalibrationError
 from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, KinematicErrors, KinematicsError
+from heliostat.kinematics.drives._base import BACKLASH
 from heliostat.sun import sun_position
 
 __all__ = [
@@ -39,6 +40,8 @@ __all__ = [
     "corrections_document",
     "errors_from_parameters",
     "heliostat_entry",
+    "move_directions",
+    "setpoints_in_order",
     "parse_aim",
     "read_corrections",
     "tracking_approach",
@@ -107,13 +110,49 @@ def tracking_approach(
     side its gears bear on; a move against it (a slew from stow, a new target) takes
     up the backlash the other way until the first tracking step. None when ``errors``
     has no backlash (the setpoints do not depend on it). Shape (N, 2)."""
-    if not any(errors.get(n) for n in ("axis1_backlash_rad", "axis2_backlash_rad")):
+    if not any(errors.get(n) for n in BACKLASH):
         return None
     t = pd.DatetimeIndex(times)
     dt = pd.Timedelta(seconds=TRACKING_DT_S)
     later = kin.inverse(aim_enu_m, sun_position(site, t + dt).u_sun_enu, errors)
     earlier = kin.inverse(aim_enu_m, sun_position(site, t - dt).u_sun_enu, errors)
     return np.sign(later - earlier)
+
+
+def move_directions(steps: ArrayLike, start: ArrayLike = (0.0, 0.0)) -> NDArray[np.float64]:
+    """Direction (±1) of each axis's move onto each setpoint when a controller goes to
+    ``steps`` (N, 2) in order from ``start`` (stow): the sign of the step change, +1 for
+    no move (the simulator's rule, :func:`sim.effects.approach_signs`)."""
+    st = np.asarray(steps, dtype=float)
+    prev = np.vstack([np.asarray(start, dtype=float)[None, :], st[:-1]])
+    return np.where(st - prev < 0, -1.0, 1.0)
+
+
+def setpoints_in_order(
+    kin: HeliostatKinematics,
+    errors: KinematicErrors | None,
+    aim_enu_m: ArrayLike,
+    u_sun_enu: ArrayLike,
+    start: ArrayLike = (0.0, 0.0),
+    iterations: int = 2,
+) -> NDArray[np.float64]:
+    """Integer setpoints for visits taken in order from ``start``, each aimed for the
+    direction its axes will arrive from (:func:`move_directions` of the setpoints
+    themselves: found by aiming without a direction, then ``iterations`` times with the
+    directions of the last setpoints). Without a backlash in ``errors``: the plain
+    inverse, rounded. Shape (N, 2). [steps]
+
+    Raises
+    ------
+    KinematicsError
+        As :meth:`HeliostatKinematics.inverse`.
+    """
+    steps = np.rint(kin.inverse(aim_enu_m, u_sun_enu, errors))
+    if errors is None or not any(errors.get(n) for n in BACKLASH):
+        return steps
+    for _ in range(iterations):
+        steps = np.rint(kin.inverse(aim_enu_m, u_sun_enu, errors, move_directions(steps, start)))
+    return steps
 
 
 def corrected_setpoints(

@@ -157,11 +157,15 @@ class Observations:
             self.approach[idx],
         )
 
-    def both_directions(self) -> tuple[bool, bool]:
-        """Per axis: the records hold moves in both directions (a backlash is then
-        separable from the zero offset, which it otherwise only shifts)."""
+    def both_directions(self, min_rows: int = 1) -> tuple[bool, bool]:
+        """Per axis: at least ``min_rows`` records arrived from each direction (a
+        backlash is then separable from the zero offset, which it otherwise only
+        shifts)."""
         a = self.approach
-        return tuple(bool(np.any(a[:, i] > 0) and np.any(a[:, i] < 0)) for i in range(2))
+        return tuple(
+            bool(np.sum(a[:, i] > 0) >= min_rows and np.sum(a[:, i] < 0) >= min_rows)
+            for i in range(2)
+        )
 
 
 def _num(df: pd.DataFrame, col: str) -> NDArray[np.float64]:
