@@ -389,6 +389,9 @@ def record_history(ctx, db: Path) -> dict[str, int]:
     def num(v) -> float:  # noqa: ANN001 - a CSV cell: number or NaN
         return float(v) if pd.notna(v) else math.nan
 
+    def sign(v) -> int | None:  # noqa: ANN001 - a CSV cell: ±1 or empty
+        return int(v) if pd.notna(v) and v != "" else None
+
     with History(db) as hist:
         if obs is not None:
             rows = obs.reindex(columns=list(OBSERVATION_COLUMNS))
@@ -411,6 +414,8 @@ def record_history(ctx, db: Path) -> dict[str, int]:
                     "" if pd.isna(r.quality_flags) else str(r.quality_flags),
                     "" if pd.isna(r.frame) else str(r.frame),
                     run_id="demo",
+                    axis1_approach=sign(r.axis1_approach),
+                    axis2_approach=sign(r.axis2_approach),
                 )  # fmt: skip
                 for r in rows.itertuples(index=False)
             ]
