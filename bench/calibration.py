@@ -36,8 +36,9 @@ Effects (the floor, issue 17). The same two heliostats on the realistic simulato
 every 1.5 h (sun above 10°, 0.2 mrad noise), held out the 2 following days every 20 min
 (sun above 15°). Per drive type and per effect switched on alone, plus none and all: RMS
 over seeds of the held-out RMS beam error of the nominal model, our pipeline
-(``calibrate_heliostat`` defaults) and the oracle (MAP fit of the true model family,
-:func:`sim.floor.fit_oracle`), with the held-out visits' wind jitter and encoder
+(``calibrate_heliostat`` defaults; a fitted backlash aimed for each held-out move's
+direction, as the world moves visit to visit) and the oracle (MAP fit of the true model
+family, :func:`sim.floor.fit_oracle`), with the held-out visits' wind jitter and encoder
 quantisation (``*_mrad``, what a plant measures) and without them (``*_static_mrad``,
 the part a calibration can act on); ``pipeline_over_oracle`` is the ratio of the static
 figures. Targets of issue 17 (0.2 mrad noise, all effects): ≤ 0.6 mrad, aiming at ≤ 0.3,

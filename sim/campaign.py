@@ -467,7 +467,8 @@ def simulate_campaign(
             )  # fmt: skip
             pose = Pose(normal, centre)
         else:
-            vis, approach = VisitDraws.zeros(idx.size), np.ones((idx.size, 2))
+            # the controller's last move per axis (recorded; no backlash without effects)
+            vis, approach = VisitDraws.zeros(idx.size), approach_signs(steps)
             pose, r_true = true_beam(h, steps, truth[hid], sun)
         hit_true = intersect_plane(pose.centre_enu_m, r_true, aim, target.u_normal_enu)
         xy_true = target.enu_to_plane(hit_true)
@@ -476,8 +477,8 @@ def simulate_campaign(
         idx, sun, steps, r_true = idx[on], sun[on], steps[on], r_true[on]
         pose = Pose(pose.u_normal_enu[on], pose.centre_enu_m[on])
         hit_true, xy_true = hit_true[on], xy_true[on]
+        vis, approach = vis.take(on), approach[on]
         if effects.any:
-            vis, approach = vis.take(on), approach[on]
             visit_records[hid] = {
                 "time_utc": [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in times[idx]],
                 "wind_m_s": vis.wind_m_s.tolist(),
@@ -561,6 +562,7 @@ def simulate_campaign(
                 xy_true,
                 quality_flags=flags,
                 frames=frame_col,
+                approach=approach,
             )
         )
         tick(1 + planned.get(hid, 0) - rendered)

@@ -89,7 +89,7 @@ class ControllerSpec:
 
     address: int
     drive: str = "azel"
-    n_params: int = 15
+    n_params: int = 17
     min_steps: tuple[int, int] = (-170000, -5000)
     max_steps: tuple[int, int] = (170000, 92000)
     stow_steps: tuple[int, int] = (0, 90000)

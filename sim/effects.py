@@ -442,9 +442,11 @@ def backlash_rad(approach: NDArray, backlash: Sequence[float]) -> NDArray[np.flo
 
 def approach_signs(steps: NDArray, start: ArrayLike = (0.0, 0.0)) -> NDArray[np.float64]:
     """Direction (±1) of the last move of each axis when the heliostat goes from visit to
-    visit in order, starting at ``start`` (stow); no move counts as +1."""
-    prev = np.vstack([np.asarray(start, dtype=float)[None, :], steps[:-1]])
-    return np.where(steps - prev < 0, -1.0, 1.0)
+    visit in order, starting at ``start`` (stow); no move counts as +1 (the controller's
+    rule, :func:`heliostat.calibration.corrections.move_directions`)."""
+    from heliostat.calibration.corrections import move_directions
+
+    return move_directions(steps, start)
 
 
 # --------------------------------------------------------------------------- geometry

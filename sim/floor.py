@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 from heliostat.config import FieldConfig
 from heliostat.frames import intersect_plane
 from heliostat.kinematics import KinematicErrors, KinematicsError, error_names
+from heliostat.kinematics.drives._base import BACKLASH
 from heliostat.sun import sun_position
 from sim.campaign import CampaignSettings, pick_target, simulate_campaign
 from sim.effects import (
@@ -125,20 +126,40 @@ def score(case: Case, steps: NDArray, times, sun, seed: int | None = 0) -> float
     return float(np.sqrt(np.mean(err**2)))
 
 
-def kinematic_steps(case: Case, errors: KinematicErrors | None, times, sun) -> NDArray:
-    """Integer steps of a kinematic model aiming at the target centre (NaN: unreachable)."""
+def kinematic_steps(
+    case: Case, errors: KinematicErrors | None, times, sun, iterations: int = 2
+) -> NDArray:
+    """Integer steps of a kinematic model aiming at the target centre (NaN: unreachable).
+
+    A model with backlash terms aims for the direction each axis will arrive from: the
+    world's rule (:func:`sim.effects.approach_signs`, visit to visit in order), found by
+    aiming without it and then ``iterations`` times with the directions of the last
+    steps (the signs settle at once but where a step change is a few steps)."""
     kin = case.field.heliostats[case.hid].kinematics
     aim = np.broadcast_to(_aim(case), sun.shape)
-    try:
-        return np.rint(kin.inverse(aim, sun, errors))
-    except KinematicsError:
-        out = np.full((len(sun), 2), np.nan)
-        for i in range(len(sun)):
-            try:
-                out[i] = np.rint(kin.inverse(aim[i : i + 1], sun[i : i + 1], errors))[0]
-            except KinematicsError:
-                pass
-        return out
+
+    def inverse(approach):
+        try:
+            return np.rint(kin.inverse(aim, sun, errors, approach))
+        except KinematicsError:
+            out = np.full((len(sun), 2), np.nan)
+            for i in range(len(sun)):
+                a = None if approach is None else approach[i : i + 1]
+                try:
+                    out[i] = np.rint(kin.inverse(aim[i : i + 1], sun[i : i + 1], errors, a))[0]
+                except KinematicsError:
+                    pass
+            return out
+
+    steps = inverse(None)
+    if errors is None or not any(errors.get(n) for n in BACKLASH):
+        return steps
+    for _ in range(iterations):
+        ok = np.all(np.isfinite(steps), axis=1)
+        a = np.zeros_like(steps)
+        a[ok] = approach_signs(steps[ok])
+        steps = inverse(a)
+    return steps
 
 
 # --------------------------------------------------------------------------- the oracle
@@ -165,6 +186,12 @@ def _effect_params(effects: Effects) -> list[tuple[str, float]]:
     return out
 
 
+def _kin_names(drive: str) -> tuple[str, ...]:
+    """The oracle's kinematic terms: the chain's, not the backlash (an effect parameter,
+    ``bl1``/``bl2``, applied by the world model)."""
+    return tuple(n for n in error_names(drive) if n not in BACKLASH)
+
+
 #: Prior σ of the kinematic terms: the simulator's spreads (sim.observe.draw_true_errors).
 def _kin_sigma(name: str) -> float:
     if name.endswith("_rad"):
@@ -184,7 +211,7 @@ class OracleModel:
 
 
 def _unpack(case: Case, names, x) -> OracleModel:
-    kin_names = error_names(case.truth.drive)
+    kin_names = _kin_names(case.truth.drive)
     k = len(kin_names)
     errors = KinematicErrors.zeros(case.truth.drive).with_vector(kin_names, x[:k])
     v = dict(zip([n for n, _ in names], x[k:], strict=True))
@@ -254,7 +281,7 @@ def fit_oracle(case: Case) -> OracleModel:
     approach = approach_signs(steps)
     temp = ambient_c(times, case.field.site, case.cdraw)
     sun_model = _SunModel(case, times, plant_sun)
-    kin_names = error_names(case.truth.drive)
+    kin_names = _kin_names(case.truth.drive)
     names = _effect_params(case.effects)
     sig = np.array([_kin_sigma(n) for n in kin_names] + [s for _, s in names])
     slant = np.linalg.norm(

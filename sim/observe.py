@@ -22,6 +22,7 @@ from heliostat.calibration.observations import Observations
 from heliostat.config import Heliostat, Target
 from heliostat.frames import Site, intersect_plane, normalize
 from heliostat.kinematics import HeliostatKinematics, KinematicErrors, error_names
+from heliostat.kinematics.drives._base import BACKLASH
 from heliostat.sun import sun_position
 from sim.reproduce import stable_float
 
@@ -61,7 +62,12 @@ def draw_true_errors(
     lo, hi = angular_mrad
     values = []
     for name in error_names(drive):
-        if name.endswith("_rad"):
+        if name in BACKLASH:
+            # a property of the drive's gears, not of the kinematic chain: drawn by the
+            # effects (sim.effects, "encoder"); zero here, no number drawn, so the other
+            # terms' draws are those of the seed before the backlash parameters existed
+            values.append(0.0)
+        elif name.endswith("_rad"):
             values.append(rng.choice([-1.0, 1.0]) * rng.uniform(lo, hi) * 1e-3)
         elif name.startswith("actuator"):
             values.append(rng.normal(0.0, stroke_m))
@@ -151,12 +157,20 @@ def observation_frame(
     true_xy_m: NDArray,
     quality_flags: Sequence[str] | str = "",
     frames: Sequence[str] | str = "",
+    approach: NDArray | None = None,
 ) -> pd.DataFrame:
     """Rows of ``observations.csv`` (:data:`OBSERVATION_COLUMNS`) for one heliostat.
 
     ``steps`` (N, 2) are integer motor steps; ``spot_xy_m`` (N, 2) and ``spot_enu_m`` (N, 3)
-    the measured spot, ``true_xy_m`` (N, 2) the noise-free one; angles in rad.
+    the measured spot, ``true_xy_m`` (N, 2) the noise-free one; angles in rad;
+    ``approach`` (N, 2) the direction (±1) of each axis's last move (None: not known,
+    the columns hold None and a CSV's cells stay empty).
     """
+    if approach is None:
+        a1: Sequence | None = None
+        a2: Sequence | None = None
+    else:
+        a1, a2 = (np.asarray(approach)[:, i].astype(np.int64) for i in range(2))
     return pd.DataFrame(
         {
             "heliostat_id": heliostat_id,
@@ -174,6 +188,8 @@ def observation_frame(
             "sigma_m": sigma_m,
             "quality_flags": quality_flags,
             "frame": frames,
+            "axis1_approach": a1,
+            "axis2_approach": a2,
             "true_spot_x_m": true_xy_m[:, 0],
             "true_spot_y_m": true_xy_m[:, 1],
         },
@@ -231,7 +247,9 @@ def simulate_field_observations(
     names = error_names(kin0.drive)
     truths = np.empty((n, len(names)))
     for k, name in enumerate(names):
-        if name.endswith("_rad"):
+        if name in BACKLASH:
+            truths[:, k] = 0.0  # as draw_true_errors: no number drawn
+        elif name.endswith("_rad"):
             sign = rng.choice([-1.0, 1.0], n)
             truths[:, k] = sign * rng.uniform(angular_mrad[0], angular_mrad[1], n) * 1e-3
         elif name.startswith("actuator"):

@@ -16,7 +16,7 @@ from heliostat.calibration import fit_heliostat, loo_hat, observations_from_fram
 from heliostat.calibration.batch import _Batch, fit_batch
 from heliostat.calibration.fit import Problem, resolve_names
 from heliostat.config import load_field
-from heliostat.kinematics import KinematicErrors
+from heliostat.kinematics import KinematicErrors, default_groups
 from sim.effects import Effects
 from sim.floor import make_case
 from sim.observe import draw_true_errors, simulate_field_observations
@@ -64,12 +64,19 @@ def campaigns(request):
 def test_kernel_matches_problem(campaigns):
     """The compiled chain gives Problem's residuals and Jacobian (numpy chain)."""
     kin, obs = campaigns
-    names = resolve_names(kin.drive, None)
     rng = np.random.default_rng(5)
-    # A start with every error (translations too) non-zero, so every slot is exercised.
+    # A start with every error (translations, backlash too) non-zero, so every slot is
+    # exercised; the backlash with the campaigns' directions of the last move (both
+    # signs on both axes), once fixed in the base values and once fitted.
     n_all = len(KinematicErrors.zeros(kin.drive).values)
     base = KinematicErrors(kin.drive, tuple(rng.normal(0, 2e-3, n_all)))
-    for residual in ("angle", "plane"):
+    assert all(all(o.both_directions()) for o in obs)
+    default = resolve_names(kin.drive, None)
+    for residual, names in (
+        ("angle", default),
+        ("plane", default),
+        ("angle", resolve_names(kin.drive, [*default_groups(kin.drive), "backlash"])),
+    ):
         bt = _Batch([kin] * len(obs), obs, names, [base] * len(obs), residual)
         x = base.to_vector(names)[None] + rng.normal(0, 1e-3, (len(obs), len(names)))
         res, jac = bt.evaluate(np.arange(len(obs)), x)

@@ -18,7 +18,7 @@ from heliostat.calibration import (
     observations_from_frame,
     resolve_names,
 )
-from heliostat.calibration.selection import outer_folds
+from heliostat.calibration.selection import BACKLASH_MIN_ROWS, outer_folds
 from heliostat.cli import main
 from heliostat.config import load_field
 from heliostat.frames import angle_between, reflect
@@ -83,8 +83,12 @@ def test_few_records_choose_a_smaller_set_many_the_full_one(realistic):
     assert len(many.names) >= 6
     (full_score,) = [x for x in many.selection.candidates if x.names == full]
     assert many.fit.loo_rms_mrad <= full_score.loo_rms_mrad * 1.05
-    for c in (few, many):
-        assert c.reason.startswith(f"chose {len(c.names)} of 8 parameters")
+    for c, o in ((few, obs.subset(np.linspace(0, 112, 8).round().astype(int))), (many, obs)):
+        # the largest candidate: the 8 of the default set, plus the backlash of each axis
+        # the records saw move both ways
+        largest = 8 + sum(o.both_directions(BACKLASH_MIN_ROWS))
+        assert max(len(x.names) for x in c.selection.candidates) == largest
+        assert c.reason.startswith(f"chose {len(c.names)} of {largest} parameters")
         sel = c.fit.summary()["parameter_selection"]
         assert sel["chosen"] == list(c.names) and sel["reason"] == c.reason
         assert math.isfinite(c.nested_rms_mrad)

@@ -156,6 +156,15 @@ def test_observations_match_the_simulated_truth(campaigns):
         assert write_observations_csv(h, csv) == len(obs)
     valid, rejected = read_observations(csv, b.plant().field)
     assert not rejected and sum(len(v) for v in valid.values()) == len(obs)
+    # each axis's last-move direction: unknown on a heliostat's first visit (the run
+    # does not know where it stood), then from the previous visit's off-target position
+    cols = ["axis1_approach", "axis2_approach"]
+    for hid, g in obs.sort_values("id").groupby("heliostat_id"):
+        a = g[cols].to_numpy(dtype=float)
+        assert np.all(np.isnan(a[0]))
+        assert np.all(np.isin(a[1:], (-1.0, 1.0)) | np.isnan(a[1:]))
+        assert np.isin(a[1:], (-1.0, 1.0)).mean() > 0.5
+        np.testing.assert_array_equal(valid[hid].approach, np.nan_to_num(a, nan=0.0))
 
 
 def test_fits_appear_when_thresholds_are_met_and_recover_the_truth(campaigns):

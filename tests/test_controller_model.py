@@ -111,7 +111,7 @@ def test_watchdog_stows_after_silence():
 
 def test_parameter_set_needs_matching_crc_and_plausible_values():
     c, _ = _ctl()
-    vals = [1e-3] * 15
+    vals = [1e-3] * len(error_names("azel"))
     block = R.encode_params(vals)
     _write(c, R.REG_PARAM_STAGING, block)
     rr = _write(c, R.COMMAND_START, R.encode_command(3, R.CommandCode.APPLY_PARAMS, arg=1234))

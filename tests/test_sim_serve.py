@@ -22,6 +22,7 @@ import pytest
 
 from firmware_bridge import registers as R
 from firmware_bridge.ports import announce_dir, is_simulated
+from heliostat.kinematics import error_names
 from sim.controller_fixtures import field_toml
 
 MBPOLL = shutil.which("mbpoll")
@@ -90,7 +91,8 @@ def _expected_identity(address: int) -> list[int]:
     import hashlib
 
     serial = int(hashlib.sha256(f"H{address:03d}".encode()).hexdigest()[:7], 16)
-    return [R.MAGIC, R.MAP_VERSION, 0x0100, 0, R.drive_code("azel"), 15, *R.u32_to_regs(serial)]
+    n = len(error_names("azel"))  # MAX_PARAMS: the az-el parameter block (17)
+    return [R.MAGIC, R.MAP_VERSION, 0x0100, 0, R.drive_code("azel"), n, *R.u32_to_regs(serial)]
 
 
 @pytest.mark.skipif(MBPOLL is None, reason="mbpoll not installed (apt-get install mbpoll)")
@@ -154,7 +156,7 @@ def test_our_bridge_over_rtu_over_tcp(served):
     assert rc == 0, buf.getvalue()
     (row,) = json.loads(buf.getvalue())
     ident = _expected_identity(3)
-    assert row["ok"] and row["drive"] == "azel" and row["n_params"] == 15
+    assert row["ok"] and row["drive"] == "azel" and row["n_params"] == len(error_names("azel"))
     assert row["serial"] == R.regs_to_u32(ident[6:8])
     field = served.doc["served_field"]
     assert served.rtu_url in Path(field).read_text()

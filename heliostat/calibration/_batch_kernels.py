@@ -27,7 +27,7 @@ from numpy.typing import NDArray
 
 from heliostat.kinematics import HeliostatKinematics
 from heliostat.kinematics.actuators import LinearAxis, RotaryAxis
-from heliostat.kinematics.drives._base import ENU_AXES, TRANSLATIONS
+from heliostat.kinematics.drives._base import BACKLASH, ENU_AXES, TRANSLATIONS
 
 #: Error parameters the kernel knows, in the order of its value vector.
 SLOTS: tuple[str, ...] = (
@@ -41,8 +41,9 @@ SLOTS: tuple[str, ...] = (
     "actuator1_stroke_m",
     "actuator2_stroke_m",
     *TRANSLATIONS,
+    *BACKLASH,
 )
-_ZERO1, _ZERO2, _STROKE1, _STROKE2, _TRANS = 4, 5, 7, 8, 9
+_ZERO1, _ZERO2, _STROKE1, _STROKE2, _TRANS, _BL1, _BL2 = 4, 5, 7, 8, 9, 18, 19
 #: Numbers per axis row: kind (0 rotary, 1 linear) and the axis constants.
 AXIS_WIDTH = 8
 
@@ -148,8 +149,8 @@ def _mv_add(m, v, out) -> None:
 
 @nb.njit(**_JIT)
 def residual_kernel(
-    sel, x, h, idx, vals0, p0, tnom, axes, codes, n0, steps, sun, spot, tc, tn, ea, eb, nrows,
-    plane, want_jac, res, jac, centres,
+    sel, x, h, idx, vals0, p0, tnom, axes, codes, n0, steps, appr, sun, spot, tc, tn, ea, eb,
+    nrows, plane, want_jac, res, jac, centres,
 ):  # fmt: skip
     """Unweighted residuals (M, N, 2) [mrad] and their Jacobian (M, N, 2, p) [mrad per
     unit] by central (``want_jac`` = 2) or forward (1) differences, or none (0), of the
@@ -160,8 +161,10 @@ def residual_kernel(
     x (M, p) parameter values at slots ``idx`` (p,), steps ``h`` (p,); vals0 (B, S) the
     other slots; p0 (B, 3) pivot; tnom (B, 3, 3) nominal axis-1, axis-2 and mirror
     translations; axes (B, 2, AXIS_WIDTH); codes, n0 from :func:`chain_codes`; per row:
-    steps (B, N, 2), sun, spot, target centre tc and normal tn, residual basis ea, eb
-    (B, N, 3); ``plane`` selects the target-plane residual.
+    steps (B, N, 2), the direction of each axis's last move appr (B, N, 2: ±1, 0 not
+    known; the joint stands at θ − appr·backlash/2, as ``steps_to_angles``), sun, spot,
+    target centre tc and normal tn, residual basis ea, eb (B, N, 3); ``plane`` selects
+    the target-plane residual.
     """
     m_, p = x.shape
     nk = 1 + 2 * p if want_jac == 2 else 1 + p if want_jac == 1 else 1
@@ -195,8 +198,8 @@ def residual_kernel(
             if k > 0:
                 q = (k - 1) % p
                 v[idx[q]] = x[o, q] + (h[q] if k <= p else -h[q])
-                own1[k] = idx[q] == _ZERO1 or idx[q] == _STROKE1
-                own2[k] = idx[q] == _ZERO2 or idx[q] == _STROKE2
+                own1[k] = idx[q] == _ZERO1 or idx[q] == _STROKE1 or idx[q] == _BL1
+                own2[k] = idx[q] == _ZERO2 or idx[q] == _STROKE2 or idx[q] == _BL2
             _rot(codes[4], v[codes[4]], a1k[k])
             if codes[5] >= 0:
                 _rot(codes[5], v[codes[5]], tmp)
@@ -209,8 +212,9 @@ def residual_kernel(
         for n in range(nrows[b]):
             # Joint rotations at x, shared by every parameter set that leaves them alone.
             v = vk[0]
-            th1 = _joint_angle(axes[b, 0], steps[b, n, 0], v[_ZERO1], v[_STROKE1])
-            th2 = _joint_angle(axes[b, 1], steps[b, n, 1], v[_ZERO2], v[_STROKE2])
+            lag1, lag2 = 0.5 * appr[b, n, 0], 0.5 * appr[b, n, 1]
+            th1 = _joint_angle(axes[b, 0], steps[b, n, 0], v[_ZERO1], v[_STROKE1]) - lag1 * v[_BL1]
+            th2 = _joint_angle(axes[b, 1], steps[b, n, 1], v[_ZERO2], v[_STROKE2]) - lag2 * v[_BL2]
             _rot(j1, s1 * th1, r1b)
             _rot(j2, s2 * th2, r2b)
             for k in range(nk):
@@ -218,12 +222,12 @@ def residual_kernel(
                 q = (k - 1) % p if k > 0 else 0
                 if own1[k]:
                     th1 = _joint_angle(axes[b, 0], steps[b, n, 0], v[_ZERO1], v[_STROKE1])
-                    _rot(j1, s1 * th1, r1)
+                    _rot(j1, s1 * (th1 - lag1 * v[_BL1]), r1)
                 else:
                     r1[:, :] = r1b
                 if own2[k]:
                     th2 = _joint_angle(axes[b, 1], steps[b, n, 1], v[_ZERO2], v[_STROKE2])
-                    _rot(j2, s2 * th2, r2)
+                    _rot(j2, s2 * (th2 - lag2 * v[_BL2]), r2)
                 else:
                     r2[:, :] = r2b
                 a1 = a1k[k]

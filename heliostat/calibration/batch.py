@@ -151,6 +151,7 @@ class _Batch:
             return out
 
         self.steps = pad(lambda o: o.steps, 2)
+        self.appr = pad(lambda o: o.approach, 2)
         sun = pad(lambda o: o.u_sun_enu, 3)
         self.sun = sun / np.linalg.norm(sun, axis=-1, keepdims=True)
         self.spot = pad(lambda o: o.spot_enu_m, 3)
@@ -187,7 +188,7 @@ class _Batch:
         self._kern.residual_kernel(
             np.ascontiguousarray(sel, dtype=np.int64), np.ascontiguousarray(x, dtype=float),
             self.h, self.idx, self.vals0 if vals0 is None else vals0, self.p0, self.tnom,
-            self.axes, self.codes, self.n0, self.steps, self.sun, self.spot, self.tc,
+            self.axes, self.codes, self.n0, self.steps, self.appr, self.sun, self.spot, self.tc,
             self.tn, self.ea, self.eb, self.nrows, self.plane, int(want_jac), res, jac, centres,
         )  # fmt: skip
         return res, jac, centres

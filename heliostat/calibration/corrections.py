@@ -30,6 +30,7 @@ from heliostat.corrections_format import FORMAT, read_corrections, write_correct
 from heliostat.errors import CalibrationError
 from heliostat.frames import Site
 from heliostat.kinematics import HeliostatKinematics, KinematicErrors, KinematicsError
+from heliostat.kinematics.drives._base import BACKLASH
 from heliostat.sun import sun_position
 
 __all__ = [
@@ -39,8 +40,11 @@ __all__ = [
     "corrections_document",
     "errors_from_parameters",
     "heliostat_entry",
+    "move_directions",
+    "setpoints_in_order",
     "parse_aim",
     "read_corrections",
+    "tracking_approach",
     "write_corrections",
 ]
 
@@ -88,6 +92,69 @@ class Setpoints:
         ]
 
 
+#: Half-width of the time step over which :func:`tracking_approach` differentiates. [s]
+TRACKING_DT_S = 60.0
+
+
+def tracking_approach(
+    kin: HeliostatKinematics,
+    errors: KinematicErrors,
+    site: Site,
+    times: pd.DatetimeIndex,
+    aim_enu_m: NDArray[np.float64],
+) -> NDArray[np.float64] | None:
+    """Direction each axis arrives from while the heliostat tracks the sun onto
+    ``aim_enu_m``: the sign of d(steps)/dt (the fitted model's setpoints
+    :data:`TRACKING_DT_S` before and after each time), 0 where the axis stands still.
+    A tracking controller moves every axis the way the sun drives it, so this is the
+    side its gears bear on; a move against it (a slew from stow, a new target) takes
+    up the backlash the other way until the first tracking step. None when ``errors``
+    has no backlash (the setpoints do not depend on it). Shape (N, 2)."""
+    if not any(errors.get(n) for n in BACKLASH):
+        return None
+    t = pd.DatetimeIndex(times)
+    dt = pd.Timedelta(seconds=TRACKING_DT_S)
+    later = kin.inverse(aim_enu_m, sun_position(site, t + dt).u_sun_enu, errors)
+    earlier = kin.inverse(aim_enu_m, sun_position(site, t - dt).u_sun_enu, errors)
+    return np.sign(later - earlier)
+
+
+def move_directions(steps: ArrayLike, start: ArrayLike = (0.0, 0.0)) -> NDArray[np.float64]:
+    """Direction (±1) of each axis's move onto each setpoint when a controller goes to
+    ``steps`` (N, 2) in order from ``start`` (stow): the sign of the step change, +1 for
+    no move (the simulator's rule, :func:`sim.effects.approach_signs`)."""
+    st = np.asarray(steps, dtype=float)
+    prev = np.vstack([np.asarray(start, dtype=float)[None, :], st[:-1]])
+    return np.where(st - prev < 0, -1.0, 1.0)
+
+
+def setpoints_in_order(
+    kin: HeliostatKinematics,
+    errors: KinematicErrors | None,
+    aim_enu_m: ArrayLike,
+    u_sun_enu: ArrayLike,
+    start: ArrayLike = (0.0, 0.0),
+    iterations: int = 2,
+) -> NDArray[np.float64]:
+    """Integer setpoints for visits taken in order from ``start``, each aimed for the
+    direction its axes will arrive from (:func:`move_directions` of the setpoints
+    themselves: found by aiming without a direction, then ``iterations`` times with the
+    directions of the last setpoints). Without a backlash in ``errors``: the plain
+    inverse, rounded. Shape (N, 2). [steps]
+
+    Raises
+    ------
+    KinematicsError
+        As :meth:`HeliostatKinematics.inverse`.
+    """
+    steps = np.rint(kin.inverse(aim_enu_m, u_sun_enu, errors))
+    if errors is None or not any(errors.get(n) for n in BACKLASH):
+        return steps
+    for _ in range(iterations):
+        steps = np.rint(kin.inverse(aim_enu_m, u_sun_enu, errors, move_directions(steps, start)))
+    return steps
+
+
 def corrected_setpoints(
     kin: HeliostatKinematics,
     errors: KinematicErrors,
@@ -110,6 +177,12 @@ def corrected_setpoints(
     aim_xy_m : array_like of shape (2,) or (N, 2)
         Aim point(s) in the target plane. [m]
 
+    Notes
+    -----
+    A fitted backlash (``axis<i>_backlash_rad``) enters with the direction each axis
+    arrives from: while tracking, the direction it moves to follow the sun
+    (:func:`tracking_approach`).
+
     Raises
     ------
     CalibrationError
@@ -125,7 +198,8 @@ def corrected_setpoints(
         raise CalibrationError(f"sun below the horizon at {stamps[low[0]]}: no setpoint")
     aim = target.plane_to_enu(aim_xy)
     try:
-        fitted = np.rint(kin.inverse(aim, sp.u_sun_enu, errors)).astype(np.int64)
+        approach = tracking_approach(kin, errors, site, sp.times, aim)
+        fitted = np.rint(kin.inverse(aim, sp.u_sun_enu, errors, approach)).astype(np.int64)
         nominal = np.rint(kin.inverse(aim, sp.u_sun_enu)).astype(np.int64)
     except KinematicsError as exc:
         raise CalibrationError(f"no setpoint for target {target.id!r}: {exc}") from None

@@ -226,7 +226,9 @@ class Problem:
         ``weighted=True`` (the least-squares objective) multiplies row i by
         ``self.weight[i]``; ``weighted=False`` gives the beam-pointing residual in mrad.
         """
-        normal, centre = batched_pose(self.kin, self.base, self.names, x, self.steps)
+        normal, centre = batched_pose(
+            self.kin, self.base, self.names, x, self.steps, self.obs.approach
+        )
         s = self.sun[None]
         r = 2.0 * np.sum(normal * s, axis=-1, keepdims=True) * normal - s
         dvec = self.obs.spot_enu_m[None] - centre

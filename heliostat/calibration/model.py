@@ -24,6 +24,7 @@ def batched_pose(
     names: Sequence[str],
     x: NDArray[np.float64],
     steps: NDArray,
+    approach: NDArray | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Mirror normals and centres for K parameter vectors and N step pairs.
 
@@ -39,6 +40,9 @@ def batched_pose(
         Parameter vectors (rad for ``*_rad``, m for ``*_m``).
     steps : ndarray of shape (N, 2)
         Motor steps. [steps]
+    approach : ndarray of shape (N, 2), optional
+        Direction of each axis's last move (±1; 0 or None: not known), for the backlash
+        parameters (:meth:`HeliostatKinematics.steps_to_angles`).
 
     Returns
     -------
@@ -52,7 +56,8 @@ def batched_pose(
             raise KeyError(f"{base.drive} drive has no error parameter {name!r}")
         vals[name] = x[:, j : j + 1]  # (K, 1): broadcasts against (1, N) steps
     st = np.asarray(steps, dtype=float)
-    theta = kin.steps_to_angles_values(st[None], vals)  # (K, N, 2)
+    a = None if approach is None else np.asarray(approach, dtype=float)[None]
+    theta = kin.steps_to_angles_values(st[None], vals, a)  # (K, N, 2)
     normal, centre = kin.chain(theta, vals)
     shape = (x.shape[0], st.shape[0], 3)
     return np.broadcast_to(normal, shape), np.broadcast_to(centre, shape)

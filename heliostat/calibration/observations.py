@@ -46,7 +46,12 @@ OBSERVATION_COLUMNS: tuple[str, ...] = (
     "sigma_m",
     "quality_flags",
     "frame",
+    "axis1_approach",
+    "axis2_approach",
 )
+#: Optional columns: the direction of each axis's last move before the measurement (+1:
+#: its steps grew, −1: they fell; empty: not known), for the backlash parameters.
+APPROACH_COLUMNS: tuple[str, str] = ("axis1_approach", "axis2_approach")
 _TZ_SUFFIX = re.compile(r"(Z|[+-]\d\d:?\d\d)$")
 #: Smallest spot uncertainty taken (1 µm; a camera pixel on a target is millimetres):
 #: smaller values are refused, not used as weights of 1e300. [m]
@@ -95,6 +100,9 @@ class Observations:
         Source line numbers (for messages).
     times_utc : tuple of str
         ISO 8601 UTC time per row, ``""`` where only angles were given.
+    approach : ndarray of shape (N, 2), optional
+        Direction of each axis's last move before the measurement: +1 (steps grew), −1
+        (fell), 0 (not known; the backlash term is left out). None (the default) = all 0.
     """
 
     heliostat_id: str
@@ -107,9 +115,16 @@ class Observations:
     sigma_m: NDArray[np.float64]
     rows: NDArray[np.int64]
     times_utc: tuple[str, ...]
+    approach: NDArray[np.float64] | None = None
 
     def __post_init__(self) -> None:
         n = self.steps.shape[0]
+        if self.approach is None:
+            object.__setattr__(self, "approach", np.zeros((n, 2)))
+        a = np.asarray(self.approach, dtype=float)
+        if a.shape != (n, 2) or not np.all(np.isin(a, (-1.0, 0.0, 1.0))):
+            raise ValueError(f"approach must be ({n}, 2) values of -1, 0 or +1")
+        object.__setattr__(self, "approach", a)
         for name in ("u_sun_enu", "spot_enu_m", "target_centre_enu_m", "target_normal_enu"):
             a = getattr(self, name)
             if a.shape != (n, 3):
@@ -139,6 +154,17 @@ class Observations:
             self.sigma_m[idx],
             self.rows[idx],
             tuple(self.times_utc[i] for i in idx),
+            self.approach[idx],
+        )
+
+    def both_directions(self, min_rows: int = 1) -> tuple[bool, bool]:
+        """Per axis: at least ``min_rows`` records arrived from each direction (a
+        backlash is then separable from the zero offset, which it otherwise only
+        shifts)."""
+        a = self.approach
+        return tuple(
+            bool(np.sum(a[:, i] > 0) >= min_rows and np.sum(a[:, i] < 0) >= min_rows)
+            for i in range(2)
         )
 
 
@@ -245,6 +271,25 @@ def observations_from_frame(
             f"steps ({int(st[i, 0])}, {int(st[i, 1])}) outside the actuator travel of {hid[i]}"
         ),
     )
+
+    # Direction of the last move per axis: +1, -1 or empty (not known).
+    approach = np.zeros((n, 2))
+    for i, col in enumerate(APPROACH_COLUMNS):
+        if col not in df.columns:
+            continue
+        val = _num(df, col)
+        if pd.api.types.is_numeric_dtype(df[col]):
+            given = df[col].notna().to_numpy()
+        else:
+            given = _text(df, col) != ""
+        reject(
+            given & ~np.isin(val, (-1.0, 1.0)),
+            lambda j, col=col: (
+                f"{col} {str(df[col].iloc[j]).strip()!r} must be +1 or -1 (direction of the "
+                "axis's last move) or empty (not known)"
+            ),
+        )
+        approach[:, i] = np.where(given & np.isin(val, (-1.0, 1.0)), val, 0.0)
 
     # Spot: ENU if all three are given, else the target-plane (x, y).
     enu = np.stack([_num(df, f"spot_{c}_m") for c in "enu"], axis=1)
@@ -386,6 +431,7 @@ def observations_from_frame(
             sigma[idx],
             rows[idx],
             tuple(stamps[idx].tolist()),
+            approach[idx],
         )
     return out, rejected
 

@@ -46,7 +46,12 @@ from heliostat.store import ensure_schema, open_db, wrap_file_errors
 RETRY_OUTCOMES = ("no_frame",)
 
 COMPONENT = "campaign"
-SCHEMA_VERSION = 1
+#: v2: ``axis1_approach``, ``axis2_approach`` (direction of each axis's last move, ±1 or
+#: NULL) added to ``campaign_observations``; a v1 file gains them (NULL) when opened for
+#: writing, and reads as NULL when opened read-only.
+SCHEMA_VERSION = 2
+#: Columns added after v1, with their SQL type.
+_ADDED_COLUMNS = {"axis1_approach": "INTEGER", "axis2_approach": "INTEGER"}
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS campaign_observations (
@@ -66,6 +71,7 @@ CREATE TABLE IF NOT EXISTS campaign_observations (
     frame TEXT NOT NULL DEFAULT '',
     dark_frame TEXT NOT NULL DEFAULT '',
     run_id TEXT NOT NULL DEFAULT '',
+    axis1_approach INTEGER, axis2_approach INTEGER,
     UNIQUE (heliostat_id, slot_utc)
 );
 CREATE TABLE IF NOT EXISTS campaign_visits (
@@ -181,6 +187,9 @@ class ObservationRecord:
     sigma_m : float
         1-sigma spot uncertainty. [m]
     quality_flags, frame, dark_frame, run_id : str
+    axis1_approach, axis2_approach : int or None
+        Direction of each axis's last move before the frame (+1 steps grew, −1 fell;
+        None: not known).
     """
 
     heliostat_id: str
@@ -201,6 +210,14 @@ class ObservationRecord:
     frame: str = ""
     dark_frame: str = ""
     run_id: str = ""
+    axis1_approach: int | None = None
+    axis2_approach: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("axis1_approach", "axis2_approach"):
+            v = getattr(self, name)
+            if v is not None and v not in (-1, 1):
+                raise ValueError(f"{name} must be +1, -1 or None, got {v!r}")
 
 
 class History:
@@ -221,6 +238,24 @@ class History:
         self.readonly = readonly
         if not readonly:
             ensure_schema(self.con, COMPONENT, SCHEMA_VERSION, _DDL)
+            self._add_columns()
+        have = {r[1] for r in self.con.execute("PRAGMA table_info(campaign_observations)")}
+        #: Columns a v1 file lacks (read as NULL).
+        self._missing = {c for c in _ADDED_COLUMNS if have and c not in have}
+
+    def _add_columns(self) -> None:
+        """Bring a v1 ``campaign_observations`` table up to v2 (columns added, NULL)."""
+        have = {r[1] for r in self.con.execute("PRAGMA table_info(campaign_observations)")}
+        with self.con:
+            for col, sql_type in _ADDED_COLUMNS.items():
+                if col not in have:
+                    self.con.execute(
+                        f"ALTER TABLE campaign_observations ADD COLUMN {col} {sql_type}"
+                    )
+
+    def _select(self, cols: Iterable[str]) -> str:
+        """SELECT list of ``cols``; a column an old file lacks reads as NULL."""
+        return ", ".join(f"NULL AS {c}" if c in self._missing else c for c in cols)
 
     def close(self) -> None:
         self.con.close()
@@ -306,7 +341,7 @@ class History:
     def observations(self, heliostat_id: str | None = None) -> pd.DataFrame:
         """Observations (columns of ``observations.csv`` plus ``id``, ``slot_utc``,
         ``dark_frame``, ``run_id``), in id order."""
-        sql = "SELECT id, " + ", ".join(OBS_COLUMNS) + " FROM campaign_observations"
+        sql = "SELECT id, " + self._select(OBS_COLUMNS) + " FROM campaign_observations"
         args: tuple = ()
         if heliostat_id is not None:
             sql += " WHERE heliostat_id = ?"
@@ -338,7 +373,7 @@ class History:
         cur = self.con.cursor()
         cur.row_factory = None  # plain tuples: a third of the time of sqlite3.Row
         cur.execute(
-            f"SELECT {', '.join(cols)} FROM campaign_observations"
+            f"SELECT {self._select(cols)} FROM campaign_observations"
             " WHERE heliostat_id BETWEEN ? AND ? ORDER BY heliostat_id, id",
             (first_id, last_id),
         )

@@ -63,6 +63,19 @@ Log = Callable[[str], None]
 Confirm = Callable[[str], bool]
 
 
+def _approach(
+    before: tuple[int, int] | None, after: tuple[int, int]
+) -> tuple[int | None, int | None]:
+    """Direction of each axis's move from ``before`` to ``after`` (±1; None where the
+    axis did not move or the position before is not known: its gears sit on the side of
+    an earlier move)."""
+    if before is None:
+        return (None, None)
+    return tuple(
+        None if a == b else (1 if a > b else -1) for b, a in zip(before, after, strict=True)
+    )
+
+
 class VisitSkipped(Exception):
     """A visit that gives no observation: ``outcome`` (a short tag) and the detail."""
 
@@ -227,6 +240,9 @@ class CampaignRunner:
         self.aim_enu_m = plant.target.plane_to_enu(np.asarray(plant.schedule.aim_xy_m)[None])[0]
         self._registration = None
         self._flat = None  # the last good flat field (FlatField)
+        # the last confirmed setpoint per heliostat in this run: the side each axis's
+        # next move comes from (the observations' axis<i>_approach)
+        self._last_steps: dict[str, tuple[int, int]] = {}
         self.counts: dict[str, int] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -257,6 +273,7 @@ class CampaignRunner:
             raise VisitSkipped("move_failed", str(exc)) from None
         if out.state != "confirmed":
             raise VisitSkipped("move_failed", f"{out.state}: {out.detail}")
+        self._last_steps[hid] = steps
 
     def _settle(self, hid: str, steps: tuple[int, int]) -> tuple[int, int]:
         """Poll until the controller reports arrival; returns the reported position."""
@@ -380,6 +397,7 @@ class CampaignRunner:
                 raise VisitSkipped("no_off_position", f"{hid}: off-target offset leaves the travel")
             on_t, off_t = _steps(on), _steps(off)
             vkey = f"{self.options.run_id}|{hid}|{slot}|{iso_utc(t0)}"
+            approach = _approach(self._last_steps.get(hid), on_t)
             self._move(hid, on_t, vkey, "on")
             pos = self._settle(hid, on_t)
             on_img, t_on = self._capture(hid, "on", slot)
@@ -415,6 +433,7 @@ class CampaignRunner:
             frame,
             dark,
             self.options.run_id,
+            *approach,
         )
         oid = self.history.add_observation(rec)
         if oid is None:  # the slot was stored meanwhile by another writer: not ours

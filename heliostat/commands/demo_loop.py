@@ -405,6 +405,9 @@ def record_history(ctx, db: Path) -> dict[str, int]:
     def num(v) -> float:  # noqa: ANN001 - a CSV cell: number or NaN
         return float(v) if pd.notna(v) else math.nan
 
+    def sign(v) -> int | None:  # noqa: ANN001 - a CSV cell: ±1 or empty
+        return int(v) if pd.notna(v) and v != "" else None
+
     with History(db) as hist:
         if obs is not None:
             rows = obs.reindex(columns=list(OBSERVATION_COLUMNS))
@@ -427,6 +430,8 @@ def record_history(ctx, db: Path) -> dict[str, int]:
                     "" if pd.isna(r.quality_flags) else str(r.quality_flags),
                     "" if pd.isna(r.frame) else str(r.frame),
                     run_id="demo",
+                    axis1_approach=sign(r.axis1_approach),
+                    axis2_approach=sign(r.axis2_approach),
                 )  # fmt: skip
                 for r in rows.itertuples(index=False)
             ]
@@ -470,6 +475,7 @@ def stage_verify(ctx) -> dict[str, Any]:
     held-out errors are those of the same world (:func:`sim.effects.pointing_error_mrad`:
     sag, thermal, wind, canting, encoder, survey, clock, refraction as drawn)."""
     from firmware_bridge.delivery import ActuatorCommand
+    from heliostat.calibration.corrections import setpoints_in_order
     from heliostat.sun import sun_position
 
     field_cfg = ctx.state["field"]
@@ -498,7 +504,8 @@ def stage_verify(ctx) -> dict[str, Any]:
         kin = field_cfg.heliostats[hid].kinematics
         try:
             nominal = np.rint(kin.inverse(np.broadcast_to(aim, sun.shape), sun))
-            fitted = np.rint(kin.inverse(np.broadcast_to(aim, sun.shape), sun, errors))
+            # visited in order from stow: a fitted backlash aimed for each move's direction
+            fitted = setpoints_in_order(kin, errors, np.broadcast_to(aim, sun.shape), sun)
         except ValueError:
             continue
         keep = kin.within_limits(fitted) & kin.within_limits(nominal)
@@ -524,7 +531,7 @@ def stage_verify(ctx) -> dict[str, Any]:
     cmds, planned = [], {}
     for hid, fit in fits.items():
         h = field_cfg.heliostats[hid]
-        st = np.rint(h.kinematics.inverse(aim, s_noon, fit.errors))[0].astype(int)
+        st = setpoints_in_order(h.kinematics, fit.errors, aim, s_noon[None])[0].astype(int)
         if h.kinematics.within_limits(st)[0]:
             cmds.append(ActuatorCommand(hid, h.address, "move", (int(st[0]), int(st[1]))))
             planned[hid] = st

@@ -18,6 +18,13 @@ group                     parameters
                           separate parameter)
 ``joint_translations``    first-joint, second-joint and concentrator translations [m]
 ``actuator_stroke``       linear actuators only: deviation of the initial stroke length [m]
+``backlash``              full backlash b per axis (``axis1_backlash_rad``,
+                          ``axis2_backlash_rad``): after a move in direction s = ±1 (sign of
+                          the step change) the joint stands at the reported angle − s·b/2;
+                          it acts only where the direction is given (``approach``
+                          arguments, the observations' ``axis<i>_approach`` columns), not a
+                          default group, and appended last so the older parameters keep
+                          their places in the controller's parameter block
 ========================  ==================================================================
 """
 

@@ -46,6 +46,7 @@ from numpy.typing import ArrayLike, NDArray
 from heliostat.frames import normalize, reflect, rot_x, rot_y, rot_z
 from heliostat.kinematics.actuators import LinearAxis, RotaryAxis
 from heliostat.kinematics.drives import Chain, Drive, drive
+from heliostat.kinematics.drives._base import BACKLASH
 from heliostat.kinematics.errors import KinematicErrors
 
 
@@ -110,6 +111,22 @@ class Pose:
 
     u_normal_enu: NDArray[np.float64]
     centre_enu_m: NDArray[np.float64]
+
+
+def _approach(approach: ArrayLike | None, shape: tuple[int, ...]) -> NDArray | None:
+    """``approach`` as floats broadcasting against ``shape`` (…, 2), or None."""
+    if approach is None:
+        return None
+    a = np.asarray(approach, dtype=float)
+    try:
+        np.broadcast_shapes(a.shape, shape)
+    except ValueError:
+        raise ValueError(
+            f"approach must broadcast against shape {shape}, got shape {a.shape}"
+        ) from None
+    if a.shape[-1:] != (2,):
+        raise ValueError(f"approach needs one value per axis (…, 2), got shape {a.shape}")
+    return a
 
 
 def _vec3(v: ArrayLike, name: str) -> NDArray[np.float64]:
@@ -179,20 +196,34 @@ class HeliostatKinematics:
 
     # ---------------------------------------------------------- steps ↔ angles
     def steps_to_angles(
-        self, steps: ArrayLike, errors: KinematicErrors | None = None
+        self,
+        steps: ArrayLike,
+        errors: KinematicErrors | None = None,
+        approach: ArrayLike | None = None,
     ) -> NDArray[np.float64]:
-        """Joint angles (θ1, θ2) for motor steps of shape (N, 2) or (2,). [rad]"""
+        """Joint angles (θ1, θ2) for motor steps of shape (N, 2) or (2,). [rad]
+
+        ``approach``: direction of each axis's last move (±1, the sign of its step
+        change; 0 = not known), shape broadcasting against ``steps``; with it the joint
+        stands at θ − s·b/2 (b the ``axis<i>_backlash_rad`` error values: the load lags
+        the motor by half the backlash). None (or 0): no backlash term, the middle of the
+        dead band.
+        """
         st = np.asarray(steps, dtype=float)
         if st.shape[-1:] != (2,):
             raise ValueError(f"steps must have shape (N, 2) or (2,), got {st.shape}")
-        return self.steps_to_angles_values(st, self._errors(errors).to_dict())
+        return self.steps_to_angles_values(st, self._errors(errors).to_dict(), approach)
 
     def steps_to_angles_values(
-        self, steps: NDArray[np.float64], values: Mapping[str, float | NDArray]
+        self,
+        steps: NDArray[np.float64],
+        values: Mapping[str, float | NDArray],
+        approach: ArrayLike | None = None,
     ) -> NDArray[np.float64]:
         """:meth:`steps_to_angles` with error values that may be arrays broadcasting
         against ``steps[..., 0]`` (e.g. (K, 1) columns of K parameter sets against (1, N)
-        steps, giving (K, N, 2)); missing names are zero."""
+        steps, giving (K, N, 2)); missing names are zero. ``approach`` as there."""
+        a = _approach(approach, steps.shape)
         return np.stack(
             np.broadcast_arrays(
                 *(
@@ -201,6 +232,7 @@ class HeliostatKinematics:
                         values.get(f"axis{i + 1}_zero_rad", 0.0),
                         values.get(f"actuator{i + 1}_stroke_m", 0.0),
                     )
+                    - (0.0 if a is None else 0.5 * a[..., i] * values.get(BACKLASH[i], 0.0))
                     for i, axis in enumerate(self.axes)
                 )
             ),
@@ -208,17 +240,25 @@ class HeliostatKinematics:
         )
 
     def angles_to_steps(
-        self, angles_rad: ArrayLike, errors: KinematicErrors | None = None
+        self,
+        angles_rad: ArrayLike,
+        errors: KinematicErrors | None = None,
+        approach: ArrayLike | None = None,
     ) -> NDArray[np.float64]:
-        """Real-valued motor steps for joint angles of shape (N, 2) or (2,). [steps]"""
+        """Real-valued motor steps for joint angles of shape (N, 2) or (2,), arrived at
+        from direction ``approach`` (:meth:`steps_to_angles`; None: no backlash term).
+        [steps]"""
         e = self._errors(errors)
         ang = np.asarray(angles_rad, dtype=float)
         if ang.shape[-1:] != (2,):
             raise ValueError(f"angles_rad must have shape (N, 2) or (2,), got {ang.shape}")
+        a = _approach(approach, ang.shape)
         out = np.empty_like(ang)
         for i, axis in enumerate(self.axes):
+            # the reported angle leads the joint by s·b/2
+            lead = 0.0 if a is None else 0.5 * a[..., i] * e.get(BACKLASH[i])
             out[..., i] = axis.angle_to_steps(
-                ang[..., i], e[f"axis{i + 1}_zero_rad"], e.get(f"actuator{i + 1}_stroke_m")
+                ang[..., i] + lead, e[f"axis{i + 1}_zero_rad"], e.get(f"actuator{i + 1}_stroke_m")
             )
         return out
 
@@ -269,24 +309,34 @@ class HeliostatKinematics:
             raise ValueError(f"angles_rad must have shape (N, 2), got {np.shape(angles_rad)}")
         return Pose(*self.chain(theta, e.to_dict()))
 
-    def forward(self, steps: ArrayLike, errors: KinematicErrors | None = None) -> Pose:
-        """Mirror pose (unit normal, centre; ENU) for motor steps of shape (N, 2)."""
+    def forward(
+        self,
+        steps: ArrayLike,
+        errors: KinematicErrors | None = None,
+        approach: ArrayLike | None = None,
+    ) -> Pose:
+        """Mirror pose (unit normal, centre; ENU) for motor steps of shape (N, 2), each
+        axis arrived at from direction ``approach`` (:meth:`steps_to_angles`)."""
         st = np.atleast_2d(np.asarray(steps, dtype=float))
         if st.ndim != 2 or st.shape[1] != 2:
             raise ValueError(f"steps must have shape (N, 2), got {np.shape(steps)}")
         if not np.all(np.isfinite(st)):
             raise KinematicsError("steps must be finite")
-        theta = self.steps_to_angles(st, errors)
+        theta = self.steps_to_angles(st, errors, approach)
         if not np.all(np.isfinite(theta)):
             bad = np.flatnonzero(~np.all(np.isfinite(theta), axis=1))
             raise KinematicsError(f"steps outside the actuator geometry at rows {bad.tolist()}")
         return self.forward_angles(theta, errors)
 
     def reflected(
-        self, steps: ArrayLike, u_sun_enu: ArrayLike, errors: KinematicErrors | None = None
+        self,
+        steps: ArrayLike,
+        u_sun_enu: ArrayLike,
+        errors: KinematicErrors | None = None,
+        approach: ArrayLike | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """Reflected beam direction and its origin (mirror centre) for steps and sun."""
-        pose = self.forward(steps, errors)
+        pose = self.forward(steps, errors, approach)
         return reflect(pose.u_normal_enu, np.asarray(u_sun_enu, dtype=float)), pose.centre_enu_m
 
     # ----------------------------------------------------------------- inverse
@@ -396,13 +446,16 @@ class HeliostatKinematics:
         aim_enu_m: ArrayLike,
         u_sun_enu: ArrayLike,
         errors: KinematicErrors | None = None,
+        approach: ArrayLike | None = None,
     ) -> NDArray[np.float64]:
-        """Motor steps (real-valued, shape (N, 2)) that put the beam on the aim point(s).
+        """Motor steps (real-valued, shape (N, 2)) that put the beam on the aim point(s)
+        when each axis arrives from direction ``approach`` (±1 per axis, the sign of its
+        step change; None or 0: no backlash term, :meth:`steps_to_angles`).
 
         Round to integers at the controller; check :meth:`within_limits` before sending.
         """
         theta = self.inverse_angles(aim_enu_m, u_sun_enu, errors)
-        steps = self.angles_to_steps(theta, errors)
+        steps = self.angles_to_steps(theta, errors, approach)
         if not np.all(np.isfinite(steps)):
             bad = np.flatnonzero(~np.all(np.isfinite(steps), axis=1))
             raise KinematicsError(f"aim unreachable by the actuators at rows {bad.tolist()}")

@@ -30,6 +30,13 @@ TRANSLATIONS = tuple(
     f"{part}_offset_{c}_m" for part in ("axis1", "axis2", "mirror") for c in ENU_AXES
 )
 
+#: Full backlash of each axis, as a joint angle: after a move in direction s = ±1 (the
+#: sign of the step change) the joint stands at the reported angle − s·b/2 (the load lags
+#: the motor; :meth:`heliostat.kinematics.HeliostatKinematics.steps_to_angles`). [rad]
+BACKLASH = ("axis1_backlash_rad", "axis2_backlash_rad")
+#: Fit bound of the backlash: ±10 mrad, 0.57°, far above a working drive's. [rad]
+BACKLASH_BOUND_RAD = 0.01
+
 
 class ConfigTable(Protocol):
     """The part of a ``field.toml`` table reader an :class:`AxisKind` uses
@@ -84,8 +91,13 @@ class AxisKind:
     stroke: bool = False
 
     def error_params(self, i: int) -> tuple[str, ...]:
-        """Error parameters axis ``i`` (1 or 2) reads in ``steps_to_angle``."""
-        return (f"axis{i}_zero_rad",) + ((f"actuator{i}_stroke_m",) if self.stroke else ())
+        """Error parameters axis ``i`` (1 or 2) reads in ``steps_to_angle`` (the backlash
+        acts there too, with the direction of the axis's last move)."""
+        return (
+            (f"axis{i}_zero_rad",)
+            + ((f"actuator{i}_stroke_m",) if self.stroke else ())
+            + (f"axis{i}_backlash_rad",)
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ A2 = R_n(axis_nonorthogonality_rad), C = R_u(mirror_collimation_rad).
     min_steps = -5000
     max_steps = 92000
 
-Controller ``DRIVE`` register: 1. Error parameters: 15 (the groups below, in order).
+Controller ``DRIVE`` register: 1. Error parameters: 17 (the groups below, in order; the backlash
+group last, so the older 15 keep their places in the parameter block).
 """
 
 from __future__ import annotations
@@ -29,7 +30,15 @@ import math
 
 from heliostat.kinematics.actuators import RotaryAxis
 from heliostat.kinematics.drives._axes import ROTARY
-from heliostat.kinematics.drives._base import TRANSLATIONS, Chain, Drive, ParamGroup, Typical
+from heliostat.kinematics.drives._base import (
+    BACKLASH,
+    BACKLASH_BOUND_RAD,
+    TRANSLATIONS,
+    Chain,
+    Drive,
+    ParamGroup,
+    Typical,
+)
 
 #: Fit bounds: ±50 mrad on angles, ±0.5 m on translations.
 ANGLE_BOUND_RAD = 0.05
@@ -58,6 +67,9 @@ DRIVE = Drive(
         ParamGroup("zero_offsets", ("axis1_zero_rad", "axis2_zero_rad"), ANGLE_BOUND_RAD, True),
         ParamGroup("canting", ("mirror_collimation_rad",), ANGLE_BOUND_RAD, True),
         ParamGroup("joint_translations", TRANSLATIONS, TRANSLATION_BOUND_M, False),
+        # Appended after the older groups: the controller's parameter block keeps the
+        # older parameters at their registers (docs/controller-registers.md).
+        ParamGroup("backlash", BACKLASH, BACKLASH_BOUND_RAD, False),
     ),
     axis1_full_turn=True,
     # 1000 steps per degree on both axes, azimuth zero facing south (the mirror of a

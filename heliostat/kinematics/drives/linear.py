@@ -24,7 +24,8 @@ A2 = R_n(axis_nonorthogonality_rad), C = R_e(mirror_collimation_rad).
     max_steps = 70000
     # [drives.juelich.axis2] likewise
 
-Controller ``DRIVE`` register: 2. Error parameters: 17 (the groups below, in order).
+Controller ``DRIVE`` register: 2. Error parameters: 19 (the groups below, in order; the backlash
+group last, so the older 17 keep their places in the parameter block).
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ import math
 
 from heliostat.kinematics.actuators import LinearAxis
 from heliostat.kinematics.drives._axes import LINEAR
-from heliostat.kinematics.drives._base import TRANSLATIONS, Chain, Drive, ParamGroup, Typical
+from heliostat.kinematics.drives._base import (
+    BACKLASH,
+    BACKLASH_BOUND_RAD,
+    TRANSLATIONS,
+    Chain,
+    Drive,
+    ParamGroup,
+    Typical,
+)
 
 #: Fit bounds: ±50 mrad on angles, ±0.5 m on translations, ±50 mm on initial strokes.
 ANGLE_BOUND_RAD = 0.05
@@ -66,6 +75,9 @@ DRIVE = Drive(
         ParamGroup(
             "actuator_stroke", ("actuator1_stroke_m", "actuator2_stroke_m"), STROKE_BOUND_M, True
         ),
+        # Appended after the older groups: the controller's parameter block keeps the
+        # older parameters at their registers (docs/controller-registers.md).
+        ParamGroup("backlash", BACKLASH, BACKLASH_BOUND_RAD, False),
     ),
     axis1_full_turn=False,
     # The actuator numbers of the PAINT heliostat-properties files (as in
