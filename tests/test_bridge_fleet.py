@@ -265,16 +265,32 @@ def test_cli_reports_each_bus_and_a_failed_bus_does_not_stop_the_others(plant, t
 def test_an_upload_stopped_mid_way_on_every_bus_resumes_each_bus(plant, tmp_path):
     cmds = _commands(plant.cfg, n_setpoints=4)
     stop = threading.Event()
-    seen: dict[str, int] = {}
+    started = {b: threading.Event() for b in cmds}
+
+    def gated(bus):
+        class GatedLink(ModbusLink):
+            """Holds the bus's next write, once it has ended two commands, until the stop
+            is set: no bus can finish before every bus has started, however the threads
+            are scheduled on a loaded machine (the progress hook runs under the fleet's
+            lock, so the wait belongs here, in the bus's own thread)."""
+
+            def write_registers(self, address, start, values):
+                if started[bus].is_set():
+                    assert stop.wait(60), "the other buses never reached their second command"
+                return super().write_registers(address, start, values)
+
+        return GatedLink
 
     def progress(bus, o, i, n):
-        seen[bus] = i
-        if len(seen) == len(cmds) and all(v >= 2 for v in seen.values()):
+        if i >= 2:
+            started[bus].set()
+        if all(e.is_set() for e in started.values()):
             stop.set()  # every bus has started: stop them all mid-way
 
     jpath = tmp_path / "j.sqlite"
     with Journal(jpath) as j:
-        first = deliver_buses(_jobs(plant, j, cmds), progress, stop)
+        jobs = _jobs(plant, j, cmds, link_cls={b: gated(b) for b in cmds})
+        first = deliver_buses(jobs, progress, stop)
     assert all(r.error == "stopped" for r in first)
     assert all(0 < len(r.outcomes) < r.planned for r in first)
     for r in first:  # journaled up to where each bus stopped, the rest pending
