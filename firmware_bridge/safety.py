@@ -33,6 +33,7 @@ from firmware_bridge.registers import I32_MAX, I32_MIN
 from heliostat.config import FieldConfig, Heliostat
 from heliostat.corrections_format import record_shape_problem
 from heliostat.kinematics import error_names
+from heliostat.kinematics.drives._base import BACKLASH
 from heliostat.kinematics.pointing import pointing_change
 
 #: Largest translation / stroke error the bridge will upload (a sanity bound). [m]
@@ -114,8 +115,26 @@ def param_correction_mrad(h: Heliostat, errors, aim_enu_m) -> float:
     limits): the largest angle between the mirror normals the nominal model gives for the
     steps aimed at ``aim_enu_m`` without and with the error set (the beam turns up to
     twice as far). NaN when no pose is reachable.
+
+    A backlash b in the set moves each setpoint by up to b/2 in joint angle, in the
+    direction of the axis's last move; the mirror turns by at most the sum of the two
+    joint turns, so |b₁|/2 + |b₂|/2 is added to the geometric figure (a bound, not the
+    exact worst case).
     """
-    return pointing_change(h.kinematics, None, errors, aim_enu_m).mirror_max_mrad
+    b = sum(abs(errors.get(n)) for n in BACKLASH) / 2.0
+    return pointing_change(h.kinematics, None, errors, aim_enu_m).mirror_max_mrad + b * 1e3
+
+
+def block_values(drive: str, values: tuple[float, ...]) -> tuple[float, ...]:
+    """The values to upload for a set in canonical order: without the trailing backlash
+    pair when both are zero, i.e. the block of a controller that predates the backlash
+    terms (15 az-el, 17 linear values; ``docs/controller-registers.md``). [rad, m]
+    """
+    names = error_names(drive)
+    if names[-len(BACKLASH) :] != BACKLASH:
+        return values
+    tail = values[-len(BACKLASH) :]
+    return values[: -len(BACKLASH)] if all(v == 0.0 for v in tail) else values
 
 
 def param_problems(
@@ -337,7 +356,8 @@ def plan_corrections(
             pp += vp
             problems += pp
             if not pp:
-                out.append(ActuatorCommand(hid, h.address, "params", params=values))
+                block = block_values(h.kinematics.drive, values)
+                out.append(ActuatorCommand(hid, h.address, "params", params=block))
         sps = rec.get("setpoints") or []
         if setpoints == "none" or not sps:
             continue

@@ -42,6 +42,7 @@ from pymodbus.pdu.register_message import (
 
 from firmware_bridge import registers as R
 from firmware_bridge.ports import announce, withdraw
+from heliostat.kinematics.drives._base import BACKLASH
 
 Clock = Callable[[], float]
 
@@ -397,12 +398,16 @@ class ControllerModel:
         st = R.REG_PARAM_STAGING
         n = self.regs[st]
         block = self.regs[st : st + 1 + 2 * n] if n <= R.MAX_PARAMS else []
-        if n != self.spec.n_params:
+        # the whole block, or (firmware that knows the backlash pair) the block without
+        # it, the pair then zero: what a controller predating the pair accepts
+        short = self.spec.n_params - len(BACKLASH)
+        knows_backlash = self.param_names is not None and self.param_names[short:] == BACKLASH
+        if n != self.spec.n_params and not (knows_backlash and n == short):
             raise self._reject(cid, R.RejectCode.PARAM_OUT_OF_RANGE)
         if R.crc16_regs(block) != crc_arg:
             raise self._reject(cid, R.RejectCode.PARAM_CRC_MISMATCH)
         values = R.decode_params(block)
-        names = self.param_names or ("",) * n
+        names = self.param_names[:n] if self.param_names else ("",) * n
         for name, v in zip(names, values, strict=True):
             bound = _PARAM_LENGTH_MAX_M if name.endswith("_m") else _PARAM_ANGLE_MAX_RAD
             if not math.isfinite(v) or abs(v) > bound:

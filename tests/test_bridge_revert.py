@@ -9,6 +9,7 @@ import pytest
 
 from firmware_bridge import registers as R
 from firmware_bridge.delivery import ActuatorCommand, Bridge
+from firmware_bridge.safety import block_values
 from firmware_bridge.transport import ModbusLink
 from heliostat.calibration.fit import FitResult
 from heliostat.campaign.history import History, parameter_sets
@@ -24,7 +25,8 @@ SET_B = {"axis1_zero_rad": 2.0e-3, "axis2_zero_rad": 1.0e-3, "mirror_collimation
 
 
 def _values(params: dict) -> tuple[float, ...]:
-    return tuple(float(params.get(n, 0.0)) for n in error_names("azel"))
+    """The block the bridge sends for a set (without a zero backlash pair)."""
+    return block_values("azel", tuple(float(params.get(n, 0.0)) for n in error_names("azel")))
 
 
 def _deliver(bus, hist, params, when):

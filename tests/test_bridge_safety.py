@@ -138,6 +138,65 @@ def test_accepted_sets_are_accepted_by_the_emulated_firmware(tmp_path):
     assert out.state == "confirmed"
 
 
+def test_a_set_without_backlash_goes_as_the_older_firmware_block(tmp_path):
+    """The backlash pair was appended to the parameter block (issue 17): a set without
+    backlash is sent without it, so a controller predating the pair (15 az-el values)
+    takes it; one with backlash needs the whole block, which such a controller rejects
+    (a reject the bridge reports, nothing applied); a current controller takes both."""
+    from dataclasses import replace
+
+    from firmware_bridge.delivery import Bridge
+    from firmware_bridge.transport import ModbusLink
+
+    _, cfg = _field(tmp_path, max_correction_mrad=1e6)
+    names = error_names("azel")
+    assert names[-2:] == ("axis1_backlash_rad", "axis2_backlash_rad") and len(names) == 17
+    (plain,) = plan_corrections(cfg, _doc({"axis1_zero_rad": 0.002}, setpoints=False))
+    assert len(plain.params) == 15 and plain.params[names.index("axis1_zero_rad")] == 0.002
+    doc = _doc({"axis1_zero_rad": 0.002, "axis2_backlash_rad": 0.0004}, setpoints=False)
+    (full,) = plan_corrections(cfg, doc)
+    assert len(full.params) == 17 and full.params[-1] == 0.0004
+    (spec,) = specs_for_field(cfg)
+    old = replace(spec, n_params=15)
+    for ctl_spec, names_known, want in (
+        (spec, names, {15: "confirmed", 17: "confirmed"}),
+        (old, names[:15], {15: "confirmed", 17: "rejected"}),
+    ):
+        for cmd in (plain, full):
+            ctl = ControllerModel(ctl_spec, param_names=names_known)
+            with EmulatedBus([ctl], timing=False) as bus:
+                with ModbusLink(bus.port, timeout_s=0.05, inter_frame_s=0.0) as link:
+                    (out,) = Bridge(link).run("k", "t", [cmd])
+            assert out.state == want[len(cmd.params)], (ctl_spec.n_params, len(cmd.params))
+
+
+def test_the_correction_check_counts_the_backlash(tmp_path):
+    """A backlash b moves a setpoint by b/2 per axis in the direction of the last move:
+    the checked mirror turn grows by (|b1| + |b2|)/2 over the same set without it."""
+    from firmware_bridge.safety import param_correction_mrad
+    from heliostat.kinematics import KinematicErrors
+
+    _, cfg = _field(tmp_path)
+    h = cfg.heliostats["H001"]
+    aim = cfg.targets["cal1"].centre_enu_m
+    base = {"axis2_zero_rad": 0.002}
+    without = param_correction_mrad(h, KinematicErrors.from_dict("azel", base), aim)
+    with_b = param_correction_mrad(
+        h,
+        KinematicErrors.from_dict(
+            "azel", {**base, "axis1_backlash_rad": 0.004, "axis2_backlash_rad": -0.002}
+        ),
+        aim,
+    )
+    # the elevation axis is perpendicular to the normal: the offset turns it by as much
+    assert without == pytest.approx(2.0, rel=1e-6)
+    assert with_b == pytest.approx(without + 3.0, rel=1e-9)
+    # and a backlash alone over the limit is refused
+    _, tight = _field(tmp_path, max_correction_mrad=2.0)
+    with pytest.raises(SafetyRefused, match="turns the mirror by up to 2.500 mrad"):
+        plan_corrections(tight, _doc({"axis2_backlash_rad": 0.005}, setpoints=False))
+
+
 @pytest.mark.parametrize("value", [1e39, -3.5e38, 10**400, float("nan"), "0.01", True])
 def test_values_that_are_not_finite_float32_are_refused(tmp_path, value):
     # float32 tops out at 3.4028235e38: 1e39 and -3.5e38 overflow when packed (they used

@@ -646,8 +646,9 @@ def _correction_rows(cfg, commands, corrections: dict, limit: float) -> list[dic
         worst = max((v for v in (pm, sm) if v is not None), default=None)
         changes = []
         if hid in params:
+            # a block without the trailing backlash pair leaves it zero (block_values)
             for n, v in zip(
-                error_names(cfg.heliostats[hid].kinematics.drive), params[hid], strict=True
+                error_names(cfg.heliostats[hid].kinematics.drive), params[hid], strict=False
             ):
                 if v != 0.0:
                     if n.endswith("_rad"):
