@@ -669,12 +669,13 @@ def pointing_error_mrad(
     cdraw: CampaignDraw,
     hdraw: HeliostatDraw,
     rng: np.random.Generator | None = None,
+    start: ArrayLike = (0.0, 0.0),
 ) -> NDArray[np.float64]:
     """Beam pointing error of commanded ``steps`` in the real world: the angle between the
     effected beam (:func:`world_beam`, the true sun of :func:`true_sun`) and the direction
     from the (effected) mirror centre to the aim point. Per-visit draws (wind, encoder)
     come from ``rng`` (None = zero); backlash from moving visit to visit in the given
-    order. Shape (N,). [mrad]"""
+    order, from ``start`` [steps]. Shape (N,). [mrad]"""
     from heliostat.frames import angle_between
 
     n = steps.shape[0]
@@ -682,6 +683,6 @@ def pointing_error_mrad(
     vis = draw_visits(effects, n, rng) if rng is not None else VisitDraws.zeros(n)
     temp = ambient_c(pd.DatetimeIndex(plant_times), site, cdraw)
     c, _, r = world_beam(
-        kin, errors, steps, sun, effects, hdraw, cdraw, vis, approach_signs(steps), temp
+        kin, errors, steps, sun, effects, hdraw, cdraw, vis, approach_signs(steps, start), temp
     )
     return angle_between(r, normalize(np.asarray(aim_enu_m) - c)) * 1e3

@@ -280,3 +280,28 @@ def test_ledger_scales_only_the_per_frame_vision_energy():
     # every observation framed, or none: nothing to add
     assert _all_framed_j(100.0, 25.0, 0.8, 5, 5) == (100.0, None)
     assert _all_framed_j(100.0, 0.0, None, 0, 100) == (100.0, None)
+
+
+@pytest.mark.parametrize("encoder", [True, False])
+def test_one_backlash_per_simulated_plant(tmp_path, encoder):
+    """When the world draws each heliostat's backlash (the encoder effect), the demo's
+    emulated drives take up none of their own: the noon move through the controllers
+    would otherwise count the backlash twice. Without it they keep theirs."""
+    from types import SimpleNamespace
+
+    from heliostat.commands.demo_loop import _start_emulators, stop_emulators
+    from sim.controller_fixtures import field_toml
+    from sim.effects import CampaignDraw, Effects, HeliostatDraw, draws_to_dict
+
+    p = tmp_path / "field.toml"
+    p.write_text(field_toml(2))
+    cfg = load_field(p)
+    effects = Effects.from_names(["encoder"] if encoder else ["sag"])
+    draws = draws_to_dict(effects, CampaignDraw(), {h: HeliostatDraw() for h in cfg.heliostats})
+    ctx = SimpleNamespace(state={"field": cfg, "effect_draws": draws})
+    _, buses = _start_emulators(ctx)
+    try:
+        got = {c.spec.backlash_steps for eb in buses.values() for c in eb.controllers.values()}
+    finally:
+        stop_emulators(ctx)
+    assert got == ({(0.0, 0.0)} if encoder else {(20.0, 20.0)})

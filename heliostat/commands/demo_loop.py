@@ -236,15 +236,29 @@ def _chosen_sets(fits) -> dict[str, int]:
 
 # --------------------------------------------------------------------------- deliver
 def _start_emulators(ctx):
+    from dataclasses import replace
+
     from heliostat.kinematics import error_names
     from sim.controllers import ControllerModel, EmulatedBus, ManualClock, specs_for_field
 
     field_cfg = ctx.state["field"]
+    # One backlash per simulated plant: when the world draws each heliostat's backlash
+    # (the encoder effect, which the campaign's observations and the held-out scores
+    # carry), the emulated drives take up none of their own, else it would count twice.
+    world_backlash = False
+    if ctx.state.get("effect_draws"):
+        from sim.effects import draws_from_dict
+
+        world_backlash = draws_from_dict(ctx.state["effect_draws"])[0].encoder
     clock = ManualClock()
     buses = {}
     for name, bus in field_cfg.buses.items():
         models = [
-            ControllerModel(s, clock=clock, param_names=error_names(s.drive))
+            ControllerModel(
+                replace(s, backlash_steps=(0.0, 0.0)) if world_backlash else s,
+                clock=clock,
+                param_names=error_names(s.drive),
+            )
             for s in specs_for_field(field_cfg, name)
         ]
         if not models:
@@ -524,17 +538,21 @@ def stage_verify(ctx) -> dict[str, Any]:
     ctx.state.update(verify_before=before, verify_after=after)
 
     # Through the wire at the held-out day's highest sun: fitted setpoints as absolute
-    # moves, the emulated axes travel (with backlash), the reported positions are what
-    # the true model sees.
+    # moves, the emulated axes travel, the positions they arrive at are what the world
+    # sees (with the world's backlash for the move each axis made, else the emulator's).
     k = int(np.argmax(np.where(up, sp.elevation_rad, -np.inf)))
     s_noon = sp.u_sun_enu[k]
-    cmds, planned = [], {}
+    cmds, planned, starts = [], {}, {}
+    _, buses = ctx.state["emulators"]
     for hid, fit in fits.items():
         h = field_cfg.heliostats[hid]
-        st = setpoints_in_order(h.kinematics, fit.errors, aim, s_noon[None])[0].astype(int)
+        # aimed for the move from where the controller stands now (the simulator's truth)
+        start = np.array(buses[h.bus].controllers[h.address].motor_steps, dtype=float)
+        st = setpoints_in_order(h.kinematics, fit.errors, aim, s_noon[None], start)[0]
+        st = st.astype(int)
         if h.kinematics.within_limits(st)[0]:
             cmds.append(ActuatorCommand(hid, h.address, "move", (int(st[0]), int(st[1]))))
-            planned[hid] = st
+            planned[hid], starts[hid] = st, start
     with _metered(ctx, "bridge"):
         outcomes = _run_on_buses(ctx, cmds, f"verify-{times[k]:%Y%m%dT%H%M}")
     reported = _wait_and_read_positions(ctx, planned)
@@ -547,7 +565,7 @@ def stage_verify(ctx) -> dict[str, Any]:
                 pointing_error_mrad(
                     h.kinematics, truth[hid], np.asarray(pos, float)[None], times[k : k + 1],
                     s_noon[None], field_cfg.site, aim, effects, cdraw, hdraws[hid],
-                    np.random.default_rng([world_seed, index[hid], 1]),
+                    np.random.default_rng([world_seed, index[hid], 1]), starts[hid],
                 )[0]
             )  # fmt: skip
             continue
