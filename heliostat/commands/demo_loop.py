@@ -475,9 +475,12 @@ def stage_verify(ctx) -> dict[str, Any]:
     world, world_seed = None, ctx.options.seed + 1
     index = {hid: i for i, hid in enumerate(field_cfg.heliostats)}
     if ctx.state.get("effect_draws"):
-        from sim.effects import draws_from_dict, pointing_error_mrad
+        from sim.effects import draws_from_dict, pointing_error_mrad, true_sun
 
         world = draws_from_dict(ctx.state["effect_draws"])
+        # the true sun at the held-out times, once for the field (per time, so a
+        # heliostat's subset of the times is a subset of these rows)
+        sun_true = true_sun(field_cfg.site, sp.times[up], sun, world[0], world[1])
     for hid, errors in applied.items():
         kin = field_cfg.heliostats[hid].kinematics
         try:
@@ -493,7 +496,7 @@ def stage_verify(ctx) -> dict[str, Any]:
                 out_d[hid] = pointing_error_mrad(
                     kin, truth[hid], st[keep], t_keep, sun[keep], field_cfg.site, aim,
                     effects, cdraw, hdraws[hid],
-                    np.random.default_rng([world_seed, index[hid]]),
+                    np.random.default_rng([world_seed, index[hid]]), sun_true[keep],
                 )  # fmt: skip
             continue
         before[hid] = _miss_mrad(kin, truth[hid], nominal[keep], sun[keep], aim)
@@ -516,6 +519,8 @@ def stage_verify(ctx) -> dict[str, Any]:
         outcomes = _run_on_buses(ctx, cmds, f"verify-{times[k]:%Y%m%dT%H%M}")
     reported = _wait_and_read_positions(ctx, planned)
     wire_err = []
+    if world is not None:
+        sun_noon = true_sun(field_cfg.site, times[k : k + 1], s_noon[None], world[0], world[1])
     for hid, pos in reported.items():
         h = field_cfg.heliostats[hid]
         if world is not None:
@@ -524,7 +529,7 @@ def stage_verify(ctx) -> dict[str, Any]:
                 pointing_error_mrad(
                     h.kinematics, truth[hid], np.asarray(pos, float)[None], times[k : k + 1],
                     s_noon[None], field_cfg.site, aim, effects, cdraw, hdraws[hid],
-                    np.random.default_rng([world_seed, index[hid], 1]),
+                    np.random.default_rng([world_seed, index[hid], 1]), sun_noon,
                 )[0]
             )  # fmt: skip
             continue
