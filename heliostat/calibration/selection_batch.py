@@ -88,7 +88,7 @@ from heliostat.calibration.selection import (
     score,
 )
 from heliostat.errors import CalibrationError
-from heliostat.kinematics import HeliostatKinematics, KinematicErrors
+from heliostat.kinematics import HeliostatKinematics, KinematicErrors, KinematicsError
 
 #: Relative margin of a leave-one-out comparison inside which the batch leaves the
 #: heliostat to the single path (the batched and single leave-one-out figures differed
@@ -109,6 +109,8 @@ SKY_RECHECK = (0.5, 2.0)
 #: inside which the batch leaves the heliostat to the single path (the batched and single
 #: values differ by ~1e-3 standard errors, ~1e-6 of a bound).
 BOUND_RTOL = 1e-5
+#: Heliostats per stacked nominal inverse of the sky check (:func:`_sky_checks`).
+SKY_GROUP = 64
 #: Distance of the sky check's pseudo-spots along the nominal beam. [m]
 SKY_FAR_M = 1e9
 
@@ -131,43 +133,45 @@ class _Scored:
 
 
 class _Sky:
-    """The sky checks of a chunk's heliostats as one batch of pseudo-observations (module
-    docstring): derivatives of the beam by the union of the candidates' parameters."""
+    """The sky checks of a chunk's heliostats as batches of pseudo-observations (module
+    docstring), one per parameter set asked for."""
 
     def __init__(
         self,
         kins: Sequence[HeliostatKinematics],
         checks: Sequence[SkyCheck | None],
         aims: Sequence[NDArray[np.float64] | None],
-        names: tuple[str, ...],
     ) -> None:
-        self.names = names
         self.has = np.array([c is not None and len(c.steps) > 0 for c in checks])
         self.row = np.cumsum(self.has) - 1
         live = np.flatnonzero(self.has)
-        self.bt: _Batch | None = None
-        if live.size == 0:
-            return
-        obs = []
+        self.kins = [kins[i] for i in live]
+        self.obs = []
         for i in live:
             c, m = checks[i], len(checks[i].steps)
             aim = np.broadcast_to(aims[i], (m, 3))
             # Real-valued steps (the nominal inverse's), as SkyCheck evaluates them.
-            obs.append(
+            self.obs.append(
                 Observations(
                     "sky", c.sun, c.steps.astype(float), aim.copy(), aim.copy(),
                     np.tile([0.0, 0.0, 1.0], (m, 1)), ("",) * m, np.full(m, math.nan),
                     np.arange(m), ("",) * m,
                 )
             )  # fmt: skip
-        zeros = KinematicErrors.zeros(kins[0].drive)
-        bt = _Batch([kins[i] for i in live], obs, names, [zeros] * len(live), "angle")
-        every = np.arange(len(live), dtype=np.int64)
-        _, _, centre = bt._call(every, np.zeros((len(live), len(names))), 0)
-        d0 = bt.spot - centre
-        d0 /= np.linalg.norm(d0, axis=-1, keepdims=True)
-        bt.spot = centre + SKY_FAR_M * d0  # the residual basis (⊥ d0) stays
-        self.bt = bt
+        self._batches: dict[tuple[str, ...], _Batch] = {}
+
+    def _batch(self, names: tuple[str, ...]) -> _Batch:
+        bt = self._batches.get(names)
+        if bt is None:
+            zeros = KinematicErrors.zeros(self.kins[0].drive)
+            bt = _Batch(self.kins, self.obs, names, [zeros] * len(self.kins), "angle")
+            every = np.arange(len(self.kins), dtype=np.int64)
+            _, _, centre = bt._call(every, np.zeros((len(self.kins), len(names))), 0)
+            d0 = bt.spot - centre
+            d0 /= np.linalg.norm(d0, axis=-1, keepdims=True)
+            bt.spot = centre + SKY_FAR_M * d0  # the residual basis (⊥ d0) stays
+            self._batches[names] = bt
+        return bt
 
     def derivatives(
         self, heliostats: NDArray[np.int64], names: tuple[str, ...], x: NDArray[np.float64]
@@ -175,29 +179,29 @@ class _Sky:
         """Beam derivatives (m, M, 3, p) at x (m, p) [mrad per unit], zero past each
         heliostat's grid, and the grid sizes (m,); None when no heliostat of the chunk
         has a servable sun."""
-        if self.bt is None:
+        if not self.kins:
             return None
-        pos = [self.names.index(n) for n in names]
+        bt = self._batch(names)
         m = len(heliostats)
-        d = np.zeros((m, self.bt.steps.shape[1], 3, len(names)))
+        d = np.zeros((m, bt.steps.shape[1], 3, len(names)))
         cnt = np.zeros(m, dtype=np.int64)
         ok = self.has[heliostats]
         if np.any(ok):
-            xu = np.zeros((int(ok.sum()), len(self.names)))
-            xu[:, pos] = x[ok]
             sel = self.row[heliostats[ok]]
-            res, jac, _ = self.bt._call(sel, xu, 2)
+            res, jac, _ = bt._call(sel, x[ok], 2)
             # The kernel gives the components along ea, eb (⊥ the nominal beam d0); the
             # third follows from the beam staying a unit vector: with the beam at x
             # u = (ua, ub, uc) in (ea, eb, d0) (ua, ub: the residual, as d ≈ d0),
             # D·u = 0, so D_c = −(D_a ua + D_b ub) / uc.
             u = res / 1e3
             uc = np.sqrt(np.maximum(1.0 - np.sum(u * u, axis=-1), 0.0))
-            jac = jac[..., pos]
             dc = -(jac[:, :, 0] * u[..., 0:1] + jac[:, :, 1] * u[..., 1:2]) / uc[..., None]
-            full = np.concatenate([jac, dc[:, :, None]], axis=2)
-            d[ok] = np.where(self.bt.valid[sel][:, :, None, None], full, 0.0)
-            cnt[ok] = self.bt.nrows[sel]
+            valid = bt.valid[sel][:, :, None]
+            out = np.zeros((len(sel), bt.steps.shape[1], 3, len(names)))
+            out[:, :, :2] = jac * valid[..., None]
+            out[:, :, 2] = np.where(valid, dc, 0.0)
+            d[ok] = out
+            cnt[ok] = bt.nrows[sel]
         return d, cnt
 
 
@@ -206,19 +210,22 @@ def _sigma(
     res_w: NDArray[np.float64],
     jac_w: NDArray[np.float64],
     n_rows: NDArray[np.int64],
+    sv: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """:meth:`SkyCheck.sigma_mrad` for a stack: ``sky`` the derivatives and grid sizes
     (:meth:`_Sky.derivatives`), ``res_w`` (m, R) and ``jac_w`` (m, R, p) zero outside the
-    used rows, ``n_rows`` (m,) the used rows. [mrad]"""
+    used rows, ``n_rows`` (m,) the used rows, ``sv`` the singular values of ``jac_w`` if
+    known. [mrad]"""
     m, p = jac_w.shape[0], jac_w.shape[2]
     if sky is None:
         return np.full(m, math.nan)
     d, cnt = sky
-    sv = np.linalg.svd(jac_w, compute_uv=False)
+    if sv is None:
+        sv = np.linalg.svd(jac_w, compute_uv=False)
     rank = np.sum(sv >= SINGULAR_RTOL * sv[:, :1], axis=1) * (sv[:, 0] > 0)
     s2 = np.sum(res_w**2, axis=1) / np.maximum(2 * n_rows - rank, 1)  # [mrad²]
-    cov = s2[:, None, None] * np.linalg.pinv(np.einsum("mip,miq->mpq", jac_w, jac_w))
-    var = np.einsum("mnap,mpq,mnaq->mn", d, cov, d)  # [mrad²]
+    cov = s2[:, None, None] * np.linalg.pinv(np.matmul(jac_w.transpose(0, 2, 1), jac_w))
+    var = np.sum(np.matmul(d, cov[:, None]) * d, axis=(2, 3))  # [mrad²]
     with np.errstate(invalid="ignore", divide="ignore"):
         sig = np.sqrt(np.sum(var, axis=1) / cnt)
     sig = np.where(rank < p, math.inf, sig)
@@ -232,7 +239,8 @@ def _lstsq(j: NDArray[np.float64], r: NDArray[np.float64], rows: NDArray[np.int6
     u, s, vt = np.linalg.svd(j, full_matrices=False)
     cut = np.finfo(float).eps * np.maximum(rows, j.shape[2])[:, None] * s[:, :1]
     inv = np.where(s > cut, 1.0 / np.where(s > 0, s, 1.0), 0.0)
-    return np.einsum("mpk,mk,mik,mi->mp", vt.transpose(0, 2, 1), inv, u, r), s
+    utr = np.matmul(r[:, None, :], u)[:, 0]  # (m, k)
+    return np.matmul(vt.transpose(0, 2, 1), (inv * utr)[..., None])[..., 0], s
 
 
 def _choose(entries: Sequence[tuple[float, float, bool, float]]) -> tuple[int | None, bool]:
@@ -330,13 +338,10 @@ def _chunk(kins, obs, opt: CalibrationOptions, cands) -> list[Calibration | None
         s = o.u_sun_enu / np.linalg.norm(o.u_sun_enu, axis=1, keepdims=True)
         if len(o) and np.degrees(np.arccos(np.clip(np.min(s @ s.T), -1, 1))) < SPREAD_WARN_DEG:
             single[i] = True  # clustered suns: the single fit's suggestions differ
-    checks = [
-        SkyCheck.for_records(k, o) if len(o) else None for k, o in zip(kins, clean, strict=True)
-    ]
+    checks = _sky_checks(kins, clean)
     aims = [np.mean(o.target_centre_enu_m, axis=0) if len(o) else None for o in clean]
     single |= np.array([c is None for c in checks])
-    union = tuple(dict.fromkeys(nm for c in cands for nm in c))
-    sky = _Sky(kins, checks, aims, union)
+    sky = _Sky(kins, checks, aims)
     # Stage 1: every ladder candidate on the heliostats it is feasible for.
     scored: list[list[tuple[Candidate, _Scored | None]]] = [[] for _ in range(b)]
     for c in cands:
@@ -386,6 +391,48 @@ def _chunk(kins, obs, opt: CalibrationOptions, cands) -> list[Calibration | None
         fits = _final(kins, obs, names, idx, opt)
         for i, r in zip(idx, fits, strict=True):
             out[i] = _conclude(r, sels[i], screened[i], int(n[i]))
+    return out
+
+
+def _sky_checks(kins, clean) -> list[SkyCheck | None]:
+    """:meth:`SkyCheck.for_records` of each heliostat (None without records), the nominal
+    inverse solved for :data:`SKY_GROUP` heliostats at once where their kinematics differ
+    only in the pivot: heliostat i's steps toward aim a are those of the group's first
+    heliostat toward a − p_i + p_0 (the chain is translation-invariant; the stacked
+    Gauss–Newton stops when every row has converged, to 1e-12 rad). A stack with a sun no
+    inverse reaches is solved heliostat by heliostat, as ``reachable_steps`` would."""
+    from heliostat.kinematics.pointing import sky_grid
+
+    sun = sky_grid()
+    out: list[SkyCheck | None] = [None] * len(kins)
+    groups: dict[HeliostatKinematics, list[int]] = {}
+    for i, (k, o) in enumerate(zip(kins, clean, strict=True)):
+        if len(o):
+            groups.setdefault(dataclasses.replace(k, position_enu_m=(0.0, 0.0, 0.0)), []).append(i)
+    for idx in groups.values():
+        for lo in range(0, len(idx), SKY_GROUP):
+            part = idx[lo : lo + SKY_GROUP]
+            k0 = kins[part[0]]
+            p0 = np.asarray(k0.position_enu_m, dtype=float)
+            aims = [np.mean(clean[i].target_centre_enu_m, axis=0) for i in part]
+            shifted = np.concatenate(
+                [np.broadcast_to(a - np.asarray(kins[i].position_enu_m) + p0, sun.shape)
+                 for i, a in zip(part, aims, strict=True)]
+            )  # fmt: skip
+            try:
+                th = k0.inverse_angles(shifted, np.tile(sun, (len(part), 1)))
+            except KinematicsError:
+                for i in part:
+                    out[i] = SkyCheck.for_records(kins[i], clean[i])
+                continue
+            # reachable_steps' tail: steps, finite and within the travel limits
+            with np.errstate(invalid="ignore"):
+                st = k0.angles_to_steps(th)
+            ok = np.all(np.isfinite(st), axis=1)
+            ok[ok] &= k0.within_limits(st[ok])
+            st[~ok] = np.nan
+            for q, i in enumerate(part):
+                out[i] = SkyCheck(kins[i], st[q * len(sun) : (q + 1) * len(sun)], sun)
     return out
 
 
@@ -594,7 +641,7 @@ def _refit(rec: _Scored, rows: NDArray[np.int64], train: NDArray[np.bool_]):
         loo = _loo_hat(safe, res_lin.reshape(pn, -1, 2), inl, bt.weight[rows])
     loo = np.where(good, loo, math.nan)
     d = (rec.d_sky[0][rows], rec.d_sky[1][rows]) if rec.d_sky is not None else None
-    sig = _sigma(d, res_lin, safe, nt)
+    sig = _sigma(d, res_lin, safe, nt, np.where(good[:, None], sv, 1.0))
     # The derivatives at the all-records fit: within a few % of the single path's (taken
     # at the fold's refit; degenerate sets move far along their weak direction). Near the
     # limit the fold's own derivatives decide.
