@@ -93,11 +93,11 @@ from heliostat.kinematics import HeliostatKinematics, KinematicErrors, Kinematic
 #: Relative margin of a leave-one-out comparison inside which the batch leaves the
 #: heliostat to the single path (the batched and single leave-one-out figures differed
 #: by at most 1.2e-7 relatively over 8,000 fold refits of 150 heliostats).
-TIE_RTOL = 1e-5
+TIE_RTOL = 2e-6
 #: Relative margin of the sky figure against :data:`SKY_SIGMA_LIMIT_MRAD` inside which the
 #: batch leaves the heliostat to the single path (batched and single figures differed by
 #: at most 1.4e-6 relatively over 150 heliostats' candidates and fold refits).
-SKY_RTOL = 1e-4
+SKY_RTOL = 2e-5
 #: A batched fit ending within this fraction of a parameter's bound (0.999 × the bound,
 #: where a candidate counts as on it) is scored by the single fit (dogbox's bounds).
 NEAR_BOUND = 0.98
@@ -158,11 +158,10 @@ class _Sky:
                     np.arange(m), ("",) * m,
                 )
             )  # fmt: skip
-        self._batches: dict[tuple[str, ...], _Batch] = {}
+        self._base: _Batch | None = None
 
     def _batch(self, names: tuple[str, ...]) -> _Batch:
-        bt = self._batches.get(names)
-        if bt is None:
+        if self._base is None:
             zeros = KinematicErrors.zeros(self.kins[0].drive)
             bt = _Batch(self.kins, self.obs, names, [zeros] * len(self.kins), "angle")
             every = np.arange(len(self.kins), dtype=np.int64)
@@ -170,8 +169,8 @@ class _Sky:
             d0 = bt.spot - centre
             d0 /= np.linalg.norm(d0, axis=-1, keepdims=True)
             bt.spot = centre + SKY_FAR_M * d0  # the residual basis (⊥ d0) stays
-            self._batches[names] = bt
-        return bt
+            self._base = bt
+        return self._base.with_names(names)
 
     def derivatives(
         self, heliostats: NDArray[np.int64], names: tuple[str, ...], x: NDArray[np.float64]
@@ -344,17 +343,19 @@ def _chunk(kins, obs, opt: CalibrationOptions, cands) -> list[Calibration | None
     sky = _Sky(kins, checks, aims)
     # Stage 1: every ladder candidate on the heliostats it is feasible for.
     scored: list[list[tuple[Candidate, _Scored | None]]] = [[] for _ in range(b)]
+    live, batches = np.flatnonzero(~single), {}
     for c in cands:
-        _score_all(
-            kins, clean, c, np.flatnonzero(~single), n, opt.residual, sky, checks, scored, single
-        )
+        _score_all(kins, clean, c, live, n, opt.residual, sky, checks, scored, single, batches)
     extras: dict[tuple[str, ...], list[int]] = {}
     for i in np.flatnonzero(~single):
+        if not scored[i]:
+            continue
         got = [cd.suggested for cd, _ in scored[i] if cd.suggested and cd.suggested not in cands]
         for s in dict.fromkeys(got):
             extras.setdefault(s, []).append(int(i))
     for c, idx in extras.items():
-        _score_all(kins, clean, c, np.array(idx), n, opt.residual, sky, checks, scored, single)
+        idx = np.array(idx)
+        _score_all(kins, clean, c, idx, n, opt.residual, sky, checks, scored, single, batches)
     best: list[int | None] = [None] * b
     for i in np.flatnonzero(~single):
         scored[i].sort(key=lambda e: len(e[0].names))  # stable: ladder order kept
@@ -459,9 +460,12 @@ def _screen(kins, obs, cands, residual: str, single: NDArray[np.bool_]):
     return clean, screened
 
 
-def _score_all(kins, clean, names, idx, n, residual, sky: _Sky, checks, scored, single) -> None:
+def _score_all(
+    kins, clean, names, idx, n, residual, sky: _Sky, checks, scored, single, batches: dict
+) -> None:
     """Module stage 1 for one candidate set on the chunk's heliostats ``idx``: appends a
-    (Candidate, _Scored) to ``scored[i]`` of each."""
+    (Candidate, _Scored) to ``scored[i]`` of each. ``batches``: the padded batches made
+    so far, by heliostats (a set of the same heliostats shares one)."""
     p = len(names)
     feas = np.array([_feasible(int(n[i]), p) for i in idx], dtype=bool)
     for i in idx[~feas]:
@@ -475,7 +479,11 @@ def _score_all(kins, clean, names, idx, n, residual, sky: _Sky, checks, scored, 
     drive = kins[0].drive
     zeros = KinematicErrors.zeros(drive)
     m = len(idx)
-    bt = _Batch([kins[i] for i in idx], [clean[i] for i in idx], names, [zeros] * m, residual)
+    bt = batches.get(tuple(idx.tolist()))
+    if bt is None:
+        bt = _Batch([kins[i] for i in idx], [clean[i] for i in idx], names, [zeros] * m, residual)
+        batches[tuple(idx.tolist())] = bt
+    bt = bt.with_names(names)
     every = np.arange(m, dtype=np.int64)
     x0 = np.zeros((m, p))
     res0, _ = bt.evaluate(every, x0, want_jac=0)
