@@ -25,11 +25,11 @@ point) becomes a batch of pseudo-observations whose spot lies :data:`SKY_FAR_M` 
 nominal beam (the ray's own direction then does not move with the mirror centre). The
 kernel gives the two components across the nominal beam; the third follows from the beam
 being a unit vector (:meth:`_Sky.derivatives`); the sky figures then equal
-:meth:`SkyCheck.sigma_mrad`'s to 1e-9 relatively at the same parameters. The single path
-takes the derivatives at each candidate's fit and each fold's refit; here they are first
-the nominal model's (for the candidates) and the all-records stage's (for the folds),
-a few % off (:data:`SKY_RECHECK`), and where the figure so computed lies within
-:data:`SKY_RECHECK` of the limit, the fit's own derivatives replace them.
+:meth:`SkyCheck.sigma_mrad`'s to 1e-9 relatively at the same parameters. In the outer
+folds the derivatives are first those at the candidate's all-records fit (the single
+path takes them at each fold's refit; a degenerate set moves far along its weak
+direction in a fold: up to 4 % in the figure); where that figure lies within
+:data:`SKY_RECHECK` of the limit, the fold's own derivatives replace them.
 
 The per-heliostat path decides where the batch is not sure to decide alike
 (:func:`calibrate_heliostat` for that heliostat): a candidate's batched fit that does not
@@ -101,10 +101,9 @@ SKY_RTOL = 2e-5
 #: A batched fit ending within this fraction of a parameter's bound (0.999 × the bound,
 #: where a candidate counts as on it) is scored by the single fit (dogbox's bounds).
 NEAR_BOUND = 0.98
-#: Range of the sky figure, as fractions of the limit, in which a candidate or a fold's
-#: refit gets its own beam derivatives (elsewhere the nominal model's, or for a fold the
-#: all-records stage's: the figures then differed from the exact ones by up to 6 % and
-#: 4 %, on 60 heliostats of each drive and 150 linear-drive heliostats' folds).
+#: Range of the sky figure, as fractions of the limit, in which a fold's refit gets its
+#: own beam derivatives (elsewhere those of the all-records fit; they differed by up to
+#: 7 % on degenerate sets, measured on 150 linear-drive heliostats).
 SKY_RECHECK = (0.5, 2.0)
 #: Relative margin of a fold's refitted parameter against its bound (0.999 × the bound)
 #: inside which the batch leaves the heliostat to the single path (the batched and single
@@ -142,10 +141,7 @@ class _Sky:
         kins: Sequence[HeliostatKinematics],
         checks: Sequence[SkyCheck | None],
         aims: Sequence[NDArray[np.float64] | None],
-        union: tuple[str, ...],
     ) -> None:
-        self.union = union
-        self._nominal: NDArray[np.float64] | None = None
         self.has = np.array([c is not None and len(c.steps) > 0 for c in checks])
         self.row = np.cumsum(self.has) - 1
         live = np.flatnonzero(self.has)
@@ -175,26 +171,6 @@ class _Sky:
             bt.spot = centre + SKY_FAR_M * d0  # the residual basis (⊥ d0) stays
             self._base = bt
         return self._base.with_names(names)
-
-    def nominal(
-        self, heliostats: NDArray[np.int64], names: tuple[str, ...]
-    ) -> tuple[NDArray[np.float64], NDArray[np.int64]] | None:
-        """:meth:`derivatives` at the nominal model (every error zero), of the union of
-        the parameter sets asked for, evaluated once."""
-        if not self.kins:
-            return None
-        if self._nominal is None:
-            every = np.flatnonzero(self.has)
-            x = np.zeros((len(every), len(self.union)))
-            full = self.derivatives(every, self.union, x)
-            self._nominal = full[0]
-        pos = [self.union.index(nm) for nm in names]
-        ok = self.has[heliostats]
-        d = np.zeros((len(heliostats), *self._nominal.shape[1:3], len(names)))
-        d[ok] = self._nominal[self.row[heliostats[ok]]][..., pos]
-        cnt = np.zeros(len(heliostats), dtype=np.int64)
-        cnt[ok] = self._base.nrows[self.row[heliostats[ok]]]
-        return d, cnt
 
     def derivatives(
         self, heliostats: NDArray[np.int64], names: tuple[str, ...], x: NDArray[np.float64]
@@ -364,7 +340,7 @@ def _chunk(kins, obs, opt: CalibrationOptions, cands) -> list[Calibration | None
     checks = _sky_checks(kins, clean)
     aims = [np.mean(o.target_centre_enu_m, axis=0) if len(o) else None for o in clean]
     single |= np.array([c is None for c in checks])
-    sky = _Sky(kins, checks, aims, tuple(dict.fromkeys(nm for c in cands for nm in c)))
+    sky = _Sky(kins, checks, aims)
     # Stage 1: every ladder candidate on the heliostats it is feasible for.
     scored: list[list[tuple[Candidate, _Scored | None]]] = [[] for _ in range(b)]
     live, batches = np.flatnonzero(~single), {}
@@ -534,18 +510,8 @@ def _score_all(
     safe = np.where(fitted[:, None, None], jac_w, 1.0)
     loo = _loo_hat(safe, res_w, bt.valid, bt.weight)
     idents, _ = _svd_stats(safe, names)
-    # The nominal model's derivatives first (a fitted x turns the beam by mrad: the
-    # figure moves by a few %); near the limit the candidate's own decide.
-    d = sky.nominal(idx, names)
+    d = sky.derivatives(idx, names, x)
     sig = _sigma(d, res_w.reshape(m, -1), safe, n[idx])
-    near = np.flatnonzero(
-        fitted & (sig >= SKY_RECHECK[0] * SKY_SIGMA_LIMIT_MRAD)
-        & (sig <= SKY_RECHECK[1] * SKY_SIGMA_LIMIT_MRAD)
-    )  # fmt: skip
-    if near.size and d is not None:
-        dn = sky.derivatives(idx[near], names, x[near])
-        sig[near] = _sigma(dn, res_w[near].reshape(len(near), -1), safe[near], n[idx[near]])
-        d[0][near] = dn[0]
     rec = _Scored(
         names, idx, bt, x, fitted, res_w, jac_w, d, sky, {int(i): r for r, i in enumerate(idx)}
     )
@@ -684,9 +650,9 @@ def _refit(rec: _Scored, rows: NDArray[np.int64], train: NDArray[np.bool_]):
     loo = np.where(good, loo, math.nan)
     d = (rec.d_sky[0][rows], rec.d_sky[1][rows]) if rec.d_sky is not None else None
     sig = _sigma(d, res_lin, safe, nt, np.where(good[:, None], sv, 1.0))
-    # The derivatives of the all-records stage (nominal, or the candidate's own near the
-    # limit): within a few % of the single path's (taken at the fold's refit; degenerate
-    # sets move far along their weak direction). Near the limit the fold's own decide.
+    # The derivatives at the all-records fit: within a few % of the single path's (taken
+    # at the fold's refit; degenerate sets move far along their weak direction). Near the
+    # limit the fold's own derivatives decide.
     near = np.flatnonzero(
         good & (sig >= SKY_RECHECK[0] * SKY_SIGMA_LIMIT_MRAD)
         & (sig <= SKY_RECHECK[1] * SKY_SIGMA_LIMIT_MRAD)
