@@ -94,7 +94,8 @@ def run_batch(jobs: Sequence[Job]) -> list[FitResult]:
     """Fit a chunk of like jobs (:func:`batch_key`) together (a unit of work).
 
     The hat-matrix leave-one-out comes from the batch; refit leave-one-out and k-fold
-    (refits by nature) run per heliostat afterwards. Jobs that choose their parameter set
+    from :func:`~heliostat.calibration.crossval_batch.cross_validate_batch` (the refits
+    batched). Jobs that choose their parameter set
     (:attr:`Job.select`) go through
     :func:`~heliostat.calibration.selection_batch.calibrate_batch`. A failure of the batch
     as a whole falls back to :func:`run_chunk`, which isolates the heliostat at fault.
@@ -124,19 +125,31 @@ def run_batch(jobs: Sequence[Job]) -> list[FitResult]:
         )
     except (CalibrationError, ValueError, ArithmeticError):
         return run_chunk(jobs)
-    out = []
-    for job, r in zip(jobs, results, strict=True):
-        if r.success and (job.loo == "refit" or job.kfold):
-            try:
-                loo = "refit" if job.loo == "refit" else "none"
-                cv = with_cross_validation(
-                    job.kinematics, job.observations, r, loo, job.kfold, job.residual
-                )
-                r = cv if loo == "refit" else dataclasses.replace(cv, loo_rms_mrad=r.loo_rms_mrad)
-            except (CalibrationError, ValueError, ArithmeticError) as exc:
-                r = _failed(job, exc)
-        out.append(r)
-    return out
+    if j0.loo == "refit" or j0.kfold:
+        from heliostat.calibration.crossval_batch import cross_validate_batch
+
+        try:
+            results = cross_validate_batch(
+                [j.kinematics for j in jobs], [j.observations for j in jobs], results,
+                j0.loo, j0.kfold, j0.residual,
+            )  # fmt: skip
+        except (CalibrationError, ValueError, ArithmeticError):
+            results = [_cross_validate(j, r) for j, r in zip(jobs, results, strict=True)]
+    return results
+
+
+def _cross_validate(job: Job, r: FitResult) -> FitResult:
+    """One heliostat's refit cross-validation (the batch's failure isolated)."""
+    if not r.success:
+        return r
+    try:
+        loo = "refit" if job.loo == "refit" else "none"
+        cv = with_cross_validation(
+            job.kinematics, job.observations, r, loo, job.kfold, job.residual
+        )
+        return cv if loo == "refit" else dataclasses.replace(cv, loo_rms_mrad=r.loo_rms_mrad)
+    except (CalibrationError, ValueError, ArithmeticError) as exc:
+        return _failed(job, exc)
 
 
 def batch_key(job: Job) -> tuple:

@@ -62,7 +62,7 @@ from heliostat.calibration.batch import (
     _svd_stats,
     fit_batch,
 )
-from heliostat.calibration.crossval import with_cross_validation
+from heliostat.calibration.crossval_batch import cross_validate_batch
 from heliostat.calibration.fit import SINGULAR_RTOL, SPREAD_WARN_DEG, FitResult, inlier_mask
 from heliostat.calibration.observations import Observations
 from heliostat.calibration.selection import (
@@ -671,14 +671,8 @@ def _final(
     kins, obs, names: tuple[str, ...], idx: list[int], opt: CalibrationOptions
 ) -> list[FitResult]:
     """The chosen set's robust fit on every record, cross-validated as ``opt`` says (as
-    :func:`calibrate_heliostat`: ``fit_heliostat`` + ``with_cross_validation``)."""
+    :func:`calibrate_heliostat`: ``fit_heliostat`` + ``with_cross_validation``, both
+    batched)."""
     ks, os_ = [kins[i] for i in idx], [obs[i] for i in idx]
     fits = fit_batch(ks, os_, names, opt.residual, loo="hat" if opt.loo == "hat" else "none")
-    out = []
-    for k, o, r in zip(ks, os_, fits, strict=True):
-        if r.success and (opt.loo == "refit" or opt.kfold):
-            loo = "refit" if opt.loo == "refit" else "none"
-            cv = with_cross_validation(k, o, r, loo, opt.kfold, opt.residual)
-            r = cv if loo == "refit" else dataclasses.replace(cv, loo_rms_mrad=r.loo_rms_mrad)
-        out.append(r)
-    return out
+    return cross_validate_batch(ks, os_, fits, opt.loo, opt.kfold, opt.residual)
