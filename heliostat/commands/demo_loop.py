@@ -584,6 +584,8 @@ def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps
     Returns the *physical* (load-side) axis positions of the arrived heliostats, which
     differ from the motor counts the controllers report by the backlash taken up on the
     way in: that is where the mirrors really are. [steps]"""
+    from concurrent.futures import ThreadPoolExecutor
+
     from firmware_bridge.delivery import Bridge
     from firmware_bridge.transport import ModbusLink
 
@@ -603,15 +605,30 @@ def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps
                 timeout_s=bus.timeout_s,
             )
             links[name].__enter__()
-        for _ in range(max_steps):
-            if not pending:
-                break
-            clock.advance(step_s)
-            for hid in list(pending):
+
+        def poll(bus: str, hids: list[str]) -> list[str]:
+            """The heliostats of one bus that report arrival (one thread per bus: the
+            buses' lines work side by side, as deliver_buses drives them)."""
+            arrived = []
+            for hid in hids:
                 h = field_cfg.heliostats[hid]
-                st = Bridge(links[h.bus]).status(h.address)
+                st = Bridge(links[bus]).status(h.address)
                 if tuple(st.position_steps) == tuple(st.target_steps):
-                    ctrl = buses[h.bus].controllers[h.address]  # the simulator's ground truth
+                    arrived.append(hid)
+            return arrived
+
+        with ThreadPoolExecutor(max_workers=max(1, len(links))) as pool:
+            for _ in range(max_steps):
+                if not pending:
+                    break
+                clock.advance(step_s)
+                by_bus: dict[str, list[str]] = {}
+                for hid in pending:
+                    by_bus.setdefault(field_cfg.heliostats[hid].bus, []).append(hid)
+                arrived = {h for got in pool.map(poll, by_bus, by_bus.values()) for h in got}
+                for hid in [h for h in pending if h in arrived]:  # in the planned order
+                    h = field_cfg.heliostats[hid]
+                    ctrl = buses[h.bus].controllers[h.address]  # the simulator's truth
                     reported[hid] = np.array(ctrl.output_steps, dtype=float)
                     del pending[hid]
     finally:
