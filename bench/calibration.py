@@ -62,7 +62,9 @@ folds, robust final fit), batched by ``calibrate_field``
 (:mod:`heliostat.calibration.selection_batch`). Same keys as the fixed-set figure; the
 loop is ``calibrate_heliostat`` on the first ``--sample`` heliostats; ``same_set_as_loop``
 counts the sample's heliostats given the same set, with the largest parameter difference
-in standard errors and the largest relative difference of the nested error.
+in standard errors and the largest relative difference of the nested error. ``--loo
+refit --kfold 5`` adds the final fits' refit cross-validation of the CLI's defaults
+(batched too: :mod:`heliostat.calibration.crossval_batch`).
 
 Streaming (issue 19, Ivanpah's 173,500 heliostats): ``--stream-size N`` heliostats in
 chunks of ``--chunk``, each generated, fitted (``calibrate_stream``, one process pool)
@@ -335,12 +337,20 @@ def field_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -
     }
 
 
-def select_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -> dict:
+def select_speed(
+    field_size: int,
+    sample: int,
+    workers: int,
+    hid: str = "AA39",
+    loo: str = "hat",
+    kfold: int | None = None,
+) -> dict:
     """The default calibration, which chooses each heliostat's parameter set by nested
     cross-validation (``calibrate_heliostat``), for a field: ``calibrate_field`` of
     selecting jobs (batched, :func:`heliostat.calibration.selection_batch.calibrate_batch`)
     against ``calibrate_heliostat`` looped over the first ``sample`` heliostats in the
-    same run."""
+    same run. ``loo``, ``kfold``: the final fit's cross-validation (``heliostat calibrate``'s
+    defaults are ``refit`` and 5)."""
     from heliostat.calibration.field import run_job
     from heliostat.calibration.selection_batch import calibrate_batch
     from sim.observe import simulate_field_observations
@@ -354,7 +364,7 @@ def select_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") 
     kins, obs = kins[:field_size], obs[:field_size]
     gen_s = time.perf_counter() - t0
     names = resolve_names(kins[0].drive)
-    jobs = [Job(k, o, names, "angle", "hat", None, True) for k, o in zip(kins, obs, strict=True)]
+    jobs = [Job(k, o, names, "angle", loo, kfold, True) for k, o in zip(kins, obs, strict=True)]
     t0 = time.perf_counter()
     calibrate_batch(kins[:2], obs[:2])  # load (or compile) the kernel once
     load_s = time.perf_counter() - t0
@@ -370,7 +380,7 @@ def select_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") 
     wall = time.perf_counter() - t0
     cpu_me1, cpu_kids1, rss = _rusage()
     cpu = (cpu_me1 - cpu_me0) + (cpu_kids1 - cpu_kids0)
-    same, diff, nested = 0, [], []
+    same, diff, nested, cv = 0, [], [], []
     for r in loop:
         b = res[r.heliostat_id]
         same += b.names == r.names
@@ -381,6 +391,10 @@ def select_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") 
             nb, ns = (x.selection["nested_rms_mrad"] for x in (b, r))
             if math.isfinite(ns):
                 nested.append(abs(nb / ns - 1.0))
+            for key in ("loo_rms_mrad", "kfold_rms_mrad"):
+                vb, vs = getattr(b, key), getattr(r, key)
+                if math.isfinite(vs):
+                    cv.append(abs(vb / vs - 1.0))
     chosen: dict[str, int] = {}
     for r in res.values():
         key = f"{len(r.names)} parameters"
@@ -391,6 +405,8 @@ def select_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") 
         "field_size": len(jobs),
         "n_points": len(obs[0]),
         "candidate_sets": len(candidate_sets(kins[0].drive)),
+        "loo": loo,
+        "kfold": kfold,
         "workers": workers,
         "backend": backend,
         "cpu_count": os.cpu_count(),
@@ -411,6 +427,7 @@ def select_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") 
         "same_set_as_loop": f"{same} of {n_loop}",
         "batch_vs_loop_max_param_diff_std": max(diff) if diff else None,
         "batch_vs_loop_max_nested_rms_rel_diff": max(nested) if nested else None,
+        "batch_vs_loop_max_cv_rms_rel_diff": max(cv) if cv else None,
         "load_average_1min_after": os.getloadavg()[0],
         "note": "the default calibration (parameter set chosen per heliostat, nested "
         "cross-validation, robust final fit, hat-matrix leave-one-out); field measured, the "
@@ -719,6 +736,15 @@ def main() -> None:
         help="also time the default, selecting calibration of the --field-size field",
     )
     ap.add_argument(
+        "--loo",
+        choices=("hat", "refit"),
+        default="hat",
+        help="leave-one-out of --select's final fits (heliostat calibrate's default: refit)",
+    )
+    ap.add_argument(
+        "--kfold", type=int, default=0, help="k-fold of --select's final fits (CLI default: 5)"
+    )
+    ap.add_argument(
         "--stream-size", type=int, default=0, metavar="N", help="stream N heliostats (0: skip)"
     )
     ap.add_argument("--chunk", type=int, default=10_000, help="heliostats per streamed chunk")
@@ -760,7 +786,9 @@ def main() -> None:
     if not a.skip_speed:
         out["speed"] = field_speed(a.field_size, a.sample, a.workers, a.heliostat)
     if a.select:
-        out["select_speed"] = select_speed(a.field_size, a.sample, a.workers, a.heliostat)
+        out["select_speed"] = select_speed(
+            a.field_size, a.sample, a.workers, a.heliostat, a.loo, a.kfold or None
+        )
     if a.stream_size:
         out["stream"] = stream_speed(a.stream_size, a.chunk, a.workers, a.heliostat)
     print(json.dumps(out, indent=2))
