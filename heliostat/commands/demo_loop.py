@@ -576,6 +576,10 @@ def stage_verify(ctx) -> dict[str, Any]:
     }
 
 
+#: Buses polled side by side while the verified heliostats travel.
+POLL_THREADS = 4
+
+
 def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps: int = 40):
     """Let the emulated axes travel (the controllers' clock runs ``step_s`` per round) while
     the bridge polls every moving controller's status over the wire — the polling also
@@ -587,6 +591,7 @@ def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps
     from concurrent.futures import ThreadPoolExecutor
 
     from firmware_bridge.delivery import Bridge
+    from firmware_bridge.errors import ControllerTimeout
     from firmware_bridge.transport import ModbusLink
 
     field_cfg = ctx.state["field"]
@@ -612,12 +617,17 @@ def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps
             arrived = []
             for hid in hids:
                 h = field_cfg.heliostats[hid]
-                st = Bridge(links[bus]).status(h.address)
+                try:
+                    st = Bridge(links[bus]).status(h.address)
+                except ControllerTimeout:
+                    continue  # asked again next round (the emulators share this process)
                 if tuple(st.position_steps) == tuple(st.target_steps):
                     arrived.append(hid)
             return arrived
 
-        with ThreadPoolExecutor(max_workers=max(1, len(links))) as pool:
+        # A few buses at a time: the emulated controllers answer from threads of this
+        # process, and 41 pollers beside them made replies miss their 0.2 s timeout.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(links), POLL_THREADS))) as pool:
             for _ in range(max_steps):
                 if not pending:
                     break
