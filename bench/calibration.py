@@ -1,7 +1,7 @@
 """Calibration benchmark: accuracy against simulator truth, and speed.
 
 Run:  .venv/bin/python bench/calibration.py [--seeds 40] [--field-size 10000] [--sample 200]
-      [--effects-seeds 10] [--skip-accuracy] [--skip-effects] [--skip-speed]
+      [--effects-seeds 10] [--skip-accuracy] [--skip-effects] [--skip-speed] [--select]
       [--stream-size 173500 --chunk 10000]
       [--build-db 173500 --db PATH --chunk 10000] [--stream-from-db PATH --chunk 10000]
 
@@ -56,6 +56,17 @@ hat LOO, one process) on the first ``--sample`` heliostats in the same run;
 ``speedup_vs_loop`` = the loop's time per heliostat × N / ``field_wall_s``. Agreement:
 the largest parameter difference between the two on the sample, in standard errors.
 
+Selection (``--select``). The same field, calibrated as ``heliostat calibrate`` does
+by default: each heliostat's parameter set chosen by nested cross-validation
+(``calibrate_heliostat``: candidate ladder, hat-matrix leave-one-out, sky check, 5 outer
+folds, robust final fit), batched by ``calibrate_field``
+(:mod:`heliostat.calibration.selection_batch`). Same keys as the fixed-set figure; the
+loop is ``calibrate_heliostat`` on the first ``--sample`` heliostats; ``same_set_as_loop``
+counts the sample's heliostats given the same set, with the largest parameter difference
+in standard errors and the largest relative difference of the nested error. ``--loo
+refit --kfold 5`` adds the final fits' refit cross-validation of the CLI's defaults
+(batched too: :mod:`heliostat.calibration.crossval_batch`).
+
 Streaming (issue 19, Ivanpah's 173,500 heliostats): ``--stream-size N`` heliostats in
 chunks of ``--chunk``, each generated, fitted (``calibrate_stream``, one process pool)
 and written as JSON lines before the next: ``stream_wall_s``, ``stream_cpu_s``,
@@ -93,6 +104,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from heliostat.calibration import (  # noqa: E402
     calibrate_field,
     calibrate_heliostat,
+    candidate_sets,
     fit_heliostat,
     observations_from_frame,
 )
@@ -323,6 +335,104 @@ def field_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -
         "note": "field measured, not extrapolated (the loop is measured on the sample and "
         "scaled). The machine is shared: a 1-min load average above the core count means "
         "the run did not have the cores to itself; field_cpu_s is the fairer figure then",
+    }
+
+
+def select_speed(
+    field_size: int,
+    sample: int,
+    workers: int,
+    hid: str = "AA39",
+    loo: str = "hat",
+    kfold: int | None = None,
+) -> dict:
+    """The default calibration, which chooses each heliostat's parameter set by nested
+    cross-validation (``calibrate_heliostat``), for a field: ``calibrate_field`` of
+    selecting jobs (batched, :func:`heliostat.calibration.selection_batch.calibrate_batch`)
+    against ``calibrate_heliostat`` looped over the first ``sample`` heliostats in the
+    same run. ``loo``, ``kfold``: the final fit's cross-validation (``heliostat calibrate``'s
+    defaults are ``refit`` and 5)."""
+    from heliostat.calibration.field import run_job
+    from heliostat.calibration.selection_batch import calibrate_batch
+    from sim.observe import simulate_field_observations
+
+    rng = np.random.default_rng(11)
+    t0 = time.perf_counter()
+    kins, _, obs = simulate_field_observations(
+        FIELD.heliostats[hid], int(field_size * 1.1) + 10, TARGET, FIELD.site, CAMPAIGN, rng,
+        NOISE_MRAD,
+    )  # fmt: skip
+    kins, obs = kins[:field_size], obs[:field_size]
+    gen_s = time.perf_counter() - t0
+    names = resolve_names(kins[0].drive)
+    jobs = [Job(k, o, names, "angle", loo, kfold, True) for k, o in zip(kins, obs, strict=True)]
+    t0 = time.perf_counter()
+    calibrate_batch(kins[:2], obs[:2])  # load (or compile) the kernel once
+    load_s = time.perf_counter() - t0
+    n_loop = min(sample, len(jobs))
+    c0, t0 = time.process_time(), time.perf_counter()
+    loop = [run_job(j) for j in jobs[:n_loop]]
+    loop_s = (time.perf_counter() - t0) / n_loop
+    loop_cpu_s = (time.process_time() - c0) / n_loop
+    backend = "process" if workers > 1 else "sequential"
+    cpu_me0, cpu_kids0, _ = _rusage()
+    t0 = time.perf_counter()
+    res = calibrate_field(jobs, backend=backend, max_workers=workers)
+    wall = time.perf_counter() - t0
+    cpu_me1, cpu_kids1, rss = _rusage()
+    cpu = (cpu_me1 - cpu_me0) + (cpu_kids1 - cpu_kids0)
+    same, diff, nested, cv = 0, [], [], []
+    for r in loop:
+        b = res[r.heliostat_id]
+        same += b.names == r.names
+        if b.names == r.names and r.success and b.success:
+            std = np.array([r.std[n] for n in r.names])
+            d = np.abs(b.errors.to_vector(r.names) - r.errors.to_vector(r.names)) / std
+            diff.append(float(np.nanmax(d)))
+            nb, ns = (x.selection["nested_rms_mrad"] for x in (b, r))
+            if math.isfinite(ns):
+                nested.append(abs(nb / ns - 1.0))
+            for key in ("loo_rms_mrad", "kfold_rms_mrad"):
+                vb, vs = getattr(b, key), getattr(r, key)
+                if math.isfinite(vs):
+                    cv.append(abs(vb / vs - 1.0))
+    chosen: dict[str, int] = {}
+    for r in res.values():
+        key = f"{len(r.names)} parameters"
+        chosen[key] = chosen.get(key, 0) + 1
+    return {
+        "heliostat_template": hid,
+        "drive": kins[0].drive,
+        "field_size": len(jobs),
+        "n_points": len(obs[0]),
+        "candidate_sets": len(candidate_sets(kins[0].drive)),
+        "loo": loo,
+        "kfold": kfold,
+        "workers": workers,
+        "backend": backend,
+        "cpu_count": os.cpu_count(),
+        "generate_s": gen_s,
+        "kernel_load_s": load_s,
+        "field_wall_s": wall,
+        "field_cpu_s": cpu,
+        "field_cpu_parent_s": cpu_me1 - cpu_me0,
+        "peak_rss_mb": rss,
+        "field_success": int(sum(r.success for r in res.values())),
+        "chosen_set_sizes": chosen,
+        "loop_sample": n_loop,
+        "loop_s_per_heliostat": loop_s,
+        "loop_cpu_s_per_heliostat": loop_cpu_s,
+        "loop_field_s_extrapolated": loop_s * len(jobs),
+        "speedup_vs_loop": loop_s * len(jobs) / wall,
+        "cpu_speedup_vs_loop": loop_cpu_s * len(jobs) / cpu,
+        "same_set_as_loop": f"{same} of {n_loop}",
+        "batch_vs_loop_max_param_diff_std": max(diff) if diff else None,
+        "batch_vs_loop_max_nested_rms_rel_diff": max(nested) if nested else None,
+        "batch_vs_loop_max_cv_rms_rel_diff": max(cv) if cv else None,
+        "load_average_1min_after": os.getloadavg()[0],
+        "note": "the default calibration (parameter set chosen per heliostat, nested "
+        "cross-validation, robust final fit, hat-matrix leave-one-out); field measured, the "
+        "loop measured on the sample and scaled",
     }
 
 
@@ -622,6 +732,20 @@ def main() -> None:
     ap.add_argument("--skip-effects", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument(
+        "--select",
+        action="store_true",
+        help="also time the default, selecting calibration of the --field-size field",
+    )
+    ap.add_argument(
+        "--loo",
+        choices=("hat", "refit"),
+        default="hat",
+        help="leave-one-out of --select's final fits (heliostat calibrate's default: refit)",
+    )
+    ap.add_argument(
+        "--kfold", type=int, default=0, help="k-fold of --select's final fits (CLI default: 5)"
+    )
+    ap.add_argument(
         "--stream-size", type=int, default=0, metavar="N", help="stream N heliostats (0: skip)"
     )
     ap.add_argument("--chunk", type=int, default=10_000, help="heliostats per streamed chunk")
@@ -662,6 +786,10 @@ def main() -> None:
         out["effects"] = effects_table(a.effects_seeds)
     if not a.skip_speed:
         out["speed"] = field_speed(a.field_size, a.sample, a.workers, a.heliostat)
+    if a.select:
+        out["select_speed"] = select_speed(
+            a.field_size, a.sample, a.workers, a.heliostat, a.loo, a.kfold or None
+        )
     if a.stream_size:
         out["stream"] = stream_speed(a.stream_size, a.chunk, a.workers, a.heliostat)
     print(json.dumps(out, indent=2))

@@ -669,17 +669,24 @@ def pointing_error_mrad(
     cdraw: CampaignDraw,
     hdraw: HeliostatDraw,
     rng: np.random.Generator | None = None,
+    true_sun_enu: NDArray | None = None,
     start: ArrayLike = (0.0, 0.0),
 ) -> NDArray[np.float64]:
     """Beam pointing error of commanded ``steps`` in the real world: the angle between the
     effected beam (:func:`world_beam`, the true sun of :func:`true_sun`) and the direction
     from the (effected) mirror centre to the aim point. Per-visit draws (wind, encoder)
     come from ``rng`` (None = zero); backlash from moving visit to visit in the given
-    order, from ``start`` [steps]. Shape (N,). [mrad]"""
+    order, from ``start`` [steps]. ``true_sun_enu``: :func:`true_sun` of these times
+    when the caller has it (it is the same for every heliostat at the same times; a
+    field's worth of solar position calls is most of the cost). Shape (N,). [mrad]"""
     from heliostat.frames import angle_between
 
     n = steps.shape[0]
-    sun = true_sun(site, pd.DatetimeIndex(plant_times), plant_sun_enu, effects, cdraw)
+    sun = (
+        np.asarray(true_sun_enu, dtype=float)
+        if true_sun_enu is not None
+        else true_sun(site, pd.DatetimeIndex(plant_times), plant_sun_enu, effects, cdraw)
+    )
     vis = draw_visits(effects, n, rng) if rng is not None else VisitDraws.zeros(n)
     temp = ambient_c(pd.DatetimeIndex(plant_times), site, cdraw)
     c, _, r = world_beam(

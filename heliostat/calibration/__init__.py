@@ -11,6 +11,8 @@
 - :mod:`~heliostat.calibration.crossval`: leave-one-out and k-fold pointing error.
 - :mod:`~heliostat.calibration.corrections`: corrected setpoints, the corrections file.
 - :mod:`~heliostat.calibration.batch`: many like heliostats fitted together (vectorised).
+- :mod:`~heliostat.calibration.selection_batch`: many heliostats' parameter sets chosen
+  together (:func:`calibrate_batch`, the batched :func:`calibrate_heliostat`).
 - :mod:`~heliostat.calibration.field`: a whole field in parallel (processes or Dask),
   batched by drive and parameter set; streamed in chunks.
 """
@@ -39,8 +41,10 @@ from heliostat.calibration.selection import (
     CalibrationOptions,
     Selection,
     calibrate_heliostat,
+    candidate_sets,
     select_parameters,
 )
+from heliostat.calibration.selection_batch import calibrate_batch
 
 __all__ = [
     "Calibration",
@@ -53,9 +57,11 @@ __all__ = [
     "Rejection",
     "Selection",
     "Setpoints",
+    "calibrate_batch",
     "calibrate_field",
     "calibrate_heliostat",
     "calibrate_stream",
+    "candidate_sets",
     "corrected_setpoints",
     "corrections_document",
     "fit_batch",

@@ -46,6 +46,7 @@ References
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -120,6 +121,7 @@ class _Batch:
         self.idx = np.array([kern.SLOTS.index(n) for n in names], dtype=np.int64)
         # Difference steps of Problem: 0.1 µrad for angles, 1 µm for lengths.
         self.h = np.array([1e-7 if n.endswith("_rad") else 1e-6 for n in names])
+        self._spec = kins[0].spec
         self.lb = np.array([-kins[0].spec.fit_bound(n) for n in names])
         self.ub = -self.lb
         slots = {n: i for i, n in enumerate(kern.SLOTS)}
@@ -179,6 +181,17 @@ class _Batch:
             ref[has] = np.nanmedian(sig[has], axis=1)
         fin = np.isfinite(sig)
         self.weight = np.where(fin & has[:, None], ref[:, None] / np.where(fin, sig, 1.0), 1.0)
+
+    def with_names(self, names: tuple[str, ...]) -> _Batch:
+        """The same heliostats and rows for another parameter set (a shallow copy: the
+        padded arrays are shared; the start values stay those given)."""
+        out = copy.copy(self)
+        out.names = names
+        out.idx = np.array([self._kern.SLOTS.index(n) for n in names], dtype=np.int64)
+        out.h = np.array([1e-7 if n.endswith("_rad") else 1e-6 for n in names])
+        out.lb = np.array([-self._spec.fit_bound(n) for n in names])
+        out.ub = -out.lb
+        return out
 
     def _call(self, sel, x, want_jac: int, vals0=None):
         m, n, p = len(sel), self.steps.shape[1], len(self.idx)

@@ -3,7 +3,11 @@
 Heliostats that share a drive type, a parameter set and the fit options (at least
 :data:`BATCH_MIN` of them) are fitted together by :func:`heliostat.calibration.batch.fit_batch`
 (one vectorised solve per chunk, results equal to the single fit's within the optimisers'
-tolerances); the rest one at a time (:func:`run_job`). Each chunk is independent, so the
+tolerances); heliostats that choose their parameter set (the default of ``heliostat
+calibrate``) are calibrated together by
+:func:`heliostat.calibration.selection_batch.calibrate_batch` (the same sets as
+:func:`~heliostat.calibration.selection.calibrate_heliostat`); the rest one at a time
+(:func:`run_job`). Each chunk is independent, so the
 chunks run on a :class:`concurrent.futures.ProcessPoolExecutor` (one machine) or on Dask
 (``backend="dask"``, the ``[dist]`` extra; a cluster through a ``distributed.Client``,
 else Dask's local process scheduler). ``"sequential"`` runs in this process. All
@@ -90,13 +94,27 @@ def run_batch(jobs: Sequence[Job]) -> list[FitResult]:
     """Fit a chunk of like jobs (:func:`batch_key`) together (a unit of work).
 
     The hat-matrix leave-one-out comes from the batch; refit leave-one-out and k-fold
-    (refits by nature) run per heliostat afterwards. A failure of the batch as a whole
-    falls back to :func:`run_chunk`, which isolates the heliostat at fault.
+    from :func:`~heliostat.calibration.crossval_batch.cross_validate_batch` (the refits
+    batched). Jobs that choose their parameter set
+    (:attr:`Job.select`) go through
+    :func:`~heliostat.calibration.selection_batch.calibrate_batch`. A failure of the batch
+    as a whole falls back to :func:`run_chunk`, which isolates the heliostat at fault.
     """
     jobs = list(jobs)
     if not jobs:
         return []
     j0 = jobs[0]
+    if j0.select:
+        from heliostat.calibration.selection_batch import calibrate_batch
+
+        try:
+            opt = CalibrationOptions(None, j0.residual, j0.loo, j0.kfold)
+            cals = calibrate_batch(
+                [j.kinematics for j in jobs], [j.observations for j in jobs], opt
+            )
+        except (CalibrationError, ValueError, ArithmeticError):
+            return run_chunk(jobs)
+        return [c.fit for c in cals]
     try:
         results = fit_batch(
             [j.kinematics for j in jobs],
@@ -107,19 +125,31 @@ def run_batch(jobs: Sequence[Job]) -> list[FitResult]:
         )
     except (CalibrationError, ValueError, ArithmeticError):
         return run_chunk(jobs)
-    out = []
-    for job, r in zip(jobs, results, strict=True):
-        if r.success and (job.loo == "refit" or job.kfold):
-            try:
-                loo = "refit" if job.loo == "refit" else "none"
-                cv = with_cross_validation(
-                    job.kinematics, job.observations, r, loo, job.kfold, job.residual
-                )
-                r = cv if loo == "refit" else dataclasses.replace(cv, loo_rms_mrad=r.loo_rms_mrad)
-            except (CalibrationError, ValueError, ArithmeticError) as exc:
-                r = _failed(job, exc)
-        out.append(r)
-    return out
+    if j0.loo == "refit" or j0.kfold:
+        from heliostat.calibration.crossval_batch import cross_validate_batch
+
+        try:
+            results = cross_validate_batch(
+                [j.kinematics for j in jobs], [j.observations for j in jobs], results,
+                j0.loo, j0.kfold, j0.residual,
+            )  # fmt: skip
+        except (CalibrationError, ValueError, ArithmeticError):
+            results = [_cross_validate(j, r) for j, r in zip(jobs, results, strict=True)]
+    return results
+
+
+def _cross_validate(job: Job, r: FitResult) -> FitResult:
+    """One heliostat's refit cross-validation (the batch's failure isolated)."""
+    if not r.success:
+        return r
+    try:
+        loo = "refit" if job.loo == "refit" else "none"
+        cv = with_cross_validation(
+            job.kinematics, job.observations, r, loo, job.kfold, job.residual
+        )
+        return cv if loo == "refit" else dataclasses.replace(cv, loo_rms_mrad=r.loo_rms_mrad)
+    except (CalibrationError, ValueError, ArithmeticError) as exc:
+        return _failed(job, exc)
 
 
 def batch_key(job: Job) -> tuple:
@@ -146,8 +176,7 @@ def plan_units(
     singles: list[Job] = []
     total = max(len(jobs), 1)
     for group in groups.values():
-        # a job that chooses its parameter set (calibrate_heliostat) is fitted alone
-        if batch_min <= 0 or len(group) < batch_min or group[0].select:
+        if batch_min <= 0 or len(group) < batch_min:
             singles.extend(group)
             continue
         share = max(1, round(n_chunks * len(group) / total))

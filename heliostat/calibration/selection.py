@@ -531,6 +531,19 @@ def select_parameters(
         folds = outer_folds(obs, outer_k, seed)
         how = "leave-one-out" if len(folds) == len(obs) else f"{len(folds)}-fold"
         nested_rms, chosen = _nested(kin, obs, scored, residual, folds, sky)
+    return _selection(best, scored, nested_rms, chosen, how)
+
+
+def _selection(
+    best: Candidate,
+    scored: Sequence[Candidate],
+    nested_rms: float,
+    chosen: tuple[tuple[str, ...], ...],
+    how: str,
+) -> Selection:
+    """The :class:`Selection` of ``best`` among ``scored`` (ascending size) and its reason
+    (shared by :func:`select_parameters` and the batched selection,
+    :mod:`heliostat.calibration.selection_batch`)."""
     full = scored[-1]
     why = (
         f"chose {len(best.names)} of {len(full.names)} parameters "
@@ -552,7 +565,7 @@ def select_parameters(
             f"; nested {how} error {nested_rms:.3g} mrad (the choice repeated without each "
             f"held-out part: this set chosen in {same} of {len(chosen)})"
         )
-    return Selection(best.names, scored, nested_rms, why, how, chosen)
+    return Selection(best.names, tuple(scored), nested_rms, why, how, chosen)
 
 
 def _none_reason(n: int, scored: Sequence[Candidate]) -> str:
@@ -709,30 +722,54 @@ def calibrate_heliostat(
     )
     clean, screened = _screen(kin, obs, cands, opt.residual)
     sel = select_parameters(kin, clean, opt.residual, cands, opt.nested, opt.outer_k, opt.seed)
-    if screened:
-        sel = replace(
-            sel,
-            reason=sel.reason + f" (on {len(clean)} records: source rows "
-            f"{', '.join(map(str, screened))} set aside as gross outliers)",
-        )
     if not sel.names:
-        zeros = KinematicErrors.zeros(kin.drive)
-        before = pointing_residuals(kin, obs, zeros, opt.residual)
-        r = FitResult(
-            obs.heliostat_id,
-            kin.drive,
-            (),
-            zeros,
-            {},
-            False,
-            f"no parameter set chosen: {sel.reason}",
-            n_points=len(obs),
-            rms_before_mrad=float(np.sqrt(np.mean(before**2))),
-            selection=_selection_dict(sel, screened, sel.reason),
-        )
-        return Calibration(r, sel, screened, r.reason)
+        return _unchosen(kin, obs, opt, sel, screened, len(clean))
     r = fit_heliostat(kin, obs, sel.names, opt.residual)
     r = with_cross_validation(kin, obs, r, opt.loo, opt.kfold, opt.residual)
+    return _conclude(r, sel, screened, len(clean))
+
+
+def _with_screened(sel: Selection, screened: tuple[int, ...], n_clean: int) -> Selection:
+    if not screened:
+        return sel
+    return replace(
+        sel,
+        reason=sel.reason + f" (on {n_clean} records: source rows "
+        f"{', '.join(map(str, screened))} set aside as gross outliers)",
+    )
+
+
+def _unchosen(
+    kin: HeliostatKinematics,
+    obs: Observations,
+    opt: CalibrationOptions,
+    sel: Selection,
+    screened: tuple[int, ...],
+    n_clean: int,
+) -> Calibration:
+    """The failed calibration when no candidate set is feasible and eligible."""
+    sel = _with_screened(sel, screened, n_clean)
+    zeros = KinematicErrors.zeros(kin.drive)
+    before = pointing_residuals(kin, obs, zeros, opt.residual)
+    r = FitResult(
+        obs.heliostat_id,
+        kin.drive,
+        (),
+        zeros,
+        {},
+        False,
+        f"no parameter set chosen: {sel.reason}",
+        n_points=len(obs),
+        rms_before_mrad=float(np.sqrt(np.mean(before**2))),
+        selection=_selection_dict(sel, screened, sel.reason),
+    )
+    return Calibration(r, sel, screened, r.reason)
+
+
+def _conclude(r: FitResult, sel: Selection, screened: tuple[int, ...], n_clean: int) -> Calibration:
+    """The calibration from the final robust fit ``r`` of the chosen set (module rule 6;
+    shared with the batched selection)."""
+    sel = _with_screened(sel, screened, n_clean)
     why = _bound_note(r, sel.reason)
     r = replace(r, selection=_selection_dict(sel, screened, why))
     return Calibration(r, sel, screened, why)

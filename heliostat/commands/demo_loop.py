@@ -511,9 +511,12 @@ def stage_verify(ctx) -> dict[str, Any]:
     world, world_seed = None, ctx.options.seed + 1
     index = {hid: i for i, hid in enumerate(field_cfg.heliostats)}
     if ctx.state.get("effect_draws"):
-        from sim.effects import draws_from_dict, pointing_error_mrad
+        from sim.effects import draws_from_dict, pointing_error_mrad, true_sun
 
         world = draws_from_dict(ctx.state["effect_draws"])
+        # the true sun at the held-out times, once for the field (per time, so a
+        # heliostat's subset of the times is a subset of these rows)
+        sun_true = true_sun(field_cfg.site, sp.times[up], sun, world[0], world[1])
     for hid, errors in applied.items():
         kin = field_cfg.heliostats[hid].kinematics
         try:
@@ -530,7 +533,7 @@ def stage_verify(ctx) -> dict[str, Any]:
                 out_d[hid] = pointing_error_mrad(
                     kin, truth[hid], st[keep], t_keep, sun[keep], field_cfg.site, aim,
                     effects, cdraw, hdraws[hid],
-                    np.random.default_rng([world_seed, index[hid]]),
+                    np.random.default_rng([world_seed, index[hid]]), sun_true[keep],
                 )  # fmt: skip
             continue
         before[hid] = _miss_mrad(kin, truth[hid], nominal[keep], sun[keep], aim)
@@ -557,6 +560,8 @@ def stage_verify(ctx) -> dict[str, Any]:
         outcomes = _run_on_buses(ctx, cmds, f"verify-{times[k]:%Y%m%dT%H%M}")
     reported = _wait_and_read_positions(ctx, planned)
     wire_err = []
+    if world is not None:
+        sun_noon = true_sun(field_cfg.site, times[k : k + 1], s_noon[None], world[0], world[1])
     for hid, pos in reported.items():
         h = field_cfg.heliostats[hid]
         if world is not None:
@@ -565,7 +570,7 @@ def stage_verify(ctx) -> dict[str, Any]:
                 pointing_error_mrad(
                     h.kinematics, truth[hid], np.asarray(pos, float)[None], times[k : k + 1],
                     s_noon[None], field_cfg.site, aim, effects, cdraw, hdraws[hid],
-                    np.random.default_rng([world_seed, index[hid], 1]), starts[hid],
+                    np.random.default_rng([world_seed, index[hid], 1]), sun_noon, starts[hid],
                 )[0]
             )  # fmt: skip
             continue
@@ -612,6 +617,10 @@ def stage_verify(ctx) -> dict[str, Any]:
     }
 
 
+#: Buses polled side by side while the verified heliostats travel.
+POLL_THREADS = 4
+
+
 def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps: int = 40):
     """Let the emulated axes travel (the controllers' clock runs ``step_s`` per round) while
     the bridge polls every moving controller's status over the wire — the polling also
@@ -620,7 +629,10 @@ def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps
     Returns the *physical* (load-side) axis positions of the arrived heliostats, which
     differ from the motor counts the controllers report by the backlash taken up on the
     way in: that is where the mirrors really are. [steps]"""
+    from concurrent.futures import ThreadPoolExecutor
+
     from firmware_bridge.delivery import Bridge
+    from firmware_bridge.errors import ControllerTimeout
     from firmware_bridge.transport import ModbusLink
 
     field_cfg = ctx.state["field"]
@@ -639,15 +651,35 @@ def _wait_and_read_positions(ctx, planned: dict, step_s: float = 15.0, max_steps
                 timeout_s=bus.timeout_s,
             )
             links[name].__enter__()
-        for _ in range(max_steps):
-            if not pending:
-                break
-            clock.advance(step_s)
-            for hid in list(pending):
+
+        def poll(bus: str, hids: list[str]) -> list[str]:
+            """The heliostats of one bus that report arrival (one thread per bus: the
+            buses' lines work side by side, as deliver_buses drives them)."""
+            arrived = []
+            for hid in hids:
                 h = field_cfg.heliostats[hid]
-                st = Bridge(links[h.bus]).status(h.address)
+                try:
+                    st = Bridge(links[bus]).status(h.address)
+                except ControllerTimeout:
+                    continue  # asked again next round (the emulators share this process)
                 if tuple(st.position_steps) == tuple(st.target_steps):
-                    ctrl = buses[h.bus].controllers[h.address]  # the simulator's ground truth
+                    arrived.append(hid)
+            return arrived
+
+        # A few buses at a time: the emulated controllers answer from threads of this
+        # process, and 41 pollers beside them made replies miss their 0.2 s timeout.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(links), POLL_THREADS))) as pool:
+            for _ in range(max_steps):
+                if not pending:
+                    break
+                clock.advance(step_s)
+                by_bus: dict[str, list[str]] = {}
+                for hid in pending:
+                    by_bus.setdefault(field_cfg.heliostats[hid].bus, []).append(hid)
+                arrived = {h for got in pool.map(poll, by_bus, by_bus.values()) for h in got}
+                for hid in [h for h in pending if h in arrived]:  # in the planned order
+                    h = field_cfg.heliostats[hid]
+                    ctrl = buses[h.bus].controllers[h.address]  # the simulator's truth
                     reported[hid] = np.array(ctrl.output_steps, dtype=float)
                     del pending[hid]
     finally:
