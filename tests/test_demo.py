@@ -305,3 +305,38 @@ def test_one_backlash_per_simulated_plant(tmp_path, encoder):
     finally:
         stop_emulators(ctx)
     assert got == ({(0.0, 0.0)} if encoder else {(20.0, 20.0)})
+
+
+def test_demo_calibrates_as_the_cli_does_with_few_records(tmp_path, capsys):
+    """A heliostat with 2 records: `heliostat calibrate` reports it as too few to choose a
+    set (heliostat.calibration.field.too_few_records); the demo's calibrate stage says the
+    same of it instead of fitting a one-parameter guess, and fits the others as the CLI."""
+    from types import SimpleNamespace
+
+    from heliostat.calibration.field import MIN_RECORDS_TO_SELECT
+    from heliostat.commands.demo_loop import stage_calibrate
+
+    sample = "calibration_data/sample"
+    cfg = load_field(f"{sample}/field.toml")
+    df = pd.read_csv(f"{sample}/observations.csv", keep_default_na=False)
+    df = df[df["spot_x_m"].astype(str) != ""]
+    few = sorted(df["heliostat_id"].unique())[0]
+    keep = ~(df["heliostat_id"] == few) | (df.groupby("heliostat_id").cumcount() < 2)
+    df = df[keep].reset_index(drop=True)
+    assert (df["heliostat_id"] == few).sum() == 2 < MIN_RECORDS_TO_SELECT
+    out = tmp_path / "demo"
+    out.mkdir()
+    ctx = SimpleNamespace(
+        state={"field": cfg, "observations": df, "campaign_dir": tmp_path}, out=out
+    )
+    res = stage_calibrate(ctx)
+    assert few in res["failed"] and "too few" in res["failed"][few]
+    assert "Choosing the set by cross-validation needs at least 3" in res["failed"][few]
+    cli = tmp_path / "obs.csv"
+    df.to_csv(cli, index=False)
+    code = main(["calibrate", "--field", f"{sample}/field.toml", str(cli), "--loo", "hat",
+                 "--kfold", "0", "--json"])  # fmt: skip
+    assert code == 1  # the CLI's exit code for a failed heliostat
+    rows = {r["heliostat"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows[few]["reason"] == res["failed"][few]  # the same words, one function
+    assert res["fitted"] == sum(r["success"] for r in rows.values()) == len(rows) - 1

@@ -41,6 +41,13 @@ BATCH_MIN = 8
 CHUNK_MIN = 256
 
 
+#: Without ``--params`` (or ``--no-select``), heliostats with at least this many records
+#: get their parameter set chosen by nested cross-validation
+#: (:func:`heliostat.calibration.selection.calibrate_heliostat`; fewer records leave
+#: nothing to check a choice with).
+MIN_RECORDS_TO_SELECT = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One heliostat's fit: everything a worker process needs (picklable)."""
@@ -366,3 +373,56 @@ def calibrate_stream(
         if pending is not None:
             n += finish(*pending)
     return n
+
+
+def too_few_records(job, explicit: bool):
+    """A failed :class:`FitResult` saying what ``job``'s records can and cannot determine
+    when they are too few for its parameters (None when they suffice).
+
+    n records give 2n residual components. A fit of p parameters needs 2n ≥ p + 1; a
+    leave-one-out check of it needs 2(n − 1) ≥ p + 1. The nominal model's pointing error
+    on the records (``rms_before_mrad``) is reported either way: it needs no fit.
+    """
+    import math
+
+    import numpy as np
+
+    from heliostat.calibration.fit import FitResult, pointing_residuals
+    from heliostat.kinematics import KinematicErrors
+
+    n, p = len(job.observations), len(job.names)
+    need_fit = 2 * n >= p + 1
+    need_loo = job.loo == "none" or 2 * (n - 1) >= p + 1
+    if need_fit and need_loo:
+        return None
+    zeros = KinematicErrors.zeros(job.kinematics.drive)
+    before = pointing_residuals(job.kinematics, job.observations, zeros, job.residual)
+    rms = float(np.sqrt(np.mean(before**2)))
+    max_fit, max_loo = 2 * n - 1, max(2 * (n - 1) - 1, 0)
+    n_needed = math.ceil((p + 1) / 2) + 1
+    which = "the chosen" if explicit else f"the default {job.kinematics.drive}-drive"
+    reason = (
+        f"{n} record(s) give {2 * n} residuals: too few for {which} set of {p} parameters "
+        f"({', '.join(job.names)}); a fit with a leave-one-out check needs at least "
+        f"{n_needed} records. These records can fit at most {max_fit} parameter(s), and "
+        f"check at most {max_loo} by leave-one-out (--params with fewer, e.g. "
+        f"--params axis2_zero_rad; --loo none skips the check). Without a fit: the "
+        f"nominal model misses by {', '.join(f'{v:.2f}' for v in before)} mrad "
+        f"(RMS {rms:.2f} mrad)."
+    )
+    if not explicit and n < MIN_RECORDS_TO_SELECT:
+        reason += (
+            f" Choosing the set by cross-validation needs at least {MIN_RECORDS_TO_SELECT} "
+            "records (one held out, and still a check of the choice)."
+        )
+    return FitResult(
+        job.observations.heliostat_id,
+        job.kinematics.drive,
+        job.names,
+        zeros,
+        {},
+        False,
+        reason,
+        n_points=n,
+        rms_before_mrad=rms,
+    )

@@ -9,11 +9,6 @@ import sys
 from heliostat.commands._common import id_sort_key, print_json, print_table
 from heliostat.errors import InputError
 
-#: Without ``--params`` (or ``--no-select``), heliostats with at least this many records
-#: get their parameter set chosen by nested cross-validation
-#: (:func:`heliostat.calibration.selection.calibrate_heliostat`; fewer records leave
-#: nothing to check a choice with).
-MIN_RECORDS_TO_SELECT = 3
 #: Up to this many heliostats, the text output gives each one's chosen set and reason;
 #: above, a count per chosen set (``--json`` has every heliostat's).
 MAX_REASON_LINES = 20
@@ -196,7 +191,6 @@ def run(args: argparse.Namespace) -> int:
     int
         Exit code: 0 when every fit succeeded, 1 when one failed.
     """
-
     from heliostat.calibration.corrections import (
         corrected_setpoints,
         corrections_document,
@@ -204,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         parse_aim,
         write_corrections,
     )
-    from heliostat.calibration.field import calibrate_field
+    from heliostat.calibration.field import MIN_RECORDS_TO_SELECT, calibrate_field, too_few_records
     from heliostat.calibration.fit import FitResult
     from heliostat.calibration.observations import SUN_TOLERANCE_DEG, read_observations
 
@@ -374,7 +368,7 @@ def _run_history(args: argparse.Namespace, tol: float) -> int:
         heliostat_entry,
         parse_aim,
     )
-    from heliostat.calibration.field import calibrate_stream
+    from heliostat.calibration.field import MIN_RECORDS_TO_SELECT, calibrate_stream, too_few_records
     from heliostat.campaign.history import History
     from heliostat.config import load_field
     from heliostat.corrections_format import CorrectionsStream
@@ -576,59 +570,6 @@ def poorly_identifiable_line(results) -> str | None:
             "the heliostats of its drive; --json lists each heliostat's own set)"
         )
     return line
-
-
-def too_few_records(job, explicit: bool):
-    """A failed :class:`FitResult` saying what ``job``'s records can and cannot determine
-    when they are too few for its parameters (None when they suffice).
-
-    n records give 2n residual components. A fit of p parameters needs 2n ≥ p + 1; a
-    leave-one-out check of it needs 2(n − 1) ≥ p + 1. The nominal model's pointing error
-    on the records (``rms_before_mrad``) is reported either way: it needs no fit.
-    """
-    import math
-
-    import numpy as np
-
-    from heliostat.calibration.fit import FitResult, pointing_residuals
-    from heliostat.kinematics import KinematicErrors
-
-    n, p = len(job.observations), len(job.names)
-    need_fit = 2 * n >= p + 1
-    need_loo = job.loo == "none" or 2 * (n - 1) >= p + 1
-    if need_fit and need_loo:
-        return None
-    zeros = KinematicErrors.zeros(job.kinematics.drive)
-    before = pointing_residuals(job.kinematics, job.observations, zeros, job.residual)
-    rms = float(np.sqrt(np.mean(before**2)))
-    max_fit, max_loo = 2 * n - 1, max(2 * (n - 1) - 1, 0)
-    n_needed = math.ceil((p + 1) / 2) + 1
-    which = "the chosen" if explicit else f"the default {job.kinematics.drive}-drive"
-    reason = (
-        f"{n} record(s) give {2 * n} residuals: too few for {which} set of {p} parameters "
-        f"({', '.join(job.names)}); a fit with a leave-one-out check needs at least "
-        f"{n_needed} records. These records can fit at most {max_fit} parameter(s), and "
-        f"check at most {max_loo} by leave-one-out (--params with fewer, e.g. "
-        f"--params axis2_zero_rad; --loo none skips the check). Without a fit: the "
-        f"nominal model misses by {', '.join(f'{v:.2f}' for v in before)} mrad "
-        f"(RMS {rms:.2f} mrad)."
-    )
-    if not explicit and n < MIN_RECORDS_TO_SELECT:
-        reason += (
-            f" Choosing the set by cross-validation needs at least {MIN_RECORDS_TO_SELECT} "
-            "records (one held out, and still a check of the choice)."
-        )
-    return FitResult(
-        job.observations.heliostat_id,
-        job.kinematics.drive,
-        job.names,
-        zeros,
-        {},
-        False,
-        reason,
-        n_points=n,
-        rms_before_mrad=rms,
-    )
 
 
 def _read_paint(args: argparse.Namespace):

@@ -170,7 +170,12 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         heliostat_entry,
         write_corrections,
     )
-    from heliostat.calibration.field import calibrate_field, make_jobs
+    from heliostat.calibration.field import (
+        MIN_RECORDS_TO_SELECT,
+        calibrate_field,
+        make_jobs,
+        too_few_records,
+    )
     from heliostat.calibration.observations import observations_from_frame
 
     field_cfg = ctx.state["field"]
@@ -179,11 +184,21 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         # Each heliostat's parameter set chosen by nested cross-validation
         # (heliostat.calibration.selection.calibrate_heliostat, as `heliostat calibrate`).
         kins = {h: x.kinematics for h, x in field_cfg.heliostats.items()}
-        jobs = make_jobs(kins, obs, select=True)
+        # as `heliostat calibrate`: too few records to choose a set are a failed fit
+        # that says so, not a one-parameter guess
+        jobs, few = [], {}
+        for job in make_jobs(kins, obs, select=True):
+            r = None
+            if len(job.observations) < MIN_RECORDS_TO_SELECT:
+                r = too_few_records(job, explicit=False)
+            if r is None:
+                jobs.append(job)
+            else:
+                few[job.observations.heliostat_id] = r
         # Sequential: the meter charges this process's CPU time; `heliostat calibrate
         # --workers` runs big fields in parallel.
         with Progress("fits") as progress:
-            fits = calibrate_field(jobs, backend="sequential", progress=progress)
+            fits = {**calibrate_field(jobs, backend="sequential", progress=progress), **few}
     ok = {h: r for h, r in fits.items() if r.success}
     # for the report's per-heliostat table: every fit kept (failed ones too) and the sun
     # directions each heliostat was seen at
