@@ -272,9 +272,47 @@ def _rusage() -> tuple[float, float, float]:
     )
 
 
+def _time_field(jobs, sample: int, workers: int) -> tuple[list, dict, dict]:
+    """The per-heliostat loop (:func:`run_job`) on the first ``sample`` jobs and
+    :func:`calibrate_field` on all of them, in the same run: (loop results, field results
+    by heliostat, figures: ``field`` wall/CPU/peak RSS and ``loop`` per heliostat and the
+    speed-ups)."""
+    from heliostat.calibration.field import run_job
+
+    n_loop = min(sample, len(jobs))
+    c0, t0 = time.process_time(), time.perf_counter()
+    loop = [run_job(j) for j in jobs[:n_loop]]
+    loop_s = (time.perf_counter() - t0) / n_loop
+    loop_cpu_s = (time.process_time() - c0) / n_loop
+    backend = "process" if workers > 1 else "sequential"
+    cpu_me0, cpu_kids0, _ = _rusage()
+    t0 = time.perf_counter()
+    res = calibrate_field(jobs, backend=backend, max_workers=workers)
+    wall = time.perf_counter() - t0
+    cpu_me1, cpu_kids1, rss = _rusage()
+    cpu = (cpu_me1 - cpu_me0) + (cpu_kids1 - cpu_kids0)
+    field = {
+        "workers": workers,
+        "backend": backend,
+        "cpu_count": os.cpu_count(),
+        "field_wall_s": wall,
+        "field_cpu_s": cpu,
+        "field_cpu_parent_s": cpu_me1 - cpu_me0,
+        "peak_rss_mb": rss,
+    }
+    figures = {
+        "loop_sample": n_loop,
+        "loop_s_per_heliostat": loop_s,
+        "loop_cpu_s_per_heliostat": loop_cpu_s,
+        "loop_field_s_extrapolated": loop_s * len(jobs),
+        "speedup_vs_loop": loop_s * len(jobs) / wall,
+        "cpu_speedup_vs_loop": loop_cpu_s * len(jobs) / cpu,
+    }
+    return loop, res, {"field": field, "loop": figures}
+
+
 def field_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -> dict:
     from heliostat.calibration.batch import fit_batch
-    from heliostat.calibration.field import run_job
     from sim.observe import simulate_field_observations
 
     rng = np.random.default_rng(7)
@@ -292,18 +330,7 @@ def field_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -
     t0 = time.perf_counter()
     fit_batch(kins[:2], obs[:2], names)  # load (or compile) the kernel once
     load_s = time.perf_counter() - t0
-    n_loop = min(sample, len(jobs))
-    c0, t0 = time.process_time(), time.perf_counter()
-    loop = [run_job(j) for j in jobs[:n_loop]]
-    loop_s = (time.perf_counter() - t0) / n_loop
-    loop_cpu_s = (time.process_time() - c0) / n_loop
-    backend = "process" if workers > 1 else "sequential"
-    cpu_me0, cpu_kids0, _ = _rusage()
-    t0 = time.perf_counter()
-    res = calibrate_field(jobs, backend=backend, max_workers=workers)
-    wall = time.perf_counter() - t0
-    cpu_me1, cpu_kids1, rss = _rusage()
-    cpu = (cpu_me1 - cpu_me0) + (cpu_kids1 - cpu_kids0)
+    loop, res, t = _time_field(jobs, sample, workers)
     diff = []
     for r in loop:
         b = res[r.heliostat_id]
@@ -316,22 +343,11 @@ def field_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -
         "field_size": len(jobs),
         "n_points": len(obs[0]),
         "n_parameters": len(names),
-        "workers": workers,
-        "backend": backend,
-        "cpu_count": os.cpu_count(),
         "generate_s": gen_s,
         "kernel_load_s": load_s,
-        "field_wall_s": wall,
-        "field_cpu_s": cpu,
-        "field_cpu_parent_s": cpu_me1 - cpu_me0,
-        "peak_rss_mb": rss,
+        **t["field"],
         "field_success": int(sum(r.success for r in res.values())),
-        "loop_sample": n_loop,
-        "loop_s_per_heliostat": loop_s,
-        "loop_cpu_s_per_heliostat": loop_cpu_s,
-        "loop_field_s_extrapolated": loop_s * len(jobs),
-        "speedup_vs_loop": loop_s * len(jobs) / wall,
-        "cpu_speedup_vs_loop": loop_cpu_s * len(jobs) / cpu,
+        **t["loop"],
         "batch_vs_loop_max_param_diff_std": float(max(diff)) if diff else None,
         "load_average_1min_after": os.getloadavg()[0],
         "note": "field measured, not extrapolated (the loop is measured on the sample and "
@@ -354,7 +370,6 @@ def select_speed(
     against ``calibrate_heliostat`` looped over the first ``sample`` heliostats in the
     same run. ``loo``, ``kfold``: the final fit's cross-validation (``heliostat calibrate``'s
     defaults are ``refit`` and 5)."""
-    from heliostat.calibration.field import run_job
     from heliostat.calibration.selection_batch import calibrate_batch
     from sim.observe import simulate_field_observations
 
@@ -371,18 +386,7 @@ def select_speed(
     t0 = time.perf_counter()
     calibrate_batch(kins[:2], obs[:2])  # load (or compile) the kernel once
     load_s = time.perf_counter() - t0
-    n_loop = min(sample, len(jobs))
-    c0, t0 = time.process_time(), time.perf_counter()
-    loop = [run_job(j) for j in jobs[:n_loop]]
-    loop_s = (time.perf_counter() - t0) / n_loop
-    loop_cpu_s = (time.process_time() - c0) / n_loop
-    backend = "process" if workers > 1 else "sequential"
-    cpu_me0, cpu_kids0, _ = _rusage()
-    t0 = time.perf_counter()
-    res = calibrate_field(jobs, backend=backend, max_workers=workers)
-    wall = time.perf_counter() - t0
-    cpu_me1, cpu_kids1, rss = _rusage()
-    cpu = (cpu_me1 - cpu_me0) + (cpu_kids1 - cpu_kids0)
+    loop, res, t = _time_field(jobs, sample, workers)
     same, diff, nested, cv = 0, [], [], []
     for r in loop:
         b = res[r.heliostat_id]
@@ -410,24 +414,13 @@ def select_speed(
         "candidate_sets": len(candidate_sets(kins[0].drive)),
         "loo": loo,
         "kfold": kfold,
-        "workers": workers,
-        "backend": backend,
-        "cpu_count": os.cpu_count(),
         "generate_s": gen_s,
         "kernel_load_s": load_s,
-        "field_wall_s": wall,
-        "field_cpu_s": cpu,
-        "field_cpu_parent_s": cpu_me1 - cpu_me0,
-        "peak_rss_mb": rss,
+        **t["field"],
         "field_success": int(sum(r.success for r in res.values())),
         "chosen_set_sizes": chosen,
-        "loop_sample": n_loop,
-        "loop_s_per_heliostat": loop_s,
-        "loop_cpu_s_per_heliostat": loop_cpu_s,
-        "loop_field_s_extrapolated": loop_s * len(jobs),
-        "speedup_vs_loop": loop_s * len(jobs) / wall,
-        "cpu_speedup_vs_loop": loop_cpu_s * len(jobs) / cpu,
-        "same_set_as_loop": f"{same} of {n_loop}",
+        **t["loop"],
+        "same_set_as_loop": f"{same} of {len(loop)}",
         "batch_vs_loop_max_param_diff_std": max(diff) if diff else None,
         "batch_vs_loop_max_nested_rms_rel_diff": max(nested) if nested else None,
         "batch_vs_loop_max_cv_rms_rel_diff": max(cv) if cv else None,
