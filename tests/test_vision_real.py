@@ -435,3 +435,24 @@ def test_cli_detect_on_a_raw_tower_frame(name, capsys):
     ref = RT.rectified_threshold_centroid_m(cv2.imread(str(path)), src, w_m, h_m)
     assert math.hypot(row["x_m"] - ref[0], row["y_m"] - ref[1]) < 0.06
     assert "saturated" in row["flags"]  # these spots clip the 8-bit frames
+
+
+def test_shadow_lines_on_a_board_without_edges_and_with_one():
+    """No straight edge: no shadow line, whatever OpenCV returns for "no Hough line"
+    (None before 5.1, an empty array from 5.1, which once crashed every sunlit frame
+    without a line). One step of 0.5 in log intensity across the middle at v = 40: every
+    line found lies in the band the ±3 px step test sees (v within 4.5 px of the edge at
+    both ends), darker below, and the longest spans most of the 80 px board."""
+    from heliostat.vision.shadows import shadow_lines
+
+    flat = np.zeros((80, 80), np.float32)
+    ok = np.ones((80, 80), bool)
+    assert shadow_lines(flat, ok, 80.0, 0.2, 0.3) == []
+    step = flat.copy()
+    step[40:] = -0.5
+    lines = shadow_lines(step, ok, 80.0, 0.2, 0.3)
+    assert len(lines) >= 1
+    for _, v0, _, v1, s in lines:
+        assert abs(v0 - 39.5) < 4.5 and abs(v1 - 39.5) < 4.5
+        assert s < 0  # darker below the edge
+    assert max(abs(u1 - u0) for u0, _, u1, _, _ in lines) > 60

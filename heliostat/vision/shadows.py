@@ -135,7 +135,7 @@ def shadow_lines(
     edge = (mag > 0.1 * min_step) & inner
     min_len = min_line * size
     hl = cv2.HoughLines(edge.view(np.uint8), 1, np.pi / 180, int(0.5 * min_len))
-    if hl is None:
+    if hl is None or len(hl) == 0:  # OpenCV < 5.1 returns None without lines, 5.1 an empty array
         return []
     rows, cols = logi.shape
     diag = float(np.hypot(rows, cols))
