@@ -272,6 +272,22 @@ def _rusage() -> tuple[float, float, float]:
     )
 
 
+def _field(hid: str, field_size: int, seed: int) -> tuple[list, list, float]:
+    """``field_size`` heliostats like ``hid`` with their image-free campaign observations
+    (:func:`sim.observe.simulate_field_observations`), and the time it took. [s]"""
+    from sim.observe import simulate_field_observations
+
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    # ~5 % of the drawn pivots leave the actuators' travel on some campaign time: draw
+    # extra and keep N.
+    kins, _, obs = simulate_field_observations(
+        FIELD.heliostats[hid], int(field_size * 1.1) + 10, TARGET, FIELD.site, CAMPAIGN, rng,
+        NOISE_MRAD,
+    )  # fmt: skip
+    return kins[:field_size], obs[:field_size], time.perf_counter() - t0
+
+
 def _time_field(jobs, sample: int, workers: int) -> tuple[list, dict, dict]:
     """The per-heliostat loop (:func:`run_job`) on the first ``sample`` jobs and
     :func:`calibrate_field` on all of them, in the same run: (loop results, field results
@@ -313,18 +329,8 @@ def _time_field(jobs, sample: int, workers: int) -> tuple[list, dict, dict]:
 
 def field_speed(field_size: int, sample: int, workers: int, hid: str = "AA39") -> dict:
     from heliostat.calibration.batch import fit_batch
-    from sim.observe import simulate_field_observations
 
-    rng = np.random.default_rng(7)
-    t0 = time.perf_counter()
-    # ~5 % of the drawn pivots leave the actuators' travel on some campaign time: draw
-    # extra and keep N.
-    kins, _, obs = simulate_field_observations(
-        FIELD.heliostats[hid], int(field_size * 1.1) + 10, TARGET, FIELD.site, CAMPAIGN, rng,
-        NOISE_MRAD,
-    )  # fmt: skip
-    kins, obs = kins[:field_size], obs[:field_size]
-    gen_s = time.perf_counter() - t0
+    kins, obs, gen_s = _field(hid, field_size, seed=7)
     names = resolve_names(kins[0].drive)
     jobs = [Job(k, o, names, "angle", "hat", None) for k, o in zip(kins, obs, strict=True)]
     t0 = time.perf_counter()
@@ -371,16 +377,8 @@ def select_speed(
     same run. ``loo``, ``kfold``: the final fit's cross-validation (``heliostat calibrate``'s
     defaults are ``refit`` and 5)."""
     from heliostat.calibration.selection_batch import calibrate_batch
-    from sim.observe import simulate_field_observations
 
-    rng = np.random.default_rng(11)
-    t0 = time.perf_counter()
-    kins, _, obs = simulate_field_observations(
-        FIELD.heliostats[hid], int(field_size * 1.1) + 10, TARGET, FIELD.site, CAMPAIGN, rng,
-        NOISE_MRAD,
-    )  # fmt: skip
-    kins, obs = kins[:field_size], obs[:field_size]
-    gen_s = time.perf_counter() - t0
+    kins, obs, gen_s = _field(hid, field_size, seed=11)
     names = resolve_names(kins[0].drive)
     jobs = [Job(k, o, names, "angle", loo, kfold, True) for k, o in zip(kins, obs, strict=True)]
     t0 = time.perf_counter()
