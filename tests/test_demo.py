@@ -237,6 +237,12 @@ def test_demo_names_the_heliostats_it_leaves_uncorrected(tmp_path):
     refused = f"refused by the safety limit of {limit:g} mrad, 1: {big} ({refused_mrad:.1f} mrad)"
     assert f"correction {refused}" in text
     assert "leaves out the 2 not corrected" in text
+    # the held-out figures of the corrected heliostats alone, beside the field's (whose
+    # uncorrected half keeps its nominal error)
+    v = st["verify"]
+    assert v["heliostats_corrected"] == 2 and "the 2 corrected alone: " in text
+    assert v["after_corrected_mrad_median"] < v["before_mrad_median"] / 3
+    assert v["after_corrected_mrad_p95"] <= v["after_mrad_p95"]
     html = (out / "report.html").read_text()
     assert "leaves out the 2 heliostat(s) not corrected" in html
     assert f"fit failed (too few records), 1: {few}" in html and f"{big} (" in html

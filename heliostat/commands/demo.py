@@ -390,6 +390,13 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"verify    held-out day {v['held_out_day']}, beam pointing error median (p95): "
             f"before {v['before_mrad_median']:.2f} ({v['before_mrad_p95']:.2f}) mrad, "
             f"after {v['after_mrad_median']:.2f} ({v['after_mrad_p95']:.2f}) mrad"
+            + (
+                f"; the {v['heliostats_corrected']} corrected alone: "
+                f"{v['after_corrected_mrad_median']:.2f} ({v['after_corrected_mrad_p95']:.2f})"
+                f" mrad"
+                if v.get("heliostats_not_corrected") and "after_corrected_mrad_median" in v
+                else ""
+            )
         )
         lines.append(
             f"          as delivered at noon through the controllers (with backlash): "
