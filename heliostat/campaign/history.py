@@ -238,20 +238,21 @@ class History:
         self.readonly = readonly
         if not readonly:
             ensure_schema(self.con, COMPONENT, SCHEMA_VERSION, _DDL)
-            self._add_columns()
         have = {r[1] for r in self.con.execute("PRAGMA table_info(campaign_observations)")}
         #: Columns a v1 file lacks (read as NULL).
         self._missing = {c for c in _ADDED_COLUMNS if have and c not in have}
+        if not readonly and self._missing:
+            self._add_columns()
 
     def _add_columns(self) -> None:
-        """Bring a v1 ``campaign_observations`` table up to v2 (columns added, NULL)."""
-        have = {r[1] for r in self.con.execute("PRAGMA table_info(campaign_observations)")}
+        """Bring a v1 ``campaign_observations`` table up to v2 (the missing columns
+        added, NULL)."""
         with self.con:
-            for col, sql_type in _ADDED_COLUMNS.items():
-                if col not in have:
-                    self.con.execute(
-                        f"ALTER TABLE campaign_observations ADD COLUMN {col} {sql_type}"
-                    )
+            for col in sorted(self._missing):
+                self.con.execute(
+                    f"ALTER TABLE campaign_observations ADD COLUMN {col} {_ADDED_COLUMNS[col]}"
+                )
+        self._missing = set()
 
     def _select(self, cols: Iterable[str]) -> str:
         """SELECT list of ``cols``; a column an old file lacks reads as NULL."""
