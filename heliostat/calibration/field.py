@@ -426,3 +426,12 @@ def too_few_records(job, explicit: bool):
         n_points=n,
         rms_before_mrad=rms,
     )
+
+
+def too_few_to_choose(job: Job) -> FitResult | None:
+    """The failed fit of :func:`too_few_records` for a job that would choose its set
+    (``job.select``) from fewer than :data:`MIN_RECORDS_TO_SELECT` records, else None
+    (``heliostat calibrate``'s rule; the demo's too)."""
+    if job.select and len(job.observations) < MIN_RECORDS_TO_SELECT:
+        return too_few_records(job, explicit=False)
+    return None

@@ -158,6 +158,24 @@ def candidate_sets(
     return tuple(out)
 
 
+def ladder(
+    drive: str, obs: Observations, candidates: Sequence[Sequence[str]] | None = None
+) -> tuple[tuple[str, ...], ...]:
+    """The candidate sets for these records: ``candidates`` if given, else
+    :func:`candidate_sets` with the backlash of each axis the records approach from both
+    sides at least :data:`BACKLASH_MIN_ROWS` times."""
+    cands = candidates or candidate_sets(drive, obs.both_directions(BACKLASH_MIN_ROWS))
+    return tuple(tuple(c) for c in cands)
+
+
+def screen_reference(cands: Sequence[tuple[str, ...]], n: int) -> tuple[str, ...]:
+    """The set whose robust fit screens ``n`` records for gross outliers (:func:`_screen`):
+    the largest candidate without a backlash with at least 1.5 residual components per
+    parameter, else the smallest of them (a backlash candidate only when no other is)."""
+    plain = [c for c in cands if not set(c) & set(BACKLASH)] or list(cands)
+    return next((c for c in reversed(plain) if 2 * n >= 3 * len(c)), plain[0])
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """One candidate set's score on the records.
@@ -512,10 +530,7 @@ def select_parameters(
     Selection
         ``names`` empty when no candidate is feasible and eligible.
     """
-    cands = [
-        tuple(c)
-        for c in (candidates or candidate_sets(kin.drive, obs.both_directions(BACKLASH_MIN_ROWS)))
-    ]
+    cands = list(ladder(kin.drive, obs, candidates))
     sky = SkyCheck.for_records(kin, obs)
     scored = [score(kin, obs, c, residual, sky=sky) for c in cands]
     # The identifiable subsets the fits suggest (fit.py: the least identifiable parameter
@@ -665,8 +680,7 @@ def _screen(
     n = len(obs)
     if n < MIN_RECORDS_TO_SCREEN:
         return obs, ()
-    plain = [c for c in cands if not set(c) & set(BACKLASH)] or list(cands)
-    ref = next((c for c in reversed(plain) if 2 * n >= 3 * len(c)), plain[0])
+    ref = screen_reference(cands, n)
     try:
         r = fit_heliostat(kin, obs, ref, residual, robust=True)
     except CalibrationError:
@@ -714,12 +728,7 @@ def calibrate_heliostat(
         r = with_cross_validation(kin, obs, r, opt.loo, opt.kfold, opt.residual)
         why = f"fixed set of {len(names)} parameters ({', '.join(names)}): not chosen"
         return Calibration(r, None, (), _bound_note(r, why))
-    cands = tuple(
-        tuple(c)
-        for c in (
-            opt.candidates or candidate_sets(kin.drive, obs.both_directions(BACKLASH_MIN_ROWS))
-        )
-    )
+    cands = ladder(kin.drive, obs, opt.candidates)
     clean, screened = _screen(kin, obs, cands, opt.residual)
     sel = select_parameters(kin, clean, opt.residual, cands, opt.nested, opt.outer_k, opt.seed)
     if not sel.names:

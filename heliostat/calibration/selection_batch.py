@@ -66,7 +66,6 @@ from heliostat.calibration.crossval_batch import cross_validate_batch
 from heliostat.calibration.fit import SINGULAR_RTOL, SPREAD_WARN_DEG, FitResult, inlier_mask
 from heliostat.calibration.observations import Observations
 from heliostat.calibration.selection import (
-    BACKLASH_MIN_ROWS,
     MIN_GAIN,
     MIN_RECORDS_TO_SCREEN,
     REFIT_ITERATIONS,
@@ -84,9 +83,10 @@ from heliostat.calibration.selection import (
     _selection,
     _unchosen,
     calibrate_heliostat,
-    candidate_sets,
+    ladder,
     outer_folds,
     score,
+    screen_reference,
 )
 from heliostat.errors import CalibrationError
 from heliostat.kinematics import HeliostatKinematics, KinematicErrors, KinematicsError
@@ -323,8 +323,7 @@ def calibrate_batch(
     # their ladder.
     by_ladder: dict[tuple[tuple[str, ...], ...], list[int]] = {}
     for i, o in enumerate(obs):
-        c = opt.candidates or candidate_sets(kins[0].drive, o.both_directions(BACKLASH_MIN_ROWS))
-        by_ladder.setdefault(tuple(tuple(x) for x in c), []).append(i)
+        by_ladder.setdefault(ladder(kins[0].drive, o, opt.candidates), []).append(i)
     kern = _kernels()
     out: list[Calibration | None] = [None] * len(kins)
     for cands, members in by_ladder.items():
@@ -464,10 +463,7 @@ def _screen(kins, obs, cands, residual: str, single: NDArray[np.bool_]):
     for i, o in enumerate(obs):
         k = len(o)
         if k >= MIN_RECORDS_TO_SCREEN:
-            # the largest candidate without a backlash (selection._screen's rule)
-            plain = [c for c in cands if not set(c) & set(BACKLASH)] or list(cands)
-            ref = next((c for c in reversed(plain) if 2 * k >= 3 * len(c)), plain[0])
-            groups.setdefault(ref, []).append(i)
+            groups.setdefault(screen_reference(cands, k), []).append(i)
     for ref, idx in groups.items():
         try:
             fits = fit_batch([kins[i] for i in idx], [obs[i] for i in idx], ref, residual)

@@ -368,7 +368,7 @@ def _run_history(args: argparse.Namespace, tol: float) -> int:
         heliostat_entry,
         parse_aim,
     )
-    from heliostat.calibration.field import MIN_RECORDS_TO_SELECT, calibrate_stream, too_few_records
+    from heliostat.calibration.field import calibrate_stream, too_few_to_choose
     from heliostat.campaign.history import History
     from heliostat.config import load_field
     from heliostat.corrections_format import CorrectionsStream
@@ -419,9 +419,7 @@ def _run_history(args: argparse.Namespace, tol: float) -> int:
                 jobs = []
                 for hid, o in obs.items():
                     job, _, _ = _job(args, field.heliostat(hid).kinematics, o)
-                    few = None
-                    if job.select and len(o) < MIN_RECORDS_TO_SELECT:
-                        few = too_few_records(job, explicit=False)
+                    few = too_few_to_choose(job)
                     if few is not None:
                         emit(few, out)
                     else:

@@ -171,12 +171,7 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         heliostat_entry,
         write_corrections,
     )
-    from heliostat.calibration.field import (
-        MIN_RECORDS_TO_SELECT,
-        calibrate_field,
-        make_jobs,
-        too_few_records,
-    )
+    from heliostat.calibration.field import calibrate_field, make_jobs, too_few_to_choose
     from heliostat.calibration.observations import observations_from_frame
 
     field_cfg = ctx.state["field"]
@@ -189,9 +184,7 @@ def stage_calibrate(ctx) -> dict[str, Any]:
         # that says so, not a one-parameter guess
         jobs, few = [], {}
         for job in make_jobs(kins, obs, select=True):
-            r = None
-            if len(job.observations) < MIN_RECORDS_TO_SELECT:
-                r = too_few_records(job, explicit=False)
+            r = too_few_to_choose(job)
             if r is None:
                 jobs.append(job)
             else:
